@@ -1,0 +1,2 @@
+//! The certsign approver: the queue and the record.
+#![forbid(unsafe_code)]

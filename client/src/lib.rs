@@ -1,0 +1,2 @@
+//! certctl library: the kubectl-shaped CLI's commands.
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! `certctl`: thin entry point; all logic lives in the library.
+
+fn main() {}
