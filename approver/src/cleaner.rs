@@ -47,14 +47,14 @@ fn cert_expired(csr: &CertificateSigningRequest, now: i64) -> bool {
 pub fn is_expired(csr: &CertificateSigningRequest, retention: &Retention, now: i64) -> bool {
     let upd = |ty: &str| decision::condition(csr, ty).and_then(|c| c.last_update_time.as_ref());
     match decision::state_of(csr) {
-        State::Issued => {
-            older_than(upd(APPROVED), retention.issued, now) || cert_expired(csr, now)
-        }
+        State::Issued => older_than(upd(APPROVED), retention.issued, now) || cert_expired(csr, now),
         State::Denied => older_than(upd(DENIED), retention.denied, now),
         State::Failed => older_than(upd(FAILED), retention.failed, now),
         State::Approved => older_than(upd(APPROVED), retention.approved_unissued, now),
         State::Pending => older_than(
-            csr.metadata.as_ref().and_then(|m| m.creation_timestamp.as_ref()),
+            csr.metadata
+                .as_ref()
+                .and_then(|m| m.creation_timestamp.as_ref()),
             retention.pending,
             now,
         ),
@@ -95,13 +95,35 @@ pub async fn sweep(store: &Store, retention: &Retention) -> Result<usize, StoreE
     Ok(deleted)
 }
 
+/// Run [`sweep`] every `retention.interval`, and trim the rate limiter.
+pub fn spawn(store: Store, retention: Retention, limiter: std::sync::Arc<crate::limits::Limiter>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(retention.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match sweep(&store, &retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "cleaner pass"),
+                Err(e) => tracing::warn!(error = %e, "cleaner pass failed"),
+            }
+            limiter.shrink();
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use certsign_proto::v1::{CertificateSigningRequestCondition, CertificateSigningRequestStatus, ObjectMeta};
+    use certsign_proto::v1::{
+        CertificateSigningRequestCondition, CertificateSigningRequestStatus, ObjectMeta,
+    };
 
     fn ts(s: i64) -> Option<prost_types::Timestamp> {
-        Some(prost_types::Timestamp { seconds: s, nanos: 0 })
+        Some(prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        })
     }
 
     fn with(created: i64, conds: &[(&str, i64)], cert: &[u8]) -> CertificateSigningRequest {
@@ -136,10 +158,30 @@ mod tests {
         assert!(is_expired(&with(now - 86401, &[], b""), &r, now));
         assert!(!is_expired(&with(0, &[(DENIED, now - 3599)], b""), &r, now));
         assert!(is_expired(&with(0, &[(DENIED, now - 3601)], b""), &r, now));
-        assert!(is_expired(&with(0, &[(APPROVED, now - 10), (FAILED, now - 3601)], b""), &r, now));
-        assert!(!is_expired(&with(0, &[(APPROVED, now - 3601)], b""), &r, now));
-        assert!(is_expired(&with(0, &[(APPROVED, now - 86401)], b""), &r, now));
-        assert!(is_expired(&with(0, &[(APPROVED, now - 3601)], b"garbage"), &r, now));
-        assert!(!is_expired(&with(0, &[(APPROVED, now - 60)], b"garbage"), &r, now));
+        assert!(is_expired(
+            &with(0, &[(APPROVED, now - 10), (FAILED, now - 3601)], b""),
+            &r,
+            now
+        ));
+        assert!(!is_expired(
+            &with(0, &[(APPROVED, now - 3601)], b""),
+            &r,
+            now
+        ));
+        assert!(is_expired(
+            &with(0, &[(APPROVED, now - 86401)], b""),
+            &r,
+            now
+        ));
+        assert!(is_expired(
+            &with(0, &[(APPROVED, now - 3601)], b"garbage"),
+            &r,
+            now
+        ));
+        assert!(!is_expired(
+            &with(0, &[(APPROVED, now - 60)], b"garbage"),
+            &r,
+            now
+        ));
     }
 }

@@ -69,6 +69,12 @@ struct RawConfig {
     bootstrap_tokens: Vec<RawBootstrapToken>,
     #[serde(default)]
     auto_approve: Vec<AutoApproveRule>,
+    #[serde(default = "default_statement_max_age", with = "humantime_serde")]
+    statement_max_age: Duration,
+}
+
+fn default_statement_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_database_url() -> String {
@@ -268,6 +274,8 @@ pub struct Config {
     pub retention: Retention,
     pub bootstrap_tokens: Vec<BootstrapToken>,
     pub auto_approve: Vec<AutoApproveRule>,
+    /// Freshness of approval and renewal statements (as the signer's).
+    pub statement_max_age: Duration,
 }
 
 impl Config {
@@ -314,7 +322,9 @@ impl Config {
             if !e.starts_with("https://") {
                 return Err(invalid(
                     &format!("signer.endpoints[{i}]"),
-                    format!("{e:?} must be an https:// URL (the signer is only spoken to over mTLS)"),
+                    format!(
+                        "{e:?} must be an https:// URL (the signer is only spoken to over mTLS)"
+                    ),
                 ));
             }
         }
@@ -362,7 +372,10 @@ impl Config {
 
         let limits = raw.limits;
         if limits.max_request_bytes == 0 {
-            return Err(invalid("limits.max_request_bytes", "must be positive".into()));
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be positive".into(),
+            ));
         }
         if limits.requests_per_second == 0 {
             return Err(invalid(
@@ -434,7 +447,7 @@ impl Config {
                 // name would silently weaken the operator's intent.
                 let covered: Vec<&SignerNameConfig> = signer_names
                     .iter()
-                    .filter(|s| s.name == *name || pattern_matches(name, &s.name))
+                    .filter(|s| pattern_matches(name, &s.name) || pattern_matches(&s.name, name))
                     .collect();
                 if covered.is_empty() {
                     return Err(invalid(
@@ -480,6 +493,7 @@ impl Config {
             retention: raw.retention,
             bootstrap_tokens: tokens,
             auto_approve: raw.auto_approve,
+            statement_max_age: raw.statement_max_age,
         })
     }
 
@@ -568,9 +582,7 @@ fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {
         return Ok(url.to_string());
     }
     let Some(rest) = url.strip_prefix("sqlite:") else {
-        return Err(format!(
-            "{url:?} must start with sqlite:// or postgres://"
-        ));
+        return Err(format!("{url:?} must start with sqlite:// or postgres://"));
     };
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     let (file, query) = match rest.split_once('?') {
@@ -641,7 +653,9 @@ approver_groups = ["example-admins"]
     fn unknown_key_is_named() {
         let err = parse("bogus = 1\n").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
-        let err = parse("[limits]\nmax_pending = 3\n").unwrap_err().to_string();
+        let err = parse("[limits]\nmax_pending = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_pending"), "{err}");
     }
 
@@ -657,9 +671,10 @@ approver_groups = ["example-admins"]
 
     #[test]
     fn auto_approve_only_for_approver_mode() {
-        let err = parse("[[auto_approve]]\nsigner_names = [\"kubernetes.io/kube-apiserver-client\"]\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            parse("[[auto_approve]]\nsigner_names = [\"kubernetes.io/kube-apiserver-client\"]\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("auto_approve[0].signer_names"), "{err}");
         parse("[[auto_approve]]\nsigner_names = [\"example.com/x\"]\ngroups = [\"g\"]\ncn_equals_username = true\n")
             .unwrap();

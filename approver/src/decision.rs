@@ -57,7 +57,10 @@ pub struct Actor {
 pub enum DecisionError {
     /// kubectl's text for approving a denied request (and the reverse).
     #[error("certificate signing request {name:?} is already {condition}")]
-    Conflicting { name: String, condition: &'static str },
+    Conflicting {
+        name: String,
+        condition: &'static str,
+    },
     /// Separation of duties: the requestor never counts as an approver.
     #[error("user {username:?} requested {name:?} and may not approve it")]
     SelfApproval { name: String, username: String },
@@ -261,7 +264,10 @@ pub fn auto_approve(csr: &mut CertificateSigningRequest, message: &str) {
 }
 
 /// Record a denial. Returns whether the object changed.
-pub fn deny(csr: &mut CertificateSigningRequest, input: DecisionInput) -> Result<bool, DecisionError> {
+pub fn deny(
+    csr: &mut CertificateSigningRequest,
+    input: DecisionInput,
+) -> Result<bool, DecisionError> {
     if condition(csr, APPROVED).is_some() {
         return Err(DecisionError::Conflicting {
             name: name_of(csr),

@@ -140,7 +140,9 @@ impl Worker {
                 }
             }
             let wait = match self.store.next_forward_time().await {
-                Ok(Some(t)) => Duration::from_secs(u64::try_from((t - unix_now()).clamp(1, 5)).unwrap_or(1)),
+                Ok(Some(t)) => {
+                    Duration::from_secs(u64::try_from((t - unix_now()).clamp(1, 5)).unwrap_or(1))
+                }
                 _ => Duration::from_secs(5),
             };
             let _ = tokio::time::timeout(wait, wake.notified()).await;

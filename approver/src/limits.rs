@@ -32,10 +32,7 @@ pub struct Limiter {
 impl Limiter {
     pub fn new(limits: &Limits) -> Self {
         let per_second = NonZeroU32::new(limits.requests_per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = limits
-            .burst
-            .and_then(NonZeroU32::new)
-            .unwrap_or(per_second);
+        let burst = limits.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
         Self {
             rate: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
             per_second: per_second.get(),

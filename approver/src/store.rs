@@ -38,7 +38,9 @@ pub enum StoreError {
     #[error("certificatesigningrequests.certificates.k8s.io {0:?} already exists")]
     AlreadyExists(String),
     /// The requestor has too many pending requests.
-    #[error("user {username:?} already has {max} pending certificate signing requests; the limit is {max}")]
+    #[error(
+        "user {username:?} already has {max} pending certificate signing requests; the limit is {max}"
+    )]
     PendingLimit { username: String, max: u32 },
     /// A bootstrap token has been used up.
     #[error("bootstrap token {id:?} has reached its use limit of {max}")]
@@ -162,7 +164,9 @@ fn name_of(csr: &CertificateSigningRequest) -> &str {
 }
 
 fn set_rv(csr: &mut CertificateSigningRequest, rv: i64) {
-    csr.metadata.get_or_insert_with(Default::default).resource_version = rv.to_string();
+    csr.metadata
+        .get_or_insert_with(Default::default)
+        .resource_version = rv.to_string();
 }
 
 impl Store {
@@ -227,7 +231,7 @@ impl Store {
                 Backend::Postgres => m.postgres,
             };
             for s in stmts {
-                sqlx::query(s).execute(&mut *tx).await?;
+                sqlx::query(*s).execute(&mut *tx).await?;
             }
             sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
                 .bind(m.version)
@@ -279,20 +283,23 @@ impl Store {
     ) -> Result<CertificateSigningRequest, StoreError> {
         let (mut tx, rv) = self.begin_write().await?;
         let name = name_of(&obj).to_string();
-        let exists: Option<i64> = sqlx::query_scalar("SELECT resource_version FROM csrs WHERE name = $1")
-            .bind(&name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT resource_version FROM csrs WHERE name = $1")
+                .bind(&name)
+                .fetch_optional(&mut *tx)
+                .await?;
         if exists.is_some() {
             return Err(StoreError::AlreadyExists(name));
         }
         let spec = obj.spec.clone().unwrap_or_default();
-        let pending: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM csrs WHERE username = $1 AND state = 'pending'")
-                .bind(&spec.username)
-                .fetch_one(&mut *tx)
-                .await?;
-        if state_of(&obj) == State::Pending && pending >= i64::from(guard.max_pending_per_requestor) {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM csrs WHERE username = $1 AND state = 'pending'",
+        )
+        .bind(&spec.username)
+        .fetch_one(&mut *tx)
+        .await?;
+        if state_of(&obj) == State::Pending && pending >= i64::from(guard.max_pending_per_requestor)
+        {
             return Err(StoreError::PendingLimit {
                 username: spec.username,
                 max: guard.max_pending_per_requestor,
@@ -303,11 +310,13 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            let done = sqlx::query("UPDATE bootstrap_token_uses SET uses = uses + 1 WHERE id = $1 AND uses < $2")
-                .bind(id)
-                .bind(i64::from(*max))
-                .execute(&mut *tx)
-                .await?;
+            let done = sqlx::query(
+                "UPDATE bootstrap_token_uses SET uses = uses + 1 WHERE id = $1 AND uses < $2",
+            )
+            .bind(id)
+            .bind(i64::from(*max))
+            .execute(&mut *tx)
+            .await?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::TokenExhausted {
                     id: id.clone(),
@@ -317,7 +326,10 @@ impl Store {
         }
         set_rv(&mut obj, rv);
         let meta = obj.metadata.clone().unwrap_or_default();
-        let created = meta.creation_timestamp.map(|t| t.seconds).unwrap_or_else(unix_now);
+        let created = meta
+            .creation_timestamp
+            .map(|t| t.seconds)
+            .unwrap_or_else(unix_now);
         sqlx::query(
             "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, object, renewal) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10)",
@@ -380,14 +392,20 @@ impl Store {
             if c.contains(',') {
                 add(" AND cond = $?", c.clone(), &mut binds);
             } else {
-                add(" AND (',' || cond || ',') LIKE $?", format!("%,{c},%"), &mut binds);
+                add(
+                    " AND (',' || cond || ',') LIKE $?",
+                    format!("%,{c},%"),
+                    &mut binds,
+                );
             }
         }
         if let Some(a) = after {
             add(" AND name > $?", a.to_string(), &mut binds);
         }
         sql.push_str(&format!(" ORDER BY name LIMIT {}", limit.max(1)));
-        let mut q = sqlx::query(&sql);
+        // Built only from fixed clauses and numbered placeholders; every
+        // value is bound, never interpolated.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for b in binds {
             q = q.bind(b);
         }
@@ -398,7 +416,11 @@ impl Store {
     /// Read-modify-write one object. `f` returns `Ok(true)` to store the
     /// change, `Ok(false)` for no change (the current object is returned),
     /// or an error to refuse.
-    pub async fn update<E, F>(&self, name: &str, f: F) -> Result<CertificateSigningRequest, UpdateError<E>>
+    pub async fn update<E, F>(
+        &self,
+        name: &str,
+        f: F,
+    ) -> Result<CertificateSigningRequest, UpdateError<E>>
     where
         F: FnOnce(&mut CertificateSigningRequest) -> Result<bool, E>,
     {
@@ -472,7 +494,11 @@ impl Store {
 
     /// Claim the next approved request due for forwarding, leasing it until
     /// `lease_until` so other workers (or replicas) skip it meanwhile.
-    pub async fn claim_forward(&self, now: i64, lease_until: i64) -> Result<Option<ForwardItem>, StoreError> {
+    pub async fn claim_forward(
+        &self,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<ForwardItem>, StoreError> {
         let row = sqlx::query(
             "UPDATE csrs SET next_attempt = $1, attempts = attempts + 1 \
              WHERE name = (SELECT name FROM csrs WHERE state = 'approved' AND next_attempt <= $2 ORDER BY next_attempt, name LIMIT 1) \
@@ -519,18 +545,20 @@ impl Store {
     /// Whether any approved request is due for forwarding at `now`; and the
     /// earliest future attempt time.
     pub async fn next_forward_time(&self) -> Result<Option<i64>, StoreError> {
-        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(next_attempt) FROM csrs WHERE state = 'approved'")
-            .fetch_one(&self.pool)
-            .await?;
+        let t: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(next_attempt) FROM csrs WHERE state = 'approved'")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(t)
     }
 
     /// Events with a resource version greater than `after`, oldest first.
     pub async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(&format!(
+        // Only an integer is formatted in.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT resource_version, event_type, name, object FROM csr_events WHERE resource_version > $1 ORDER BY resource_version LIMIT {}",
             limit.max(1)
-        ))
+        )))
         .bind(after)
         .fetch_all(&self.pool)
         .await?;
@@ -547,9 +575,10 @@ impl Store {
 
     /// The newest resource version handed out (0 on an empty store).
     pub async fn latest_resource_version(&self) -> Result<i64, StoreError> {
-        let v: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'resource_version'")
-            .fetch_one(&self.pool)
-            .await?;
+        let v: i64 =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'resource_version'")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(v)
     }
 
@@ -564,10 +593,12 @@ impl Store {
 
     /// Pending requests of one requestor.
     pub async fn count_pending(&self, username: &str) -> Result<i64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM csrs WHERE username = $1 AND state = 'pending'")
-            .bind(username)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM csrs WHERE username = $1 AND state = 'pending'",
+        )
+        .bind(username)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n)
     }
 
@@ -577,7 +608,10 @@ impl Store {
     }
 }
 
-fn decode_renewal(name: &str, bytes: Option<Vec<u8>>) -> Result<Option<SignedStatement>, StoreError> {
+fn decode_renewal(
+    name: &str,
+    bytes: Option<Vec<u8>>,
+) -> Result<Option<SignedStatement>, StoreError> {
     match bytes {
         Some(b) if !b.is_empty() => SignedStatement::decode(b.as_slice())
             .map(Some)

@@ -63,7 +63,11 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// The serving configuration: our identity, client certificates verified
 /// against `client_ca` when presented, ALPN h2.
-pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for c in load_certs(client_ca)? {
@@ -136,5 +140,8 @@ pub fn signer_client_tls(
     };
     Ok(tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?))
-        .identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?)))
+        .identity(tonic::transport::Identity::from_pem(
+            read(cert)?,
+            read(key)?,
+        )))
 }

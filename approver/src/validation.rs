@@ -62,11 +62,28 @@ impl fmt::Display for Value {
 /// One field error, as Kubernetes' `field.Error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldError {
-    Required { field: String, detail: String },
-    Invalid { field: String, value: Value, detail: String },
-    NotSupported { field: String, value: Value, supported: Vec<String> },
-    Duplicate { field: String, value: Value },
-    TooLong { field: String, max: usize },
+    Required {
+        field: String,
+        detail: String,
+    },
+    Invalid {
+        field: String,
+        value: Value,
+        detail: String,
+    },
+    NotSupported {
+        field: String,
+        value: Value,
+        supported: Vec<String>,
+    },
+    Duplicate {
+        field: String,
+        value: Value,
+    },
+    TooLong {
+        field: String,
+        max: usize,
+    },
 }
 
 impl fmt::Display for FieldError {
@@ -75,7 +92,9 @@ impl fmt::Display for FieldError {
             FieldError::Required { field, detail } if detail.is_empty() => {
                 write!(f, "{field}: Required value")
             }
-            FieldError::Required { field, detail } => write!(f, "{field}: Required value: {detail}"),
+            FieldError::Required { field, detail } => {
+                write!(f, "{field}: Required value: {detail}")
+            }
             FieldError::Invalid {
                 field,
                 value,
@@ -93,7 +112,9 @@ impl fmt::Display for FieldError {
                     quoted.join(", ")
                 )
             }
-            FieldError::Duplicate { field, value } => write!(f, "{field}: Duplicate value: {value}"),
+            FieldError::Duplicate { field, value } => {
+                write!(f, "{field}: Duplicate value: {value}")
+            }
             FieldError::TooLong { field, max } => {
                 write!(f, "{field}: Too long: may not be more than {max} bytes")
             }
@@ -327,8 +348,9 @@ pub fn validate_signer_name(field: &str, signer_name: &str) -> Vec<FieldError> {
         el.push(FieldError::Invalid {
             field: field.into(),
             value: Value::Str(signer_name.into()),
-            detail: "must be a fully qualified domain and path of the form 'example.com/signer-name'"
-                .into(),
+            detail:
+                "must be a fully qualified domain and path of the form 'example.com/signer-name'"
+                    .into(),
         });
         return el;
     }
@@ -452,8 +474,10 @@ mod tests {
     fn csr_pem() -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, "alice");
-        p.distinguished_name.push(rcgen::DnType::OrganizationName, "dev");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "dev");
         p.serialize_request(&key).unwrap().pem().unwrap()
     }
 
@@ -489,7 +513,10 @@ mod tests {
         der[n - 3] ^= 0x01;
         let pem2 = to_pem("CERTIFICATE REQUEST", &der);
         let err = VerifiedCsr::from_pem(pem2.as_bytes()).unwrap_err();
-        assert!(err.contains("signature") || err.contains("malformed"), "{err}");
+        assert!(
+            err.contains("signature") || err.contains("malformed"),
+            "{err}"
+        );
     }
 
     fn to_pem(label: &str, der: &[u8]) -> String {
@@ -511,14 +538,21 @@ mod tests {
     #[test]
     fn every_error_at_once() {
         let pem = csr_pem();
-        let usages = vec!["client auth".to_string(), "bogus".into(), "client auth".into()];
+        let usages = vec![
+            "client auth".to_string(),
+            "bogus".into(),
+            "client auth".into(),
+        ];
         let mut i = input(pem.as_bytes(), &usages);
         i.expiration_seconds = Some(300);
         i.signer_name = "nope";
         let m = msgs(&i);
         assert!(m.starts_with('[') && m.ends_with(']'), "{m}");
         assert!(m.contains("spec.usages[1]: Unsupported value: \"bogus\": supported values: \"any\", \"cert sign\""), "{m}");
-        assert!(m.contains("spec.usages[2]: Duplicate value: \"client auth\""), "{m}");
+        assert!(
+            m.contains("spec.usages[2]: Duplicate value: \"client auth\""),
+            "{m}"
+        );
         assert!(m.contains("spec.signerName: Invalid value: \"nope\": must be a fully qualified domain and path of the form 'example.com/signer-name'"), "{m}");
         assert!(m.contains("spec.expirationSeconds: Invalid value: 300: may not specify a duration less than 600 seconds (10 minutes)"), "{m}");
     }
@@ -531,8 +565,13 @@ mod tests {
             f("example/x"),
             "spec.signerName: Invalid value: \"example\": should be a domain with at least two segments separated by dots"
         );
-        assert!(f("Example.com/x").contains("validating label \"Example\": a lowercase RFC 1123 label"));
-        assert!(f("example.com/X_").contains("validating component \"X_\": a lowercase RFC 1123 subdomain"));
+        assert!(
+            f("Example.com/x").contains("validating label \"Example\": a lowercase RFC 1123 label")
+        );
+        assert!(
+            f("example.com/X_")
+                .contains("validating component \"X_\": a lowercase RFC 1123 subdomain")
+        );
         assert!(validate_signer_name("f", "example.com/ns.name").is_empty());
         let long = format!("example.com/{}", "a.".repeat(300));
         assert!(f(&long).contains("Too long: may not be more than 571 bytes"));
@@ -556,9 +595,14 @@ mod tests {
         let usages = vec!["client auth".to_string()];
         let mut i = input(pem.as_bytes(), &usages);
         i.name = "";
-        assert_eq!(msgs(&i), "metadata.name: Required value: name or generateName is required");
+        assert_eq!(
+            msgs(&i),
+            "metadata.name: Required value: name or generateName is required"
+        );
         i.name = "Bad_Name";
-        assert!(msgs(&i).starts_with("metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"));
+        assert!(msgs(&i).starts_with(
+            "metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"
+        ));
         let g = generate_name("csr-");
         assert_eq!(g.len(), 9);
         assert!(g.starts_with("csr-"));
