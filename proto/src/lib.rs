@@ -13,5 +13,6 @@ pub mod v1 {
 
     /// The encoded `FileDescriptorSet` of every certsign `.proto` file (with
     /// imports), for `tonic-reflection`.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("certsign_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("certsign_descriptor");
 }

@@ -6,5 +6,12 @@
 //! signing profile and the evidence of approval. It never trusts the
 //! approver's word alone, never issues a CA certificate, and never logs key
 //! material.
+//!
+//! # Layout
+//! - [`csr`]: `VerifiedCsr` (parse, key policy, self-signature).
+//! - [`evidence`]: signed approvals and renewal proofs (shared with the approver).
 
 #![forbid(unsafe_code)]
+
+pub mod csr;
+pub mod evidence;

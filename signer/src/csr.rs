@@ -1,0 +1,331 @@
+//! `VerifiedCsr`: a PKCS#10 request that has been parsed, whose key type and
+//! size are acceptable and whose self-signature verifies.
+//!
+//! The only way to get a `VerifiedCsr` is [`VerifiedCsr::from_pem`], so code
+//! holding one never re-checks. This module never decides policy (usages,
+//! subject rules): that is `profile.rs`. It never trusts a requested
+//! extension except the SAN list (checked later against the profile);
+//! basicConstraints CA:TRUE is refused outright, everything else is dropped.
+
+use std::net::IpAddr;
+
+use rustls_pki_types::pem::{PemObject, SectionKind};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::cri_attributes::ParsedCriAttribute;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, OID_SIG_ED25519, OID_X509_EXT_BASIC_CONSTRAINTS,
+    OID_X509_EXT_SUBJECT_ALT_NAME,
+};
+use x509_parser::prelude::FromDer;
+use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
+
+/// Minimum RSA modulus size accepted anywhere (CSR keys, admin keys).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Why a CSR was refused. Display texts follow Kubernetes where it has one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CsrError {
+    /// The first PEM block is not a CERTIFICATE REQUEST (Kubernetes' text).
+    #[error("PEM block type must be CERTIFICATE REQUEST")]
+    NotPem,
+    /// The DER inside the PEM block does not parse as PKCS#10.
+    #[error("spec.request: invalid PKCS#10 request: {0}")]
+    Parse(String),
+    /// The key type is not one of ECDSA P-256/P-384, Ed25519, RSA >= 2048.
+    #[error(
+        "spec.request: key type not allowed: {0} (allowed: ECDSA P-256, ECDSA P-384, Ed25519, RSA >= 2048 bits)"
+    )]
+    KeyType(String),
+    /// The request's self-signature does not verify (Kubernetes' text).
+    #[error("unable to verify certificate request signature: {0}")]
+    Signature(String),
+    /// The request asks for basicConstraints CA:TRUE.
+    #[error(
+        "spec.request: the request asks for a CA certificate (basicConstraints CA:TRUE); this signer never issues CA certificates"
+    )]
+    AsksForCa,
+    /// A SAN type other than DNS, IP, URI or email, or a malformed SAN.
+    #[error("spec.request: unsupported or malformed subjectAltName: {0}")]
+    San(String),
+}
+
+/// Public key algorithms this system accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// ECDSA on NIST P-256.
+    P256,
+    /// ECDSA on NIST P-384.
+    P384,
+    /// Ed25519.
+    Ed25519,
+    /// RSA with this many modulus bits (always >= [`MIN_RSA_BITS`]).
+    Rsa(usize),
+}
+
+impl KeyKind {
+    /// Classify a SubjectPublicKeyInfo, refusing anything not allowed.
+    pub fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Self, CsrError> {
+        let alg = &spki.algorithm.algorithm;
+        if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
+            match curve {
+                Some(c) if c == OID_EC_P256 => Ok(Self::P256),
+                Some(c) if c == OID_NIST_EC_P384 => Ok(Self::P384),
+                Some(c) => Err(CsrError::KeyType(format!("ECDSA on curve {c}"))),
+                None => Err(CsrError::KeyType("ECDSA without a named curve".into())),
+            }
+        } else if *alg == OID_SIG_ED25519 {
+            Ok(Self::Ed25519)
+        } else if *alg == OID_PKCS1_RSAENCRYPTION {
+            let bits = spki.parsed().map(|k| k.key_size()).unwrap_or(0);
+            if bits < MIN_RSA_BITS {
+                return Err(CsrError::KeyType(format!("RSA-{bits} is too small")));
+            }
+            Ok(Self::Rsa(bits))
+        } else {
+            Err(CsrError::KeyType(format!("algorithm {alg}")))
+        }
+    }
+
+    /// Whether keyEncipherment makes sense for this key (RSA key transport only).
+    pub fn can_encipher_keys(self) -> bool {
+        matches!(self, Self::Rsa(_))
+    }
+}
+
+/// A parsed, signature-checked, key-checked certificate request.
+#[derive(Debug, Clone)]
+pub struct VerifiedCsr {
+    der: Vec<u8>,
+    sha256: [u8; 32],
+    subject_der: Vec<u8>,
+    spki_der: Vec<u8>,
+    key: KeyKind,
+    /// Subject common name, if any.
+    pub common_name: Option<String>,
+    /// Subject O values in order (Kubernetes: the groups).
+    pub organizations: Vec<String>,
+    /// Requested SANs, by type.
+    pub sans: Sans,
+}
+
+/// Subject alternative names, by type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sans {
+    /// dNSName entries.
+    pub dns: Vec<String>,
+    /// iPAddress entries.
+    pub ips: Vec<IpAddr>,
+    /// uniformResourceIdentifier entries.
+    pub uris: Vec<String>,
+    /// rfc822Name entries.
+    pub emails: Vec<String>,
+}
+
+impl Sans {
+    /// True when there is no SAN at all.
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_empty() && self.ips.is_empty() && self.uris.is_empty() && self.emails.is_empty()
+    }
+
+    /// Read SANs from a parsed extension list (also used for certificates).
+    pub fn from_general_names(names: &[GeneralName<'_>]) -> Result<Self, CsrError> {
+        let mut sans = Self::default();
+        for name in names {
+            match name {
+                GeneralName::DNSName(d) => sans.dns.push((*d).to_owned()),
+                GeneralName::RFC822Name(e) => sans.emails.push((*e).to_owned()),
+                GeneralName::URI(u) => sans.uris.push((*u).to_owned()),
+                GeneralName::IPAddress(b) => sans.ips.push(match b.len() {
+                    4 => IpAddr::from(
+                        <[u8; 4]>::try_from(*b).map_err(|_| CsrError::San("IP".into()))?,
+                    ),
+                    16 => IpAddr::from(
+                        <[u8; 16]>::try_from(*b).map_err(|_| CsrError::San("IP".into()))?,
+                    ),
+                    n => return Err(CsrError::San(format!("IP address of {n} bytes"))),
+                }),
+                other => return Err(CsrError::San(format!("{other:?}"))),
+            }
+        }
+        Ok(sans)
+    }
+}
+
+/// Decode the first PEM block, which must be a CERTIFICATE REQUEST, to DER.
+pub fn csr_der_from_pem(pem: &[u8]) -> Result<Vec<u8>, CsrError> {
+    match <(SectionKind, Vec<u8>)>::from_pem_slice(pem) {
+        Ok((SectionKind::Csr, der)) => Ok(der),
+        _ => Err(CsrError::NotPem),
+    }
+}
+
+/// SHA-256 of some bytes.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Subject CN and O values of an X.509 name.
+pub fn name_identity(name: &X509Name<'_>) -> (Option<String>, Vec<String>) {
+    let cn = name
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_owned);
+    let orgs = name
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .map(str::to_owned)
+        .collect();
+    (cn, orgs)
+}
+
+impl VerifiedCsr {
+    /// Parse `spec.request` (PEM), check key type/size, refuse CA:TRUE and
+    /// verify the self-signature.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, CsrError> {
+        Self::from_der(&csr_der_from_pem(pem)?)
+    }
+
+    /// As [`VerifiedCsr::from_pem`], from DER.
+    pub fn from_der(der: &[u8]) -> Result<Self, CsrError> {
+        let (rest, req) =
+            X509CertificationRequest::from_der(der).map_err(|e| CsrError::Parse(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(CsrError::Parse("trailing bytes after the request".into()));
+        }
+        let info = &req.certification_request_info;
+        // Key checks come before the signature so that RSA-1024 is named as
+        // such rather than as a signature failure.
+        let key = KeyKind::from_spki(&info.subject_pki)?;
+        let sig_alg = &req.signature_algorithm.algorithm;
+        if *sig_alg == OID_PKCS1_SHA1WITHRSA || *sig_alg == OID_SHA1_WITH_RSA {
+            return Err(CsrError::Signature(
+                "SHA-1 signatures are not accepted".into(),
+            ));
+        }
+        req.verify_signature()
+            .map_err(|e| CsrError::Signature(e.to_string()))?;
+
+        let mut sans = Sans::default();
+        for attr in info.iter_attributes() {
+            let ParsedCriAttribute::ExtensionRequest(ext_req) = attr.parsed_attribute() else {
+                continue;
+            };
+            for ext in &ext_req.extensions {
+                if ext.oid == OID_X509_EXT_BASIC_CONSTRAINTS {
+                    match ext.parsed_extension() {
+                        ParsedExtension::BasicConstraints(bc) if !bc.ca => {}
+                        // CA:TRUE or an unreadable basicConstraints: fail closed.
+                        _ => return Err(CsrError::AsksForCa),
+                    }
+                } else if ext.oid == OID_X509_EXT_SUBJECT_ALT_NAME {
+                    match ext.parsed_extension() {
+                        ParsedExtension::SubjectAlternativeName(san) => {
+                            sans = Sans::from_general_names(&san.general_names)?;
+                        }
+                        _ => return Err(CsrError::San("unreadable extension".into())),
+                    }
+                }
+                // Every other requested extension (KU, EKU, nsComment, ...)
+                // is dropped: the profile decides what the certificate says.
+            }
+        }
+        let (common_name, organizations) = name_identity(&info.subject);
+        Ok(Self {
+            der: der.to_vec(),
+            sha256: sha256(der),
+            subject_der: info.subject.as_raw().to_vec(),
+            spki_der: info.subject_pki.raw.to_vec(),
+            key,
+            common_name,
+            organizations,
+            sans,
+        })
+    }
+
+    /// The request DER.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+    /// SHA-256 of the request DER (what statements bind).
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+    /// The subject Name, DER, exactly as requested.
+    pub fn subject_der(&self) -> &[u8] {
+        &self.subject_der
+    }
+    /// The SubjectPublicKeyInfo, DER.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+    /// The key type.
+    pub fn key(&self) -> KeyKind {
+        self.key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn csr(alg: &'static rcgen::SignatureAlgorithm, ca: bool) -> String {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "dev");
+        if ca {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        p.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn accepts_p256_and_reads_identity() {
+        let c =
+            VerifiedCsr::from_pem(csr(&rcgen::PKCS_ECDSA_P256_SHA256, false).as_bytes()).unwrap();
+        assert_eq!(c.key(), KeyKind::P256);
+        assert_eq!(c.common_name.as_deref(), Some("alice"));
+        assert_eq!(c.organizations, vec!["dev".to_string()]);
+        assert_eq!(c.sans.dns, vec!["a.example".to_string()]);
+    }
+
+    #[test]
+    fn rejects_ca_true_csr() {
+        let e = VerifiedCsr::from_pem(csr(&rcgen::PKCS_ED25519, true).as_bytes()).unwrap_err();
+        assert_eq!(e, CsrError::AsksForCa);
+    }
+
+    #[test]
+    fn rejects_tampered_signature_and_non_csr_pem() {
+        let pem = csr(&rcgen::PKCS_ECDSA_P384_SHA384, false);
+        let mut der = csr_der_from_pem(pem.as_bytes()).unwrap();
+        let n = der.len();
+        der[n - 5] ^= 0x01;
+        assert!(matches!(
+            VerifiedCsr::from_der(&der),
+            Err(CsrError::Signature(_))
+        ));
+        let e = VerifiedCsr::from_pem(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "PEM block type must be CERTIFICATE REQUEST"
+        );
+    }
+}
