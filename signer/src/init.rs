@@ -105,6 +105,22 @@ pub fn generate_key(kt: KeyType) -> Result<KeyPair, String> {
     KeyPair::generate_for(alg).map_err(|e| e.to_string())
 }
 
+/// PKCS#8 PEM of a key. Ed25519 keys are written as PKCS#8 v1 (RFC 8410,
+/// no embedded public key): ring produces v2, which OpenSSL 3.0 cannot read.
+pub fn key_pem(key: &KeyPair) -> Zeroizing<String> {
+    let der = Zeroizing::new(key.serialize_der());
+    // v2 layout from ring: 30 51 02 01 01 30 05 06 03 2b 65 70 04 22 04 20 <seed 32> a1 23 ...
+    if key.algorithm() == &rcgen::PKCS_ED25519 && der.len() >= 48 && der[14..16] == [0x04, 0x20] {
+        let mut v1 = Zeroizing::new(vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ]);
+        v1.extend_from_slice(&der[16..48]);
+        return Zeroizing::new(crate::ca_key::pem_block("PRIVATE KEY", &v1));
+    }
+    Zeroizing::new(key.serialize_pem())
+}
+
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     let mut f = OpenOptions::new()
         .write(true)
@@ -234,11 +250,7 @@ pub async fn init(o: &InitOptions) -> Result<(), String> {
     serial[0] = (serial[0] & 0x7f) | 0x01;
     p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
     let ca = p.self_signed(&key).map_err(|e| e.to_string())?;
-    write_new(
-        &ca_key,
-        Zeroizing::new(key.serialize_pem()).as_bytes(),
-        0o600,
-    )?;
+    write_new(&ca_key, key_pem(&key).as_bytes(), 0o600)?;
     write_new(&ca_crt, ca.pem().as_bytes(), 0o644)?;
 
     let signer_toml = o.dir.join("signer/signer.toml");
@@ -302,7 +314,7 @@ pub async fn init(o: &InitOptions) -> Result<(), String> {
             console_issue(&authority, csr.into_bytes(), IDENTITY_SIGNER, usages, None).await?;
         write_new(
             &o.dir.join(format!("{file}.key")),
-            Zeroizing::new(key.serialize_pem()).as_bytes(),
+            key_pem(&key).as_bytes(),
             0o600,
         )?;
         write_new(&o.dir.join(format!("{file}.crt")), cert.as_bytes(), 0o644)?;

@@ -239,7 +239,13 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
             ));
         }
         if line.prev != prev {
-            return Err(corrupt(n, "prev hash does not match the previous line (a line was edited, dropped or reordered)".into()));
+            return Err(corrupt(
+                n,
+                format!(
+                    "prev hash does not match line {} (that line was edited, or lines were dropped or reordered)",
+                    n - 1
+                ),
+            ));
         }
         prev = hex::encode(sha256(bytes));
         seq = n;
