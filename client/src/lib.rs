@@ -1,2 +1,104 @@
-//! certctl library: the kubectl-shaped CLI's commands.
+//! certctl: the kubectl-shaped CLI for certsign users and admins.
+//!
+//! It talks to the approver over gRPC (mTLS, or a bootstrap token for a
+//! first request), prints requests the way `kubectl get csr` does, signs
+//! approvals with the admin's own key, and rotates certificates with a
+//! renewal proven by the current key.
+//!
+//! It must never write a partial file, never panic on bad input, and print
+//! every error as one line (`error: ...`) with a non-zero exit code.
+//!
+//! Layout:
+//! - [`cli`]: the clap command line.
+//! - [`config`]: `certctl.toml` and flag overrides.
+//! - [`conn`]: the tonic client and the gRPC status → message mapping.
+//! - [`cmd`]: the commands.
+//! - [`kube`]: Kubernetes shapes and kubectl formatting (HumanDuration, table).
+//! - [`manifest`]: `apply -f` manifest parsing and validation.
+//! - [`describe`]: `describe csr` text.
+//! - [`pkix`]: keys, subjects, PKCS#10, usages.
+//! - [`evidence`]: signed Approval/Renewal statements.
+//! - [`files`]: atomic file writes.
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod conn;
+pub mod describe;
+pub mod evidence;
+pub mod files;
+pub mod kube;
+pub mod manifest;
+pub mod pkix;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+/// An error with a specific exit code (e.g. `certificate wait`: 2 denied,
+/// 3 failed, 4 timed out).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// The process exit code.
+    pub code: u8,
+    /// The one-line message.
+    pub message: String,
+}
+
+/// An io error in a few words (`connection refused`, `No such file or directory`).
+pub fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::NotFound => "No such file or directory".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::TimedOut => "timed out".into(),
+        _ => {
+            let s = e.to_string();
+            // Drop " (os error N)": it helps nobody reading one line.
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`certctl get csr | head -1`) is not an error.
+pub fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+/// Prints `error: ...` as one line on stderr.
+pub fn print_error(e: &anyhow::Error) {
+    let msg = format!("{e:#}");
+    let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    let _ = writeln!(std::io::stderr().lock(), "error: {msg}");
+}
+
+/// The whole program: parse, run, print the error, pick the exit code.
+pub fn main_entry() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            print_error(&anyhow::anyhow!("cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cmd::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error(&e);
+            let code = e.downcast_ref::<Failure>().map(|f| f.code).unwrap_or(1);
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The command line, kubectl-shaped. Declarations only: no I/O here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::pkix::KeyType;
+
+/// certctl: request, inspect, approve and renew certificates with certsign.
+#[derive(Debug, Parser)]
+#[command(name = "certctl", version, about, long_about = None)]
+pub struct Cli {
+    /// Connection settings.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Connection flags, valid before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file (TOML: server, ca, cert, key). Default: $XDG_CONFIG_HOME/certctl/config.toml
+    /// or ~/.config/certctl/config.toml when present.
+    #[arg(long, global = true, env = "CERTCTL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Approver URL, e.g. https://127.0.0.1:8443 (overrides the config file).
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// CA bundle the approver's certificate must chain to.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM). For `renew`: the certificate to renew.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM). For `renew`: its key.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Bootstrap token <id>.<secret>: authenticate with it instead of a certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTCTL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Display one or many requests (`get csr [NAME...]`).
+    Get(GetArgs),
+    /// Show a request in detail, decoding its CSR and certificate.
+    Describe(DescribeArgs),
+    /// Create requests from a CertificateSigningRequest manifest (YAML or JSON).
+    Apply(ApplyArgs),
+    /// Generate a key and CSR and submit it (`create csr NAME`).
+    Create(CreateArgs),
+    /// Approve, deny or wait for requests.
+    #[command(subcommand)]
+    Certificate(CertificateCommand),
+    /// Rotate a certificate: new key, new CSR, renewal proven by the current key.
+    Renew(RenewArgs),
+    /// Delete requests (`delete csr NAME...`).
+    Delete(DeleteArgs),
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+}
+
+/// Output formats of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// kubectl's table (CSRs have no extra wide columns, as in kubectl).
+    Wide,
+    /// The object(s) in Kubernetes' JSON shape.
+    Json,
+    /// The object(s) in Kubernetes' YAML shape.
+    Yaml,
+    /// resource/name lines.
+    Name,
+}
+
+/// `get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Resource type: csr (or certificatesigningrequest[s], optionally csr/NAME).
+    pub resource: String,
+    /// Names; all requests when empty.
+    pub names: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+    /// Only requests for this signer name.
+    #[arg(long)]
+    pub signer_name: Option<String>,
+    /// Only requests whose CONDITION is this (Pending, Approved, Denied, Failed, Issued).
+    #[arg(long)]
+    pub condition: Option<String>,
+    /// Only requests made by this user.
+    #[arg(long)]
+    pub requestor: Option<String>,
+}
+
+/// `describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// Resource type: csr.
+    pub resource: String,
+    /// Names.
+    pub names: Vec<String>,
+}
+
+/// `apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifest file, or - for stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: PathBuf,
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Resource type: csr.
+    pub resource: String,
+    /// Request name.
+    pub name: String,
+    /// Subject, openssl style "/CN=alice/O=dev" or "CN=alice,O=dev" (written order kept).
+    #[arg(long)]
+    pub subject: String,
+    /// DNS name SAN (repeatable).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// IP address SAN (repeatable).
+    #[arg(long)]
+    pub ip: Vec<String>,
+    /// URI SAN (repeatable).
+    #[arg(long)]
+    pub uri: Vec<String>,
+    /// Email SAN (repeatable).
+    #[arg(long)]
+    pub email: Vec<String>,
+    /// Signer name.
+    #[arg(long, default_value = "kubernetes.io/kube-apiserver-client")]
+    pub signer_name: String,
+    /// Key usages, comma separated Kubernetes strings (repeatable).
+    #[arg(long, default_value = "digital signature,client auth")]
+    pub usages: Vec<String>,
+    /// Requested lifetime (humantime, e.g. 24h, 90d; at least 10m).
+    #[arg(long)]
+    pub expiration: Option<humantime::Duration>,
+    /// Key type.
+    #[arg(long, value_enum, default_value_t = KeyType::P256)]
+    pub key_type: KeyType,
+    /// Where to write the new private key (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub key_out: PathBuf,
+    /// Also write the CSR (PEM) here.
+    #[arg(long, value_name = "FILE")]
+    pub csr_out: Option<PathBuf>,
+    /// Overwrite existing output files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `certificate ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Approve requests, signing an ApprovalStatement with your own key.
+    ///
+    /// SECURITY NOTICE: depending on the signer, the issued certificate may grant
+    /// its holder access; check who asked and for what before approving.
+    Approve(DecideArgs),
+    /// Deny requests.
+    Deny(DecideArgs),
+    /// Wait until a request is issued, denied or failed.
+    ///
+    /// Exit codes: 0 issued, 2 denied, 3 failed, 4 timed out, 1 any other error.
+    Wait(WaitArgs),
+}
+
+/// `certificate approve|deny`.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// Request names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Condition reason (default KubectlApprove / KubectlDeny).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Condition message.
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Send the decision even if the request already has it.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `certificate wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Request name.
+    pub name: String,
+    /// Give up after this long (humantime), exit code 4.
+    #[arg(long, default_value = "5m")]
+    pub timeout: humantime::Duration,
+    /// Write the issued chain (PEM) here atomically; otherwise print it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `renew`.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// Signer name for the new request.
+    #[arg(long, default_value = "kubernetes.io/kube-apiserver-client")]
+    pub signer_name: String,
+    /// Usages (default: the current certificate's KU/EKU as Kubernetes strings).
+    #[arg(long)]
+    pub usages: Vec<String>,
+    /// Requested lifetime of the new certificate (humantime).
+    #[arg(long)]
+    pub expiration: Option<humantime::Duration>,
+    /// Only renew when the certificate expires within this duration (e.g. 720h)
+    /// or this share of its lifetime (e.g. 33%); otherwise exit 0 without change.
+    #[arg(long, value_name = "D|N%")]
+    pub if_expires_within: Option<String>,
+    /// Name of the new request (default: derived from the CN plus a random suffix).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How long to wait for the new certificate.
+    #[arg(long, default_value = "5m")]
+    pub timeout: humantime::Duration,
+}
+
+/// `delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Resource type: csr.
+    pub resource: String,
+    /// Names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// Shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// Shells with completion scripts.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    /// bash.
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
+}

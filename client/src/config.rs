@@ -1,0 +1,321 @@
+//! Where certctl connects and as whom: `certctl.toml` plus flag overrides.
+//!
+//! Precedence for the file: `--config`, then `CERTCTL_CONFIG` (both via clap),
+//! then `$XDG_CONFIG_HOME/certctl/config.toml` or `~/.config/certctl/config.toml`
+//! if it exists. Each setting is then overridden by `--server`, `--ca`,
+//! `--cert`, `--key`. Relative paths in the file resolve against the file's
+//! directory; relative paths on the command line against the working
+//! directory. This module reads files but never connects anywhere.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+
+/// The file `certsign-signer init` writes to `DIR/admin/certctl.toml`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Approver URL, e.g. `https://127.0.0.1:8443`.
+    pub server: Option<String>,
+    /// CA bundle (PEM) the approver's certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// Reads and checks a config file, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow!(
+                "cannot read config {}: {}",
+                path.display(),
+                crate::io_reason(&e)
+            )
+        })?;
+        // toml's message names the offending key (also for unknown keys).
+        let mut cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+            anyhow!(
+                "invalid config {}: {}",
+                path.display(),
+                e.message().lines().next().unwrap_or("parse error")
+            )
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        if let Some(server) = &cfg.server {
+            Server::parse(server)
+                .with_context(|| format!("invalid config {}: key `server`", path.display()))?;
+        }
+        if cfg.cert.is_some() != cfg.key.is_some() {
+            bail!(
+                "invalid config {}: `cert` and `key` must be set together",
+                path.display()
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+/// The default per-user config path, if one exists.
+pub fn user_config_path(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let base = env("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })?;
+    let path = base.join("certctl").join("config.toml");
+    path.exists().then_some(path)
+}
+
+/// A parsed approver address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// The URL as dialled (`https://host:port`).
+    pub url: String,
+    /// The host, used as the TLS server name (an IP or a DNS name).
+    pub host: String,
+}
+
+impl Server {
+    /// Accepts `https://host:port`, `host:port` (https implied) or `[v6]:port`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let rest = if let Some(r) = text.strip_prefix("https://") {
+            r
+        } else if text.starts_with("http://") {
+            bail!("invalid server {text:?}: plain http is not supported, use https://");
+        } else if text.contains("://") {
+            bail!("invalid server {text:?}: scheme must be https");
+        } else {
+            text
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty() {
+            bail!("invalid server {text:?}: no host");
+        }
+        let host = if let Some(v6) = authority.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("").to_string()
+        } else {
+            authority
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(authority)
+                .to_string()
+        };
+        if host.is_empty() {
+            bail!("invalid server {text:?}: no host");
+        }
+        if let Some((_, port)) = authority.rsplit_once(':')
+            && !authority.ends_with(']')
+            && port.parse::<u16>().is_err()
+        {
+            bail!("invalid server {text:?}: bad port {port:?}");
+        }
+        Ok(Self {
+            url: format!("https://{authority}"),
+            host,
+        })
+    }
+}
+
+/// Connection settings after merging the file and the flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The approver.
+    pub server: Server,
+    /// CA bundle path.
+    pub ca: PathBuf,
+    /// Client certificate and key paths, if any.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// Bootstrap token `<id>.<secret>`, used instead of the certificate.
+    pub token: Option<String>,
+}
+
+/// The flags that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config` / `CERTCTL_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--server`.
+    pub server: Option<String>,
+    /// `--ca`.
+    pub ca: Option<PathBuf>,
+    /// `--cert`.
+    pub cert: Option<PathBuf>,
+    /// `--key`.
+    pub key: Option<PathBuf>,
+    /// `--token` / `CERTCTL_TOKEN`.
+    pub token: Option<String>,
+}
+
+impl Overrides {
+    /// Merges file and flags; `env` looks up XDG_CONFIG_HOME/HOME.
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<OsString>) -> Result<Settings> {
+        let file = match self.config.clone().or_else(|| user_config_path(env)) {
+            Some(path) => ConfigFile::load(&path)?,
+            None => ConfigFile::default(),
+        };
+        let server_text = self.server.clone().or(file.server).ok_or_else(|| {
+            anyhow!("no server configured: pass --server or --config (or set CERTCTL_CONFIG)")
+        })?;
+        let server = Server::parse(&server_text)?;
+        let ca =
+            self.ca.clone().or(file.ca).ok_or_else(|| {
+                anyhow!("no CA configured: pass --ca or set `ca` in the config file")
+            })?;
+        let cert = self.cert.clone().or(file.cert);
+        let key = self.key.clone().or(file.key);
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                bail!("--cert needs a key: pass --key or set `key` in the config file")
+            }
+            (None, Some(_)) => {
+                bail!("--key needs a certificate: pass --cert or set `cert` in the config file")
+            }
+        };
+        let token = match &self.token {
+            Some(t) if !t.is_empty() => {
+                let ok = t.split_once('.').is_some_and(|(id, secret)| {
+                    id.len() == 6
+                        && secret.len() == 16
+                        && t.bytes()
+                            .all(|b| b == b'.' || b.is_ascii_lowercase() || b.is_ascii_digit())
+                });
+                if !ok {
+                    bail!("invalid --token: expected <id>.<secret> ([a-z0-9]{{6}}.[a-z0-9]{{16}})");
+                }
+                Some(t.clone())
+            }
+            _ => None,
+        };
+        Ok(Settings {
+            server,
+            ca,
+            identity,
+            token,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_servers() {
+        let s = Server::parse("https://127.0.0.1:8443").unwrap();
+        assert_eq!(
+            (s.url.as_str(), s.host.as_str()),
+            ("https://127.0.0.1:8443", "127.0.0.1")
+        );
+        let s = Server::parse("approver.example:443").unwrap();
+        assert_eq!(
+            (s.url.as_str(), s.host.as_str()),
+            ("https://approver.example:443", "approver.example")
+        );
+        let s = Server::parse("https://[::1]:8443").unwrap();
+        assert_eq!(s.host, "::1");
+        for bad in [
+            "http://x:1",
+            "ftp://x",
+            "https://",
+            "https://x:notaport",
+            "",
+        ] {
+            assert!(Server::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loads_init_config_relative_to_its_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = dir.path().join("admin");
+        std::fs::create_dir(&admin).unwrap();
+        let path = admin.join("certctl.toml");
+        std::fs::write(
+            &path,
+            "server = \"https://127.0.0.1:8443\"\nca = \"../ca.crt\"\ncert = \"admin.crt\"\nkey = \"admin.key\"\n",
+        )
+        .unwrap();
+        let cfg = ConfigFile::load(&path).unwrap();
+        assert_eq!(cfg.ca.unwrap(), admin.join("../ca.crt"));
+        assert_eq!(cfg.cert.unwrap(), admin.join("admin.crt"));
+
+        let o = Overrides {
+            config: Some(path.clone()),
+            server: Some("https://127.0.0.1:9999".into()),
+            ..Default::default()
+        };
+        let s = o.resolve(|_| None).unwrap();
+        assert_eq!(s.server.url, "https://127.0.0.1:9999");
+        assert_eq!(s.identity.unwrap().1, admin.join("admin.key"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "server = \"https://a:1\"\nsevrer = 1\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("sevrer"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn finds_the_user_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let xdg = dir.path().join("xdg");
+        std::fs::create_dir_all(xdg.join("certctl")).unwrap();
+        std::fs::write(
+            xdg.join("certctl/config.toml"),
+            "server = \"https://a:1\"\n",
+        )
+        .unwrap();
+        let x = xdg.clone();
+        let got =
+            user_config_path(move |k| (k == "XDG_CONFIG_HOME").then(|| x.clone().into_os_string()));
+        assert_eq!(got.unwrap(), xdg.join("certctl/config.toml"));
+        let home = dir.path().to_path_buf();
+        assert!(
+            user_config_path(move |k| (k == "HOME").then(|| home.clone().into_os_string()))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn checks_tokens() {
+        let base = Overrides {
+            server: Some("https://a:1".into()),
+            ca: Some("ca.crt".into()),
+            ..Default::default()
+        };
+        let ok = Overrides {
+            token: Some("abcdef.0123456789abcdef".into()),
+            ..base.clone()
+        };
+        assert!(ok.resolve(|_| None).unwrap().token.is_some());
+        let bad = Overrides {
+            token: Some("abc.def".into()),
+            ..base
+        };
+        assert!(bad.resolve(|_| None).is_err());
+    }
+}

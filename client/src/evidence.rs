@@ -1,0 +1,190 @@
+//! Signed statements: the admin's ApprovalStatement and the holder's
+//! RenewalStatement (ARCHITECTURE.md "Evidence").
+//!
+//! The signature covers `context || 0x00 || statement_bytes`, with the key of
+//! `certificate_chain[0]`. This module never sends anything; it only proves,
+//! with the caller's own key, what the caller decided.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Result, anyhow, bail};
+use certsign_proto::v1 as pb;
+use prost::Message as _;
+use x509_parser::prelude::FromDer;
+
+use crate::conn;
+use crate::pkix::{self, PrivateKey};
+
+/// Context string of an ApprovalStatement signature.
+pub const APPROVAL_CONTEXT: &[u8] = b"certsign.v1.ApprovalStatement";
+/// Context string of a RenewalStatement signature.
+pub const RENEWAL_CONTEXT: &[u8] = b"certsign.v1.RenewalStatement";
+
+/// A key with its certificate chain (leaf first).
+#[derive(Debug)]
+pub struct StatementSigner {
+    /// The private key.
+    pub key: PrivateKey,
+    /// DER certificates from the certificate file, leaf first.
+    pub chain: Vec<Vec<u8>>,
+}
+
+/// The exact bytes that are signed.
+pub fn signed_bytes(context: &[u8], statement: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(context.len() + 1 + statement.len());
+    msg.extend_from_slice(context);
+    msg.push(0);
+    msg.extend_from_slice(statement);
+    msg
+}
+
+impl StatementSigner {
+    /// Loads the certificate and key and checks that they belong together.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self> {
+        let (_, chain) = conn::read_certs("certificate", cert_path)?;
+        let key_pem = conn::read_file("key", key_path)?;
+        let key = PrivateKey::from_pem(&key_pem)
+            .map_err(|e| anyhow!("cannot read key {}: {e}", key_path.display()))?;
+        let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&chain[0])
+            .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
+        if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw().as_slice() {
+            bail!(
+                "key {} does not match certificate {}",
+                key_path.display(),
+                cert_path.display()
+            );
+        }
+        Ok(Self { key, chain })
+    }
+
+    fn sign(&self, context: &[u8], statement: Vec<u8>) -> Result<pb::SignedStatement> {
+        let signature = self.key.sign(&signed_bytes(context, &statement))?;
+        Ok(pb::SignedStatement {
+            statement,
+            signature,
+            certificate_chain: self.chain.clone(),
+        })
+    }
+
+    /// Signs an ApprovalStatement binding every field of `csr` the signer compares.
+    pub fn approval(
+        &self,
+        csr: &pb::CertificateSigningRequest,
+        decision: pb::Decision,
+        now: SystemTime,
+    ) -> Result<pb::SignedStatement> {
+        let statement = approval_statement(csr, decision, now)?;
+        self.sign(APPROVAL_CONTEXT, statement.encode_to_vec())
+    }
+
+    /// Signs a RenewalStatement for a new request.
+    pub fn renewal(
+        &self,
+        request_name: &str,
+        csr_der: &[u8],
+        signer_name: &str,
+        now: SystemTime,
+    ) -> Result<pb::SignedStatement> {
+        let statement = pb::RenewalStatement {
+            request_name: request_name.to_string(),
+            csr_sha256: pkix::sha256(csr_der),
+            signer_name: signer_name.to_string(),
+            current_certificate_sha256: pkix::sha256(&self.chain[0]),
+            signed_at: Some(now.into()),
+        };
+        self.sign(RENEWAL_CONTEXT, statement.encode_to_vec())
+    }
+}
+
+/// The ApprovalStatement for a request as the approver returned it.
+pub fn approval_statement(
+    csr: &pb::CertificateSigningRequest,
+    decision: pb::Decision,
+    now: SystemTime,
+) -> Result<pb::ApprovalStatement> {
+    let meta = csr
+        .metadata
+        .as_ref()
+        .ok_or_else(|| anyhow!("the approver returned a request without metadata"))?;
+    let spec = csr
+        .spec
+        .as_ref()
+        .ok_or_else(|| anyhow!("the approver returned a request without spec"))?;
+    if meta.uid.is_empty() {
+        bail!("certificatesigningrequest {:?} has no uid", meta.name);
+    }
+    let der = pkix::csr_der_from_pem(&spec.request).map_err(|e| {
+        anyhow!(
+            "certificatesigningrequest {:?}: spec.request: {e}",
+            meta.name
+        )
+    })?;
+    Ok(pb::ApprovalStatement {
+        request_uid: meta.uid.clone(),
+        request_name: meta.name.clone(),
+        csr_sha256: pkix::sha256(&der),
+        signer_name: spec.signer_name.clone(),
+        usages: spec.usages.clone(),
+        expiration_seconds: spec.expiration_seconds,
+        requestor: spec.username.clone(),
+        decision: decision as i32,
+        signed_at: Some(now.into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
+
+    #[test]
+    fn approval_signature_verifies_over_context_and_statement() {
+        let key = PrivateKey::generate(pkix::KeyType::P256).unwrap();
+        let der =
+            pkix::build_csr(&key, &pkix::Subject::parse("/CN=u").unwrap().to_der(), &[]).unwrap();
+        let csr = pb::CertificateSigningRequest {
+            metadata: Some(pb::ObjectMeta {
+                name: "u".into(),
+                uid: "uid-1".into(),
+                ..Default::default()
+            }),
+            spec: Some(pb::CertificateSigningRequestSpec {
+                request: pkix::pem_encode("CERTIFICATE REQUEST", &der).into_bytes(),
+                signer_name: "kubernetes.io/kube-apiserver-client".into(),
+                usages: vec!["client auth".into()],
+                expiration_seconds: Some(600),
+                username: "bob".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let signer = StatementSigner {
+            key,
+            chain: vec![b"cert".to_vec()],
+        };
+        let signed = signer
+            .approval(&csr, pb::Decision::Approve, SystemTime::now())
+            .unwrap();
+        let st = pb::ApprovalStatement::decode(signed.statement.as_slice()).unwrap();
+        assert_eq!(st.csr_sha256, pkix::sha256(&der));
+        assert_eq!(st.requestor, "bob");
+        assert_eq!(st.expiration_seconds, Some(600));
+        assert_eq!(st.decision, pb::Decision::Approve as i32);
+        let public = signer.key.public_key_raw();
+        let pk = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &public);
+        pk.verify(
+            &signed_bytes(APPROVAL_CONTEXT, &signed.statement),
+            &signed.signature,
+        )
+        .unwrap();
+        assert!(
+            pk.verify(
+                &signed_bytes(RENEWAL_CONTEXT, &signed.statement),
+                &signed.signature
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,431 @@
+//! Reading Kubernetes `CertificateSigningRequest` manifests for `apply -f`.
+//!
+//! A manifest (YAML or JSON, one object or a `kind: List`) becomes a
+//! [`Manifest`] only after every field rule passed; all problems of one object
+//! are reported together in Kubernetes' aggregate form
+//! (`... is invalid: [spec.usages: Required value, ...]`). Fields the server
+//! sets (spec.username/uid/groups/extra, status, metadata.uid...) and unknown
+//! fields are ignored, as kubectl does. This module never talks to the network.
+
+use anyhow::{Result, anyhow, bail};
+use base64::Engine as _;
+use serde_json::Value;
+use x509_parser::prelude::FromDer;
+
+use crate::pkix;
+
+/// A request ready to be created: every field checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// metadata.name (may be empty when generate_name is set).
+    pub name: String,
+    /// metadata.generateName.
+    pub generate_name: String,
+    /// metadata.labels.
+    pub labels: Vec<(String, String)>,
+    /// metadata.annotations.
+    pub annotations: Vec<(String, String)>,
+    /// The decoded spec.request (PEM bytes).
+    pub request: Vec<u8>,
+    /// spec.signerName.
+    pub signer_name: String,
+    /// spec.usages.
+    pub usages: Vec<String>,
+    /// spec.expirationSeconds.
+    pub expiration_seconds: Option<i32>,
+}
+
+/// Parses a document (YAML or JSON) into the manifests it holds.
+pub fn parse_document(text: &str) -> Result<Vec<Manifest>> {
+    let value = parse_value(text)?;
+    if value.get("kind").and_then(Value::as_str) == Some("List") {
+        let Some(items) = value.get("items").and_then(Value::as_array) else {
+            bail!("List has no items");
+        };
+        if items.is_empty() {
+            bail!("no objects passed to apply");
+        }
+        return items.iter().map(parse_object).collect();
+    }
+    Ok(vec![parse_object(&value)?])
+}
+
+fn parse_value(text: &str) -> Result<Value> {
+    if text.trim().is_empty() {
+        bail!("no objects passed to apply");
+    }
+    let trimmed = text.trim_start();
+    let value: Value = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        serde_json::from_str(text).map_err(|e| anyhow!("invalid JSON: {e}"))?
+    } else {
+        serde_saphyr::from_str(text)
+            .map_err(|e| anyhow!("invalid YAML: {}", one_line(&e.to_string())))?
+    };
+    if !value.is_object() {
+        bail!("not a Kubernetes object: expected a mapping with apiVersion and kind");
+    }
+    Ok(value)
+}
+
+/// Folds a multi-line parser message (serde-saphyr draws source snippets) into
+/// its first meaningful line.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("parse error")
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+/// Parses and checks one object, collecting every field problem.
+pub fn parse_object(v: &Value) -> Result<Manifest> {
+    let mut errs: Vec<String> = Vec::new();
+
+    match v.get("apiVersion") {
+        None => errs.push("apiVersion: Required value".into()),
+        Some(Value::String(s)) if s == "certificates.k8s.io/v1" => {}
+        Some(other) => errs.push(format!(
+            "apiVersion: Unsupported value: {}: supported values: \"certificates.k8s.io/v1\"",
+            short(other)
+        )),
+    }
+    match v.get("kind") {
+        None => errs.push("kind: Required value".into()),
+        Some(Value::String(s)) if s == "CertificateSigningRequest" => {}
+        Some(other) => errs.push(format!(
+            "kind: Unsupported value: {}: supported values: \"CertificateSigningRequest\"",
+            short(other)
+        )),
+    }
+
+    let mut m = Manifest {
+        name: String::new(),
+        generate_name: String::new(),
+        labels: Vec::new(),
+        annotations: Vec::new(),
+        request: Vec::new(),
+        signer_name: String::new(),
+        usages: Vec::new(),
+        expiration_seconds: None,
+    };
+
+    match v.get("metadata") {
+        None => errs.push("metadata.name: Required value: name or generateName is required".into()),
+        Some(Value::Object(meta)) => {
+            m.name = string_field(meta.get("name"), "metadata.name", &mut errs);
+            m.generate_name =
+                string_field(meta.get("generateName"), "metadata.generateName", &mut errs);
+            if m.name.is_empty() && m.generate_name.is_empty() {
+                errs.push("metadata.name: Required value: name or generateName is required".into());
+            }
+            if !m.name.is_empty() && !is_dns_subdomain(&m.name) {
+                errs.push(format!(
+                    "metadata.name: Invalid value: {:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                    m.name
+                ));
+            }
+            m.labels = string_map(meta.get("labels"), "metadata.labels", &mut errs);
+            m.annotations = string_map(meta.get("annotations"), "metadata.annotations", &mut errs);
+        }
+        Some(_) => errs.push("metadata: Invalid value: must be a mapping".into()),
+    }
+
+    match v.get("spec") {
+        None => errs.push("spec: Required value".into()),
+        Some(Value::Object(spec)) => {
+            check_request(spec.get("request"), &mut m, &mut errs);
+            let signer = spec.get("signerName");
+            m.signer_name = string_field(signer, "spec.signerName", &mut errs);
+            let wrong_type = signer.is_some_and(|s| !s.is_string() && !s.is_null());
+            if m.signer_name.is_empty() && !wrong_type {
+                errs.push("spec.signerName: Required value".into());
+            }
+            check_usages(spec.get("usages"), &mut m, &mut errs);
+            match spec.get("expirationSeconds") {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n)) => match n.as_i64().and_then(|n| i32::try_from(n).ok()) {
+                    Some(s) if s < 600 => errs.push(format!(
+                        "spec.expirationSeconds: Invalid value: {s}: may not specify a duration less than 600 seconds (10 minutes)"
+                    )),
+                    Some(s) => m.expiration_seconds = Some(s),
+                    None => errs.push(format!("spec.expirationSeconds: Invalid value: {n}: must be a 32-bit integer")),
+                },
+                Some(other) => errs.push(format!(
+                    "spec.expirationSeconds: Invalid value: {}: must be an integer",
+                    short(other)
+                )),
+            }
+        }
+        Some(_) => errs.push("spec: Invalid value: must be a mapping".into()),
+    }
+
+    if errs.is_empty() {
+        return Ok(m);
+    }
+    let who = if m.name.is_empty() {
+        m.generate_name.clone()
+    } else {
+        m.name.clone()
+    };
+    let detail = if errs.len() == 1 {
+        errs.remove(0)
+    } else {
+        format!("[{}]", errs.join(", "))
+    };
+    bail!("CertificateSigningRequest.certificates.k8s.io {who:?} is invalid: {detail}")
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 40 {
+        format!("{}...", s.chars().take(37).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn string_field(v: Option<&Value>, path: &str, errs: &mut Vec<String>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            errs.push(format!(
+                "{path}: Invalid value: {}: must be a string",
+                short(other)
+            ));
+            String::new()
+        }
+    }
+}
+
+fn string_map(v: Option<&Value>, path: &str, errs: &mut Vec<String>) -> Vec<(String, String)> {
+    match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .filter_map(|(k, val)| match val {
+                Value::String(s) => Some((k.clone(), s.clone())),
+                other => {
+                    errs.push(format!(
+                        "{path}.{k}: Invalid value: {}: must be a string",
+                        short(other)
+                    ));
+                    None
+                }
+            })
+            .collect(),
+        Some(other) => {
+            errs.push(format!(
+                "{path}: Invalid value: {}: must be a mapping",
+                short(other)
+            ));
+            Vec::new()
+        }
+    }
+}
+
+fn check_request(v: Option<&Value>, m: &mut Manifest, errs: &mut Vec<String>) {
+    let text = match v {
+        None | Some(Value::Null) => {
+            errs.push("spec.request: Required value".into());
+            return;
+        }
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            errs.push("spec.request: Required value".into());
+            return;
+        }
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            errs.push(format!(
+                "spec.request: Invalid value: {}: must be a base64 string",
+                short(other)
+            ));
+            return;
+        }
+    };
+    // YAML block scalars may wrap the text; base64 itself has no whitespace.
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let pem = match base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => {
+            errs.push(format!(
+                "spec.request: Invalid value: {}: illegal base64 data ({e})",
+                short(&Value::String(compact))
+            ));
+            return;
+        }
+    };
+    let der = match pkix::csr_der_from_pem(&pem) {
+        Ok(d) => d,
+        Err(e) => {
+            errs.push(format!("spec.request: Invalid value: {e}"));
+            return;
+        }
+    };
+    match x509_parser::certification_request::X509CertificationRequest::from_der(&der) {
+        Ok((_, csr)) => {
+            if csr.verify_signature().is_err() {
+                errs.push("spec.request: Invalid value: the certificate request's signature does not verify".into());
+                return;
+            }
+        }
+        Err(e) => {
+            errs.push(format!(
+                "spec.request: Invalid value: not a PKCS#10 certificate request: {e}"
+            ));
+            return;
+        }
+    }
+    m.request = pem;
+}
+
+fn check_usages(v: Option<&Value>, m: &mut Manifest, errs: &mut Vec<String>) {
+    let items = match v {
+        None | Some(Value::Null) => {
+            errs.push("spec.usages: Required value".into());
+            return;
+        }
+        Some(Value::Array(a)) => a,
+        Some(other) => {
+            errs.push(format!(
+                "spec.usages: Invalid value: {}: must be a list",
+                short(other)
+            ));
+            return;
+        }
+    };
+    if items.is_empty() {
+        errs.push("spec.usages: Required value".into());
+        return;
+    }
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::String(u) if pkix::KNOWN_USAGES.contains(&u.as_str()) => {
+                if m.usages.contains(u) {
+                    errs.push(format!("spec.usages[{i}]: Duplicate value: {u:?}"));
+                } else {
+                    m.usages.push(u.clone());
+                }
+            }
+            other => errs.push(format!(
+                "spec.usages[{i}]: Unsupported value: {}: supported values: {}",
+                short(other),
+                pkix::quoted_list(pkix::KNOWN_USAGES)
+            )),
+        }
+    }
+}
+
+/// Kubernetes' DNS subdomain rule for object names.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn csr_b64() -> String {
+        let key = pkix::PrivateKey::generate(pkix::KeyType::P256).unwrap();
+        let subject = pkix::Subject::parse("/CN=myuser").unwrap();
+        let der = pkix::build_csr(&key, &subject.to_der(), &[]).unwrap();
+        base64::engine::general_purpose::STANDARD
+            .encode(pkix::pem_encode("CERTIFICATE REQUEST", &der))
+    }
+
+    #[test]
+    fn accepts_the_kubernetes_docs_manifest() {
+        let doc = format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: myuser\n  labels:\n    a: b\nspec:\n  request: {}\n  signerName: kubernetes.io/kube-apiserver-client\n  expirationSeconds: 86400  # one day\n  groups: [system:masters]\n  usages:\n  - client auth\n",
+            csr_b64()
+        );
+        let m = parse_document(&doc).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].name, "myuser");
+        assert_eq!(m[0].expiration_seconds, Some(86400));
+        assert_eq!(m[0].usages, ["client auth"]);
+        assert!(
+            m[0].request
+                .starts_with(b"-----BEGIN CERTIFICATE REQUEST-----")
+        );
+        assert_eq!(m[0].labels, [("a".to_string(), "b".to_string())]);
+    }
+
+    #[test]
+    fn accepts_json_and_lists() {
+        let obj = serde_json::json!({
+            "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"name": "x", "uid": "ignored"},
+            "spec": {"request": csr_b64(), "signerName": "s.io/x", "usages": ["client auth"], "username": "ignored"},
+            "status": {"conditions": [{"type": "Approved"}]}
+        });
+        let list =
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [obj.clone(), obj]});
+        assert_eq!(parse_document(&list.to_string()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let doc = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  request: '!!!notbase64'\n  expirationSeconds: 300\n  usages: [client auth, client auth, bogus]\n";
+        let err = parse_document(doc).unwrap_err().to_string();
+        for want in [
+            "\"x\" is invalid: [",
+            "apiVersion: Unsupported value: \"v1\"",
+            "kind: Unsupported value: \"Pod\"",
+            "spec.request: Invalid value: \"!!!notbase64\": illegal base64 data",
+            "spec.signerName: Required value",
+            "spec.expirationSeconds: Invalid value: 300: may not specify a duration less than 600 seconds (10 minutes)",
+            "spec.usages[1]: Duplicate value: \"client auth\"",
+            "spec.usages[2]: Unsupported value: \"bogus\"",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in {err}");
+        }
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn rejects_non_csr_pem() {
+        let pem = base64::engine::general_purpose::STANDARD
+            .encode("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let doc = format!(
+            "{{\"apiVersion\":\"certificates.k8s.io/v1\",\"kind\":\"CertificateSigningRequest\",\"metadata\":{{\"name\":\"x\"}},\"spec\":{{\"request\":\"{pem}\",\"signerName\":\"a.io/b\",\"usages\":[\"client auth\"]}}}}"
+        );
+        let err = parse_document(&doc).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.request: Invalid value: PEM block type must be CERTIFICATE REQUEST"),
+            "{err}"
+        );
+        let missing = "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {}\nspec: {}\n";
+        let err = parse_document(missing).unwrap_err().to_string();
+        for want in [
+            "metadata.name: Required value",
+            "spec.request: Required value",
+            "spec.signerName: Required value",
+            "spec.usages: Required value",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn bad_yaml_is_one_line() {
+        let err = parse_document("apiVersion: [unclosed\nkind: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid YAML"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        assert!(parse_document("- a\n- b\n").is_err());
+        assert!(parse_document("").is_err());
+    }
+}
