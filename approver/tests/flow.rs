@@ -40,7 +40,13 @@ async fn create_list_approve_issue_and_visibility() {
     let mut adm = stack.client(&admin).await;
 
     let (pem, _key) = make_csr("alice", &["dev"], &[]);
-    let mut req = new_csr("alice-1", &pem, APISERVER_CLIENT, &["client auth", "digital signature"], Some(86400));
+    let mut req = new_csr(
+        "alice-1",
+        &pem,
+        APISERVER_CLIENT,
+        &["client auth", "digital signature"],
+        Some(86400),
+    );
     // Identity and status in the body are ignored.
     {
         let body = req.certificate_signing_request.as_mut().unwrap();
@@ -57,7 +63,11 @@ async fn create_list_approve_issue_and_visibility() {
             decisions: vec![],
         });
     }
-    let created = a.create_certificate_signing_request(req).await.unwrap().into_inner();
+    let created = a
+        .create_certificate_signing_request(req)
+        .await
+        .unwrap()
+        .into_inner();
     let spec = created.spec.clone().unwrap();
     assert_eq!(spec.username, "alice");
     assert_eq!(spec.groups, vec!["dev", "system:authenticated"]);
@@ -69,7 +79,11 @@ async fn create_list_approve_issue_and_visibility() {
     assert!(created.status.as_ref().unwrap().certificate.is_empty());
 
     // The admin's list shows it Pending; others don't see it at all.
-    let pending = adm.list_certificate_signing_requests(list_req("Pending")).await.unwrap().into_inner();
+    let pending = adm
+        .list_certificate_signing_requests(list_req("Pending"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(names(&pending.items), vec!["alice-1"]);
     let bobs = b
         .list_certificate_signing_requests(list_req(""))
@@ -96,7 +110,9 @@ async fn create_list_approve_issue_and_visibility() {
     let e = approve(&mut b, &bob, &created).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     let e = b
-        .delete_certificate_signing_request(DeleteCertificateSigningRequestRequest { name: "alice-1".into() })
+        .delete_certificate_signing_request(DeleteCertificateSigningRequestRequest {
+            name: "alice-1".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -143,7 +159,11 @@ async fn create_list_approve_issue_and_visibility() {
     let cert = done.status.as_ref().unwrap().certificate.clone();
     assert!(!cert.is_empty(), "{done:?}");
     openssl_verify(&stack.pki, leaf_pem(&cert).as_bytes());
-    let issued = adm.list_certificate_signing_requests(list_req("Issued")).await.unwrap().into_inner();
+    let issued = adm
+        .list_certificate_signing_requests(list_req("Issued"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(names(&issued.items), vec!["alice-1"]);
 
     // Approving again changes nothing.
@@ -156,12 +176,21 @@ async fn create_list_approve_issue_and_visibility() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(String::from_utf8(tb.trust_bundle).unwrap(), stack.pki.ca_pem());
+    assert_eq!(
+        String::from_utf8(tb.trust_bundle).unwrap(),
+        stack.pki.ca_pem()
+    );
 
     // Duplicate name.
     let (pem2, _) = make_csr("alice", &[], &[]);
     let e = a
-        .create_certificate_signing_request(new_csr("alice-1", &pem2, APISERVER_CLIENT, &["client auth"], None))
+        .create_certificate_signing_request(new_csr(
+            "alice-1",
+            &pem2,
+            APISERVER_CLIENT,
+            &["client auth"],
+            None,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
@@ -171,10 +200,15 @@ async fn create_list_approve_issue_and_visibility() {
     );
 
     // The owner may delete its own request.
-    a.delete_certificate_signing_request(DeleteCertificateSigningRequestRequest { name: "alice-1".into() })
-        .await
-        .unwrap();
-    assert_eq!(get(&mut adm, "alice-1").await.unwrap_err().code(), Code::NotFound);
+    a.delete_certificate_signing_request(DeleteCertificateSigningRequestRequest {
+        name: "alice-1".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        get(&mut adm, "alice-1").await.unwrap_err().code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,7 +221,13 @@ async fn deny_and_conflicting_decisions() {
 
     let (pem, _) = make_csr("alice", &[], &[]);
     let r1 = a
-        .create_certificate_signing_request(new_csr("r1", &pem, APISERVER_CLIENT, &["client auth"], None))
+        .create_certificate_signing_request(new_csr(
+            "r1",
+            &pem,
+            APISERVER_CLIENT,
+            &["client auth"],
+            None,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -213,14 +253,27 @@ async fn deny_and_conflicting_decisions() {
 
     let e = approve(&mut adm, &admin, &r1).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    assert_eq!(e.message(), "certificate signing request \"r1\" is already Denied");
+    assert_eq!(
+        e.message(),
+        "certificate signing request \"r1\" is already Denied"
+    );
     let still = get(&mut adm, "r1").await.unwrap();
-    assert_eq!(condition_types(&still), vec!["Denied"], "conditions never removed or added");
+    assert_eq!(
+        condition_types(&still),
+        vec!["Denied"],
+        "conditions never removed or added"
+    );
 
     // The reverse.
     let (pem, _) = make_csr("alice", &[], &[]);
     let r2 = a
-        .create_certificate_signing_request(new_csr("r2", &pem, APISERVER_CLIENT, &["client auth"], None))
+        .create_certificate_signing_request(new_csr(
+            "r2",
+            &pem,
+            APISERVER_CLIENT,
+            &["client auth"],
+            None,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -233,13 +286,22 @@ async fn deny_and_conflicting_decisions() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    assert_eq!(e.message(), "certificate signing request \"r2\" is already Approved");
+    assert_eq!(
+        e.message(),
+        "certificate signing request \"r2\" is already Approved"
+    );
 
     // A denial without a statement is accepted (default kubectl reason).
     let (pem, _) = make_csr("alice", &[], &[]);
-    a.create_certificate_signing_request(new_csr("r3", &pem, APISERVER_CLIENT, &["client auth"], None))
-        .await
-        .unwrap();
+    a.create_certificate_signing_request(new_csr(
+        "r3",
+        &pem,
+        APISERVER_CLIENT,
+        &["client auth"],
+        None,
+    ))
+    .await
+    .unwrap();
     let d = adm
         .deny_certificate_signing_request(DenyCertificateSigningRequestRequest {
             name: "r3".into(),
@@ -285,7 +347,10 @@ async fn two_of_n_approvals() {
         .unwrap()
         .into_inner();
     let one = approve(&mut a1, &admin, &r).await.unwrap();
-    assert!(condition_types(&one).is_empty(), "one approval of two: still pending");
+    assert!(
+        condition_types(&one).is_empty(),
+        "one approval of two: still pending"
+    );
     let st = one.status.clone().unwrap();
     assert_eq!(st.decisions.len(), 1);
     assert_eq!(st.decisions[0].username, "admin");
@@ -302,7 +367,13 @@ async fn two_of_n_approvals() {
 
     let two = approve(&mut a2, &admin2, &r).await.unwrap();
     assert_eq!(condition_types(&two), vec!["Approved"]);
-    let who: Vec<String> = two.status.unwrap().decisions.iter().map(|d| d.username.clone()).collect();
+    let who: Vec<String> = two
+        .status
+        .unwrap()
+        .decisions
+        .iter()
+        .map(|d| d.username.clone())
+        .collect();
     assert_eq!(who, vec!["admin", "admin2"]);
     let done = wait_done(&mut s, "svc-1").await;
     let cert = done.status.unwrap().certificate;
@@ -322,7 +393,13 @@ async fn renewal_is_auto_approved() {
     let user0 = stack.pki.user("alice", &[]);
     let mut a0 = stack.client(&user0).await;
     let r = a0
-        .create_certificate_signing_request(new_csr("alice-v1", &pem, APISERVER_CLIENT, &["client auth"], Some(86400)))
+        .create_certificate_signing_request(new_csr(
+            "alice-v1",
+            &pem,
+            APISERVER_CLIENT,
+            &["client auth"],
+            Some(86400),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -339,11 +416,24 @@ async fn renewal_is_auto_approved() {
     // Renew with a new key, authenticated by the current certificate.
     let mut a = stack.client(&current).await;
     let (new_pem, _) = make_csr("alice", &[], &[]);
-    let mut req = new_csr("alice-v2", &new_pem, APISERVER_CLIENT, &["client auth"], Some(86400));
+    let mut req = new_csr(
+        "alice-v2",
+        &new_pem,
+        APISERVER_CLIENT,
+        &["client auth"],
+        Some(86400),
+    );
     req.renewal = Some(renewal(&current, "alice-v2", &new_pem, APISERVER_CLIENT));
-    let created = a.create_certificate_signing_request(req).await.unwrap().into_inner();
+    let created = a
+        .create_certificate_signing_request(req)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(condition_types(&created), vec!["Approved"]);
-    assert_eq!(created.status.as_ref().unwrap().conditions[0].reason, "AutoApproved");
+    assert_eq!(
+        created.status.as_ref().unwrap().conditions[0].reason,
+        "AutoApproved"
+    );
     let done = wait_done(&mut a, "alice-v2").await;
     let cert = done.status.unwrap().certificate;
     assert!(!cert.is_empty());
@@ -370,7 +460,12 @@ async fn renewal_is_auto_approved() {
         &["digital signature", "server auth"],
         None,
     );
-    req.renewal = Some(renewal(&current, "alice-v5", &pem5, "kubernetes.io/kubelet-serving"));
+    req.renewal = Some(renewal(
+        &current,
+        "alice-v5",
+        &pem5,
+        "kubernetes.io/kubelet-serving",
+    ));
     let e = a.create_certificate_signing_request(req).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("does not allow renewal"), "{e:?}");
@@ -387,7 +482,13 @@ async fn signer_refusal_fails_the_request() {
     // server auth for kube-apiserver-client.
     let (pem, _) = make_csr("alice", &[], &[]);
     let r = a
-        .create_certificate_signing_request(new_csr("bad-usage", &pem, APISERVER_CLIENT, &["client auth", "server auth"], None))
+        .create_certificate_signing_request(new_csr(
+            "bad-usage",
+            &pem,
+            APISERVER_CLIENT,
+            &["client auth", "server auth"],
+            None,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -409,15 +510,23 @@ async fn list_pages_and_watch_events() {
     let mut adm = stack.client(&admin).await;
 
     let mut watch = a
-        .watch_certificate_signing_requests(certsign_proto::v1::WatchCertificateSigningRequestsRequest::default())
+        .watch_certificate_signing_requests(
+            certsign_proto::v1::WatchCertificateSigningRequestsRequest::default(),
+        )
         .await
         .unwrap()
         .into_inner();
     for i in 0..5 {
         let (pem, _) = make_csr("alice", &[], &[]);
-        a.create_certificate_signing_request(new_csr(&format!("p-{i}"), &pem, APISERVER_CLIENT, &["client auth"], None))
-            .await
-            .unwrap();
+        a.create_certificate_signing_request(new_csr(
+            &format!("p-{i}"),
+            &pem,
+            APISERVER_CLIENT,
+            &["client auth"],
+            None,
+        ))
+        .await
+        .unwrap();
     }
     // Someone else's request is not in alice's watch.
     let bob = stack.pki.user("bob", &[]);
@@ -425,20 +534,39 @@ async fn list_pages_and_watch_events() {
     stack
         .client(&bob)
         .await
-        .create_certificate_signing_request(new_csr("q-bob", &pem, APISERVER_CLIENT, &["client auth"], None))
+        .create_certificate_signing_request(new_csr(
+            "q-bob",
+            &pem,
+            APISERVER_CLIENT,
+            &["client auth"],
+            None,
+        ))
         .await
         .unwrap();
-    adm.delete_certificate_signing_request(DeleteCertificateSigningRequestRequest { name: "p-0".into() })
-        .await
-        .unwrap();
+    adm.delete_certificate_signing_request(DeleteCertificateSigningRequestRequest {
+        name: "p-0".into(),
+    })
+    .await
+    .unwrap();
     let mut seen = Vec::new();
     while seen.len() < 6 {
         let ev = watch.message().await.unwrap().unwrap();
-        seen.push(format!("{} {}", ev.r#type, ev.object.unwrap().metadata.unwrap().name));
+        seen.push(format!(
+            "{} {}",
+            ev.r#type,
+            ev.object.unwrap().metadata.unwrap().name
+        ));
     }
     assert_eq!(
         seen,
-        vec!["ADDED p-0", "ADDED p-1", "ADDED p-2", "ADDED p-3", "ADDED p-4", "DELETED p-0"]
+        vec![
+            "ADDED p-0",
+            "ADDED p-1",
+            "ADDED p-2",
+            "ADDED p-3",
+            "ADDED p-4",
+            "DELETED p-0"
+        ]
     );
 
     let mut all = Vec::new();
@@ -475,11 +603,13 @@ async fn list_pages_and_watch_events() {
 
     // Initial events on request.
     let mut w = adm
-        .watch_certificate_signing_requests(certsign_proto::v1::WatchCertificateSigningRequestsRequest {
-            name: "q-bob".into(),
-            signer_name: String::new(),
-            send_initial_events: true,
-        })
+        .watch_certificate_signing_requests(
+            certsign_proto::v1::WatchCertificateSigningRequestsRequest {
+                name: "q-bob".into(),
+                signer_name: String::new(),
+                send_initial_events: true,
+            },
+        )
         .await
         .unwrap()
         .into_inner();
@@ -494,7 +624,13 @@ async fn unauthenticated_callers_are_refused() {
     let mut anon = client(&stack.pki, &stack.approver.addr, None).await;
     let (pem, _) = make_csr("x", &[], &[]);
     let e = anon
-        .create_certificate_signing_request(new_csr("x", &pem, APISERVER_CLIENT, &["client auth"], None))
+        .create_certificate_signing_request(new_csr(
+            "x",
+            &pem,
+            APISERVER_CLIENT,
+            &["client auth"],
+            None,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");

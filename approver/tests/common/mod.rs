@@ -110,10 +110,9 @@ impl Pki {
 
     /// A client identity `cn` in groups `orgs`, signed with the init CA.
     pub fn user(&self, cn: &str, orgs: &[&str]) -> User {
-        let ca_key = KeyPair::from_pem(
-            &std::fs::read_to_string(self.dir.join("signer/ca.key")).unwrap(),
-        )
-        .unwrap();
+        let ca_key =
+            KeyPair::from_pem(&std::fs::read_to_string(self.dir.join("signer/ca.key")).unwrap())
+                .unwrap();
         let issuer = Issuer::from_ca_cert_pem(&self.ca_pem(), ca_key).unwrap();
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -218,7 +217,11 @@ pub fn start_signer(pki: &Pki, listen: &str) -> Daemon {
     edit_toml(&pki.signer_toml(), |t| {
         t.insert("listen".into(), listen.into());
     });
-    Daemon::start(&signer_bin(), &pki.signer_toml(), &pki.dir.join("signer.log"))
+    Daemon::start(
+        &signer_bin(),
+        &pki.signer_toml(),
+        &pki.dir.join("signer.log"),
+    )
 }
 
 /// A loopback address nothing listens on (a signer that is down).
@@ -347,7 +350,11 @@ pub fn csr_sha256(pem: &[u8]) -> Vec<u8> {
 }
 
 /// `admin` signs a statement with `decision` about `csr`.
-pub fn statement(admin: &User, csr: &CertificateSigningRequest, decision: Decision) -> SignedStatement {
+pub fn statement(
+    admin: &User,
+    csr: &CertificateSigningRequest,
+    decision: Decision,
+) -> SignedStatement {
     let meta = csr.metadata.clone().unwrap();
     let spec = csr.spec.clone().unwrap();
     let st = ApprovalStatement {
@@ -409,7 +416,10 @@ pub async fn approve(
     .map(|r| r.into_inner())
 }
 
-pub async fn get(c: &mut ApproverClient<Channel>, name: &str) -> Result<CertificateSigningRequest, tonic::Status> {
+pub async fn get(
+    c: &mut ApproverClient<Channel>,
+    name: &str,
+) -> Result<CertificateSigningRequest, tonic::Status> {
     c.get_certificate_signing_request(GetCertificateSigningRequestRequest { name: name.into() })
         .await
         .map(|r| r.into_inner())
@@ -432,7 +442,9 @@ pub async fn wait_done(c: &mut ApproverClient<Channel>, name: &str) -> Certifica
         while let Some(ev) = stream.message().await.unwrap() {
             let obj = ev.object.unwrap();
             let status = obj.status.clone().unwrap_or_default();
-            if !status.certificate.is_empty() || status.conditions.iter().any(|c| c.r#type == "Failed") {
+            if !status.certificate.is_empty()
+                || status.conditions.iter().any(|c| c.r#type == "Failed")
+            {
                 return obj;
             }
         }
