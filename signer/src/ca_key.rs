@@ -192,3 +192,41 @@ pub fn pem_block(label: &str, der: &[u8]) -> String {
     out.push_str(&format!("-----END {label}-----\n"));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted_and_key_must_match_a_ca() {
+        let key = KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).unwrap().der().to_vec();
+        let secret = key.serialize_der();
+        let ca = CaKey::new(key, cert.clone()).unwrap();
+        let dbg = format!("{ca:?}");
+        assert!(dbg.contains("[REDACTED]"));
+        assert!(!dbg.contains(&format!("{:?}", &secret[secret.len() - 8..])));
+        let other = KeyPair::generate().unwrap();
+        assert!(
+            CaKey::new(other, cert)
+                .unwrap_err()
+                .to_string()
+                .contains("does not match")
+        );
+        let key = KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::default()
+            .self_signed(&key)
+            .unwrap()
+            .der()
+            .to_vec();
+        assert!(
+            CaKey::new(key, leaf)
+                .unwrap_err()
+                .to_string()
+                .contains("not a CA")
+        );
+    }
+}

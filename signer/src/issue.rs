@@ -339,3 +339,83 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     v.extend_from_slice(content);
     v
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::profile::{ApprovalMode, Builtin, Rules};
+
+    fn profile(max_h: u64) -> Profile {
+        Profile {
+            signer_name: "kubernetes.io/kube-apiserver-client".into(),
+            rules: Rules::Builtin(Builtin::KubeApiserverClient),
+            approval: ApprovalMode::Signed,
+            required_approvals: 1,
+            approver_groups: vec!["g".into()],
+            allow_renewal: false,
+            max_lifetime: Duration::from_secs(max_h * 3600),
+            default_lifetime: Duration::from_secs(max_h * 3600),
+        }
+    }
+
+    #[test]
+    fn validity_follows_kubernetes() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let far = now + time::Duration::days(3650);
+        let m = time::Duration::minutes;
+        // Short (< 8h): full requested lifetime after now; backdated 5 minutes.
+        assert_eq!(
+            validity(&profile(24), Some(3600), now, far).unwrap(),
+            (now - m(5), now + m(60))
+        );
+        // Floor at 10 minutes is the API minimum; below it is clamped here too.
+        assert_eq!(
+            validity(&profile(24), Some(60), now, far).unwrap().1,
+            now + m(10)
+        );
+        // Long: total validity = ttl; capped by the profile maximum.
+        assert_eq!(
+            validity(&profile(24), Some(7 * 86400), now, far).unwrap().1,
+            now + m(24 * 60 - 5)
+        );
+        assert_eq!(
+            validity(&profile(24), None, now, far).unwrap().1,
+            now + m(24 * 60 - 5)
+        );
+        // Capped by the CA's expiry; refused once the CA has expired.
+        assert_eq!(
+            validity(&profile(24), None, now, now + m(30)).unwrap().1,
+            now + m(30)
+        );
+        let e = validity(&profile(24), None, now, now - m(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("refusing to sign a certificate that expired in the past"),
+            "{e}"
+        );
+        let e = validity(&profile(24), None, now, now - m(10))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("the signer has expired"), "{e}");
+    }
+
+    #[test]
+    fn der_helpers_are_minimal() {
+        assert_eq!(integer(&[0, 0, 0x80]), vec![0x02, 0x02, 0x00, 0x80]);
+        assert_eq!(integer(&[0, 0x7f]), vec![0x02, 0x01, 0x7f]);
+        assert_eq!(tlv(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
+        // digitalSignature only: one byte, 7 unused bits.
+        assert_eq!(
+            key_usage(&[Usage::DigitalSignature], false).unwrap(),
+            vec![0x03, 0x02, 0x07, 0x80]
+        );
+        // keyEncipherment is dropped for non-RSA keys.
+        assert_eq!(key_usage(&[Usage::KeyEncipherment], false), None);
+        assert_eq!(
+            key_usage(&[Usage::DigitalSignature, Usage::KeyEncipherment], true).unwrap(),
+            vec![0x03, 0x02, 0x05, 0xa0]
+        );
+    }
+}

@@ -399,3 +399,148 @@ impl Profile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn csr(cn: &str, orgs: &[&str], dns: &[&str], ip: bool) -> VerifiedCsr {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        for (i, o) in orgs.iter().enumerate() {
+            // rcgen's DN is a map; a second O needs a distinct key of the same OID.
+            let ty = if i == 0 {
+                rcgen::DnType::OrganizationName
+            } else {
+                rcgen::DnType::CustomDnType(vec![2, 5, 4, 10])
+            };
+            p.distinguished_name.push(ty, *o);
+        }
+        if ip {
+            p.subject_alt_names
+                .push(rcgen::SanType::IpAddress("10.0.0.1".parse().unwrap()));
+        }
+        VerifiedCsr::from_pem(p.serialize_request(&key).unwrap().pem().unwrap().as_bytes()).unwrap()
+    }
+
+    fn builtin(b: Builtin) -> Profile {
+        Profile {
+            signer_name: b.name().into(),
+            rules: Rules::Builtin(b),
+            approval: ApprovalMode::Signed,
+            required_approvals: 1,
+            approver_groups: vec!["system:masters".into()],
+            allow_renewal: true,
+            max_lifetime: Duration::from_secs(3600),
+            default_lifetime: Duration::from_secs(3600),
+        }
+    }
+
+    fn err(p: &Profile, c: &VerifiedCsr, u: &[&str]) -> String {
+        let u: Vec<String> = u.iter().map(|s| s.to_string()).collect();
+        p.check(c, &parse_usages(&u).unwrap())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn kubernetes_builtin_texts() {
+        use Builtin::*;
+        let node = csr("system:node:n1", &["system:nodes"], &[], false);
+        let p = builtin(KubeApiserverClientKubelet);
+        assert!(
+            p.check(&node, &[Usage::DigitalSignature, Usage::ClientAuth])
+                .is_ok()
+        );
+        assert_eq!(
+            err(&p, &node, &["client auth"]),
+            "usages did not match [client auth digital signature key encipherment]"
+        );
+        assert_eq!(
+            err(
+                &p,
+                &csr("system:node:n1", &["system:nodes"], &["n1"], false),
+                &["client auth"]
+            ),
+            "DNS subjectAltNames are not allowed"
+        );
+        assert_eq!(
+            err(
+                &p,
+                &csr("n1", &["system:nodes"], &[], false),
+                &["client auth"]
+            ),
+            "subject common name does not begin with system:node:"
+        );
+        assert_eq!(
+            err(
+                &p,
+                &csr("system:node:n1", &["system:nodes", "x"], &[], false),
+                &["client auth"]
+            ),
+            "subject organization is not system:nodes"
+        );
+        let s = builtin(KubeletServing);
+        assert_eq!(
+            err(&s, &node, &["server auth"]),
+            "DNS or IP subjectAltName is required"
+        );
+        let served = csr("system:node:n1", &["system:nodes"], &[], true);
+        assert_eq!(
+            err(&s, &served, &["server auth"]),
+            "usages did not match [digital signature key encipherment server auth]"
+        );
+        assert!(
+            s.check(
+                &served,
+                &[
+                    Usage::KeyEncipherment,
+                    Usage::DigitalSignature,
+                    Usage::ServerAuth
+                ]
+            )
+            .is_ok()
+        );
+        let c = builtin(KubeApiserverClient);
+        let alice = csr("alice", &["dev"], &[], false);
+        assert_eq!(
+            err(&c, &alice, &["digital signature"]),
+            "missing required usage for client certificate: client auth"
+        );
+        assert_eq!(
+            err(&c, &alice, &["client auth", "cert sign"]),
+            "usage \"cert sign\" is never issued: this signer issues only CA:FALSE certificates"
+        );
+        assert_eq!(
+            err(
+                &c,
+                &csr("eve", &["dev", "system:masters"], &[], false),
+                &["client auth"]
+            ),
+            "use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed"
+        );
+    }
+
+    #[test]
+    fn usages_are_validated_like_the_api() {
+        let u = |v: &[&str]| {
+            parse_usages(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(u(&[]), "spec.usages: Required value");
+        assert_eq!(
+            u(&["client auth", "nope"]),
+            "spec.usages[1]: Unsupported value: \"nope\""
+        );
+        assert_eq!(
+            u(&["client auth", "client auth"]),
+            "spec.usages[1]: Duplicate value: \"client auth\""
+        );
+    }
+}

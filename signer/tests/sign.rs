@@ -561,3 +561,94 @@ async fn renewal_is_proven_by_the_current_certificate() {
         s.message()
     );
 }
+
+#[tokio::test]
+async fn health_is_served_reflection_is_not_and_approver_mode_trusts_the_caller() {
+    let pki = init(&[]);
+    let cfg = pki.config();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        "\n[[profiles]]\nsigner_name = \"example.com/auto\"\napproval = \"approver\"\nallowed_usages = [\"digital signature\", \"client auth\"]\nrequired_usages = [\"client auth\"]\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let server = serve(&pki);
+    let ch = channel(&pki, &server);
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "certsign.v1.Signer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let mut refl =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(ch.clone());
+    let req = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let s = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unimplemented);
+
+    // approval = "approver": no statements needed, profile and CSR checks still apply.
+    let mut c = certsign_proto::v1::signer_client::SignerClient::new(ch);
+    let (csr, _) = openssl_csr(&pki, "auto", P256, "/CN=robot", &[]);
+    let r = request(
+        "a1",
+        &csr,
+        "example.com/auto",
+        &["client auth"],
+        None,
+        "robot",
+    );
+    c.sign(sign_request(r, vec![])).await.unwrap();
+    let r = request(
+        "a2",
+        &csr,
+        "example.com/auto",
+        &["server auth"],
+        None,
+        "robot",
+    );
+    let s = c.sign(sign_request(r, vec![])).await.unwrap_err();
+    assert!(
+        s.message()
+            .contains("usage \"server auth\" is not allowed by profile example.com/auto"),
+        "{}",
+        s.message()
+    );
+    let (ca_csr, _) = openssl_csr(
+        &pki,
+        "autoca",
+        P256,
+        "/CN=robot",
+        &["basicConstraints=critical,CA:TRUE"],
+    );
+    let r = request(
+        "a3",
+        &ca_csr,
+        "example.com/auto",
+        &["client auth"],
+        None,
+        "robot",
+    );
+    let s = c.sign(sign_request(r, vec![])).await.unwrap_err();
+    assert!(
+        s.message().contains("never issues CA certificates"),
+        "{}",
+        s.message()
+    );
+}

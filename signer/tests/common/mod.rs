@@ -311,3 +311,21 @@ pub fn openssl_verify(pki: &Pki, purpose: &str, cert: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A channel as the approver (the allow-listed identity).
+pub fn channel(pki: &Pki, server: &Server) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(pki.p("ca.crt")).unwrap(),
+        ))
+        .identity(Identity::from_pem(
+            std::fs::read(pki.p("approver/tls.crt")).unwrap(),
+            std::fs::read(pki.p("approver/tls.key")).unwrap(),
+        ))
+        .domain_name("127.0.0.1");
+    Endpoint::from_shared(format!("https://{}", server.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_lazy()
+}
