@@ -666,10 +666,19 @@ async fn auto_approve_rules_for_approver_mode_signer_names() {
     pki.edit_approver(|t| {
         set_approval_mode(t, "signer_names", "name", KUBELET_CLIENT, "approver");
         let mut rule = toml::Table::new();
-        rule.insert("signer_names".into(), toml::Value::Array(vec![KUBELET_CLIENT.into()]));
-        rule.insert("groups".into(), toml::Value::Array(vec!["system:nodes".into()]));
+        rule.insert(
+            "signer_names".into(),
+            toml::Value::Array(vec![KUBELET_CLIENT.into()]),
+        );
+        rule.insert(
+            "groups".into(),
+            toml::Value::Array(vec!["system:nodes".into()]),
+        );
         rule.insert("cn_equals_username".into(), true.into());
-        rule.insert("message".into(), "Auto approving self kubelet client certificate.".into());
+        rule.insert(
+            "message".into(),
+            "Auto approving self kubelet client certificate.".into(),
+        );
         t.insert("auto_approve".into(), toml::Value::Array(vec![rule.into()]));
     });
     let signer = start_signer(&pki, "127.0.0.1:0");
@@ -688,7 +697,10 @@ async fn auto_approve_rules_for_approver_mode_signer_names() {
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].r#type, "Approved");
     assert_eq!(c[0].reason, "AutoApproved");
-    assert_eq!(c[0].message, "Auto approving self kubelet client certificate.");
+    assert_eq!(
+        c[0].message,
+        "Auto approving self kubelet client certificate."
+    );
     let done = wait_done(&mut n, "n1").await;
     let cert = done.status.unwrap().certificate;
     assert!(!cert.is_empty());
@@ -719,7 +731,10 @@ fn auto_approve_for_a_signed_signer_name_is_a_config_error() {
     let pki = Pki::init();
     pki.edit_approver(|t| {
         let mut rule = toml::Table::new();
-        rule.insert("signer_names".into(), toml::Value::Array(vec![APISERVER_CLIENT.into()]));
+        rule.insert(
+            "signer_names".into(),
+            toml::Value::Array(vec![APISERVER_CLIENT.into()]),
+        );
         t.insert("auto_approve".into(), toml::Value::Array(vec![rule.into()]));
     });
     let out = std::process::Command::new(bin_dir().join("certsign-approver"))
@@ -730,5 +745,8 @@ fn auto_approve_for_a_signed_signer_name_is_a_config_error() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("auto_approve[0].signer_names"), "{err}");
-    assert!(err.contains("approval = \\\"approver\\\"") || err.contains("approval = \"approver\""), "{err}");
+    assert!(
+        err.contains("approval = \\\"approver\\\"") || err.contains("approval = \"approver\""),
+        "{err}"
+    );
 }
