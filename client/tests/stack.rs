@@ -498,6 +498,66 @@ fn approve_deny_conflicts_and_wait_exit_codes() {
         1,
         "certificatesigningrequest \"nope\" not found",
     );
+    // Paging: one request per page still lists all three.
+    let names = ok(admin(&stack)
+        .args(["get", "csr", "--chunk-size", "1", "-o", "name"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        names,
+        "certificatesigningrequest.certificates.k8s.io/a\ncertificatesigningrequest.certificates.k8s.io/b\ncertificatesigningrequest.certificates.k8s.io/c\n"
+    );
+    // --condition and --requestor go to the server.
+    let denied = ok(admin(&stack)
+        .args(["get", "csr", "--condition", "Denied", "-o", "name"])
+        .output()
+        .unwrap());
+    assert_eq!(denied, "certificatesigningrequest.certificates.k8s.io/a\n");
+    let none = admin(&stack)
+        .args(["get", "csr", "--requestor", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&none.stderr),
+        "No resources found\n"
+    );
+    assert!(none.status.success());
+
+    // Accepted, approved, then refused by the signer's policy (server auth is
+    // not a kube-apiserver-client usage): wait exits 3.
+    ok(user(&stack, &requestor)
+        .args([
+            "create",
+            "csr",
+            "f",
+            "--subject",
+            "/CN=f",
+            "--usages",
+            "digital signature,server auth",
+            "--key-out",
+        ])
+        .arg(dir.join("f.key"))
+        .output()
+        .unwrap());
+    ok(admin(&stack)
+        .args(["certificate", "approve", "f"])
+        .output()
+        .unwrap());
+    let out = admin(&stack)
+        .args(["certificate", "wait", "f", "--timeout", "60s"])
+        .output()
+        .unwrap();
+    fails(out, 3, "certificatesigningrequest \"f\" failed");
+    let table = ok(admin(&stack).args(["get", "csr", "f"]).output().unwrap());
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("   Approved,Failed"),
+        "{table}"
+    );
+
     // Users may not approve.
     let out = user(&stack, &requestor)
         .args(["certificate", "approve", "c"])
@@ -505,4 +565,162 @@ fn approve_deny_conflicts_and_wait_exit_codes() {
         .unwrap();
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+/// A stack whose approver also accepts one bootstrap token for the kubelet
+/// client signer (the harness's `Stack` has no hook for that, so this starts
+/// the same processes with the extra approver setting).
+struct TokenStack {
+    dir: PathBuf,
+    approver_addr: String,
+    _signer: certsign_tests::Daemon,
+    _approver: certsign_tests::Daemon,
+    _tmp: tempfile::TempDir,
+}
+
+const TOKEN: &str = "abcdef.0123456789abcdef";
+
+fn token_stack() -> TokenStack {
+    use certsign_tests::{Daemon, bin, edit_toml};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    run_ok(
+        StdCommand::new(bin("certsign-signer"))
+            .arg("init")
+            .arg("--dir")
+            .arg(&dir),
+    );
+    let signer_toml = dir.join("signer/signer.toml");
+    edit_toml(&signer_toml, |t| {
+        t.insert("listen".into(), "127.0.0.1:0".into());
+    });
+    let signer = Daemon::start(
+        &bin("certsign-signer"),
+        &["serve", "--config", signer_toml.to_str().unwrap()],
+        &dir.join("signer.log"),
+    );
+    let approver_toml = dir.join("approver/approver.toml");
+    let secret_sha256 = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        b"0123456789abcdef",
+    ));
+    edit_toml(&approver_toml, |t| {
+        t.insert("listen".into(), "127.0.0.1:0".into());
+        let s = t.get_mut("signer").unwrap().as_table_mut().unwrap();
+        s.insert(
+            "endpoints".into(),
+            toml::Value::Array(vec![format!("https://{}", signer.addr).into()]),
+        );
+        let mut tok = toml::Table::new();
+        tok.insert("id".into(), "abcdef".into());
+        tok.insert("secret_sha256".into(), secret_sha256.into());
+        tok.insert("expires".into(), "2099-01-01T00:00:00Z".into());
+        tok.insert(
+            "signer_names".into(),
+            toml::Value::Array(vec!["kubernetes.io/kube-apiserver-client-kubelet".into()]),
+        );
+        tok.insert("max_uses".into(), 10.into());
+        t.insert(
+            "bootstrap_tokens".into(),
+            toml::Value::Array(vec![tok.into()]),
+        );
+    });
+    let approver = Daemon::start(
+        &bin("certsign-approver"),
+        &["serve", "--config", approver_toml.to_str().unwrap()],
+        &dir.join("approver.log"),
+    );
+    TokenStack {
+        dir,
+        approver_addr: approver.addr.clone(),
+        _signer: signer,
+        _approver: approver,
+        _tmp: tmp,
+    }
+}
+
+#[test]
+fn bootstrap_token_creates_a_request_instead_of_a_certificate() {
+    let stack = token_stack();
+    let ctl = || {
+        let mut c = Command::cargo_bin("certctl").unwrap();
+        c.env_remove("CERTCTL_CONFIG")
+            .env_remove("CERTCTL_TOKEN")
+            .env("HOME", &stack.dir)
+            .env("XDG_CONFIG_HOME", stack.dir.join("no-xdg"))
+            .env("CERTCTL_CONFIG", stack.dir.join("admin/certctl.toml"))
+            .arg("--server")
+            .arg(format!("https://{}", stack.approver_addr));
+        c
+    };
+    let key = stack.dir.join("node1.key");
+    let out = ok(ctl()
+        .env("CERTCTL_TOKEN", TOKEN)
+        .args([
+            "create",
+            "csr",
+            "node1",
+            "--subject",
+            "/CN=system:node:node1/O=system:nodes",
+        ])
+        .args([
+            "--signer-name",
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            "--key-out",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap());
+    assert_eq!(
+        out,
+        "certificatesigningrequest.certificates.k8s.io/node1 created\n"
+    );
+    let json = ok(ctl()
+        .args(["get", "csr", "node1", "-o", "json"])
+        .output()
+        .unwrap());
+    let obj: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(obj["spec"]["username"], "system:bootstrap:abcdef");
+    assert!(
+        obj["spec"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "system:bootstrappers")
+    );
+    ok(ctl()
+        .args(["certificate", "approve", "node1"])
+        .output()
+        .unwrap());
+    // The token may wait for its own request and fetch the certificate.
+    let crt = stack.dir.join("node1.crt");
+    ok(ctl()
+        .args([
+            "--token",
+            TOKEN,
+            "certificate",
+            "wait",
+            "node1",
+            "--timeout",
+            "60s",
+            "--out",
+        ])
+        .arg(&crt)
+        .output()
+        .unwrap());
+    let leaf = stack.dir.join("node1.leaf.crt");
+    leaf_only(&crt, &leaf);
+    openssl_verify(&stack.dir.join("ca.crt"), &leaf);
+    assert_eq!(pubkey_of_cert(&leaf), pubkey_of_key(&key));
+    // A wrong token is refused with one line.
+    let out = ctl()
+        .args(["--token", "abcdef.ffffffffffffffff", "get", "csr"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: unauthorized: ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
 }
