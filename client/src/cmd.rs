@@ -119,7 +119,7 @@ async fn get(settings: Settings, mut a: cli::GetArgs) -> Result<()> {
                     signer_name: a.signer_name.clone().unwrap_or_default(),
                     condition: a.condition.clone().unwrap_or_default(),
                     username: a.requestor.clone().unwrap_or_default(),
-                    limit: 0,
+                    limit: a.chunk_size.max(0),
                     continue_token: token.clone(),
                 })
                 .await

@@ -498,6 +498,66 @@ fn approve_deny_conflicts_and_wait_exit_codes() {
         1,
         "certificatesigningrequest \"nope\" not found",
     );
+    // Paging: one request per page still lists all three.
+    let names = ok(admin(&stack)
+        .args(["get", "csr", "--chunk-size", "1", "-o", "name"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        names,
+        "certificatesigningrequest.certificates.k8s.io/a\ncertificatesigningrequest.certificates.k8s.io/b\ncertificatesigningrequest.certificates.k8s.io/c\n"
+    );
+    // --condition and --requestor go to the server.
+    let denied = ok(admin(&stack)
+        .args(["get", "csr", "--condition", "Denied", "-o", "name"])
+        .output()
+        .unwrap());
+    assert_eq!(denied, "certificatesigningrequest.certificates.k8s.io/a\n");
+    let none = admin(&stack)
+        .args(["get", "csr", "--requestor", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&none.stderr),
+        "No resources found\n"
+    );
+    assert!(none.status.success());
+
+    // Accepted, approved, then refused by the signer's policy (server auth is
+    // not a kube-apiserver-client usage): wait exits 3.
+    ok(user(&stack, &requestor)
+        .args([
+            "create",
+            "csr",
+            "f",
+            "--subject",
+            "/CN=f",
+            "--usages",
+            "digital signature,server auth",
+            "--key-out",
+        ])
+        .arg(dir.join("f.key"))
+        .output()
+        .unwrap());
+    ok(admin(&stack)
+        .args(["certificate", "approve", "f"])
+        .output()
+        .unwrap());
+    let out = admin(&stack)
+        .args(["certificate", "wait", "f", "--timeout", "60s"])
+        .output()
+        .unwrap();
+    fails(out, 3, "certificatesigningrequest \"f\" failed");
+    let table = ok(admin(&stack).args(["get", "csr", "f"]).output().unwrap());
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("   Approved,Failed"),
+        "{table}"
+    );
+
     // Users may not approve.
     let out = user(&stack, &requestor)
         .args(["certificate", "approve", "c"])
