@@ -495,6 +495,30 @@ pub fn verify_renewal(
             "the new CSR's subjectAltNames differ from the current certificate's".into(),
         ));
     }
+    // A renewal may not add extended key usages the current certificate lacks.
+    if let Ok(Some(eku)) = cert.extended_key_usage() {
+        let e = &eku.value;
+        let spec = request.spec.clone().unwrap_or_default();
+        for u in &spec.usages {
+            let present = match u.as_str() {
+                "server auth" => e.server_auth,
+                "client auth" => e.client_auth,
+                "code signing" => e.code_signing,
+                "email protection" | "s/mime" => e.email_protection,
+                "timestamping" => e.time_stamping,
+                "ocsp signing" => e.ocsp_signing,
+                "any" => e.any,
+                "ipsec end system" | "ipsec tunnel" | "ipsec user" | "microsoft sgc"
+                | "netscape sgc" => false,
+                _ => true, // a key usage, not an extended one
+            };
+            if !present && !e.any {
+                return Err(EvidenceError::Renewal(format!(
+                    "usage {u:?} is not in the current certificate's extended key usages"
+                )));
+            }
+        }
+    }
     Ok(RenewalProof {
         identity: identity_of(leaf)?,
         serial: hex::encode(cert.raw_serial()),

@@ -548,6 +548,41 @@ async fn renewal_is_proven_by_the_current_certificate() {
         "{}",
         s.message()
     );
+    // A renewal may not add an extended key usage (client → server auth).
+    let (srv, _) = openssl_csr(&pki, "srv", P256, "/CN=alice/O=dev", &[]);
+    let mut req = renew("n6", &srv);
+    {
+        let csr = req.certificate_signing_request.as_mut().unwrap();
+        let spec = csr.spec.as_mut().unwrap();
+        spec.signer_name = "certsign.io/identity".into();
+        spec.usages = vec!["client auth".into(), "server auth".into()];
+        let st = RenewalStatement {
+            request_name: csr.metadata.clone().unwrap().name,
+            csr_sha256: certsign_signer::csr::sha256(
+                &certsign_signer::csr::csr_der_from_pem(&srv).unwrap(),
+            )
+            .to_vec(),
+            signer_name: "certsign.io/identity".into(),
+            current_certificate_sha256: certsign_signer::csr::sha256(&cur_der).to_vec(),
+            signed_at: Some(now_ts(0)),
+        };
+        req.renewal = Some(
+            sign_statement(
+                RENEWAL_CONTEXT,
+                st.encode_to_vec(),
+                &cur_key,
+                vec![cur_der.clone()],
+            )
+            .unwrap(),
+        );
+    }
+    let s = c.sign(req).await.unwrap_err();
+    assert!(
+        s.message()
+            .contains("\"server auth\" is not in the current certificate's extended key usages"),
+        "{}",
+        s.message()
+    );
     // An approval statement is not a renewal statement (context separation).
     let (fresh, _) = openssl_csr(&pki, "fresh", P256, "/CN=alice/O=dev", &[]);
     let mut req = renew("n5", &fresh);
