@@ -270,7 +270,13 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
     if head.is_none() && !data.is_empty() {
         // open() seals before the first append, so a journal with lines and
         // no head has lost it: deleting the head must not hide a truncation.
-        return Err(corrupt(1, "the sealed head file is missing".into()));
+        return Err(corrupt(
+            1,
+            format!(
+                "the sealed head file {} is missing (copy it together with the journal: without it a truncated tail cannot be detected)",
+                head_path(path).display()
+            ),
+        ));
     }
     if let Some(h) = &head
         && !head_seen

@@ -148,7 +148,7 @@ fn deleting_the_sealed_head_is_detected() {
     std::fs::remove_file(pki.p("signer/journal.jsonl.head")).unwrap();
     let (ok, out) = verify(&pki);
     assert!(!ok);
-    assert!(out.contains("head file is missing"), "{out}");
+    assert!(out.contains("journal.jsonl.head is missing"), "{out}");
 }
 
 #[test]
