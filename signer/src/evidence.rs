@@ -60,7 +60,7 @@ pub enum EvidenceError {
     /// The statement, its chain or a timestamp could not be decoded.
     #[error("evidence malformed: {0}")]
     Malformed(String),
-    /// The signature does not verify with certificate_chain[0]'s key.
+    /// The signature does not verify with `certificate_chain[0]`'s key.
     #[error(
         "evidence signature: the signature over {0}||0x00||statement does not verify with the key of certificate_chain[0]"
     )]
