@@ -194,7 +194,8 @@ pub enum CertificateCommand {
     Deny(DecideArgs),
     /// Wait until a request is issued, denied or failed.
     ///
-    /// Exit codes: 0 issued, 2 denied, 3 failed, 4 timed out, 1 any other error.
+    /// Exit codes: 0 issued, 2 denied, 3 failed, 4 timed out, 64 usage error,
+    /// 1 any other error.
     Wait(WaitArgs),
 }
 

@@ -46,15 +46,29 @@ impl StatementSigner {
         let key_pem = conn::read_file("key", key_path)?;
         let key = PrivateKey::from_pem(&key_pem)
             .map_err(|e| anyhow!("cannot read key {}: {e}", key_path.display()))?;
-        let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&chain[0])
-            .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
-        if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw().as_slice() {
-            bail!(
-                "key {} does not match certificate {}",
-                key_path.display(),
-                cert_path.display()
-            );
+        {
+            let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&chain[0])
+                .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
+            if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw().as_slice()
+            {
+                bail!(
+                    "key {} does not match certificate {}",
+                    key_path.display(),
+                    cert_path.display()
+                );
+            }
         }
+        // The chain is the key's certificate plus any intermediates in the
+        // file; self-issued roots (a chain file ending in the CA) are left
+        // out: the verifier has its own trust anchors.
+        let mut chain = chain;
+        let leaf_der = chain.remove(0);
+        chain.retain(|der| {
+            x509_parser::certificate::X509Certificate::from_der(der)
+                .map(|(_, c)| c.subject().as_raw() != c.issuer().as_raw())
+                .unwrap_or(false)
+        });
+        chain.insert(0, leaf_der);
         Ok(Self { key, chain })
     }
 
@@ -78,7 +92,8 @@ impl StatementSigner {
         self.sign(APPROVAL_CONTEXT, statement.encode_to_vec())
     }
 
-    /// Signs a RenewalStatement for a new request.
+    /// Signs a RenewalStatement for a new request (chain = the current
+    /// certificate only: the signer accepts only certificates it issued).
     pub fn renewal(
         &self,
         request_name: &str,
@@ -93,7 +108,9 @@ impl StatementSigner {
             current_certificate_sha256: pkix::sha256(&self.chain[0]),
             signed_at: Some(now.into()),
         };
-        self.sign(RENEWAL_CONTEXT, statement.encode_to_vec())
+        let mut signed = self.sign(RENEWAL_CONTEXT, statement.encode_to_vec())?;
+        signed.certificate_chain.truncate(1);
+        Ok(signed)
     }
 }
 
