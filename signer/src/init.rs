@@ -446,6 +446,7 @@ client_ca = "../ca.crt"          # user/admin client certificates chain to this
 trust_bundle = "../ca.crt"       # returned by GetTrustBundle
 database_url = "sqlite://approver.db"   # relative sqlite paths resolve against this file's dir
 reflection = true
+statement_max_age = "24h"        # freshness of approval/renewal statements (as the signer's)
 
 [signer]
 endpoints = ["{signer}"]
