@@ -644,7 +644,44 @@ async fn unauthenticated_callers_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
+
+    // A client certificate from a CA the approver does not trust fails the
+    // handshake: the call never reaches the service.
+    let foreign = Pki::init().user("mallory", &["system:masters"]);
+    let mut m = client(&stack.pki, &stack.approver.addr, Some(&foreign)).await;
+    let e = m
+        .list_certificate_signing_requests(ListCertificateSigningRequestsRequest::default())
+        .await
+        .unwrap_err();
+    assert_ne!(e.code(), Code::Ok);
     let _ = CreateCertificateSigningRequestRequest::default();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_requestor_never_approves_its_own_request() {
+    let stack = Stack::start();
+    let admin = stack.pki.admin();
+    let mut adm = stack.client(&admin).await;
+    let (pem, _) = make_csr("admin-made", &[], &[]);
+    let r = adm
+        .create_certificate_signing_request(new_csr(
+            "own",
+            &pem,
+            APISERVER_CLIENT,
+            &["client auth"],
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = approve(&mut adm, &admin, &r).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(
+        e.message(),
+        "user \"admin\" requested \"own\" and may not approve it"
+    );
+    let got = get(&mut adm, "own").await.unwrap();
+    assert!(got.status.unwrap().decisions.is_empty());
 }
 
 fn set_approval_mode(t: &mut toml::Table, list: &str, key: &str, name: &str, mode: &str) {
