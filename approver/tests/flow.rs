@@ -646,3 +646,107 @@ async fn unauthenticated_callers_are_refused() {
     assert_eq!(e.code(), Code::Unauthenticated);
     let _ = CreateCertificateSigningRequestRequest::default();
 }
+
+fn set_approval_mode(t: &mut toml::Table, list: &str, key: &str, name: &str, mode: &str) {
+    for p in t.get_mut(list).unwrap().as_array_mut().unwrap() {
+        let p = p.as_table_mut().unwrap();
+        if p.get(key).and_then(|v| v.as_str()) == Some(name) {
+            p.insert("approval".into(), mode.into());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_approve_rules_for_approver_mode_signer_names() {
+    let pki = Pki::init();
+    // Both sides trust the approver for kubelet client certificates.
+    edit_toml(&pki.signer_toml(), |t| {
+        set_approval_mode(t, "profiles", "signer_name", KUBELET_CLIENT, "approver");
+    });
+    pki.edit_approver(|t| {
+        set_approval_mode(t, "signer_names", "name", KUBELET_CLIENT, "approver");
+        let mut rule = toml::Table::new();
+        rule.insert(
+            "signer_names".into(),
+            toml::Value::Array(vec![KUBELET_CLIENT.into()]),
+        );
+        rule.insert(
+            "groups".into(),
+            toml::Value::Array(vec!["system:nodes".into()]),
+        );
+        rule.insert("cn_equals_username".into(), true.into());
+        rule.insert(
+            "message".into(),
+            "Auto approving self kubelet client certificate.".into(),
+        );
+        t.insert("auto_approve".into(), toml::Value::Array(vec![rule.into()]));
+    });
+    let signer = start_signer(&pki, "127.0.0.1:0");
+    let approver = start_approver(&pki, &signer.addr);
+    let node = pki.user("system:node:n1", &["system:nodes"]);
+    let mut n = client(&pki, &approver.addr, Some(&node)).await;
+    let usages = ["digital signature", "client auth"];
+
+    let (pem, _) = make_csr("system:node:n1", &["system:nodes"], &[]);
+    let r = n
+        .create_certificate_signing_request(new_csr("n1", &pem, KUBELET_CLIENT, &usages, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let c = &r.status.as_ref().unwrap().conditions;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].r#type, "Approved");
+    assert_eq!(c[0].reason, "AutoApproved");
+    assert_eq!(
+        c[0].message,
+        "Auto approving self kubelet client certificate."
+    );
+    let done = wait_done(&mut n, "n1").await;
+    let cert = done.status.unwrap().certificate;
+    assert!(!cert.is_empty());
+    openssl_verify(&pki, leaf_pem(&cert).as_bytes());
+
+    // The CN is not the requestor: the rule does not apply; it waits.
+    let (pem, _) = make_csr("system:node:n2", &["system:nodes"], &[]);
+    let r = n
+        .create_certificate_signing_request(new_csr("n2", &pem, KUBELET_CLIENT, &usages, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(condition_types(&r).is_empty());
+    // Not in the group: no auto-approval either.
+    let other = pki.user("system:node:n3", &["other"]);
+    let (pem, _) = make_csr("system:node:n3", &["system:nodes"], &[]);
+    let r = client(&pki, &approver.addr, Some(&other))
+        .await
+        .create_certificate_signing_request(new_csr("n3", &pem, KUBELET_CLIENT, &usages, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(condition_types(&r).is_empty());
+}
+
+#[test]
+fn auto_approve_for_a_signed_signer_name_is_a_config_error() {
+    let pki = Pki::init();
+    pki.edit_approver(|t| {
+        let mut rule = toml::Table::new();
+        rule.insert(
+            "signer_names".into(),
+            toml::Value::Array(vec![APISERVER_CLIENT.into()]),
+        );
+        t.insert("auto_approve".into(), toml::Value::Array(vec![rule.into()]));
+    });
+    let out = std::process::Command::new(bin_dir().join("certsign-approver"))
+        .args(["serve", "--config"])
+        .arg(pki.approver_toml())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auto_approve[0].signer_names"), "{err}");
+    assert!(
+        err.contains("approval = \\\"approver\\\"") || err.contains("approval = \"approver\""),
+        "{err}"
+    );
+}
