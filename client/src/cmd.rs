@@ -725,7 +725,7 @@ pub fn build_renewal(
     signer_name: &str,
     now: SystemTime,
 ) -> Result<Renewal> {
-    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&current.chain[0])
+    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(current.leaf()?)
         .map_err(|e| anyhow!("cannot parse the current certificate: {e}"))?;
     let sans = pkix::sans_of_certificate(&leaf)?;
     let key = PrivateKey::generate(key_type)?;
@@ -753,7 +753,7 @@ async fn renew(settings: Settings, a: cli::RenewArgs) -> Result<()> {
     let current = StatementSigner::load(&cert_path, &key_path)?;
     let old_cert_pem = conn::read_file("certificate", &cert_path)?;
     let old_key_pem = conn::read_file("key", &key_path)?;
-    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&current.chain[0])
+    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(current.leaf()?)
         .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
     let not_before = to_system_time(leaf.validity().not_before);
     let not_after = to_system_time(leaf.validity().not_after);

@@ -42,12 +42,19 @@ pub fn signed_bytes(context: &[u8], statement: &[u8]) -> Vec<u8> {
 impl StatementSigner {
     /// Loads the certificate and key and checks that they belong together.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self> {
-        let (_, chain) = conn::read_certs("certificate", cert_path)?;
+        let (_, mut certs) = conn::read_certs("certificate", cert_path)?;
         let key_pem = conn::read_file("key", key_path)?;
         let key = PrivateKey::from_pem(&key_pem)
             .map_err(|e| anyhow!("cannot read key {}: {e}", key_path.display()))?;
+        if certs.is_empty() {
+            bail!(
+                "cannot read certificate {}: no certificate",
+                cert_path.display()
+            );
+        }
+        let leaf_der = certs.remove(0);
         {
-            let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&chain[0])
+            let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&leaf_der)
                 .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
             if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw().as_slice()
             {
@@ -61,15 +68,21 @@ impl StatementSigner {
         // The chain is the key's certificate plus any intermediates in the
         // file; self-issued roots (a chain file ending in the CA) are left
         // out: the verifier has its own trust anchors.
-        let mut chain = chain;
-        let leaf_der = chain.remove(0);
-        chain.retain(|der| {
+        let mut chain = vec![leaf_der];
+        chain.extend(certs.into_iter().filter(|der| {
             x509_parser::certificate::X509Certificate::from_der(der)
                 .map(|(_, c)| c.subject().as_raw() != c.issuer().as_raw())
                 .unwrap_or(false)
-        });
-        chain.insert(0, leaf_der);
+        }));
         Ok(Self { key, chain })
+    }
+
+    /// The DER of the key's own certificate.
+    pub fn leaf(&self) -> Result<&[u8]> {
+        self.chain
+            .first()
+            .map(Vec::as_slice)
+            .ok_or_else(|| anyhow!("no certificate for the signing key"))
     }
 
     fn sign(&self, context: &[u8], statement: Vec<u8>) -> Result<pb::SignedStatement> {
@@ -105,7 +118,7 @@ impl StatementSigner {
             request_name: request_name.to_string(),
             csr_sha256: pkix::sha256(csr_der),
             signer_name: signer_name.to_string(),
-            current_certificate_sha256: pkix::sha256(&self.chain[0]),
+            current_certificate_sha256: pkix::sha256(self.leaf()?),
             signed_at: Some(now.into()),
         };
         let mut signed = self.sign(RENEWAL_CONTEXT, statement.encode_to_vec())?;

@@ -85,11 +85,9 @@ impl Daemon {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                        let _ = tx.send(addr.to_string());
-                        sent = true;
-                    }
+                if !sent && let Some(addr) = line.trim().strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                    sent = true;
                 }
             }
         });
