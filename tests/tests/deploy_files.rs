@@ -720,9 +720,13 @@ fn example_configs_follow_architecture_and_comment_every_key() {
         key_paths(&parsed, "", &mut have);
         let mut want = BTreeSet::new();
         key_paths(&architecture_schema(schema), "", &mut want);
-        assert_eq!(
-            have, want,
-            "{example}: keys differ from ARCHITECTURE.md's {schema}"
+        // Everything ARCHITECTURE.md documents is shown; extra keys are
+        // the binaries' own (deploy_configs.rs proves the binaries, which
+        // deny unknown keys, accept them).
+        let missing: Vec<&String> = want.difference(&have).collect();
+        assert!(
+            missing.is_empty(),
+            "{example}: lacks ARCHITECTURE.md's {schema} keys {missing:?}"
         );
 
         // Every key (and table header) has a comment line right above it.
