@@ -1,2 +1,164 @@
 //! The certsign approver: the queue and the record.
+//!
+//! It stores CertificateSigningRequest objects with Kubernetes semantics,
+//! authenticates callers (client certificate or bootstrap token), authorizes
+//! admins per signer name, records every decision with its signed evidence,
+//! auto-approves renewals and configured rules, forwards approved requests to
+//! the signer with retries, garbage-collects old objects, and serves gRPC
+//! health and reflection so grpcurl works out of the box.
+//!
+//! It must never take an identity from a request body, never hold the CA
+//! key, and never lose an acknowledged request or decision.
+//!
+//! # Layout
+//! - [`config`]: `approver.toml`, strict and validated.
+//! - [`authn`]: who is calling.
+//! - [`validation`]: Kubernetes' create rules and texts.
+//! - [`store`]: sqlx (SQLite / PostgreSQL), the only persistence.
+//! - [`decision`]: approve / deny / fail / issue transitions.
+//! - [`forwarder`]: approved requests to the signer.
+//! - [`cleaner`]: Kubernetes' retention.
+//! - [`watch`]: change events fan-out.
+//! - [`limits`]: rate and size limits.
+//! - [`service`]: the gRPC service; the only Error → Status mapping.
+//! - [`tls`]: rustls server and signer-client configuration.
+
 #![forbid(unsafe_code)]
+
+pub mod authn;
+pub mod cleaner;
+pub mod config;
+pub mod decision;
+pub mod forwarder;
+pub mod limits;
+pub mod service;
+pub mod store;
+pub mod tls;
+pub mod validation;
+pub mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use certsign_proto::v1::approver_server::ApproverServer;
+use certsign_signer::evidence::ApprovalTrust;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::Config;
+use crate::forwarder::Forwarder;
+use crate::limits::Limiter;
+use crate::service::{ApproverService, Shared};
+use crate::store::Store;
+use crate::watch::Hub;
+
+/// Why the approver could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Forwarder(#[from] forwarder::ForwarderError),
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A started approver (store open, workers running), ready to serve.
+#[derive(Debug)]
+pub struct App {
+    config: Arc<Config>,
+    service: ApproverService,
+    tls: rustls::ServerConfig,
+}
+
+impl App {
+    /// Open the store (running migrations), start the watch hub, the
+    /// forwarder and the cleaner, and load the TLS material.
+    pub async fn start(config: Config) -> Result<Self, ServeError> {
+        let config = Arc::new(config);
+        let tls = tls::server_config(&config.tls_cert, &config.tls_key, &config.client_ca)?;
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| ServeError::File {
+                path: p.display().to_string(),
+                message: e.to_string(),
+            })
+        };
+        let client_ca_pem = read(&config.client_ca)?;
+        let approval_trust =
+            ApprovalTrust::from_pem(&client_ca_pem).map_err(|e| ServeError::File {
+                path: config.client_ca.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let client_ca_der = tls::load_certs(&config.client_ca)?
+            .into_iter()
+            .map(|c| c.as_ref().to_vec())
+            .collect();
+        let trust_bundle_pem = read(&config.trust_bundle)?;
+        tls::load_certs(&config.trust_bundle)?;
+
+        let store = Store::open(&config.database_url).await?;
+        let hub = Hub::start(store.clone()).await?;
+        let forwarder = Forwarder::start(store.clone(), hub.clone(), &config.signer).await?;
+        let limiter = Arc::new(Limiter::new(&config.limits));
+        cleaner::spawn(store.clone(), config.retention.clone(), limiter.clone());
+
+        let service = ApproverService::new(Shared {
+            config: config.clone(),
+            store,
+            hub,
+            forwarder,
+            limiter,
+            approval_trust,
+            client_ca_der,
+            trust_bundle_pem,
+        });
+        Ok(Self {
+            config,
+            service,
+            tls,
+        })
+    }
+
+    /// Serve on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let incoming = tls::incoming(listener, self.tls);
+        let max_message = self.config.limits.max_request_bytes.saturating_mul(4) + 64 * 1024;
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<ApproverServer<ApproverService>>()
+            .await;
+        let approver = ApproverServer::new(self.service)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(16 * 1024 * 1024);
+        let mut builder = tonic::transport::Server::builder();
+        let mut router = builder.add_service(health).add_service(approver);
+        if self.config.reflection {
+            let v1 = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(certsign_proto::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(|e| ServeError::Reflection(e.to_string()))?;
+            let v1alpha = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(certsign_proto::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1alpha()
+                .map_err(|e| ServeError::Reflection(e.to_string()))?;
+            router = router.add_service(v1).add_service(v1alpha);
+        }
+        router
+            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+            .await?;
+        Ok(())
+    }
+}

@@ -686,6 +686,40 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// A prepared renewal: the new key, its CSR and the signed proof.
+#[derive(Debug)]
+pub struct Renewal {
+    /// The new key (same type as the current one).
+    pub key: PrivateKey,
+    /// The new PKCS#10 DER.
+    pub csr_der: Vec<u8>,
+    /// The RenewalStatement signed by the current key.
+    pub statement: pb::SignedStatement,
+}
+
+/// Builds the renewal of `current`: a new key of `key_type`, a CSR with the
+/// current certificate's subject (byte for byte) and SANs, and the
+/// RenewalStatement for request `name`.
+pub fn build_renewal(
+    current: &StatementSigner,
+    key_type: pkix::KeyType,
+    name: &str,
+    signer_name: &str,
+    now: SystemTime,
+) -> Result<Renewal> {
+    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&current.chain[0])
+        .map_err(|e| anyhow!("cannot parse the current certificate: {e}"))?;
+    let sans = pkix::sans_of_certificate(&leaf)?;
+    let key = PrivateKey::generate(key_type)?;
+    let csr_der = pkix::build_csr(&key, leaf.subject().as_raw(), &sans)?;
+    let statement = current.renewal(name, &csr_der, signer_name, now)?;
+    Ok(Renewal {
+        key,
+        csr_der,
+        statement,
+    })
+}
+
 async fn renew(settings: Settings, a: cli::RenewArgs) -> Result<()> {
     let threshold = a
         .if_expires_within
@@ -744,7 +778,6 @@ async fn renew(settings: Settings, a: cli::RenewArgs) -> Result<()> {
         pkix::parse_usages(&a.usages)?
     };
     let expiration = expiration_seconds(a.expiration)?;
-    let sans = pkix::sans_of_certificate(&leaf)?;
     let cn = leaf
         .subject()
         .iter_common_name()
@@ -757,11 +790,12 @@ async fn renew(settings: Settings, a: cli::RenewArgs) -> Result<()> {
         Some(n) => bail!("invalid --name {n:?}: must be a lowercase RFC 1123 subdomain"),
         None => renewal_name(&cn),
     };
-    let new_key = PrivateKey::generate(key_type)?;
-    // The same subject, byte for byte, and the same SANs.
-    let der = pkix::build_csr(&new_key, leaf.subject().as_raw(), &sans)?;
+    let Renewal {
+        key: new_key,
+        csr_der: der,
+        statement,
+    } = build_renewal(&current, key_type, &name, &a.signer_name, SystemTime::now())?;
     let csr_pem = pkix::pem_encode("CERTIFICATE REQUEST", &der);
-    let statement = current.renewal(&name, &der, &a.signer_name, SystemTime::now())?;
 
     let mut conn = conn::connect(&settings).await?;
     let staged_key = files::stage(&key_path, new_key.pkcs8_pem()?.as_bytes(), 0o600)?;

@@ -89,6 +89,7 @@ pub async fn connect(settings: &Settings) -> Result<Conn> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name(settings.server.host.clone());
+    let mut identity_paths = None;
     let auth = match &settings.token {
         Some(token) => {
             let value: MetadataValue<Ascii> = format!("Bearer {token}")
@@ -101,6 +102,7 @@ pub async fn connect(settings: &Settings) -> Result<Conn> {
                 let (cert_pem, _) = read_certs("certificate", cert)?;
                 let key_pem = read_key(key)?;
                 tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
+                identity_paths = Some((cert.clone(), key.clone()));
             }
             Auth(None)
         }
@@ -109,7 +111,16 @@ pub async fn connect(settings: &Settings) -> Result<Conn> {
     let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| anyhow!("invalid server {url}: {e}"))?
         .tls_config(tls)
-        .map_err(|e| anyhow!("cannot set up TLS for {url}: {}", innermost(&e)))?
+        .map_err(|e| match &identity_paths {
+            // rustls checks the client certificate and key here.
+            Some((c, k)) => anyhow!(
+                "cannot use certificate {} with key {}: {}",
+                c.display(),
+                k.display(),
+                innermost(&e)
+            ),
+            None => anyhow!("cannot set up TLS for {url}: {}", innermost(&e)),
+        })?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);

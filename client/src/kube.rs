@@ -399,7 +399,11 @@ pub fn to_json<T: Serialize>(value: &T) -> Result<String> {
 /// kubectl's `-o yaml`: keys sorted (kubectl goes through JSON maps).
 pub fn to_yaml<T: Serialize>(value: &T) -> Result<String> {
     let v = serde_json::to_value(value)?;
-    let mut s = serde_saphyr::to_string(&v)?;
+    // Plain scalars, as kubectl prints them (no `>-` folding of base64), so
+    // line-oriented tools see one `request: ...` line.
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    let mut s = serde_saphyr::to_string_with_options(&v, options)?;
     if !s.ends_with('\n') {
         s.push('\n');
     }
@@ -566,5 +570,9 @@ b        3d    kubernetes.io/kube-apiserver-client   kubernetes-admin   <none>  
             "2023-11-14T22:13:20Z"
         );
         assert!(y.starts_with("apiVersion: certificates.k8s.io/v1\n"), "{y}");
+        let long = "A".repeat(300);
+        c.spec.as_mut().unwrap().request = long.clone().into_bytes();
+        let y = to_yaml(&KubeCsr::from(&c)).unwrap();
+        assert!(y.lines().any(|l| l.starts_with("  request: QUFB")), "{y}");
     }
 }

@@ -346,6 +346,7 @@ pub fn verify_approval(
     let st = ApprovalStatement::decode(signed.statement.as_slice())
         .map_err(|e| EvidenceError::Malformed(format!("ApprovalStatement: {e}")))?;
     let signed_at = to_system_time(st.signed_at.as_ref())?;
+    check_fresh(signed_at, max_age, now)?;
     trust.verify_chain(&signed.certificate_chain, now, "now")?;
     trust.verify_chain(&signed.certificate_chain, signed_at, "at signed_at")?;
     let id = identity_of(leaf)?;
@@ -380,7 +381,6 @@ pub fn verify_approval(
     if got != expected {
         return Err(EvidenceError::Decision { got, expected });
     }
-    check_fresh(signed_at, max_age, now)?;
     if expected == Decision::Approve && id.username == spec.username {
         return Err(EvidenceError::SelfApproval(id.username));
     }

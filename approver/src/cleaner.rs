@@ -1,0 +1,187 @@
+//! The cleaner: Kubernetes' csrcleaner retention, configurable.
+//!
+//! Issued: `retention.issued` after approval, or once the certificate has
+//! expired; denied / failed: after their condition's last update; pending
+//! (no condition): from creation; approved but never issued: from approval
+//! (kubernetes#133116). Deletes are conditional on the resource version the
+//! decision was made on, so a request that changed meanwhile is not removed.
+//! This module must never delete anything else.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use certsign_proto::v1::CertificateSigningRequest;
+use x509_parser::prelude::*;
+
+use crate::config::Retention;
+use crate::decision::{self, APPROVED, DENIED, FAILED, State};
+use crate::store::{ListFilter, Store, StoreError};
+use crate::validation::first_pem_block;
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn older_than(ts: Option<&prost_types::Timestamp>, age: Duration, now: i64) -> bool {
+    // A zero timestamp never expires, as in Kubernetes' isOlderThan.
+    match ts {
+        Some(t) if t.seconds > 0 => now.saturating_sub(t.seconds) > secs(age),
+        _ => false,
+    }
+}
+
+fn cert_expired(csr: &CertificateSigningRequest, now: i64) -> bool {
+    let Some(status) = csr.status.as_ref() else {
+        return false;
+    };
+    let Some((_, der)) = first_pem_block(&status.certificate) else {
+        return false;
+    };
+    match X509Certificate::from_der(&der) {
+        Ok((_, cert)) => cert.validity().not_after.timestamp() < now,
+        // Unparseable: never "expired" (Kubernetes #103823 looped on this).
+        Err(_) => false,
+    }
+}
+
+/// Whether `csr` is due for deletion at `now` (unix seconds).
+pub fn is_expired(csr: &CertificateSigningRequest, retention: &Retention, now: i64) -> bool {
+    let upd = |ty: &str| decision::condition(csr, ty).and_then(|c| c.last_update_time.as_ref());
+    match decision::state_of(csr) {
+        State::Issued => older_than(upd(APPROVED), retention.issued, now) || cert_expired(csr, now),
+        State::Denied => older_than(upd(DENIED), retention.denied, now),
+        State::Failed => older_than(upd(FAILED), retention.failed, now),
+        State::Approved => older_than(upd(APPROVED), retention.approved_unissued, now),
+        State::Pending => older_than(
+            csr.metadata
+                .as_ref()
+                .and_then(|m| m.creation_timestamp.as_ref()),
+            retention.pending,
+            now,
+        ),
+    }
+}
+
+/// One pass over the whole store, a page at a time. Returns how many
+/// requests were deleted.
+pub async fn sweep(store: &Store, retention: &Retention) -> Result<usize, StoreError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let mut deleted = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list(&ListFilter::default(), after.as_deref(), 500)
+            .await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.metadata.as_ref().map(|m| m.name.clone());
+        for csr in &page {
+            if !is_expired(csr, retention, now) {
+                continue;
+            }
+            let meta = csr.metadata.clone().unwrap_or_default();
+            let rv = meta.resource_version.parse::<i64>().ok();
+            if store.delete(&meta.name, rv).await?.is_some() {
+                tracing::info!(name = %meta.name, "cleaner: deleted expired request");
+                deleted += 1;
+            }
+        }
+    }
+    // Watch events are only needed by live watchers.
+    store.prune_events(now - 3600).await?;
+    Ok(deleted)
+}
+
+/// Run [`sweep`] every `retention.interval`, and trim the rate limiter.
+pub fn spawn(store: Store, retention: Retention, limiter: std::sync::Arc<crate::limits::Limiter>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(retention.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match sweep(&store, &retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "cleaner pass"),
+                Err(e) => tracing::warn!(error = %e, "cleaner pass failed"),
+            }
+            limiter.shrink();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certsign_proto::v1::{
+        CertificateSigningRequestCondition, CertificateSigningRequestStatus, ObjectMeta,
+    };
+
+    fn ts(s: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        })
+    }
+
+    fn with(created: i64, conds: &[(&str, i64)], cert: &[u8]) -> CertificateSigningRequest {
+        CertificateSigningRequest {
+            metadata: Some(ObjectMeta {
+                name: "x".into(),
+                creation_timestamp: ts(created),
+                ..Default::default()
+            }),
+            status: Some(CertificateSigningRequestStatus {
+                conditions: conds
+                    .iter()
+                    .map(|(t, at)| CertificateSigningRequestCondition {
+                        r#type: (*t).into(),
+                        status: "True".into(),
+                        last_update_time: ts(*at),
+                        ..Default::default()
+                    })
+                    .collect(),
+                certificate: cert.to_vec(),
+                decisions: vec![],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kubernetes_retention() {
+        let r = Retention::default();
+        let now = 1_000_000;
+        assert!(!is_expired(&with(now - 3600, &[], b""), &r, now));
+        assert!(is_expired(&with(now - 86401, &[], b""), &r, now));
+        assert!(!is_expired(&with(0, &[(DENIED, now - 3599)], b""), &r, now));
+        assert!(is_expired(&with(0, &[(DENIED, now - 3601)], b""), &r, now));
+        assert!(is_expired(
+            &with(0, &[(APPROVED, now - 10), (FAILED, now - 3601)], b""),
+            &r,
+            now
+        ));
+        assert!(!is_expired(
+            &with(0, &[(APPROVED, now - 3601)], b""),
+            &r,
+            now
+        ));
+        assert!(is_expired(
+            &with(0, &[(APPROVED, now - 86401)], b""),
+            &r,
+            now
+        ));
+        assert!(is_expired(
+            &with(0, &[(APPROVED, now - 3601)], b"garbage"),
+            &r,
+            now
+        ));
+        assert!(!is_expired(
+            &with(0, &[(APPROVED, now - 60)], b"garbage"),
+            &r,
+            now
+        ));
+    }
+}

@@ -1,0 +1,692 @@
+//! `approver.toml`: the typed, validated configuration.
+//!
+//! Parsing is strict (`deny_unknown_fields`), every error names the key, and
+//! relative paths resolve against the config file's directory. This module
+//! must never read anything but the config file itself (certificate files are
+//! loaded by `tls.rs`), and never accept a configuration that would make a
+//! security decision ambiguous (an unknown approval mode, a bootstrap token
+//! with a malformed id, an auto-approval rule for a signer name that requires
+//! signed approvals).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML did not match the schema (the message names the key).
+    #[error("parsing {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value parsed but is not acceptable.
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// How approval of a signer name is proven to the signer. Mirrors the
+/// signer's profile `approval` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalMode {
+    /// Admins sign `ApprovalStatement`s; the signer checks them itself.
+    Signed,
+    /// The signer trusts the approver's decision; auto-approval rules apply.
+    Approver,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    client_ca: PathBuf,
+    trust_bundle: PathBuf,
+    #[serde(default = "default_database_url")]
+    database_url: String,
+    #[serde(default = "default_true")]
+    reflection: bool,
+    signer: RawSigner,
+    #[serde(default)]
+    signer_names: Vec<RawSignerName>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    retention: Retention,
+    #[serde(default)]
+    bootstrap_tokens: Vec<RawBootstrapToken>,
+    #[serde(default)]
+    auto_approve: Vec<AutoApproveRule>,
+    #[serde(default = "default_statement_max_age", with = "humantime_serde")]
+    statement_max_age: Duration,
+}
+
+fn default_statement_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_database_url() -> String {
+    "sqlite://approver.db".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigner {
+    endpoints: Vec<String>,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default = "default_rpc_timeout", with = "humantime_serde")]
+    timeout: Duration,
+}
+
+fn default_rpc_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignerName {
+    name: String,
+    approval: ApprovalMode,
+    #[serde(default = "default_one")]
+    required_approvals: u32,
+    #[serde(default)]
+    approver_groups: Vec<String>,
+    #[serde(default)]
+    allow_renewal: bool,
+}
+
+fn default_one() -> u32 {
+    1
+}
+
+/// Resource limits; every field has a safe default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted `spec.request` (PEM bytes).
+    pub max_request_bytes: usize,
+    /// Most requests without any condition one requestor may have at once.
+    pub max_pending_per_requestor: u32,
+    /// Sustained RPCs per second per authenticated identity.
+    pub requests_per_second: u32,
+    /// Burst allowance per identity (default: `requests_per_second`).
+    pub burst: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 65536,
+            max_pending_per_requestor: 100,
+            requests_per_second: 50,
+            burst: None,
+        }
+    }
+}
+
+/// How long finished or stale requests are kept (Kubernetes' csrcleaner
+/// defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Issued requests: this long after approval (or once the certificate
+    /// has expired, whichever is first).
+    #[serde(with = "humantime_serde")]
+    pub issued: Duration,
+    #[serde(with = "humantime_serde")]
+    pub denied: Duration,
+    #[serde(with = "humantime_serde")]
+    pub failed: Duration,
+    /// Requests without any condition, counted from creation.
+    #[serde(with = "humantime_serde")]
+    pub pending: Duration,
+    /// Approved requests that never got a certificate, counted from approval.
+    #[serde(with = "humantime_serde")]
+    pub approved_unissued: Duration,
+    /// How often the cleaner runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let hour = Duration::from_secs(3600);
+        Self {
+            issued: hour,
+            denied: hour,
+            failed: hour,
+            pending: 24 * hour,
+            approved_unissued: 24 * hour,
+            interval: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBootstrapToken {
+    id: String,
+    secret_sha256: String,
+    expires: String,
+    signer_names: Vec<String>,
+    max_uses: u32,
+}
+
+/// An auto-approval rule (`[[auto_approve]]`). A new request is approved
+/// automatically (reason `AutoApproved`) when every condition of one rule
+/// holds. Rules apply only to signer names configured `approval =
+/// "approver"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoApproveRule {
+    /// Signer names (exact, or `domain/*`) the rule covers.
+    pub signer_names: Vec<String>,
+    /// The requestor must be in one of these groups (empty: any group).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The requestor's username must be one of these (empty: any user).
+    #[serde(default)]
+    pub usernames: Vec<String>,
+    /// The CSR's subject CN must equal the requestor's username.
+    #[serde(default)]
+    pub cn_equals_username: bool,
+    /// Every CSR subject O must be one of these (empty: no check).
+    #[serde(default)]
+    pub allowed_organizations: Vec<String>,
+    /// Condition message for requests this rule approves.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// One signer name this deployment serves (exact, or a `domain/*` pattern).
+#[derive(Debug, Clone)]
+pub struct SignerNameConfig {
+    pub name: String,
+    pub approval: ApprovalMode,
+    pub required_approvals: u32,
+    pub approver_groups: Vec<String>,
+    pub allow_renewal: bool,
+}
+
+/// A configured bootstrap token (the secret only as its SHA-256).
+#[derive(Clone)]
+pub struct BootstrapToken {
+    pub id: String,
+    pub secret_sha256: [u8; 32],
+    pub expires: SystemTime,
+    pub signer_names: Vec<String>,
+    pub max_uses: u32,
+}
+
+impl std::fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hash is not the secret, but there is no reason to print it.
+        f.debug_struct("BootstrapToken")
+            .field("id", &self.id)
+            .field("expires", &self.expires)
+            .field("signer_names", &self.signer_names)
+            .field("max_uses", &self.max_uses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connection to the signer.
+#[derive(Debug, Clone)]
+pub struct SignerConnection {
+    pub endpoints: Vec<String>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub timeout: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: PathBuf,
+    pub trust_bundle: PathBuf,
+    pub database_url: String,
+    pub reflection: bool,
+    pub signer: SignerConnection,
+    pub signer_names: Vec<SignerNameConfig>,
+    pub limits: Limits,
+    pub retention: Retention,
+    pub bootstrap_tokens: Vec<BootstrapToken>,
+    pub auto_approve: Vec<AutoApproveRule>,
+    /// Freshness of approval and renewal statements (as the signer's).
+    pub statement_max_age: Duration,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, path, &base)
+    }
+
+    /// Parse config text; `base` is the directory relative paths resolve
+    /// against and `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        let resolve = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        if raw.signer.endpoints.is_empty() {
+            return Err(invalid(
+                "signer.endpoints",
+                "at least one endpoint is required".into(),
+            ));
+        }
+        for (i, e) in raw.signer.endpoints.iter().enumerate() {
+            if !e.starts_with("https://") {
+                return Err(invalid(
+                    &format!("signer.endpoints[{i}]"),
+                    format!(
+                        "{e:?} must be an https:// URL (the signer is only spoken to over mTLS)"
+                    ),
+                ));
+            }
+        }
+        if raw.signer_names.is_empty() {
+            return Err(invalid(
+                "signer_names",
+                "at least one [[signer_names]] entry is required".into(),
+            ));
+        }
+        let mut signer_names = Vec::new();
+        for (i, s) in raw.signer_names.into_iter().enumerate() {
+            let key = format!("signer_names[{i}]");
+            if !is_signer_name_pattern(&s.name) {
+                return Err(invalid(
+                    &format!("{key}.name"),
+                    format!(
+                        "{:?} must be of the form 'example.com/signer-name' or 'example.com/*'",
+                        s.name
+                    ),
+                ));
+            }
+            if signer_names
+                .iter()
+                .any(|o: &SignerNameConfig| o.name == s.name)
+            {
+                return Err(invalid(
+                    &format!("{key}.name"),
+                    format!("{:?} is configured twice", s.name),
+                ));
+            }
+            if s.required_approvals == 0 {
+                return Err(invalid(
+                    &format!("{key}.required_approvals"),
+                    "must be at least 1".into(),
+                ));
+            }
+            signer_names.push(SignerNameConfig {
+                name: s.name,
+                approval: s.approval,
+                required_approvals: s.required_approvals,
+                approver_groups: s.approver_groups,
+                allow_renewal: s.allow_renewal,
+            });
+        }
+
+        let limits = raw.limits;
+        if limits.max_request_bytes == 0 {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be positive".into(),
+            ));
+        }
+        if limits.requests_per_second == 0 {
+            return Err(invalid(
+                "limits.requests_per_second",
+                "must be positive".into(),
+            ));
+        }
+        if limits.burst == Some(0) {
+            return Err(invalid("limits.burst", "must be positive".into()));
+        }
+        if raw.retention.interval.is_zero() {
+            return Err(invalid("retention.interval", "must be positive".into()));
+        }
+
+        let mut tokens: Vec<BootstrapToken> = Vec::new();
+        for (i, t) in raw.bootstrap_tokens.into_iter().enumerate() {
+            let key = format!("bootstrap_tokens[{i}]");
+            if !is_token_part(&t.id, 6) {
+                return Err(invalid(
+                    &format!("{key}.id"),
+                    format!("{:?} must match [a-z0-9]{{6}}", t.id),
+                ));
+            }
+            if tokens.iter().any(|o| o.id == t.id) {
+                return Err(invalid(
+                    &format!("{key}.id"),
+                    format!("{:?} is configured twice", t.id),
+                ));
+            }
+            let hash = hex::decode(&t.secret_sha256)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        &format!("{key}.secret_sha256"),
+                        "must be 64 hex digits (the SHA-256 of the secret)".into(),
+                    )
+                })?;
+            let expires = humantime::parse_rfc3339(&t.expires).map_err(|e| {
+                invalid(
+                    &format!("{key}.expires"),
+                    format!("{:?} is not an RFC 3339 time: {e}", t.expires),
+                )
+            })?;
+            if t.signer_names.is_empty() {
+                return Err(invalid(
+                    &format!("{key}.signer_names"),
+                    "at least one signer name is required".into(),
+                ));
+            }
+            tokens.push(BootstrapToken {
+                id: t.id,
+                secret_sha256: hash,
+                expires,
+                signer_names: t.signer_names,
+                max_uses: t.max_uses,
+            });
+        }
+
+        for (i, rule) in raw.auto_approve.iter().enumerate() {
+            let key = format!("auto_approve[{i}].signer_names");
+            if rule.signer_names.is_empty() {
+                return Err(invalid(&key, "at least one signer name is required".into()));
+            }
+            for name in &rule.signer_names {
+                // A rule may only ever approve for signer names whose
+                // signer trusts the approver; otherwise the signer would
+                // refuse the request anyway, and a rule for a "signed"
+                // name would silently weaken the operator's intent.
+                let covered: Vec<&SignerNameConfig> = signer_names
+                    .iter()
+                    .filter(|s| pattern_matches(name, &s.name) || pattern_matches(&s.name, name))
+                    .collect();
+                if covered.is_empty() {
+                    return Err(invalid(
+                        &key,
+                        format!("{name:?} is not a configured signer name"),
+                    ));
+                }
+                if let Some(s) = covered
+                    .iter()
+                    .find(|s| s.approval != ApprovalMode::Approver)
+                {
+                    return Err(invalid(
+                        &key,
+                        format!(
+                            "{name:?}: auto-approval rules apply only to signer names configured approval = \"approver\" ({:?} is \"signed\")",
+                            s.name
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let database_url = resolve_database_url(&raw.database_url, base)
+            .map_err(|m| invalid("database_url", m))?;
+
+        Ok(Self {
+            listen: raw.listen,
+            tls_cert: resolve(&raw.tls_cert),
+            tls_key: resolve(&raw.tls_key),
+            client_ca: resolve(&raw.client_ca),
+            trust_bundle: resolve(&raw.trust_bundle),
+            database_url,
+            reflection: raw.reflection,
+            signer: SignerConnection {
+                endpoints: raw.signer.endpoints,
+                ca: resolve(&raw.signer.ca),
+                cert: resolve(&raw.signer.cert),
+                key: resolve(&raw.signer.key),
+                timeout: raw.signer.timeout,
+            },
+            signer_names,
+            limits,
+            retention: raw.retention,
+            bootstrap_tokens: tokens,
+            auto_approve: raw.auto_approve,
+            statement_max_age: raw.statement_max_age,
+        })
+    }
+
+    /// The configuration that governs `signer_name`: the exact entry, else a
+    /// matching `domain/*` entry. `None` means this deployment does not serve
+    /// it.
+    pub fn signer_name(&self, signer_name: &str) -> Option<&SignerNameConfig> {
+        self.signer_names
+            .iter()
+            .find(|s| s.name == signer_name)
+            .or_else(|| {
+                self.signer_names
+                    .iter()
+                    .find(|s| pattern_matches(&s.name, signer_name))
+            })
+    }
+
+    /// Groups allowed to approve `signer_name`: as Kubernetes RBAC checks the
+    /// exact signer name and then `domain/*`, the union of both entries.
+    pub fn approver_groups(&self, signer_name: &str) -> Vec<&str> {
+        self.signer_names
+            .iter()
+            .filter(|s| s.name == signer_name || pattern_matches(&s.name, signer_name))
+            .flat_map(|s| s.approver_groups.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Whether any group of `groups` may approve for some signer name (an
+    /// admin, who may read every request).
+    pub fn is_admin(&self, groups: &[String]) -> bool {
+        self.signer_names
+            .iter()
+            .flat_map(|s| s.approver_groups.iter())
+            .any(|g| groups.contains(g))
+    }
+}
+
+/// Whether `pattern` (exact or `domain/*`) covers `signer_name`.
+pub fn pattern_matches(pattern: &str, signer_name: &str) -> bool {
+    if pattern == signer_name {
+        return true;
+    }
+    match (pattern.strip_suffix("/*"), signer_name.split_once('/')) {
+        (Some(domain), Some((name_domain, _))) => domain == name_domain,
+        _ => false,
+    }
+}
+
+fn is_signer_name_pattern(name: &str) -> bool {
+    let Some((domain, path)) = name.split_once('/') else {
+        return false;
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    domain.contains('.')
+        && domain.split('.').all(label_ok)
+        && !path.is_empty()
+        && !path.contains('/')
+        && (path == "*" || !path.contains('*'))
+}
+
+fn is_token_part(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Whether `s` is a well-formed bootstrap token secret (`[a-z0-9]{16}`).
+pub fn is_token_secret(s: &str) -> bool {
+    is_token_part(s, 16)
+}
+
+/// Whether `s` is a well-formed bootstrap token id (`[a-z0-9]{6}`).
+pub fn is_token_id(s: &str) -> bool {
+    is_token_part(s, 6)
+}
+
+/// Resolve a relative SQLite path against the config directory; leave
+/// other URLs untouched. `mode=rwc` is added so a fresh deployment starts.
+fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(url.to_string());
+    }
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Err(format!("{url:?} must start with sqlite:// or postgres://"));
+    };
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (file, query) = match rest.split_once('?') {
+        Some((f, q)) => (f, Some(q)),
+        None => (rest, None),
+    };
+    if file.is_empty() || file == ":memory:" {
+        return Err("an in-memory SQLite database would lose every request on restart".into());
+    }
+    let file_path = Path::new(file);
+    let full = if file_path.is_absolute() {
+        file_path.to_path_buf()
+    } else {
+        base.join(file_path)
+    };
+    let query = match query {
+        Some(q) if q.contains("mode=") => q.to_string(),
+        Some(q) => format!("{q}&mode=rwc"),
+        None => "mode=rwc".to_string(),
+    };
+    Ok(format!("sqlite://{}?{query}", full.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = r#"
+listen = "127.0.0.1:0"
+tls_cert = "tls.crt"
+tls_key = "tls.key"
+client_ca = "../ca.crt"
+trust_bundle = "../ca.crt"
+[signer]
+endpoints = ["https://127.0.0.1:7443"]
+ca = "../ca.crt"
+cert = "tls.crt"
+key = "tls.key"
+[[signer_names]]
+name = "kubernetes.io/kube-apiserver-client"
+approval = "signed"
+approver_groups = ["system:masters"]
+[[signer_names]]
+name = "example.com/*"
+approval = "approver"
+approver_groups = ["example-admins"]
+"#;
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("{BASE}{extra}"),
+            Path::new("/etc/a/approver.toml"),
+            Path::new("/etc/a"),
+        )
+    }
+
+    #[test]
+    fn resolves_relative_paths_and_sqlite() {
+        let c = parse("").unwrap();
+        assert_eq!(c.client_ca, Path::new("/etc/a/../ca.crt"));
+        assert_eq!(c.database_url, "sqlite:///etc/a/approver.db?mode=rwc");
+        assert_eq!(c.limits.max_request_bytes, 65536);
+        assert_eq!(c.retention.pending, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("bogus = 1\n").unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let err = parse("[limits]\nmax_pending = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_pending"), "{err}");
+    }
+
+    #[test]
+    fn wildcard_signer_names() {
+        let c = parse("").unwrap();
+        assert!(c.signer_name("example.com/foo").is_some());
+        assert!(c.signer_name("other.com/foo").is_none());
+        assert_eq!(c.approver_groups("example.com/x"), vec!["example-admins"]);
+        assert!(c.is_admin(&["example-admins".to_string()]));
+        assert!(!c.is_admin(&["x".to_string()]));
+    }
+
+    #[test]
+    fn auto_approve_only_for_approver_mode() {
+        let err =
+            parse("[[auto_approve]]\nsigner_names = [\"kubernetes.io/kube-apiserver-client\"]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("auto_approve[0].signer_names"), "{err}");
+        parse("[[auto_approve]]\nsigner_names = [\"example.com/x\"]\ngroups = [\"g\"]\ncn_equals_username = true\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn bad_token_id_named() {
+        let err = parse(
+            "[[bootstrap_tokens]]\nid = \"ABC\"\nsecret_sha256 = \"00\"\nexpires = \"2030-01-01T00:00:00Z\"\nsigner_names = [\"example.com/x\"]\nmax_uses = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bootstrap_tokens[0].id"), "{err}");
+    }
+}

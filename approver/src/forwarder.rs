@@ -1,0 +1,254 @@
+//! The forwarder: sends approved requests to the signer
+//! (`certsign.v1.Signer/Sign` over mTLS with the approver's identity) with
+//! their evidence, and records the outcome.
+//!
+//! Work comes from the store (the `state` column), never from memory, so a
+//! restart resumes it; a claimed request is leased so replicas do not
+//! collide, and the request uid is the signer's idempotency key, so a retry
+//! after a lost answer returns the same certificate instead of a second one.
+//! Policy refusals are terminal (`Failed`, reason `SignerValidationFailure`,
+//! the signer's message); an unreachable signer is retried with backoff.
+//! This module must never drop an approved request or mark it failed for a
+//! transport error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certsign_proto::v1::signer_client::SignerClient;
+use certsign_proto::v1::{CertificateSigningRequest, SignRequest};
+use tokio::sync::Notify;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::decision;
+use crate::store::{ForwardItem, Store, StoreError, UpdateError};
+use crate::validation::first_pem_block;
+use crate::watch::Hub;
+
+/// Why the forwarder could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwarderError {
+    #[error("signer endpoint {endpoint:?}: {message}")]
+    Endpoint { endpoint: String, message: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Signer answers that are a decision about the request, not a transport
+/// problem: recording them as `Failed` is final.
+pub fn is_terminal(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::PermissionDenied
+            | Code::AlreadyExists
+            | Code::OutOfRange
+    )
+}
+
+/// Seconds to wait before attempt `attempts + 1` (exponential, capped).
+pub fn backoff_secs(attempts: i64) -> i64 {
+    let exp = attempts.clamp(1, 7) - 1;
+    (1i64 << exp).min(60)
+}
+
+/// The running forwarder's handle.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    wake: Arc<Notify>,
+}
+
+impl Forwarder {
+    /// Build the signer channels and start the worker.
+    pub async fn start(
+        store: Store,
+        hub: Hub,
+        signer: &crate::config::SignerConnection,
+    ) -> Result<Self, ForwarderError> {
+        let tls = crate::tls::signer_client_tls(&signer.ca, &signer.cert, &signer.key)?;
+        let mut clients = Vec::new();
+        for url in &signer.endpoints {
+            let err = |e: tonic::transport::Error| ForwarderError::Endpoint {
+                endpoint: url.clone(),
+                message: e.to_string(),
+            };
+            let ep = Endpoint::from_shared(url.clone())
+                .map_err(err)?
+                .tls_config(tls.clone())
+                .map_err(err)?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(signer.timeout);
+            clients.push((url.clone(), SignerClient::new(ep.connect_lazy())));
+        }
+        // Leases held by a previous run of this process are void: resume
+        // at once (the uid makes a repeated Sign harmless).
+        store.retry_forward_at_all(0).await?;
+        let wake = Arc::new(Notify::new());
+        let worker = Worker {
+            store,
+            hub,
+            clients,
+            lease: i64::try_from(signer.timeout.as_secs()).unwrap_or(30) + 10,
+        };
+        let w = wake.clone();
+        tokio::spawn(async move { worker.run(w).await });
+        Ok(Self { wake })
+    }
+
+    /// Look for work now (something was just approved).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+}
+
+struct Worker {
+    store: Store,
+    hub: Hub,
+    clients: Vec<(String, SignerClient<Channel>)>,
+    lease: i64,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+enum Outcome {
+    Issued(Vec<u8>),
+    Refused(String),
+    Retry(String),
+}
+
+impl Worker {
+    async fn run(self, wake: Arc<Notify>) {
+        loop {
+            loop {
+                let now = unix_now();
+                match self.store.claim_forward(now, now + self.lease).await {
+                    Ok(Some(item)) => self.forward(item).await,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "forwarder: claiming work failed");
+                        break;
+                    }
+                }
+            }
+            let wait = match self.store.next_forward_time().await {
+                Ok(Some(t)) => {
+                    Duration::from_secs(u64::try_from((t - unix_now()).clamp(1, 5)).unwrap_or(1))
+                }
+                _ => Duration::from_secs(5),
+            };
+            let _ = tokio::time::timeout(wait, wake.notified()).await;
+        }
+    }
+
+    async fn forward(&self, item: ForwardItem) {
+        let name = item
+            .object
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let request = SignRequest {
+            certificate_signing_request: Some(CertificateSigningRequest {
+                status: None,
+                ..item.object.clone()
+            }),
+            approvals: decision::approval_statements(&item.object),
+            renewal: item.renewal.clone(),
+        };
+        let outcome = self.sign(&name, request).await;
+        let result = match outcome {
+            Outcome::Issued(pem) => {
+                tracing::info!(%name, "certificate issued");
+                self.record(&name, |c| Ok(decision::issue(c, pem))).await
+            }
+            Outcome::Refused(msg) => {
+                tracing::info!(%name, message = %msg, "signer refused the request");
+                self.record(&name, |c| Ok(decision::fail(c, &msg))).await
+            }
+            Outcome::Retry(msg) => {
+                let delay = backoff_secs(item.attempts);
+                tracing::warn!(%name, message = %msg, retry_in_secs = delay, "signer unavailable; will retry");
+                self.store
+                    .retry_forward_at(&name, unix_now() + delay)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(%name, error = %e, "forwarder: recording the outcome failed; will retry");
+        }
+    }
+
+    async fn record(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut CertificateSigningRequest) -> Result<bool, std::convert::Infallible>,
+    ) -> Result<(), String> {
+        match self.store.update(name, f).await {
+            Ok(_) => {
+                self.hub.notify();
+                Ok(())
+            }
+            // Deleted meanwhile: nothing to record.
+            Err(UpdateError::Store(StoreError::NotFound(_))) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn sign(&self, name: &str, request: SignRequest) -> Outcome {
+        let mut last = String::from("no signer endpoint configured");
+        for (url, client) in &self.clients {
+            let mut client = client.clone();
+            match client.sign(request.clone()).await {
+                Ok(resp) => {
+                    let cert = resp.into_inner().certificate;
+                    return match first_pem_block(&cert) {
+                        Some((label, _)) if label == "CERTIFICATE" => Outcome::Issued(cert),
+                        _ => Outcome::Refused(
+                            "the signer returned no CERTIFICATE PEM block".to_string(),
+                        ),
+                    };
+                }
+                Err(status) if is_terminal(status.code()) => {
+                    return Outcome::Refused(status.message().to_string());
+                }
+                Err(status) => {
+                    tracing::debug!(%name, %url, code = ?status.code(), message = status.message(), "Sign failed");
+                    last = format!("{url}: {:?}: {}", status.code(), status.message());
+                }
+            }
+        }
+        Outcome::Retry(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_secs(1), 1);
+        assert_eq!(backoff_secs(2), 2);
+        assert_eq!(backoff_secs(4), 8);
+        assert_eq!(backoff_secs(100), 60);
+    }
+
+    #[test]
+    fn terminal_codes() {
+        assert!(is_terminal(Code::InvalidArgument));
+        assert!(is_terminal(Code::FailedPrecondition));
+        assert!(!is_terminal(Code::Unavailable));
+        assert!(!is_terminal(Code::DeadlineExceeded));
+        assert!(!is_terminal(Code::Unknown));
+    }
+}

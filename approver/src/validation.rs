@@ -1,0 +1,626 @@
+//! Kubernetes' create-time validation of a CertificateSigningRequest, with
+//! Kubernetes' field paths and texts (pkg/apis/certificates/validation).
+//!
+//! Every field error is collected and reported at once, joined like
+//! Kubernetes' aggregate errors. This module must never accept a request
+//! whose PEM does not hold a PKCS#10 request with a valid self-signature:
+//! `VerifiedCsr` can only be built by checking it.
+
+use std::fmt;
+
+use x509_parser::prelude::*;
+
+/// The 23 key usages Kubernetes knows, in its sorted `List()` order.
+pub const VALID_USAGES: [&str; 23] = [
+    "any",
+    "cert sign",
+    "client auth",
+    "code signing",
+    "content commitment",
+    "crl sign",
+    "data encipherment",
+    "decipher only",
+    "digital signature",
+    "email protection",
+    "encipher only",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "key agreement",
+    "key encipherment",
+    "microsoft sgc",
+    "netscape sgc",
+    "ocsp signing",
+    "s/mime",
+    "server auth",
+    "signing",
+    "timestamping",
+];
+
+/// The legacy signer name the v1 API refuses on create.
+pub const LEGACY_UNKNOWN: &str = "kubernetes.io/legacy-unknown";
+
+const DNS1123_LABEL_FMT: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1123_SUBDOMAIN_FMT: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+/// A value shown in a field error, formatted like Go's `%q` / `%v`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// One field error, as Kubernetes' `field.Error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldError {
+    Required {
+        field: String,
+        detail: String,
+    },
+    Invalid {
+        field: String,
+        value: Value,
+        detail: String,
+    },
+    NotSupported {
+        field: String,
+        value: Value,
+        supported: Vec<String>,
+    },
+    Duplicate {
+        field: String,
+        value: Value,
+    },
+    TooLong {
+        field: String,
+        max: usize,
+    },
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldError::Required { field, detail } if detail.is_empty() => {
+                write!(f, "{field}: Required value")
+            }
+            FieldError::Required { field, detail } => {
+                write!(f, "{field}: Required value: {detail}")
+            }
+            FieldError::Invalid {
+                field,
+                value,
+                detail,
+            } => write!(f, "{field}: Invalid value: {value}: {detail}"),
+            FieldError::NotSupported {
+                field,
+                value,
+                supported,
+            } => {
+                let quoted: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+                write!(
+                    f,
+                    "{field}: Unsupported value: {value}: supported values: {}",
+                    quoted.join(", ")
+                )
+            }
+            FieldError::Duplicate { field, value } => {
+                write!(f, "{field}: Duplicate value: {value}")
+            }
+            FieldError::TooLong { field, max } => {
+                write!(f, "{field}: Too long: may not be more than {max} bytes")
+            }
+        }
+    }
+}
+
+/// All field errors of one object, displayed like Kubernetes' Invalid
+/// status: `CertificateSigningRequest.certificates.k8s.io "<name>" is
+/// invalid: <aggregate>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub name: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CertificateSigningRequest.certificates.k8s.io {:?} is invalid: {}",
+            self.name,
+            aggregate(&self.errors)
+        )
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Kubernetes' `utilerrors.NewAggregate(...).Error()`: one message alone,
+/// several as `[a, b]`.
+pub fn aggregate(errors: &[FieldError]) -> String {
+    let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    match msgs.as_slice() {
+        [one] => one.clone(),
+        _ => format!("[{}]", msgs.join(", ")),
+    }
+}
+
+/// A parsed PKCS#10 request whose self-signature has been verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedCsr {
+    der: Vec<u8>,
+    /// Subject common name (empty if none).
+    pub common_name: String,
+    /// Subject organization values, in order.
+    pub organizations: Vec<String>,
+}
+
+impl VerifiedCsr {
+    /// Parse the first PEM block and verify its self-signature; the error
+    /// text is Kubernetes' `ParseCSR` message where it has one.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+        let block = first_pem_block(pem).ok_or("PEM block type must be CERTIFICATE REQUEST")?;
+        if block.0 != "CERTIFICATE REQUEST" {
+            return Err("PEM block type must be CERTIFICATE REQUEST".into());
+        }
+        let der = block.1;
+        let (rest, csr) = X509CertificationRequest::from_der(&der)
+            .map_err(|e| format!("x509: malformed certificate request: {e}"))?;
+        if !rest.is_empty() {
+            return Err("x509: trailing data after certificate request".into());
+        }
+        csr.verify_signature()
+            .map_err(|e| format!("x509: invalid certificate request signature: {e}"))?;
+        let subject = &csr.certification_request_info.subject;
+        let common_name = subject
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let organizations = subject
+            .iter_organization()
+            .filter_map(|a| a.as_str().ok().map(str::to_string))
+            .collect();
+        Ok(Self {
+            der: der.clone(),
+            common_name,
+            organizations,
+        })
+    }
+
+    /// The DER of the request (what `csr_sha256` hashes).
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+}
+
+/// Decode the first PEM block of `data`: (label, DER). Text before the
+/// block is tolerated (RFC 7468 §5.2), as Go's `pem.Decode` does.
+pub fn first_pem_block(data: &[u8]) -> Option<(String, Vec<u8>)> {
+    let text = std::str::from_utf8(data).ok()?;
+    let start = text.find("-----BEGIN ")?;
+    let after = &text[start + "-----BEGIN ".len()..];
+    let label_end = after.find("-----")?;
+    let label = &after[..label_end];
+    let body_start = &after[label_end + 5..];
+    let end_marker = format!("-----END {label}-----");
+    let end = body_start.find(&end_marker)?;
+    let body: String = body_start[..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = decode_base64(&body)?;
+    Some((label.to_string(), der))
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+/// What create validation reads from the submitted object.
+#[derive(Debug)]
+pub struct CreateInput<'a> {
+    pub name: &'a str,
+    pub generate_name: &'a str,
+    pub request: &'a [u8],
+    pub signer_name: &'a str,
+    pub usages: &'a [String],
+    pub expiration_seconds: Option<i32>,
+}
+
+/// Validate a create the way Kubernetes does; on success the verified CSR.
+/// `name` is the final name (after generateName).
+pub fn validate_create(input: &CreateInput<'_>) -> Result<VerifiedCsr, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    errs.extend(validate_object_name(input.name, input.generate_name));
+
+    let csr = match VerifiedCsr::from_pem(input.request) {
+        Ok(c) => Some(c),
+        Err(detail) => {
+            errs.push(FieldError::Invalid {
+                field: "spec.request".into(),
+                value: Value::Str("<request data>".into()),
+                detail,
+            });
+            None
+        }
+    };
+    if input.usages.is_empty() {
+        errs.push(FieldError::Required {
+            field: "spec.usages".into(),
+            detail: String::new(),
+        });
+    }
+    for (i, u) in input.usages.iter().enumerate() {
+        if !VALID_USAGES.contains(&u.as_str()) {
+            errs.push(FieldError::NotSupported {
+                field: format!("spec.usages[{i}]"),
+                value: Value::Str(u.clone()),
+                supported: VALID_USAGES.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+    }
+    for (i, u) in input.usages.iter().enumerate() {
+        if input.usages[..i].contains(u) {
+            errs.push(FieldError::Duplicate {
+                field: format!("spec.usages[{i}]"),
+                value: Value::Str(u.clone()),
+            });
+        }
+    }
+    if input.signer_name == LEGACY_UNKNOWN {
+        errs.push(FieldError::Invalid {
+            field: "spec.signerName".into(),
+            value: Value::Str(input.signer_name.into()),
+            detail: "the legacy signerName is not allowed via this API version".into(),
+        });
+    } else {
+        errs.extend(validate_signer_name("spec.signerName", input.signer_name));
+    }
+    if let Some(secs) = input.expiration_seconds
+        && secs < 600
+    {
+        errs.push(FieldError::Invalid {
+            field: "spec.expirationSeconds".into(),
+            value: Value::Int(i64::from(secs)),
+            detail: "may not specify a duration less than 600 seconds (10 minutes)".into(),
+        });
+    }
+    match (errs.is_empty(), csr) {
+        (true, Some(csr)) => Ok(csr),
+        _ => Err(errs),
+    }
+}
+
+/// metadata.name rules: name or generateName required; the name is a DNS
+/// subdomain (the contract's name rule for CSR objects).
+fn validate_object_name(name: &str, generate_name: &str) -> Vec<FieldError> {
+    if name.is_empty() {
+        if generate_name.is_empty() {
+            return vec![FieldError::Required {
+                field: "metadata.name".into(),
+                detail: "name or generateName is required".into(),
+            }];
+        }
+        return Vec::new();
+    }
+    is_dns1123_subdomain(name)
+        .into_iter()
+        .map(|detail| FieldError::Invalid {
+            field: if generate_name.is_empty() {
+                "metadata.name".into()
+            } else {
+                "metadata.generateName".into()
+            },
+            value: Value::Str(if generate_name.is_empty() {
+                name.to_string()
+            } else {
+                generate_name.to_string()
+            }),
+            detail,
+        })
+        .collect()
+}
+
+/// Kubernetes' `ValidateSignerName`.
+pub fn validate_signer_name(field: &str, signer_name: &str) -> Vec<FieldError> {
+    let mut el = Vec::new();
+    if signer_name.is_empty() {
+        el.push(FieldError::Required {
+            field: field.into(),
+            detail: String::new(),
+        });
+        return el;
+    }
+    let segments: Vec<&str> = signer_name.split('/').collect();
+    if segments.len() != 2 {
+        el.push(FieldError::Invalid {
+            field: field.into(),
+            value: Value::Str(signer_name.into()),
+            detail:
+                "must be a fully qualified domain and path of the form 'example.com/signer-name'"
+                    .into(),
+        });
+        return el;
+    }
+    let (domain, path) = (segments[0], segments[1]);
+    if domain.len() > 253 {
+        el.push(FieldError::TooLong {
+            field: field.into(),
+            max: 253,
+        });
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    for lbl in &labels {
+        let errs = is_dns1123_label(lbl);
+        if !errs.is_empty() {
+            for e in errs {
+                el.push(FieldError::Invalid {
+                    field: field.into(),
+                    value: Value::Str(domain.into()),
+                    detail: format!("validating label {lbl:?}: {e}"),
+                });
+            }
+            break;
+        }
+    }
+    if labels.len() < 2 {
+        el.push(FieldError::Invalid {
+            field: field.into(),
+            value: Value::Str(domain.into()),
+            detail: "should be a domain with at least two segments separated by dots".into(),
+        });
+    }
+    for part in path.split('.') {
+        let errs = is_dns1123_subdomain(part);
+        if !errs.is_empty() {
+            for e in errs {
+                el.push(FieldError::Invalid {
+                    field: field.into(),
+                    value: Value::Str(path.into()),
+                    detail: format!("validating component {part:?}: {e}"),
+                });
+            }
+            break;
+        }
+    }
+    let max = 253 + (253 + 63 + 1) + 1;
+    if signer_name.len() > max {
+        el.push(FieldError::TooLong {
+            field: field.into(),
+            max,
+        });
+    }
+    el
+}
+
+fn label_chars_ok(s: &str, allow_dot: bool) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    if !b
+        .iter()
+        .all(|&c| alnum(c) || c == b'-' || (allow_dot && c == b'.'))
+    {
+        return false;
+    }
+    // Each dot-separated part of a subdomain must itself start and end
+    // alphanumeric.
+    !allow_dot
+        || s.split('.').all(|p| {
+            let p = p.as_bytes();
+            !p.is_empty() && alnum(p[0]) && alnum(p[p.len() - 1])
+        })
+}
+
+/// Kubernetes' `IsDNS1123Label`.
+pub fn is_dns1123_label(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    if !label_chars_ok(s, false) {
+        errs.push(DNS1123_LABEL_FMT.to_string());
+    }
+    errs
+}
+
+/// Kubernetes' `IsDNS1123Subdomain`.
+pub fn is_dns1123_subdomain(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 253 {
+        errs.push("must be no more than 253 characters".to_string());
+    }
+    if !label_chars_ok(s, true) {
+        errs.push(DNS1123_SUBDOMAIN_FMT.to_string());
+    }
+    errs
+}
+
+/// Kubernetes' `SimpleNameGenerator`: the prefix (cut to 58 bytes) plus five
+/// random characters from an alphabet without vowels or confusable digits.
+pub fn generate_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut cut = prefix.len().min(58);
+    while !prefix.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut name = prefix[..cut].to_string();
+    let id = uuid::Uuid::new_v4();
+    for b in id.as_bytes().iter().take(5) {
+        name.push(char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]));
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn csr_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "dev");
+        p.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    fn input<'a>(pem: &'a [u8], usages: &'a [String]) -> CreateInput<'a> {
+        CreateInput {
+            name: "alice",
+            generate_name: "",
+            request: pem,
+            signer_name: "kubernetes.io/kube-apiserver-client",
+            usages,
+            expiration_seconds: Some(3600),
+        }
+    }
+
+    fn msgs(i: &CreateInput<'_>) -> String {
+        aggregate(&validate_create(i).unwrap_err())
+    }
+
+    #[test]
+    fn valid_csr_passes_and_names_subject() {
+        let pem = csr_pem();
+        let usages = vec!["client auth".to_string()];
+        let csr = validate_create(&input(pem.as_bytes(), &usages)).unwrap();
+        assert_eq!(csr.common_name, "alice");
+        assert_eq!(csr.organizations, vec!["dev"]);
+    }
+
+    #[test]
+    fn tampered_signature_is_refused() {
+        let pem = csr_pem();
+        let (_, mut der) = first_pem_block(pem.as_bytes()).unwrap();
+        let n = der.len();
+        der[n - 3] ^= 0x01;
+        let pem2 = to_pem("CERTIFICATE REQUEST", &der);
+        let err = VerifiedCsr::from_pem(pem2.as_bytes()).unwrap_err();
+        assert!(
+            err.contains("signature") || err.contains("malformed"),
+            "{err}"
+        );
+    }
+
+    fn to_pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN {label}-----\n{b}\n-----END {label}-----\n")
+    }
+
+    #[test]
+    fn wrong_pem_type() {
+        let usages = vec!["client auth".to_string()];
+        let pem = to_pem("CERTIFICATE", b"abc");
+        assert_eq!(
+            msgs(&input(pem.as_bytes(), &usages)),
+            "spec.request: Invalid value: \"<request data>\": PEM block type must be CERTIFICATE REQUEST"
+        );
+    }
+
+    #[test]
+    fn every_error_at_once() {
+        let pem = csr_pem();
+        let usages = vec![
+            "client auth".to_string(),
+            "bogus".into(),
+            "client auth".into(),
+        ];
+        let mut i = input(pem.as_bytes(), &usages);
+        i.expiration_seconds = Some(300);
+        i.signer_name = "nope";
+        let m = msgs(&i);
+        assert!(m.starts_with('[') && m.ends_with(']'), "{m}");
+        assert!(m.contains("spec.usages[1]: Unsupported value: \"bogus\": supported values: \"any\", \"cert sign\""), "{m}");
+        assert!(
+            m.contains("spec.usages[2]: Duplicate value: \"client auth\""),
+            "{m}"
+        );
+        assert!(m.contains("spec.signerName: Invalid value: \"nope\": must be a fully qualified domain and path of the form 'example.com/signer-name'"), "{m}");
+        assert!(m.contains("spec.expirationSeconds: Invalid value: 300: may not specify a duration less than 600 seconds (10 minutes)"), "{m}");
+    }
+
+    #[test]
+    fn signer_name_rules() {
+        let f = |s: &str| aggregate(&validate_signer_name("spec.signerName", s));
+        assert_eq!(f(""), "spec.signerName: Required value");
+        assert_eq!(
+            f("example/x"),
+            "spec.signerName: Invalid value: \"example\": should be a domain with at least two segments separated by dots"
+        );
+        assert!(
+            f("Example.com/x").contains("validating label \"Example\": a lowercase RFC 1123 label")
+        );
+        assert!(
+            f("example.com/X_")
+                .contains("validating component \"X_\": a lowercase RFC 1123 subdomain")
+        );
+        assert!(validate_signer_name("f", "example.com/ns.name").is_empty());
+        let long = format!("example.com/{}", "a.".repeat(300));
+        assert!(f(&long).contains("Too long: may not be more than 571 bytes"));
+    }
+
+    #[test]
+    fn legacy_and_usages_required() {
+        let pem = csr_pem();
+        let usages: Vec<String> = vec![];
+        let mut i = input(pem.as_bytes(), &usages);
+        i.signer_name = LEGACY_UNKNOWN;
+        assert_eq!(
+            msgs(&i),
+            "[spec.usages: Required value, spec.signerName: Invalid value: \"kubernetes.io/legacy-unknown\": the legacy signerName is not allowed via this API version]"
+        );
+    }
+
+    #[test]
+    fn names() {
+        let pem = csr_pem();
+        let usages = vec!["client auth".to_string()];
+        let mut i = input(pem.as_bytes(), &usages);
+        i.name = "";
+        assert_eq!(
+            msgs(&i),
+            "metadata.name: Required value: name or generateName is required"
+        );
+        i.name = "Bad_Name";
+        assert!(msgs(&i).starts_with(
+            "metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"
+        ));
+        let g = generate_name("csr-");
+        assert_eq!(g.len(), 9);
+        assert!(g.starts_with("csr-"));
+        assert!(is_dns1123_subdomain(&g).is_empty());
+    }
+
+    #[test]
+    fn invalid_display() {
+        let e = Invalid {
+            name: "x".into(),
+            errors: vec![FieldError::Required {
+                field: "spec.usages".into(),
+                detail: String::new(),
+            }],
+        };
+        assert_eq!(
+            e.to_string(),
+            "CertificateSigningRequest.certificates.k8s.io \"x\" is invalid: spec.usages: Required value"
+        );
+    }
+}

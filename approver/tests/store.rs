@@ -1,0 +1,426 @@
+//! The store suite, run against SQLite and PostgreSQL alike.
+//!
+//! PostgreSQL comes from `CERTSIGN_TEST_DATABASE_URL` (tests/run.sh starts
+//! one); each test works in a fresh schema. Without that variable the
+//! PostgreSQL tests FAIL, unless `CERTSIGN_SKIP_PG=1` says to skip them.
+
+#![allow(clippy::unwrap_used)]
+
+use certsign_approver::decision::{self, Actor, DecisionInput};
+use certsign_approver::store::{CreateGuard, ListFilter, Store, StoreError, UpdateError};
+use certsign_proto::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec, ObjectMeta, SignedStatement,
+};
+
+fn csr(name: &str, user: &str, signer: &str) -> CertificateSigningRequest {
+    CertificateSigningRequest {
+        api_version: "certificates.k8s.io/v1".into(),
+        kind: "CertificateSigningRequest".into(),
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            uid: uuid_like(name),
+            creation_timestamp: Some(decision::now()),
+            ..Default::default()
+        }),
+        spec: Some(CertificateSigningRequestSpec {
+            request: b"-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n"
+                .to_vec(),
+            signer_name: signer.into(),
+            usages: vec!["client auth".into()],
+            username: user.into(),
+            ..Default::default()
+        }),
+        status: Some(Default::default()),
+    }
+}
+
+fn uuid_like(name: &str) -> String {
+    format!("uid-{name}-{}", std::process::id())
+}
+
+fn guard(max: u32) -> CreateGuard {
+    CreateGuard {
+        max_pending_per_requestor: max,
+        token: None,
+    }
+}
+
+fn by(admin: &str) -> DecisionInput {
+    DecisionInput {
+        actor: Actor {
+            username: admin.into(),
+            groups: vec!["system:masters".into()],
+        },
+        reason: String::new(),
+        message: String::new(),
+        statement: None,
+    }
+}
+
+fn rv(c: &CertificateSigningRequest) -> i64 {
+    c.metadata
+        .as_ref()
+        .unwrap()
+        .resource_version
+        .parse()
+        .unwrap()
+}
+
+fn names(items: &[CertificateSigningRequest]) -> Vec<String> {
+    items
+        .iter()
+        .map(|c| c.metadata.as_ref().unwrap().name.clone())
+        .collect()
+}
+
+const S1: &str = "kubernetes.io/kube-apiserver-client";
+const S2: &str = "example.com/serving";
+
+async fn approve(store: &Store, name: &str) -> CertificateSigningRequest {
+    store
+        .update(name, |c| decision::approve(c, by("admin"), 1))
+        .await
+        .unwrap()
+}
+
+async fn suite_create_get_duplicate(store: Store) {
+    let a = store
+        .create(csr("a", "alice", S1), None, &guard(10))
+        .await
+        .unwrap();
+    assert!(rv(&a) > 0);
+    let got = store.get("a").await.unwrap().unwrap();
+    assert_eq!(got, a);
+    assert!(store.get("nope").await.unwrap().is_none());
+    let err = store
+        .create(csr("a", "bob", S1), None, &guard(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists(ref n) if n == "a"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "certificatesigningrequests.certificates.k8s.io \"a\" already exists"
+    );
+    let b = store
+        .create(csr("b", "alice", S1), None, &guard(10))
+        .await
+        .unwrap();
+    assert!(rv(&b) > rv(&a), "resource versions increase");
+    // A renewal statement is kept with the request.
+    let st = SignedStatement {
+        statement: b"s".to_vec(),
+        signature: b"sig".to_vec(),
+        certificate_chain: vec![b"c".to_vec()],
+    };
+    store
+        .create(csr("c", "alice", S1), Some(&st), &guard(10))
+        .await
+        .unwrap();
+    assert_eq!(store.renewal("c").await.unwrap(), Some(st));
+    assert_eq!(store.renewal("a").await.unwrap(), None);
+}
+
+async fn suite_list_filters_and_pages(store: Store) {
+    for (n, u, s) in [
+        ("r1", "alice", S1),
+        ("r2", "bob", S1),
+        ("r3", "alice", S2),
+        ("r4", "carol", S1),
+        ("r5", "alice", S1),
+    ] {
+        store.create(csr(n, u, s), None, &guard(10)).await.unwrap();
+    }
+    approve(&store, "r2").await;
+    store
+        .update("r2", |c| {
+            Ok::<_, std::convert::Infallible>(decision::issue(c, b"PEM".to_vec()))
+        })
+        .await
+        .unwrap();
+    store
+        .update("r4", |c| decision::deny(c, by("admin")))
+        .await
+        .unwrap();
+
+    let all = ListFilter::default();
+    // Keyset pages of 2 walk everything exactly once, in name order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list(&all, after.as_deref(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        after = Some(names(&page).last().unwrap().clone());
+        seen.extend(names(&page));
+    }
+    assert_eq!(seen, vec!["r1", "r2", "r3", "r4", "r5"]);
+
+    let f = |s: Option<&str>, c: Option<&str>, u: Option<&str>| ListFilter {
+        signer_name: s.map(String::from),
+        condition: c.map(String::from),
+        username: u.map(String::from),
+    };
+    let l = |flt: ListFilter| {
+        let store = store.clone();
+        async move { names(&store.list(&flt, None, 100).await.unwrap()) }
+    };
+    assert_eq!(l(f(Some(S2), None, None)).await, vec!["r3"]);
+    assert_eq!(
+        l(f(None, None, Some("alice"))).await,
+        vec!["r1", "r3", "r5"]
+    );
+    assert_eq!(l(f(Some(S1), None, Some("alice"))).await, vec!["r1", "r5"]);
+    assert_eq!(
+        l(f(None, Some("Pending"), None)).await,
+        vec!["r1", "r3", "r5"]
+    );
+    assert_eq!(l(f(None, Some("Issued"), None)).await, vec!["r2"]);
+    assert_eq!(l(f(None, Some("Approved"), None)).await, vec!["r2"]);
+    assert_eq!(l(f(None, Some("Approved,Issued"), None)).await, vec!["r2"]);
+    assert_eq!(l(f(None, Some("Denied"), None)).await, vec!["r4"]);
+    assert!(l(f(None, Some("Failed"), None)).await.is_empty());
+}
+
+async fn suite_limits(store: Store) {
+    store
+        .create(csr("p1", "dave", S1), None, &guard(2))
+        .await
+        .unwrap();
+    store
+        .create(csr("p2", "dave", S1), None, &guard(2))
+        .await
+        .unwrap();
+    let err = store
+        .create(csr("p3", "dave", S1), None, &guard(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::PendingLimit { max: 2, .. }),
+        "{err}"
+    );
+    assert!(
+        store.get("p3").await.unwrap().is_none(),
+        "refused create left nothing"
+    );
+    // Another requestor is not affected; a decided request frees a slot.
+    store
+        .create(csr("q1", "erin", S1), None, &guard(2))
+        .await
+        .unwrap();
+    approve(&store, "p1").await;
+    store
+        .create(csr("p3", "dave", S1), None, &guard(2))
+        .await
+        .unwrap();
+    assert_eq!(store.count_pending("dave").await.unwrap(), 2);
+
+    let tok = CreateGuard {
+        max_pending_per_requestor: 100,
+        token: Some(("abcdef".into(), 2)),
+    };
+    store
+        .create(csr("t1", "system:bootstrap:abcdef", S1), None, &tok)
+        .await
+        .unwrap();
+    store
+        .create(csr("t2", "system:bootstrap:abcdef", S1), None, &tok)
+        .await
+        .unwrap();
+    let err = store
+        .create(csr("t3", "system:bootstrap:abcdef", S1), None, &tok)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::TokenExhausted { max: 2, .. }),
+        "{err}"
+    );
+    assert!(store.get("t3").await.unwrap().is_none());
+}
+
+async fn suite_update_semantics(store: Store) {
+    let a = store
+        .create(csr("u1", "alice", S1), None, &guard(10))
+        .await
+        .unwrap();
+    // A refusal changes nothing (and bumps no resource version).
+    let err = store
+        .update("u1", |c| decision::approve(c, by("alice"), 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpdateError::Rejected(_)));
+    assert_eq!(store.get("u1").await.unwrap().unwrap(), a);
+    // First approval of two: stays pending, records the decision.
+    let one = store
+        .update("u1", |c| decision::approve(c, by("a1"), 2))
+        .await
+        .unwrap();
+    assert!(rv(&one) > rv(&a));
+    assert_eq!(decision::condition_column(&one), "Pending");
+    // Same admin again: no change, same version.
+    let again = store
+        .update("u1", |c| decision::approve(c, by("a1"), 2))
+        .await
+        .unwrap();
+    assert_eq!(rv(&again), rv(&one));
+    assert_eq!(again.status.as_ref().unwrap().decisions.len(), 1);
+    let two = store
+        .update("u1", |c| decision::approve(c, by("a2"), 2))
+        .await
+        .unwrap();
+    assert_eq!(decision::condition_column(&two), "Approved");
+    let err = store
+        .update("missing", |c| decision::approve(c, by("a1"), 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpdateError::Store(StoreError::NotFound(_))));
+}
+
+async fn suite_forward_queue(store: Store) {
+    store
+        .create(csr("f1", "alice", S1), None, &guard(10))
+        .await
+        .unwrap();
+    assert!(
+        store.claim_forward(100, 200).await.unwrap().is_none(),
+        "pending is not forwarded"
+    );
+    approve(&store, "f1").await;
+    let item = store.claim_forward(100, 200).await.unwrap().unwrap();
+    assert_eq!(item.object.metadata.as_ref().unwrap().name, "f1");
+    assert_eq!(item.attempts, 1);
+    // Leased: nobody else gets it until the lease ends.
+    assert!(store.claim_forward(150, 250).await.unwrap().is_none());
+    store.retry_forward_at("f1", 160).await.unwrap();
+    assert!(store.claim_forward(159, 300).await.unwrap().is_none());
+    let item = store.claim_forward(160, 300).await.unwrap().unwrap();
+    assert_eq!(item.attempts, 2);
+    // Issued: leaves the queue for good.
+    store
+        .update("f1", |c| {
+            Ok::<_, std::convert::Infallible>(decision::issue(c, b"PEM".to_vec()))
+        })
+        .await
+        .unwrap();
+    store.retry_forward_at_all(0).await.unwrap();
+    assert!(
+        store
+            .claim_forward(i64::MAX / 2, i64::MAX / 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn suite_events_and_delete(store: Store) {
+    let start = store.latest_resource_version().await.unwrap();
+    let a = store
+        .create(csr("e1", "alice", S1), None, &guard(10))
+        .await
+        .unwrap();
+    let b = approve(&store, "e1").await;
+    // A stale expected version does not delete.
+    assert!(store.delete("e1", Some(rv(&a))).await.unwrap().is_none());
+    let d = store.delete("e1", Some(rv(&b))).await.unwrap().unwrap();
+    assert!(store.get("e1").await.unwrap().is_none());
+    assert!(store.delete("e1", None).await.unwrap().is_none());
+    let events = store.events_after(start, 100).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(kinds, vec!["ADDED", "MODIFIED", "DELETED"]);
+    assert_eq!(events[0].resource_version, rv(&a));
+    assert_eq!(events[2].resource_version, rv(&d));
+    assert!(rv(&d) > rv(&b));
+    assert_eq!(store.latest_resource_version().await.unwrap(), rv(&d));
+    assert_eq!(store.events_after(rv(&b), 100).await.unwrap().len(), 1);
+}
+
+// === backends ===
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+    (Store::open(&url).await.unwrap(), dir)
+}
+
+/// A fresh schema in the test PostgreSQL, or `None` when explicitly skipped.
+async fn postgres() -> Option<Store> {
+    let Ok(base) = std::env::var("CERTSIGN_TEST_DATABASE_URL") else {
+        if std::env::var("CERTSIGN_SKIP_PG").as_deref() == Ok("1") {
+            eprintln!("CERTSIGN_SKIP_PG=1: skipping the PostgreSQL store tests");
+            return None;
+        }
+        panic!(
+            "CERTSIGN_TEST_DATABASE_URL is not set: the PostgreSQL store tests need a database \
+             (tests/run.sh starts one); set CERTSIGN_SKIP_PG=1 to skip them explicitly"
+        );
+    };
+    sqlx::any::install_default_drivers();
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options[search_path]={schema}");
+    Some(Store::open(&url).await.unwrap())
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _dir) = super::sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(store) = super::postgres().await {
+                        super::$name(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    suite_create_get_duplicate,
+    suite_list_filters_and_pages,
+    suite_limits,
+    suite_update_semantics,
+    suite_forward_queue,
+    suite_events_and_delete,
+);
+
+#[tokio::test]
+async fn sqlite_survives_reopen_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+    let store = Store::open(&url).await.unwrap();
+    store
+        .create(csr("k1", "alice", S1), None, &guard(10))
+        .await
+        .unwrap();
+    approve(&store, "k1").await;
+    store.close().await;
+    let store = Store::open(&url).await.unwrap();
+    let got = store.get("k1").await.unwrap().unwrap();
+    assert_eq!(decision::condition_column(&got), "Approved");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&sqlx::AnyPool::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(mode.to_lowercase(), "wal");
+}

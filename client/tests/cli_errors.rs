@@ -1,0 +1,421 @@
+//! The built `certctl` binary on bad input: every error is one `error: ...`
+//! line on stderr with a non-zero exit, no panic, and no file left behind.
+//! None of these need a running approver (the "server down" cases dial a
+//! loopback port nobody listens on).
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Output;
+
+use assert_cmd::Command;
+
+/// certctl with a clean environment: no user config, no token.
+fn certctl(home: &Path) -> Command {
+    let mut c = Command::cargo_bin("certctl").unwrap();
+    c.env_remove("CERTCTL_CONFIG")
+        .env_remove("CERTCTL_TOKEN")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("xdg"))
+        .current_dir(home);
+    c
+}
+
+/// Asserts a failure with exactly one stderr line starting `error: ` and
+/// containing `want`.
+fn one_line_error(out: &Output, want: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
+    assert!(stderr.starts_with("error: "), "{stderr:?}");
+    assert!(stderr.contains(want), "missing {want:?} in {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn make_ca(dir: &Path) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = p.self_signed(&key).unwrap();
+    std::fs::write(dir.join("ca.crt"), cert.pem()).unwrap();
+}
+
+/// A client certificate valid from 1 day ago for `days` days.
+fn make_client(dir: &Path, days: i64) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["me.example".into()]).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "me");
+    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(days);
+    let cert = p.self_signed(&key).unwrap();
+    std::fs::write(dir.join("me.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("me.key"), key.serialize_pem()).unwrap();
+}
+
+fn manifest(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn apply_missing_file() {
+    let t = tempfile::tempdir().unwrap();
+    let out = certctl(t.path())
+        .args(["apply", "-f", "nope.yaml"])
+        .output()
+        .unwrap();
+    one_line_error(&out, "the path \"nope.yaml\" does not exist");
+}
+
+#[test]
+fn apply_bad_yaml() {
+    let t = tempfile::tempdir().unwrap();
+    let f = manifest(t.path(), "bad.yaml", "apiVersion: [unclosed\nkind: x\n");
+    let out = certctl(t.path())
+        .args(["apply", "-f", &f])
+        .output()
+        .unwrap();
+    one_line_error(&out, "invalid YAML");
+}
+
+#[test]
+fn apply_bad_json() {
+    let t = tempfile::tempdir().unwrap();
+    let f = manifest(t.path(), "bad.json", "{\"apiVersion\": ");
+    let out = certctl(t.path())
+        .args(["apply", "-f", &f])
+        .output()
+        .unwrap();
+    one_line_error(&out, "invalid JSON");
+}
+
+#[test]
+fn apply_reports_wrong_kind_api_version_and_bad_base64_together() {
+    let t = tempfile::tempdir().unwrap();
+    let f = manifest(
+        t.path(),
+        "m.yaml",
+        "apiVersion: certificates.k8s.io/v1beta1\nkind: ConfigMap\nmetadata:\n  name: x\nspec:\n  request: '%%%'\n  signerName: example.com/x\n  usages: [client auth]\n",
+    );
+    let out = certctl(t.path())
+        .args(["apply", "-f", &f])
+        .output()
+        .unwrap();
+    one_line_error(
+        &out,
+        "apiVersion: Unsupported value: \"certificates.k8s.io/v1beta1\"",
+    );
+    one_line_error(&out, "kind: Unsupported value: \"ConfigMap\"");
+    one_line_error(
+        &out,
+        "spec.request: Invalid value: \"%%%\": illegal base64 data",
+    );
+}
+
+#[test]
+fn apply_from_stdin_rejects_a_non_csr_pem() {
+    use base64::Engine as _;
+    let t = tempfile::tempdir().unwrap();
+    make_ca(t.path());
+    let ca_b64 = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(t.path().join("ca.crt")).unwrap());
+    let doc = format!(
+        "{{\"apiVersion\":\"certificates.k8s.io/v1\",\"kind\":\"CertificateSigningRequest\",\"metadata\":{{\"name\":\"x\"}},\"spec\":{{\"request\":\"{ca_b64}\",\"usages\":[]}}}}"
+    );
+    let out = certctl(t.path())
+        .args(["apply", "-f", "-"])
+        .write_stdin(doc)
+        .output()
+        .unwrap();
+    one_line_error(
+        &out,
+        "spec.request: Invalid value: PEM block type must be CERTIFICATE REQUEST",
+    );
+    one_line_error(&out, "spec.signerName: Required value");
+    one_line_error(&out, "spec.usages: Required value");
+}
+
+#[test]
+fn server_down_is_one_readable_line() {
+    let t = tempfile::tempdir().unwrap();
+    make_ca(t.path());
+    let port = closed_port();
+    let server = format!("https://127.0.0.1:{port}");
+    let out = certctl(t.path())
+        .args(["--server", &server, "--ca", "ca.crt", "get", "csr"])
+        .output()
+        .unwrap();
+    one_line_error(
+        &out,
+        &format!("cannot reach approver at {server}: connection refused"),
+    );
+}
+
+#[test]
+fn unreadable_or_bad_key() {
+    let t = tempfile::tempdir().unwrap();
+    make_ca(t.path());
+    make_client(t.path(), 30);
+    let server = format!("https://127.0.0.1:{}", closed_port());
+    let out = certctl(t.path())
+        .args([
+            "--server",
+            &server,
+            "--ca",
+            "ca.crt",
+            "--cert",
+            "me.crt",
+            "--key",
+            "missing.key",
+        ])
+        .args(["certificate", "approve", "x"])
+        .output()
+        .unwrap();
+    one_line_error(
+        &out,
+        "cannot read key missing.key: No such file or directory",
+    );
+    std::fs::write(t.path().join("garbage.key"), "not a key\n").unwrap();
+    let out = certctl(t.path())
+        .args([
+            "--server",
+            &server,
+            "--ca",
+            "ca.crt",
+            "--cert",
+            "me.crt",
+            "--key",
+            "garbage.key",
+        ])
+        .args(["certificate", "approve", "x"])
+        .output()
+        .unwrap();
+    one_line_error(&out, "cannot read key garbage.key");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "server = \"https://127.0.0.1:1\"\nca = \"ca.crt\"\ncertificate = \"x\"\n",
+    )
+    .unwrap();
+    let out = certctl(t.path())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["get", "csr"])
+        .output()
+        .unwrap();
+    one_line_error(&out, "certificate");
+    let out = certctl(t.path())
+        .env("CERTCTL_CONFIG", t.path().join("none.toml"))
+        .args(["get", "csr"])
+        .output()
+        .unwrap();
+    one_line_error(&out, "cannot read config");
+    let out = certctl(t.path()).args(["get", "csr"]).output().unwrap();
+    one_line_error(&out, "no server configured");
+}
+
+#[test]
+fn user_config_dir_is_used() {
+    let t = tempfile::tempdir().unwrap();
+    make_ca(t.path());
+    let port = closed_port();
+    let dir = t.path().join("xdg/certctl");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("server = \"https://127.0.0.1:{port}\"\nca = \"../../ca.crt\"\n"),
+    )
+    .unwrap();
+    let out = certctl(t.path()).args(["get", "csr"]).output().unwrap();
+    one_line_error(
+        &out,
+        &format!("cannot reach approver at https://127.0.0.1:{port}"),
+    );
+}
+
+#[test]
+fn create_csr_leaves_no_files_when_the_server_is_down() {
+    let t = tempfile::tempdir().unwrap();
+    make_ca(t.path());
+    let server = format!("https://127.0.0.1:{}", closed_port());
+    let out = certctl(t.path())
+        .args([
+            "--server",
+            &server,
+            "--ca",
+            "ca.crt",
+            "create",
+            "csr",
+            "alice",
+            "--subject",
+            "/CN=alice/O=dev",
+        ])
+        .args([
+            "--dns",
+            "alice.example",
+            "--key-out",
+            "alice.key",
+            "--expiration",
+            "24h",
+        ])
+        .output()
+        .unwrap();
+    one_line_error(&out, "cannot reach approver");
+    let mut names: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ca.crt"], "files left behind");
+}
+
+#[test]
+fn create_csr_refuses_to_overwrite_a_key_and_bad_flags() {
+    let t = tempfile::tempdir().unwrap();
+    make_ca(t.path());
+    std::fs::write(t.path().join("alice.key"), "precious").unwrap();
+    let server = format!("https://127.0.0.1:{}", closed_port());
+    let base = [
+        "--server", &server, "--ca", "ca.crt", "create", "csr", "alice",
+    ];
+    let out = certctl(t.path())
+        .args(base)
+        .args(["--subject", "/CN=alice", "--key-out", "alice.key"])
+        .output()
+        .unwrap();
+    one_line_error(&out, "alice.key already exists (use --force to overwrite)");
+    assert_eq!(
+        std::fs::read(t.path().join("alice.key")).unwrap(),
+        b"precious"
+    );
+    for (flags, want) in [
+        (vec!["--subject", "/XX=alice"], "unknown attribute type"),
+        (
+            vec!["--subject", "/CN=a", "--ip", "300.1.1.1"],
+            "invalid --ip",
+        ),
+        (
+            vec!["--subject", "/CN=a", "--usages", "client auth,bogus"],
+            "unsupported value \"bogus\"",
+        ),
+        (
+            vec!["--subject", "/CN=a", "--expiration", "5m"],
+            "less than 600 seconds",
+        ),
+    ] {
+        let out = certctl(t.path())
+            .args(base)
+            .args(flags)
+            .args(["--key-out", "new.key"])
+            .output()
+            .unwrap();
+        one_line_error(&out, want);
+    }
+    assert!(!t.path().join("new.key").exists());
+}
+
+#[test]
+fn renew_does_nothing_while_the_certificate_is_young() {
+    let t = tempfile::tempdir().unwrap();
+    make_ca(t.path());
+    make_client(t.path(), 364);
+    let before = std::fs::read(t.path().join("me.crt")).unwrap();
+    let server = format!("https://127.0.0.1:{}", closed_port());
+    let base = [
+        "--server", &server, "--ca", "ca.crt", "renew", "--cert", "me.crt", "--key", "me.key",
+    ];
+    for threshold in ["30d", "33%"] {
+        let out = certctl(t.path())
+            .args(base)
+            .args(["--if-expires-within", threshold])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        assert!(stdout.contains("not due for renewal"), "{stdout}");
+    }
+    // Due: it tries the approver, fails, and changes nothing.
+    let out = certctl(t.path())
+        .args(base)
+        .args(["--if-expires-within", "100%"])
+        .output()
+        .unwrap();
+    one_line_error(&out, "cannot reach approver");
+    assert_eq!(std::fs::read(t.path().join("me.crt")).unwrap(), before);
+    let mut names: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ca.crt", "me.crt", "me.key"]);
+    let out = certctl(t.path())
+        .args(base)
+        .args(["--if-expires-within", "soon"])
+        .output()
+        .unwrap();
+    one_line_error(&out, "invalid --if-expires-within");
+}
+
+#[test]
+fn unknown_resource_type_and_completion() {
+    let t = tempfile::tempdir().unwrap();
+    make_ca(t.path());
+    let out = certctl(t.path())
+        .args([
+            "--server",
+            "https://127.0.0.1:1",
+            "--ca",
+            "ca.crt",
+            "get",
+            "pods",
+        ])
+        .output()
+        .unwrap();
+    one_line_error(&out, "the server doesn't have a resource type \"pods\"");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = certctl(t.path())
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("certctl"));
+    }
+}
+
+#[test]
+fn wait_help_documents_exit_codes() {
+    let t = tempfile::tempdir().unwrap();
+    let out = certctl(t.path())
+        .args(["certificate", "wait", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("0 issued, 2 denied, 3 failed, 4 timed out"),
+        "{help}"
+    );
+}

@@ -1,0 +1,412 @@
+//! `Authority`: one `Sign` decision from request to journaled certificate.
+//!
+//! Order of checks: request shape → CSR (`VerifiedCsr`) → uid idempotency
+//! (replay / ALREADY_EXISTS) → profile for the signer name → usages and
+//! duration → profile rules → evidence (signed approvals, a renewal proof,
+//! the approver's word when the profile says so, or the console operator) →
+//! validity → build, sign, journal (fsynced) → answer. Every refusal is
+//! journaled too. This module never answers before the journal has the
+//! line, and never imports tonic: `service.rs` maps [`SignError`] to a status.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use certsign_proto::v1::{CertificateSigningRequest, SignRequest, SignedStatement};
+use ring::rand::{SecureRandom, SystemRandom};
+use time::OffsetDateTime;
+
+use crate::ca_key::{CaKey, CaKeyError};
+use crate::config::Config;
+use crate::csr::{self, VerifiedCsr};
+use crate::evidence::{self, ApprovalTrust};
+use crate::issue;
+use crate::journal::{Event, Index, Journal, JournalError};
+use crate::profile::{ApprovalMode, parse_usages};
+
+/// A refusal or failure of `Sign`, by gRPC meaning. Messages name the rule.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The request is malformed (INVALID_ARGUMENT).
+    #[error("{0}")]
+    Invalid(String),
+    /// A policy or evidence rule failed (FAILED_PRECONDITION).
+    #[error("{0}")]
+    Refused(String),
+    /// The uid was issued for another CSR (ALREADY_EXISTS).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The same uid is being signed right now (ABORTED; retry).
+    #[error("{0}")]
+    Busy(String),
+    /// Journal or key unusable (UNAVAILABLE; retry).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Why the authority could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// CA problem.
+    #[error(transparent)]
+    Ca(#[from] CaKeyError),
+    /// Journal problem.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Approval CA problem.
+    #[error("approval_ca {0}: {1}")]
+    ApprovalCa(String, String),
+}
+
+/// What proves a request may be signed.
+#[derive(Debug, Clone, Copy)]
+pub enum Evidence<'a> {
+    /// From a `SignRequest`: approvals and/or a renewal proof.
+    Request {
+        /// Signed ApprovalStatements.
+        approvals: &'a [SignedStatement],
+        /// A signed RenewalStatement.
+        renewal: Option<&'a SignedStatement>,
+    },
+    /// The operator at the signer's console (`init`, `issue`): OS user.
+    Console(&'a str),
+}
+
+/// The result of a successful `Sign`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// Certificate then CA, PEM.
+    pub certificate: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// True when the uid was already issued and the journaled result returned.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    index: Index,
+    pending: HashSet<String>,
+}
+
+/// The signing authority: config, CA key, approval trust, journal.
+#[derive(Debug)]
+pub struct Authority {
+    config: Config,
+    ca: CaKey,
+    trust: ApprovalTrust,
+    journal: Journal,
+    state: Mutex<State>,
+}
+
+/// Removes a uid from the in-flight set however `sign` ends.
+struct Reservation<'a> {
+    state: &'a Mutex<State>,
+    uid: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.pending.remove(&self.uid);
+        }
+    }
+}
+
+enum Decision<'a> {
+    Replay(Signed),
+    Issue(Box<Event>, Signed, Reservation<'a>),
+}
+
+impl Authority {
+    /// Load the CA, the approval trust and the journal (rebuilding the index).
+    pub fn open(config: Config) -> Result<Self, StartError> {
+        let ca = CaKey::load(&config.ca_cert, &config.ca_key)?;
+        let approval_ca = &config.approval_ca;
+        let pem = std::fs::read(approval_ca).map_err(|e| {
+            StartError::ApprovalCa(approval_ca.display().to_string(), e.to_string())
+        })?;
+        let trust = ApprovalTrust::from_pem(&pem).map_err(|e| {
+            StartError::ApprovalCa(approval_ca.display().to_string(), e.to_string())
+        })?;
+        let (journal, index) = Journal::open(&config.journal)?;
+        Ok(Self {
+            config,
+            ca,
+            trust,
+            journal,
+            state: Mutex::new(State {
+                index,
+                pending: HashSet::new(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> String {
+        self.ca.cert_pem()
+    }
+
+    /// Sign a request from an allow-listed caller.
+    pub async fn sign(&self, req: &SignRequest, caller: &str) -> Result<Signed, SignError> {
+        let csr = req.certificate_signing_request.clone().unwrap_or_default();
+        let ev = Evidence::Request {
+            approvals: &req.approvals,
+            renewal: req.renewal.as_ref(),
+        };
+        self.sign_with(&csr, ev, caller).await
+    }
+
+    /// Sign with explicit evidence (the console path uses this too).
+    pub async fn sign_with(
+        &self,
+        csr: &CertificateSigningRequest,
+        ev: Evidence<'_>,
+        caller: &str,
+    ) -> Result<Signed, SignError> {
+        match self.decide(csr, ev, caller, SystemTime::now()) {
+            Ok(Decision::Replay(s)) => Ok(s),
+            Ok(Decision::Issue(event, signed, reservation)) => {
+                self.journal
+                    .append((*event).clone())
+                    .await
+                    .map_err(|e| SignError::Unavailable(format!("journal: {e}")))?;
+                self.lock()?.index.record(&event);
+                drop(reservation);
+                tracing::info!(serial = %signed.serial, caller, "issued");
+                Ok(signed)
+            }
+            Err(e) => {
+                let meta = csr.metadata.clone().unwrap_or_default();
+                let spec = csr.spec.clone().unwrap_or_default();
+                let event = Event::Refused {
+                    uid: meta.uid,
+                    name: meta.name,
+                    signer_name: spec.signer_name,
+                    requestor: spec.username,
+                    csr_sha256: csr::csr_der_from_pem(&spec.request)
+                        .map(|d| hex::encode(csr::sha256(&d)))
+                        .unwrap_or_default(),
+                    caller: caller.to_string(),
+                    reason: e.to_string(),
+                };
+                tracing::info!(caller, reason = %e, "refused");
+                // A refusal that cannot be recorded is not answered as a refusal.
+                self.journal
+                    .append(event)
+                    .await
+                    .map_err(|je| SignError::Unavailable(format!("journal: {je}")))?;
+                Err(e)
+            }
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, SignError> {
+        self.state
+            .lock()
+            .map_err(|_| SignError::Unavailable("internal state poisoned".into()))
+    }
+
+    fn decide(
+        &self,
+        req: &CertificateSigningRequest,
+        ev: Evidence<'_>,
+        caller: &str,
+        now: SystemTime,
+    ) -> Result<Decision<'_>, SignError> {
+        let invalid = |m: &str| SignError::Invalid(m.to_string());
+        let meta = req
+            .metadata
+            .as_ref()
+            .ok_or_else(|| invalid("metadata: Required value"))?;
+        let spec = req
+            .spec
+            .as_ref()
+            .ok_or_else(|| invalid("spec: Required value"))?;
+        if meta.uid.is_empty() {
+            return Err(invalid("metadata.uid: Required value"));
+        }
+        if meta.name.is_empty() {
+            return Err(invalid("metadata.name: Required value"));
+        }
+        let csr =
+            VerifiedCsr::from_pem(&spec.request).map_err(|e| SignError::Invalid(e.to_string()))?;
+        let hash = hex::encode(csr.sha256());
+        let reservation = {
+            let mut st = self.lock()?;
+            if let Some(done) = st.index.by_uid.get(&meta.uid) {
+                if done.csr_sha256 == hash {
+                    let s = Signed {
+                        certificate: done.certificate.clone(),
+                        serial: done.serial.clone(),
+                        replayed: true,
+                    };
+                    return Ok(Decision::Replay(s));
+                }
+                return Err(SignError::AlreadyExists(format!(
+                    "uid {:?} was already issued for another CSR; a uid is signed at most once",
+                    meta.uid
+                )));
+            }
+            if !st.pending.insert(meta.uid.clone()) {
+                return Err(SignError::Busy(format!(
+                    "uid {:?} is being signed right now; retry",
+                    meta.uid
+                )));
+            }
+            Reservation {
+                state: &self.state,
+                uid: meta.uid.clone(),
+            }
+        };
+        let profile = self.config.profile(&spec.signer_name).ok_or_else(|| {
+            SignError::Refused(format!(
+                "unknown signer name {:?}: this signer has no profile for it",
+                spec.signer_name
+            ))
+        })?;
+        let usages = parse_usages(&spec.usages).map_err(|e| SignError::Invalid(e.to_string()))?;
+        if let Some(s) = spec.expiration_seconds.filter(|s| *s < 600) {
+            return Err(SignError::Invalid(format!(
+                "spec.expirationSeconds: Invalid value: {s}: may not specify a duration less than 600 seconds (10 minutes)"
+            )));
+        }
+        profile
+            .check(&csr, &usages)
+            .map_err(|e| SignError::Refused(e.to_string()))?;
+        // The signer's own clients are minted only at its console: otherwise an
+        // approved user CSR naming "certsign-approver" would become a Sign caller.
+        let allowed = &self.config.allowed_clients;
+        if !matches!(ev, Evidence::Console(_))
+            && let Some(n) = csr
+                .common_name
+                .iter()
+                .chain(csr.sans.dns.iter())
+                .find(|n| allowed.contains(n))
+        {
+            return Err(SignError::Refused(format!(
+                "subject names {n:?}, an allow-listed signer client; such identities are issued only at the signer console"
+            )));
+        }
+
+        let max_age = self.config.statement_max_age;
+        let refused = |e: evidence::EvidenceError| SignError::Refused(e.to_string());
+        let (kind, by) = match ev {
+            Evidence::Console(user) => ("console", vec![user.to_string()]),
+            Evidence::Request {
+                renewal: Some(r), ..
+            } => {
+                if !profile.allow_renewal {
+                    return Err(SignError::Refused(format!(
+                        "renewal: profile {} does not accept renewals",
+                        profile.signer_name
+                    )));
+                }
+                if let Some(other) = self
+                    .lock()?
+                    .index
+                    .by_csr
+                    .get(&hash)
+                    .filter(|u| **u != meta.uid)
+                {
+                    return Err(SignError::Refused(format!(
+                        "renewal: this CSR was already issued under uid {other:?}"
+                    )));
+                }
+                let proof =
+                    evidence::verify_renewal(r, req, &csr, self.ca.cert_der(), max_age, now)
+                        .map_err(refused)?;
+                (
+                    "renewal",
+                    vec![format!(
+                        "{} serial {}",
+                        proof.identity.username, proof.serial
+                    )],
+                )
+            }
+            Evidence::Request { .. } if profile.approval == ApprovalMode::Approver => {
+                ("approver", vec![caller.to_string()])
+            }
+            Evidence::Request { approvals, .. } => {
+                let admins = evidence::verify_approvals(
+                    approvals,
+                    req,
+                    &self.trust,
+                    &profile.approver_groups,
+                    max_age,
+                    profile.required_approvals,
+                    now,
+                )
+                .map_err(refused)?;
+                (
+                    "approvals",
+                    admins.into_iter().map(|a| a.username).collect(),
+                )
+            }
+        };
+
+        let now_odt = OffsetDateTime::from(now);
+        let window = issue::validity(
+            profile,
+            spec.expiration_seconds,
+            now_odt,
+            self.ca.not_after(),
+        )
+        .map_err(|e| SignError::Refused(e.to_string()))?;
+        let serial = self.fresh_serial()?;
+        let cert = self
+            .ca
+            .sign(issue::prepare(&self.ca, &csr, &usages, window, serial))
+            .map_err(|e| SignError::Unavailable(e.to_string()))?;
+        let not_after = cert
+            .not_after
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let event = Event::Issued {
+            uid: meta.uid.clone(),
+            name: meta.name.clone(),
+            signer_name: spec.signer_name.clone(),
+            requestor: spec.username.clone(),
+            csr_sha256: hash,
+            evidence: kind.to_string(),
+            by,
+            caller: caller.to_string(),
+            serial: cert.serial_hex.clone(),
+            not_after,
+            certificate: cert.pem_chain.clone(),
+        };
+        let signed = Signed {
+            certificate: cert.pem_chain,
+            serial: cert.serial_hex,
+            replayed: false,
+        };
+        Ok(Decision::Issue(Box::new(event), signed, reservation))
+    }
+
+    /// 16 random bytes (positive after `prepare` clears the top bit), never
+    /// one already journaled.
+    fn fresh_serial(&self) -> Result<[u8; 16], SignError> {
+        let rng = SystemRandom::new();
+        loop {
+            let mut s = [0u8; 16];
+            rng.fill(&mut s)
+                .map_err(|_| SignError::Unavailable("random number generator failed".into()))?;
+            s[0] &= 0x7f;
+            // Leading zero bytes would be stripped from the DER integer; keep
+            // the serial at its full width.
+            if s[0] == 0 {
+                continue;
+            }
+            if !self.lock()?.index.serials.contains(&hex::encode(s)) {
+                return Ok(s);
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! `signer.toml`: parsed strictly (unknown keys refused), validated at load,
+//! relative paths resolved against the config file's directory.
+//!
+//! Errors name the key and the rule. This module never reads key material;
+//! it only says where things are.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::profile::{ApprovalMode, Builtin, CustomRules, Profile, Rules, Usage};
+
+/// A config problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct ConfigError {
+    path: String,
+    msg: String,
+}
+
+fn err(path: &Path, msg: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    ca_cert: PathBuf,
+    ca_key: PathBuf,
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    client_ca: PathBuf,
+    allowed_clients: Vec<String>,
+    approval_ca: PathBuf,
+    journal: PathBuf,
+    #[serde(default)]
+    reflection: bool,
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    statement_max_age: Duration,
+    #[serde(default)]
+    profiles: Vec<RawProfile>,
+}
+
+fn default_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_lifetime() -> Duration {
+    Duration::from_secs(8760 * 3600)
+}
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    signer_name: String,
+    builtin: Option<Builtin>,
+    #[serde(default)]
+    approval: ApprovalMode,
+    #[serde(default = "one")]
+    required_approvals: usize,
+    #[serde(default)]
+    approver_groups: Vec<String>,
+    #[serde(default)]
+    allow_renewal: bool,
+    #[serde(default = "default_lifetime", with = "humantime_serde")]
+    max_lifetime: Duration,
+    #[serde(default = "default_lifetime", with = "humantime_serde")]
+    default_lifetime: Duration,
+    allowed_usages: Option<Vec<String>>,
+    required_usages: Option<Vec<String>>,
+    allowed_dns_suffixes: Option<Vec<String>>,
+    allow_ip_sans: Option<bool>,
+    allow_uri_sans: Option<bool>,
+    allow_email_sans: Option<bool>,
+    common_name_prefix: Option<String>,
+    allowed_organizations: Option<Vec<String>>,
+    forbidden_organizations: Option<Vec<String>>,
+}
+
+/// The validated signer configuration. Paths are absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address (port 0 allowed).
+    pub listen: SocketAddr,
+    /// CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// CA private key (PKCS#8 PEM, mode 0600).
+    pub ca_key: PathBuf,
+    /// Serving certificate.
+    pub tls_cert: PathBuf,
+    /// Serving key.
+    pub tls_key: PathBuf,
+    /// Client certificates must chain to this bundle.
+    pub client_ca: PathBuf,
+    /// Allowed client identities (DNS SAN or CN).
+    pub allowed_clients: Vec<String>,
+    /// Admin statement certificates must chain to this bundle.
+    pub approval_ca: PathBuf,
+    /// The journal / audit log.
+    pub journal: PathBuf,
+    /// Serve gRPC reflection.
+    pub reflection: bool,
+    /// Maximum age of approval and renewal statements.
+    pub statement_max_age: Duration,
+    /// One profile per signer name.
+    pub profiles: Vec<Profile>,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse config text; `path` locates relative paths and names errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| err(path, e.to_string()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = std::path::absolute(&base).unwrap_or(base);
+        let abs = |p: &PathBuf| base.join(p);
+        let listen = raw.listen.parse().map_err(|e| {
+            err(
+                path,
+                format!("listen: {:?} is not an IP:port address: {e}", raw.listen),
+            )
+        })?;
+        if raw.allowed_clients.is_empty() {
+            return Err(err(
+                path,
+                "allowed_clients: must name at least one client (fail closed)",
+            ));
+        }
+        let mut profiles: Vec<Profile> = Vec::new();
+        for (i, p) in raw.profiles.into_iter().enumerate() {
+            let prof = profile(p).map_err(|m| err(path, format!("profiles[{i}].{m}")))?;
+            if profiles.iter().any(|q| q.signer_name == prof.signer_name) {
+                return Err(err(
+                    path,
+                    format!(
+                        "profiles[{i}].signer_name: duplicate {:?}",
+                        prof.signer_name
+                    ),
+                ));
+            }
+            profiles.push(prof);
+        }
+        Ok(Self {
+            listen,
+            ca_cert: abs(&raw.ca_cert),
+            ca_key: abs(&raw.ca_key),
+            tls_cert: abs(&raw.tls_cert),
+            tls_key: abs(&raw.tls_key),
+            client_ca: abs(&raw.client_ca),
+            allowed_clients: raw.allowed_clients,
+            approval_ca: abs(&raw.approval_ca),
+            journal: abs(&raw.journal),
+            reflection: raw.reflection,
+            statement_max_age: raw.statement_max_age,
+            profiles,
+        })
+    }
+
+    /// The profile for a signer name.
+    pub fn profile(&self, signer_name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.signer_name == signer_name)
+    }
+}
+
+fn usages(key: &str, v: Option<Vec<String>>, default: &[Usage]) -> Result<Vec<Usage>, String> {
+    match v {
+        None => Ok(default.to_vec()),
+        Some(v) => v
+            .iter()
+            .map(|s| Usage::parse(s).ok_or_else(|| format!("{key}: unknown usage {s:?}")))
+            .collect(),
+    }
+}
+
+fn profile(p: RawProfile) -> Result<Profile, String> {
+    let name = p.signer_name;
+    if name.split('/').count() != 2 || name.starts_with('/') || name.ends_with('/') {
+        return Err(format!(
+            "signer_name: {name:?} must be of the form 'example.com/signer-name'"
+        ));
+    }
+    if p.approval == ApprovalMode::Signed
+        && (p.required_approvals == 0 || p.approver_groups.is_empty())
+    {
+        return Err("approver_groups/required_approvals: approval = \"signed\" needs at least one group and one approval".into());
+    }
+    if p.max_lifetime < Duration::from_secs(600) {
+        return Err("max_lifetime: must be at least 10m".into());
+    }
+    if p.default_lifetime > p.max_lifetime || p.default_lifetime < Duration::from_secs(600) {
+        return Err("default_lifetime: must be between 10m and max_lifetime".into());
+    }
+    let rules = match p.builtin {
+        Some(b) => {
+            if b.name() != name {
+                return Err(format!(
+                    "builtin: {:?} must equal signer_name {name:?}",
+                    b.name()
+                ));
+            }
+            let custom = [
+                ("allowed_usages", p.allowed_usages.is_some()),
+                ("required_usages", p.required_usages.is_some()),
+                ("allowed_dns_suffixes", p.allowed_dns_suffixes.is_some()),
+                ("allow_ip_sans", p.allow_ip_sans.is_some()),
+                ("allow_uri_sans", p.allow_uri_sans.is_some()),
+                ("allow_email_sans", p.allow_email_sans.is_some()),
+                ("common_name_prefix", p.common_name_prefix.is_some()),
+                ("allowed_organizations", p.allowed_organizations.is_some()),
+                (
+                    "forbidden_organizations",
+                    p.forbidden_organizations.is_some(),
+                ),
+            ];
+            if let Some((k, _)) = custom.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{k}: not allowed with builtin (Kubernetes' rules are fixed)"
+                ));
+            }
+            Rules::Builtin(b)
+        }
+        None => {
+            use Usage::*;
+            let allowed = usages(
+                "allowed_usages",
+                p.allowed_usages,
+                &[DigitalSignature, KeyEncipherment, ClientAuth, ServerAuth],
+            )?;
+            if let Some(u) = allowed.iter().find(|u| matches!(u, CertSign | CrlSign)) {
+                return Err(format!(
+                    "allowed_usages: {:?} is never issued (CA:FALSE only)",
+                    u.as_str()
+                ));
+            }
+            Rules::Custom(CustomRules {
+                allowed_usages: allowed,
+                required_usages: usages("required_usages", p.required_usages, &[])?,
+                allowed_dns_suffixes: p.allowed_dns_suffixes,
+                allow_ip_sans: p.allow_ip_sans.unwrap_or(false),
+                allow_uri_sans: p.allow_uri_sans.unwrap_or(false),
+                allow_email_sans: p.allow_email_sans.unwrap_or(false),
+                common_name_prefix: p.common_name_prefix,
+                allowed_organizations: p.allowed_organizations,
+                forbidden_organizations: p
+                    .forbidden_organizations
+                    .unwrap_or_else(|| vec!["system:masters".into()]),
+            })
+        }
+    };
+    Ok(Profile {
+        signer_name: name,
+        rules,
+        approval: p.approval,
+        required_approvals: p.required_approvals,
+        approver_groups: p.approver_groups,
+        allow_renewal: p.allow_renewal,
+        max_lifetime: p.max_lifetime,
+        default_lifetime: p.default_lifetime,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = r#"
+listen = "127.0.0.1:0"
+ca_cert = "../ca.crt"
+ca_key = "ca.key"
+tls_cert = "tls.crt"
+tls_key = "tls.key"
+client_ca = "../ca.crt"
+allowed_clients = ["certsign-approver"]
+approval_ca = "../ca.crt"
+journal = "journal.jsonl"
+"#;
+
+    #[test]
+    fn resolves_paths_and_defaults() {
+        let c = Config::parse(BASE, Path::new("/etc/x/signer/signer.toml")).unwrap();
+        assert_eq!(c.ca_key, PathBuf::from("/etc/x/signer/ca.key"));
+        assert_eq!(c.statement_max_age, Duration::from_secs(86400));
+        assert!(!c.reflection);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse(&format!("{BASE}bogus = 1\n"), Path::new("s.toml")).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let t = format!(
+            "{BASE}[[profiles]]\nsigner_name = \"kubernetes.io/kube-apiserver-client\"\nbuiltin = \"kubernetes.io/kube-apiserver-client\"\napprover_groups = [\"g\"]\nallow_ip_sans = true\n"
+        );
+        let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
+        assert!(e.to_string().contains("profiles[0].allow_ip_sans"), "{e}");
+        let t = format!("{BASE}[[profiles]]\nsigner_name = \"example.com/x\"\n");
+        let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
+        assert!(e.to_string().contains("approver_groups"), "{e}");
+    }
+}

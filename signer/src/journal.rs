@@ -1,0 +1,422 @@
+//! The journal: the signer's issuance record and audit log in one file.
+//!
+//! Append-only JSON lines. Each line carries its sequence number (`seq`,
+//! from 1) and `prev`, the SHA-256 (hex) of the previous line's bytes (64
+//! zeros for the first line). A line is fsynced before the answer it records
+//! leaves the process; concurrent appends share one fsync (group commit: a
+//! single writer thread drains every queued line, writes them, fsyncs once).
+//!
+//! Truncation: a hash chain alone cannot show that lines were cut off the
+//! end, so after every batch the writer seals the tail in a small side file
+//! `<journal>.head` (`{"seq":N,"hash":"…"}`, written to a temp file, fsynced,
+//! renamed, directory fsynced). `verify` requires the line at `head.seq` to
+//! exist and hash to `head.hash`. Lines after the head are accepted (a crash
+//! between the journal fsync and the head rename) and re-sealed at the next
+//! start. Cutting the tail AND forging the head needs write access to both
+//! files; ship the head off-host if that matters.
+//!
+//! At start the whole file is verified (a broken chain refuses to start) and
+//! the uid index is rebuilt from it, so retries are answered identically
+//! after a restart. A final line without its newline (torn write during a
+//! crash, after the head) is never an answered request and is cut off.
+//! This module never holds key material and never rewrites a sealed line.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::csr::sha256;
+
+/// A journal problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// I/O failure (the request gets UNAVAILABLE).
+    #[error("journal {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    /// The chain is broken: names the first bad line (1-based).
+    #[error("journal {path}: line {line}: {msg}")]
+    Corrupt {
+        /// Journal path.
+        path: PathBuf,
+        /// First bad line.
+        line: u64,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The writer thread is gone.
+    #[error("journal writer stopped")]
+    Stopped,
+}
+
+/// What happened, as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A certificate was issued.
+    Issued {
+        /// metadata.uid (the idempotency key).
+        uid: String,
+        /// metadata.name.
+        name: String,
+        /// spec.signer_name.
+        signer_name: String,
+        /// spec.username.
+        requestor: String,
+        /// SHA-256 of the CSR DER, hex.
+        csr_sha256: String,
+        /// How approval was proven: "approvals", "renewal", "approver", "console".
+        evidence: String,
+        /// Who: the approving admins, the renewed serial, or the OS user.
+        by: Vec<String>,
+        /// The allow-listed caller (or "console").
+        caller: String,
+        /// Serial, hex.
+        serial: String,
+        /// Validity end, RFC 3339.
+        not_after: String,
+        /// The certificate then the CA, PEM.
+        certificate: String,
+    },
+    /// A request was refused.
+    Refused {
+        /// metadata.uid.
+        uid: String,
+        /// metadata.name.
+        name: String,
+        /// spec.signer_name.
+        signer_name: String,
+        /// spec.username.
+        requestor: String,
+        /// SHA-256 of the CSR DER when it parsed.
+        csr_sha256: String,
+        /// The caller.
+        caller: String,
+        /// The refusal text (names the rule).
+        reason: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    seq: u64,
+    prev: String,
+    time: String,
+    #[serde(flatten)]
+    event: Event,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// An issued certificate as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// SHA-256 of the CSR DER, hex.
+    pub csr_sha256: String,
+    /// Certificate chain PEM.
+    pub certificate: String,
+    /// Serial, hex.
+    pub serial: String,
+}
+
+/// What the journal knows, rebuilt from the file at start.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// uid → issuance.
+    pub by_uid: HashMap<String, Issued>,
+    /// CSR hash → uid.
+    pub by_csr: HashMap<String, String>,
+    /// Every serial issued.
+    pub serials: HashSet<String>,
+}
+
+impl Index {
+    pub(crate) fn record(&mut self, e: &Event) {
+        if let Event::Issued {
+            uid,
+            csr_sha256,
+            certificate,
+            serial,
+            ..
+        } = e
+        {
+            self.by_uid.insert(
+                uid.clone(),
+                Issued {
+                    csr_sha256: csr_sha256.clone(),
+                    certificate: certificate.clone(),
+                    serial: serial.clone(),
+                },
+            );
+            self.by_csr.insert(csr_sha256.clone(), uid.clone());
+            self.serials.insert(serial.clone());
+        }
+    }
+}
+
+fn head_path(journal: &Path) -> PathBuf {
+    let mut s = journal.as_os_str().to_owned();
+    s.push(".head");
+    PathBuf::from(s)
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Summary of a verified journal.
+#[derive(Debug)]
+pub struct Verified {
+    /// Number of lines.
+    pub lines: u64,
+    /// Hash of the last line.
+    pub last_hash: String,
+    /// Byte length of the verified, newline-terminated part.
+    pub good_len: u64,
+    /// Index rebuilt from the lines.
+    pub index: Index,
+}
+
+/// Verify the chain and the sealed head. `allow_torn_tail` tolerates one
+/// unterminated last line beyond the head (start-up repair).
+pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalError> {
+    let corrupt = |line: u64, msg: String| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        line,
+        msg,
+    };
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(JournalError::Io(path.to_path_buf(), e)),
+    };
+    let head: Option<Head> = match std::fs::read(head_path(path)) {
+        Ok(h) => Some(
+            serde_json::from_slice(&h)
+                .map_err(|e| corrupt(0, format!("head file unreadable: {e}")))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(JournalError::Io(head_path(path), e)),
+    };
+    let mut prev = ZERO.to_string();
+    let mut seq = 0u64;
+    let mut good_len = 0u64;
+    let mut index = Index::default();
+    let mut head_seen = false;
+    let mut rest = data.as_slice();
+    while !rest.is_empty() {
+        let n = seq + 1;
+        let (bytes, terminated) = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => (&rest[..i], true),
+            None => (rest, false),
+        };
+        if !terminated {
+            let beyond_head = head.as_ref().is_none_or(|h| h.seq < n);
+            if allow_torn_tail && beyond_head {
+                break;
+            }
+            return Err(corrupt(
+                n,
+                "line is not newline-terminated (torn or truncated)".into(),
+            ));
+        }
+        rest = &rest[bytes.len() + 1..];
+        let line: Line = serde_json::from_slice(bytes)
+            .map_err(|e| corrupt(n, format!("not a journal line: {e}")))?;
+        if line.seq != n {
+            return Err(corrupt(
+                n,
+                format!(
+                    "sequence number is {}, expected {n} (line dropped or reordered)",
+                    line.seq
+                ),
+            ));
+        }
+        if line.prev != prev {
+            return Err(corrupt(
+                n,
+                format!(
+                    "prev hash does not match line {} (that line was edited, or lines were dropped or reordered)",
+                    n - 1
+                ),
+            ));
+        }
+        prev = hex::encode(sha256(bytes));
+        seq = n;
+        good_len += bytes.len() as u64 + 1;
+        if let Some(h) = &head
+            && h.seq == n
+        {
+            {
+                if h.hash != prev {
+                    return Err(corrupt(
+                        n,
+                        "hash differs from the sealed head (the line was edited)".into(),
+                    ));
+                }
+                head_seen = true;
+            }
+        }
+        index.record(&line.event);
+    }
+    if let Some(h) = &head
+        && !head_seen
+        && h.seq > 0
+    {
+        {
+            return Err(corrupt(
+                seq + 1,
+                format!(
+                    "missing: the sealed head says {} lines, the file has {seq} (tail truncated)",
+                    h.seq
+                ),
+            ));
+        }
+    }
+    Ok(Verified {
+        lines: seq,
+        last_hash: prev,
+        good_len,
+        index,
+    })
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
+
+/// The append side: a writer thread with group commit.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<(Event, Reply)>,
+}
+
+impl Journal {
+    /// Verify the file, repair a torn tail, re-seal the head, start the writer.
+    pub fn open(path: &Path) -> Result<(Self, Index), JournalError> {
+        let io = |e| JournalError::Io(path.to_path_buf(), e);
+        let v = verify(path, true)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        if file.metadata().map_err(io)?.len() != v.good_len {
+            tracing::warn!(journal = %path.display(), "cutting an unterminated last line (torn write, never answered)");
+            file.set_len(v.good_len).map_err(io)?;
+        }
+        file.sync_all().map_err(io)?;
+        seal(path, v.lines, &v.last_hash).map_err(io)?;
+        let (tx, rx) = mpsc::channel::<(Event, Reply)>();
+        let writer = Writer {
+            path: path.to_path_buf(),
+            file,
+            seq: v.lines,
+            prev: v.last_hash,
+        };
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io)?;
+        Ok((Self { tx }, v.index))
+    }
+
+    /// Append one event; resolves once it is on disk. Returns its seq.
+    pub async fn append(&self, event: Event) -> Result<u64, JournalError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((event, tx))
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await
+            .map_err(|_| JournalError::Stopped)?
+            .map_err(|e| JournalError::Io(PathBuf::new(), std::io::Error::other(e)))
+    }
+
+    /// As [`Journal::append`], for non-async callers (init, issue).
+    pub fn append_blocking(&self, event: Event) -> Result<u64, JournalError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((event, tx))
+            .map_err(|_| JournalError::Stopped)?;
+        rx.blocking_recv()
+            .map_err(|_| JournalError::Stopped)?
+            .map_err(|e| JournalError::Io(PathBuf::new(), std::io::Error::other(e)))
+    }
+}
+
+fn seal(path: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
+    let head = head_path(path);
+    let tmp = head.with_extension("head.tmp");
+    let body = serde_json::to_vec(&Head {
+        seq,
+        hash: hash.to_string(),
+    })?;
+    let mut f = File::create(&tmp)?;
+    f.write_all(&body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &head)?;
+    if let Some(dir) = head.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+struct Writer {
+    path: PathBuf,
+    file: File,
+    seq: u64,
+    prev: String,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<(Event, Reply)>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let (seq0, prev0) = (self.seq, self.prev.clone());
+            let mut buf = Vec::new();
+            let mut seqs = Vec::with_capacity(batch.len());
+            for (event, _) in &batch {
+                self.seq += 1;
+                let time = time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                let line = Line {
+                    seq: self.seq,
+                    prev: self.prev.clone(),
+                    time,
+                    event: event.clone(),
+                };
+                // Serializing our own plain struct cannot fail; fall back to
+                // an empty object rather than panic if it somehow did.
+                let bytes = serde_json::to_vec(&line).unwrap_or_else(|_| b"{}".to_vec());
+                self.prev = hex::encode(sha256(&bytes));
+                buf.extend_from_slice(&bytes);
+                buf.push(b'\n');
+                seqs.push(self.seq);
+            }
+            let res = self
+                .file
+                .write_all(&buf)
+                .and_then(|()| self.file.sync_data())
+                .and_then(|()| seal(&self.path, self.seq, &self.prev));
+            if let Err(e) = &res {
+                // Nothing in this batch was acknowledged: roll the counters
+                // back and cut whatever part reached the file.
+                tracing::error!(journal = %self.path.display(), error = %e, "journal append failed");
+                self.seq = seq0;
+                self.prev = prev0;
+                if let Ok(len) = verify(&self.path, true).map(|v| v.good_len) {
+                    let _ = self.file.set_len(len);
+                }
+            }
+            for ((_, reply), seq) in batch.into_iter().zip(seqs) {
+                let _ = reply.send(res.as_ref().map(|()| seq).map_err(|e| e.to_string()));
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The gRPC face: `certsign.v1.Signer/Sign` plus health (and reflection only
+//! when the config asks), over mTLS.
+//!
+//! The only module that imports tonic service types. Each call: authorize
+//! the peer certificate against `allowed_clients` (by DNS SAN or CN; fail
+//! closed) → hand the request to [`Authority`] → encode, or map the error to
+//! a `Status` in [`to_status`], the single mapping. It never makes policy
+//! decisions itself and never puts internals or key material in a status.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certsign_proto::v1::signer_server::{Signer, SignerServer};
+use certsign_proto::v1::{FILE_DESCRIPTOR_SET, SignRequest, SignResponse};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::authority::{Authority, SignError};
+use crate::csr;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A TLS file could not be read.
+    #[error("{0}: {1}")]
+    File(String, std::io::Error),
+    /// tonic transport error.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection setup.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// The one mapping from [`SignError`] to a gRPC status.
+pub fn to_status(e: &SignError) -> Status {
+    let msg = e.to_string();
+    match e {
+        SignError::Invalid(_) => Status::invalid_argument(msg),
+        SignError::Refused(_) => Status::failed_precondition(msg),
+        SignError::AlreadyExists(_) => Status::already_exists(msg),
+        SignError::Busy(_) => Status::aborted(msg),
+        SignError::Unavailable(_) => Status::unavailable(msg),
+    }
+}
+
+/// The `Signer` service.
+#[derive(Debug)]
+pub struct SignerService {
+    authority: Arc<Authority>,
+}
+
+impl SignerService {
+    /// The caller's name if it is allow-listed, else PERMISSION_DENIED
+    /// naming the identity it presented.
+    fn authorize<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| Status::permission_denied("no client certificate"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::permission_denied("no client certificate"))?;
+        let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+            .map_err(|_| Status::permission_denied("client certificate does not parse"))?;
+        let (cn, _) = csr::name_identity(cert.subject());
+        let dns = match cert.subject_alternative_name() {
+            Ok(Some(ext)) => csr::Sans::from_general_names(&ext.value.general_names)
+                .map(|s| s.dns)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let allowed = &self.authority.config().allowed_clients;
+        if let Some(name) = cn.iter().chain(dns.iter()).find(|n| allowed.contains(n)) {
+            return Ok(name.clone());
+        }
+        Err(Status::permission_denied(format!(
+            "client {:?} (CN {:?}, DNS SANs {dns:?}) is not on the signer's allow-list",
+            cert.subject().to_string(),
+            cn.unwrap_or_default()
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl Signer for SignerService {
+    async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
+        let caller = self.authorize(&request)?;
+        let signed = self
+            .authority
+            .sign(request.get_ref(), &caller)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(SignResponse {
+            certificate: signed.certificate.into_bytes(),
+            serial_number: signed.serial,
+            replayed: signed.replayed,
+        }))
+    }
+}
+
+/// Serve on `listener` until `shutdown` resolves.
+pub async fn serve(
+    authority: Arc<Authority>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let cfg = authority.config().clone();
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ServeError::File(p.display().to_string(), e))
+    };
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read(&cfg.tls_cert)?,
+            read(&cfg.tls_key)?,
+        ))
+        .client_ca_root(Certificate::from_pem(read(&cfg.client_ca)?))
+        .timeout(Duration::from_secs(10));
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<SignerServer<SignerService>>().await;
+    let reflection = if cfg.reflection {
+        Some(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(|e| ServeError::Reflection(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    Server::builder()
+        .tls_config(tls)?
+        .timeout(Duration::from_secs(30))
+        .concurrency_limit_per_connection(256)
+        .add_service(health_svc)
+        .add_service(SignerServer::new(SignerService { authority }))
+        .add_optional_service(reflection)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
