@@ -1,7 +1,9 @@
 //! The example configs in deploy/config are accepted by the real binaries:
 //! the files `certsign-signer init` makes are laid out where the examples
 //! (and the systemd units) expect them, under a temp root, and the signer,
-//! the approver and certctl run from the examples as written.
+//! the approver and certctl run from the examples as written. Likewise the
+//! configs in the Kubernetes ConfigMaps, with the files where the pods mount
+//! them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod deploy_common;
@@ -185,4 +187,127 @@ fn example_configs_are_accepted_by_the_real_binaries() {
             .args(["audit", "verify", "--config"])
             .arg(&signer_cfg),
     );
+}
+
+/// `data.<key>` of ConfigMap `name` in a deploy/kubernetes manifest.
+fn configmap_data(file: &str, name: &str, key: &str) -> String {
+    let text = read(&format!("deploy/kubernetes/{file}"));
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    docs.iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == name)
+        .and_then(|d| d["data"][key].as_str())
+        .unwrap_or_else(|| panic!("{file}: no ConfigMap {name} with {key}"))
+        .to_string()
+}
+
+/// Absolute paths of a pod's config moved under `root` (its file system).
+fn rebase(text: &str, root: &Path, prefixes: &[&str]) -> String {
+    let mut out = text.to_string();
+    for p in prefixes {
+        out = out.replace(&format!("\"{p}"), &format!("\"{}{p}", root.display()));
+        out = out.replace(
+            &format!("sqlite://{p}"),
+            &format!("sqlite://{}{p}", root.display()),
+        );
+    }
+    out
+}
+
+/// The configs the Kubernetes manifests carry in their ConfigMaps load in the
+/// real binaries, with the files where the pods mount them: the Secret's keys
+/// (owner-only), the CA ConfigMap, and an empty journal / store volume as a
+/// fresh PersistentVolumeClaim gives them.
+#[test]
+fn kubernetes_configmaps_are_accepted_by_the_real_binaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    let signer_port = free_port();
+    let approver_port = free_port();
+    run_ok(
+        Command::new(bin("certsign-signer"))
+            .arg("init")
+            .arg("--dir")
+            .arg(&pki)
+            .args(["--signer-listen", &format!("127.0.0.1:{signer_port}")])
+            .args(["--approver-listen", &format!("127.0.0.1:{approver_port}")]),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let owner_only = |p: &Path| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o400)).unwrap();
+    };
+
+    // The signer pod.
+    let sroot = tmp.path().join("signer-pod");
+    let s = |p: &str| sroot.join(p.trim_start_matches('/'));
+    copy(&pki.join("ca.crt"), &s("/etc/certsign/ca/ca.crt"));
+    for f in ["ca.key", "tls.key", "tls.crt"] {
+        copy(
+            &pki.join("signer").join(f),
+            &s(&format!("/etc/certsign/keys/{f}")),
+        );
+        owner_only(&s(&format!("/etc/certsign/keys/{f}")));
+    }
+    std::fs::create_dir_all(s("/var/lib/certsign-signer")).unwrap();
+    let signer_text = configmap_data("signer.yaml", "certsign-signer-config", "signer.toml")
+        .replace(
+            "listen = \"0.0.0.0:7443\"",
+            &format!("listen = \"127.0.0.1:{signer_port}\""),
+        );
+    let signer_cfg = s("/etc/certsign/config/signer.toml");
+    std::fs::create_dir_all(signer_cfg.parent().unwrap()).unwrap();
+    std::fs::write(
+        &signer_cfg,
+        rebase(&signer_text, &sroot, &["/etc/certsign/", "/var/lib/"]),
+    )
+    .unwrap();
+
+    // The approver pod.
+    let aroot = tmp.path().join("approver-pod");
+    let a = |p: &str| aroot.join(p.trim_start_matches('/'));
+    copy(&pki.join("ca.crt"), &a("/etc/certsign/ca/ca.crt"));
+    for f in ["tls.crt", "tls.key"] {
+        copy(
+            &pki.join("approver").join(f),
+            &a(&format!("/etc/certsign/tls/{f}")),
+        );
+        owner_only(&a(&format!("/etc/certsign/tls/{f}")));
+    }
+    std::fs::create_dir_all(a("/var/lib/certsign-approver")).unwrap();
+    let approver_text =
+        configmap_data("approver.yaml", "certsign-approver-config", "approver.toml")
+            .replace(
+                "listen = \"0.0.0.0:8443\"",
+                &format!("listen = \"127.0.0.1:{approver_port}\""),
+            )
+            .replace(
+                "https://certsign-signer.certsign-signer.svc:7443",
+                &format!("https://127.0.0.1:{signer_port}"),
+            );
+    let approver_cfg = a("/etc/certsign/config/approver.toml");
+    std::fs::create_dir_all(approver_cfg.parent().unwrap()).unwrap();
+    std::fs::write(
+        &approver_cfg,
+        rebase(&approver_text, &aroot, &["/etc/certsign/", "/var/lib/"]),
+    )
+    .unwrap();
+
+    let (_signer, _) = serve(
+        &bin("certsign-signer"),
+        &signer_cfg,
+        &tmp.path().join("signer.log"),
+    );
+    let (_approver, _) = serve(
+        &bin("certsign-approver"),
+        &approver_cfg,
+        &tmp.path().join("approver.log"),
+    );
+    let out = run_ok(
+        Command::new(bin("certctl"))
+            .arg("--config")
+            .arg(pki.join("admin/certctl.toml"))
+            .args(["get", "csr"]),
+    );
+    assert!(!out.contains("error"), "{out}");
+    // The signer started its journal on the empty volume.
+    assert!(s("/var/lib/certsign-signer/journal.jsonl").exists());
 }
