@@ -133,7 +133,11 @@ impl App {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
         let incoming = tls::incoming(listener, self.tls);
-        let max_message = self.config.limits.max_request_bytes.saturating_mul(4) + 64 * 1024;
+        // Generous transport cap (at least tonic's 4 MiB default) so an
+        // oversized CSR meets the RESOURCE_EXHAUSTED check with its message;
+        // only absurd messages are cut off by tonic itself.
+        let max_message = (self.config.limits.max_request_bytes.saturating_mul(4) + 64 * 1024)
+            .max(4 * 1024 * 1024);
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<ApproverServer<ApproverService>>()

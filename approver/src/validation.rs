@@ -624,3 +624,48 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod openssl_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// CSRs made by openssl (an outside producer) for each key type the
+    /// signer accepts verify here too.
+    #[test]
+    fn openssl_csrs_of_every_key_type_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, args) in [
+            ("rsa", vec!["-newkey", "rsa:2048"]),
+            (
+                "p256",
+                vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            ),
+            (
+                "p384",
+                vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+            ),
+            ("ed25519", vec!["-newkey", "ed25519"]),
+        ] {
+            let csr = dir.path().join(format!("{name}.csr"));
+            let out = std::process::Command::new("openssl")
+                .args(["req", "-new", "-nodes", "-subj", "/CN=x/O=g"])
+                .args(&args)
+                .arg("-keyout")
+                .arg(dir.path().join(format!("{name}.key")))
+                .arg("-out")
+                .arg(&csr)
+                .output()
+                .expect("openssl must be installed");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v = VerifiedCsr::from_pem(&std::fs::read(&csr).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(v.common_name, "x");
+            assert_eq!(v.organizations, vec!["g"]);
+        }
+    }
+}

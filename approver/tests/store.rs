@@ -338,6 +338,113 @@ async fn suite_events_and_delete(store: Store) {
     assert_eq!(store.events_after(rv(&b), 100).await.unwrap().len(), 1);
 }
 
+fn aged(
+    name: &str,
+    created_ago: i64,
+    conds: &[(&str, i64)],
+    cert: &[u8],
+) -> CertificateSigningRequest {
+    let now = decision::now().seconds;
+    let ts = |ago: i64| {
+        Some(prost_types::Timestamp {
+            seconds: now - ago,
+            nanos: 0,
+        })
+    };
+    let mut c = csr(name, "alice", S1);
+    c.metadata.as_mut().unwrap().creation_timestamp = ts(created_ago);
+    let st = c.status.as_mut().unwrap();
+    for (ty, ago) in conds {
+        st.conditions
+            .push(certsign_proto::v1::CertificateSigningRequestCondition {
+                r#type: (*ty).into(),
+                status: "True".into(),
+                last_update_time: ts(*ago),
+                last_transition_time: ts(*ago),
+                ..Default::default()
+            });
+    }
+    st.certificate = cert.to_vec();
+    c
+}
+
+async fn suite_cleaner_retention(store: Store) {
+    let day = 86400;
+    for c in [
+        aged("pending-old", day + 60, &[], b""),
+        aged("pending-new", 60, &[], b""),
+        aged("denied-old", 7200, &[("Denied", 3700)], b""),
+        aged("denied-new", 7200, &[("Denied", 60)], b""),
+        aged(
+            "failed-old",
+            7200,
+            &[("Approved", 7200), ("Failed", 3700)],
+            b"",
+        ),
+        aged("issued-old", 7200, &[("Approved", 3700)], b"PEM"),
+        aged("issued-new", 7200, &[("Approved", 60)], b"PEM"),
+        aged("approved-unissued-new", 7200, &[("Approved", 3700)], b""),
+        aged(
+            "approved-unissued-old",
+            2 * day,
+            &[("Approved", day + 60)],
+            b"",
+        ),
+    ] {
+        store.create(c, None, &guard(100)).await.unwrap();
+    }
+    let deleted = certsign_approver::cleaner::sweep(&store, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 5);
+    let left = names(&store.list(&ListFilter::default(), None, 100).await.unwrap());
+    assert_eq!(
+        left,
+        vec![
+            "approved-unissued-new",
+            "denied-new",
+            "issued-new",
+            "pending-new"
+        ]
+    );
+}
+
+async fn suite_concurrent_writers(store: Store) {
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("c{i:02}");
+            let a = store
+                .create(csr(&name, "alice", S1), None, &guard(1000))
+                .await
+                .unwrap();
+            let b = store
+                .update(&name, |c| decision::approve(c, by("admin"), 1))
+                .await
+                .unwrap();
+            (rv(&a), rv(&b))
+        }));
+    }
+    let mut rvs = Vec::new();
+    for t in tasks {
+        let (a, b) = t.await.unwrap();
+        assert!(b > a);
+        rvs.push(a);
+        rvs.push(b);
+    }
+    let n = rvs.len();
+    rvs.sort_unstable();
+    rvs.dedup();
+    assert_eq!(rvs.len(), n, "every write got its own resource version");
+    let events = store.events_after(0, 1000).await.unwrap();
+    let ev_rvs: Vec<i64> = events.iter().map(|e| e.resource_version).collect();
+    assert_eq!(
+        ev_rvs, rvs,
+        "one event per write, in resource-version order"
+    );
+}
+
 // === backends ===
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -402,6 +509,8 @@ both!(
     suite_update_semantics,
     suite_forward_queue,
     suite_events_and_delete,
+    suite_cleaner_retention,
+    suite_concurrent_writers,
 );
 
 #[tokio::test]

@@ -63,6 +63,15 @@ pub enum Command {
     #[command(subcommand)]
     Certificate(CertificateCommand),
     /// Rotate a certificate: new key, new CSR, renewal proven by the current key.
+    ///
+    /// `certctl renew --cert F --key K` authenticates with F/K, asks for a
+    /// certificate with the same subject and SANs for a new key of the same
+    /// type, waits for it, then replaces F and K atomically (each via a temp
+    /// file and rename). The previous pair is kept as F.bak and K.bak
+    /// (replacing older backups); the old certificate stays valid until it
+    /// expires. With --if-expires-within it is safe to run from cron or a
+    /// systemd timer: while the certificate is young it prints one line and
+    /// exits 0.
     Renew(RenewArgs),
     /// Delete requests (`delete csr NAME...`).
     Delete(DeleteArgs),
@@ -102,6 +111,9 @@ pub struct GetArgs {
     /// Only requests made by this user.
     #[arg(long)]
     pub requestor: Option<String>,
+    /// Page size for listing (0: the server's default); all pages are fetched.
+    #[arg(long, default_value_t = 0)]
+    pub chunk_size: i32,
 }
 
 /// `describe`.
@@ -155,7 +167,11 @@ pub struct CreateArgs {
     /// Key type.
     #[arg(long, value_enum, default_value_t = KeyType::P256)]
     pub key_type: KeyType,
-    /// Where to write the new private key (mode 0600).
+    /// Where to write the new private key (PKCS#8 PEM, mode 0600). The key is
+    /// written to a 0600 temp file next to FILE before the request is sent and
+    /// renamed to FILE once the approver accepted it; if the request fails it
+    /// is removed, so FILE never holds a key nobody asked a certificate for,
+    /// and a key the approver knows about is never lost.
     #[arg(long, value_name = "FILE")]
     pub key_out: PathBuf,
     /// Also write the CSR (PEM) here.
@@ -178,7 +194,8 @@ pub enum CertificateCommand {
     Deny(DecideArgs),
     /// Wait until a request is issued, denied or failed.
     ///
-    /// Exit codes: 0 issued, 2 denied, 3 failed, 4 timed out, 1 any other error.
+    /// Exit codes: 0 issued, 2 denied, 3 failed, 4 timed out, 64 usage error,
+    /// 1 any other error.
     Wait(WaitArgs),
 }
 

@@ -119,7 +119,7 @@ async fn get(settings: Settings, mut a: cli::GetArgs) -> Result<()> {
                     signer_name: a.signer_name.clone().unwrap_or_default(),
                     condition: a.condition.clone().unwrap_or_default(),
                     username: a.requestor.clone().unwrap_or_default(),
-                    limit: 0,
+                    limit: a.chunk_size.max(0),
                     continue_token: token.clone(),
                 })
                 .await
@@ -503,7 +503,25 @@ fn outcome(csr: &pb::CertificateSigningRequest) -> Option<Outcome> {
 /// request is issued, denied or failed.
 async fn follow(conn: &mut Conn, name: &str, spinner: &indicatif::ProgressBar) -> Result<Outcome> {
     loop {
-        let csr = fetch(conn, name).await?;
+        let got = conn
+            .client
+            .get_certificate_signing_request(pb::GetCertificateSigningRequestRequest {
+                name: name.to_string(),
+            })
+            .await;
+        let csr = match got {
+            Ok(r) => r.into_inner(),
+            // The approver restarting or a dropped connection is not an
+            // answer: keep trying until the timeout.
+            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
+                spinner.set_message(format!(
+                    "waiting for {name}: approver unavailable, retrying"
+                ));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(s) => return Err(conn::status_error(&s, &conn.url, Some(name))),
+        };
         spinner.set_message(format!(
             "waiting for {name}: {}",
             kube::condition_column(&csr)
@@ -707,7 +725,7 @@ pub fn build_renewal(
     signer_name: &str,
     now: SystemTime,
 ) -> Result<Renewal> {
-    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&current.chain[0])
+    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(current.leaf()?)
         .map_err(|e| anyhow!("cannot parse the current certificate: {e}"))?;
     let sans = pkix::sans_of_certificate(&leaf)?;
     let key = PrivateKey::generate(key_type)?;
@@ -735,7 +753,7 @@ async fn renew(settings: Settings, a: cli::RenewArgs) -> Result<()> {
     let current = StatementSigner::load(&cert_path, &key_path)?;
     let old_cert_pem = conn::read_file("certificate", &cert_path)?;
     let old_key_pem = conn::read_file("key", &key_path)?;
-    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&current.chain[0])
+    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(current.leaf()?)
         .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
     let not_before = to_system_time(leaf.validity().not_before);
     let not_after = to_system_time(leaf.validity().not_after);
@@ -816,7 +834,29 @@ async fn renew(settings: Settings, a: cli::RenewArgs) -> Result<()> {
         })
         .await
         .map_err(|s| conn::status_error(&s, &conn.url, None))?;
-    let issued = wait_issued(&mut conn, &name, a.timeout.into()).await?;
+    let issued = match wait_issued(&mut conn, &name, a.timeout.into()).await {
+        Ok(pem) => pem,
+        Err(e) => {
+            // Timed out: the request may still be issued later, so keep the
+            // new key (it is the only copy) next to the old one.
+            let timed_out = e
+                .downcast_ref::<Failure>()
+                .is_some_and(|f| f.code == EXIT_TIMEOUT);
+            if timed_out {
+                let kept = with_suffix(&key_path, ".new");
+                staged_key.commit_to(&kept)?;
+                return Err(Failure {
+                    code: EXIT_TIMEOUT,
+                    message: format!(
+                        "{e:#}; the new key is kept in {} (fetch the certificate later with `certctl certificate wait {name} --out FILE`)",
+                        kept.display()
+                    ),
+                }
+                .into());
+            }
+            return Err(e);
+        }
+    };
 
     // Never install a certificate that is not for the new key.
     let issued_der = pkix::certs_der_from_pem(&issued);

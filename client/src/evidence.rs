@@ -42,20 +42,47 @@ pub fn signed_bytes(context: &[u8], statement: &[u8]) -> Vec<u8> {
 impl StatementSigner {
     /// Loads the certificate and key and checks that they belong together.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self> {
-        let (_, chain) = conn::read_certs("certificate", cert_path)?;
+        let (_, mut certs) = conn::read_certs("certificate", cert_path)?;
         let key_pem = conn::read_file("key", key_path)?;
         let key = PrivateKey::from_pem(&key_pem)
             .map_err(|e| anyhow!("cannot read key {}: {e}", key_path.display()))?;
-        let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&chain[0])
-            .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
-        if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw().as_slice() {
+        if certs.is_empty() {
             bail!(
-                "key {} does not match certificate {}",
-                key_path.display(),
+                "cannot read certificate {}: no certificate",
                 cert_path.display()
             );
         }
+        let leaf_der = certs.remove(0);
+        {
+            let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&leaf_der)
+                .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
+            if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw().as_slice()
+            {
+                bail!(
+                    "key {} does not match certificate {}",
+                    key_path.display(),
+                    cert_path.display()
+                );
+            }
+        }
+        // The chain is the key's certificate plus any intermediates in the
+        // file; self-issued roots (a chain file ending in the CA) are left
+        // out: the verifier has its own trust anchors.
+        let mut chain = vec![leaf_der];
+        chain.extend(certs.into_iter().filter(|der| {
+            x509_parser::certificate::X509Certificate::from_der(der)
+                .map(|(_, c)| c.subject().as_raw() != c.issuer().as_raw())
+                .unwrap_or(false)
+        }));
         Ok(Self { key, chain })
+    }
+
+    /// The DER of the key's own certificate.
+    pub fn leaf(&self) -> Result<&[u8]> {
+        self.chain
+            .first()
+            .map(Vec::as_slice)
+            .ok_or_else(|| anyhow!("no certificate for the signing key"))
     }
 
     fn sign(&self, context: &[u8], statement: Vec<u8>) -> Result<pb::SignedStatement> {
@@ -78,7 +105,8 @@ impl StatementSigner {
         self.sign(APPROVAL_CONTEXT, statement.encode_to_vec())
     }
 
-    /// Signs a RenewalStatement for a new request.
+    /// Signs a RenewalStatement for a new request (chain = the current
+    /// certificate only: the signer accepts only certificates it issued).
     pub fn renewal(
         &self,
         request_name: &str,
@@ -90,10 +118,12 @@ impl StatementSigner {
             request_name: request_name.to_string(),
             csr_sha256: pkix::sha256(csr_der),
             signer_name: signer_name.to_string(),
-            current_certificate_sha256: pkix::sha256(&self.chain[0]),
+            current_certificate_sha256: pkix::sha256(self.leaf()?),
             signed_at: Some(now.into()),
         };
-        self.sign(RENEWAL_CONTEXT, statement.encode_to_vec())
+        let mut signed = self.sign(RENEWAL_CONTEXT, statement.encode_to_vec())?;
+        signed.certificate_chain.truncate(1);
+        Ok(signed)
     }
 }
 

@@ -99,6 +99,12 @@ impl Staged {
         }
     }
 
+    /// Renames into `other` instead of the original target (replacing it).
+    pub fn commit_to(mut self, other: &Path) -> Result<()> {
+        self.target = other.to_path_buf();
+        self.commit(true)
+    }
+
     /// The temp file's path.
     pub fn temp_path(&self) -> &Path {
         self.tmp.path()

@@ -37,6 +37,26 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// Exit code of a command-line usage error (BSD `EX_USAGE`), distinct from
+/// the codes `certificate wait` gives meaning to.
+pub const EXIT_USAGE: u8 = 64;
+
+/// clap's multi-line usage error as one line: the message and its details,
+/// without the usage block.
+fn usage_error_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect();
+    let line = parts.join(" ");
+    if line.starts_with("error:") {
+        line
+    } else {
+        format!("error: {line}")
+    }
+}
+
 /// An error with a specific exit code (e.g. `certificate wait`: 2 denied,
 /// 3 failed, 4 timed out).
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +102,22 @@ pub fn print_error(e: &anyhow::Error) {
 
 /// The whole program: parse, run, print the error, pick the exit code.
 pub fn main_entry() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}",
+                usage_error_line(&e.render().to_string())
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

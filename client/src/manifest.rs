@@ -35,36 +35,56 @@ pub struct Manifest {
     pub expiration_seconds: Option<i32>,
 }
 
-/// Parses a document (YAML or JSON) into the manifests it holds.
+/// Parses a document (JSON, or YAML with one or more `---` documents) into
+/// the manifests it holds; a `kind: List` contributes its items. Every
+/// invalid object is reported, not just the first.
 pub fn parse_document(text: &str) -> Result<Vec<Manifest>> {
-    let value = parse_value(text)?;
-    if value.get("kind").and_then(Value::as_str) == Some("List") {
-        let Some(items) = value.get("items").and_then(Value::as_array) else {
-            bail!("List has no items");
-        };
-        if items.is_empty() {
-            bail!("no objects passed to apply");
+    let mut objects = Vec::new();
+    for value in parse_values(text)? {
+        if value.get("kind").and_then(Value::as_str) == Some("List") {
+            let Some(items) = value.get("items").and_then(Value::as_array) else {
+                bail!("List has no items");
+            };
+            objects.extend(items.iter().cloned());
+        } else {
+            objects.push(value);
         }
-        return items.iter().map(parse_object).collect();
     }
-    Ok(vec![parse_object(&value)?])
-}
-
-fn parse_value(text: &str) -> Result<Value> {
-    if text.trim().is_empty() {
+    if objects.is_empty() {
         bail!("no objects passed to apply");
     }
+    let mut manifests = Vec::new();
+    let mut errors = Vec::new();
+    for o in &objects {
+        match parse_object(o) {
+            Ok(m) => manifests.push(m),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
+    Ok(manifests)
+}
+
+fn parse_values(text: &str) -> Result<Vec<Value>> {
     let trimmed = text.trim_start();
-    let value: Value = if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        serde_json::from_str(text).map_err(|e| anyhow!("invalid JSON: {e}"))?
+    let values: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        vec![serde_json::from_str(text).map_err(|e| anyhow!("invalid JSON: {e}"))?]
     } else {
-        serde_saphyr::from_str(text)
+        serde_saphyr::from_multiple(text)
             .map_err(|e| anyhow!("invalid YAML: {}", one_line(&e.to_string())))?
     };
-    if !value.is_object() {
-        bail!("not a Kubernetes object: expected a mapping with apiVersion and kind");
+    let mut out = Vec::new();
+    for v in values {
+        match v {
+            // Empty documents (a trailing `---`) are skipped, as kubectl does.
+            Value::Null => {}
+            Value::Object(_) => out.push(v),
+            _ => bail!("not a Kubernetes object: expected a mapping with apiVersion and kind"),
+        }
     }
-    Ok(value)
+    Ok(out)
 }
 
 /// Folds a multi-line parser message (serde-saphyr draws source snippets) into
@@ -373,6 +393,9 @@ mod tests {
         let list =
             serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [obj.clone(), obj]});
         assert_eq!(parse_document(&list.to_string()).unwrap().len(), 2);
+        let y1 = serde_saphyr::to_string(&obj).unwrap();
+        let multi = format!("---\n{y1}---\n{y1}---\n");
+        assert_eq!(parse_document(&multi).unwrap().len(), 2);
     }
 
     #[test]

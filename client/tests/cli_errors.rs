@@ -419,3 +419,22 @@ fn wait_help_documents_exit_codes() {
         "{help}"
     );
 }
+
+#[test]
+fn usage_errors_are_one_line_with_exit_64() {
+    let t = tempfile::tempdir().unwrap();
+    let out = certctl(t.path()).args(["create", "csr"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    one_line_error(
+        &out,
+        "required arguments were not provided: --subject <SUBJECT> --key-out <FILE> <NAME>",
+    );
+    let out = certctl(t.path())
+        .args(["get", "csr", "-o", "table"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    one_line_error(&out, "invalid value 'table'");
+    let out = certctl(t.path()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+}

@@ -498,6 +498,66 @@ fn approve_deny_conflicts_and_wait_exit_codes() {
         1,
         "certificatesigningrequest \"nope\" not found",
     );
+    // Paging: one request per page still lists all three.
+    let names = ok(admin(&stack)
+        .args(["get", "csr", "--chunk-size", "1", "-o", "name"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        names,
+        "certificatesigningrequest.certificates.k8s.io/a\ncertificatesigningrequest.certificates.k8s.io/b\ncertificatesigningrequest.certificates.k8s.io/c\n"
+    );
+    // --condition and --requestor go to the server.
+    let denied = ok(admin(&stack)
+        .args(["get", "csr", "--condition", "Denied", "-o", "name"])
+        .output()
+        .unwrap());
+    assert_eq!(denied, "certificatesigningrequest.certificates.k8s.io/a\n");
+    let none = admin(&stack)
+        .args(["get", "csr", "--requestor", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&none.stderr),
+        "No resources found\n"
+    );
+    assert!(none.status.success());
+
+    // Accepted, approved, then refused by the signer's policy (server auth is
+    // not a kube-apiserver-client usage): wait exits 3.
+    ok(user(&stack, &requestor)
+        .args([
+            "create",
+            "csr",
+            "f",
+            "--subject",
+            "/CN=f",
+            "--usages",
+            "digital signature,server auth",
+            "--key-out",
+        ])
+        .arg(dir.join("f.key"))
+        .output()
+        .unwrap());
+    ok(admin(&stack)
+        .args(["certificate", "approve", "f"])
+        .output()
+        .unwrap());
+    let out = admin(&stack)
+        .args(["certificate", "wait", "f", "--timeout", "60s"])
+        .output()
+        .unwrap();
+    fails(out, 3, "certificatesigningrequest \"f\" failed");
+    let table = ok(admin(&stack).args(["get", "csr", "f"]).output().unwrap());
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("   Approved,Failed"),
+        "{table}"
+    );
+
     // Users may not approve.
     let out = user(&stack, &requestor)
         .args(["certificate", "approve", "c"])
@@ -663,4 +723,52 @@ fn bootstrap_token_creates_a_request_instead_of_a_certificate() {
         stderr.starts_with("error: unauthorized: ") && stderr.lines().count() == 1,
         "{stderr}"
     );
+}
+
+#[test]
+fn renewal_that_times_out_keeps_the_new_key_and_changes_nothing() {
+    let mut stack = Stack::start();
+    let dir = stack.dir.clone();
+    let requestor = stack.user("requestor", &["dev"]);
+    let key = dir.join("t.key");
+    let crt = dir.join("t.crt");
+    ok(user(&stack, &requestor)
+        .args(["create", "csr", "t", "--subject", "/CN=t", "--key-out"])
+        .arg(&key)
+        .output()
+        .unwrap());
+    ok(admin(&stack)
+        .args(["certificate", "approve", "t"])
+        .output()
+        .unwrap());
+    ok(user(&stack, &requestor)
+        .args(["certificate", "wait", "t", "--timeout", "60s", "--out"])
+        .arg(&crt)
+        .output()
+        .unwrap());
+    let (old_crt, old_key) = (std::fs::read(&crt).unwrap(), std::fs::read(&key).unwrap());
+
+    // Without a signer the renewal is accepted but never issued.
+    stack.signer.kill();
+    let out = user(&stack, &(crt.clone(), key.clone()))
+        .args(["renew", "--name", "t-renew", "--timeout", "2s"])
+        .output()
+        .unwrap();
+    fails(out, 4, "the new key is kept in");
+    assert_eq!(std::fs::read(&crt).unwrap(), old_crt);
+    assert_eq!(std::fs::read(&key).unwrap(), old_key);
+    let kept = dir.join("t.key.new");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_ne!(pubkey_of_key(&kept), pubkey_of_key(&key));
+    assert!(!dir.join("t.crt.bak").exists());
+    let json = ok(admin(&stack)
+        .args(["get", "csr", "t-renew", "-o", "json"])
+        .output()
+        .unwrap());
+    let obj: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(obj["spec"]["username"], "t");
 }

@@ -60,7 +60,7 @@ pub enum EvidenceError {
     /// The statement, its chain or a timestamp could not be decoded.
     #[error("evidence malformed: {0}")]
     Malformed(String),
-    /// The signature does not verify with certificate_chain[0]'s key.
+    /// The signature does not verify with `certificate_chain[0]`'s key.
     #[error(
         "evidence signature: the signature over {0}||0x00||statement does not verify with the key of certificate_chain[0]"
     )]
@@ -494,6 +494,30 @@ pub fn verify_renewal(
         return Err(EvidenceError::Renewal(
             "the new CSR's subjectAltNames differ from the current certificate's".into(),
         ));
+    }
+    // A renewal may not add extended key usages the current certificate lacks.
+    if let Ok(Some(eku)) = cert.extended_key_usage() {
+        let e = &eku.value;
+        let spec = request.spec.clone().unwrap_or_default();
+        for u in &spec.usages {
+            let present = match u.as_str() {
+                "server auth" => e.server_auth,
+                "client auth" => e.client_auth,
+                "code signing" => e.code_signing,
+                "email protection" | "s/mime" => e.email_protection,
+                "timestamping" => e.time_stamping,
+                "ocsp signing" => e.ocsp_signing,
+                "any" => e.any,
+                "ipsec end system" | "ipsec tunnel" | "ipsec user" | "microsoft sgc"
+                | "netscape sgc" => false,
+                _ => true, // a key usage, not an extended one
+            };
+            if !present && !e.any {
+                return Err(EvidenceError::Renewal(format!(
+                    "usage {u:?} is not in the current certificate's extended key usages"
+                )));
+            }
+        }
     }
     Ok(RenewalProof {
         identity: identity_of(leaf)?,

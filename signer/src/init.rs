@@ -14,7 +14,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,9 +64,9 @@ pub struct InitOptions {
     /// Key type of every generated key.
     pub key_type: KeyType,
     /// Signer listen address.
-    pub signer_listen: SocketAddr,
+    pub signer_listen: Listen,
     /// Approver listen address.
-    pub approver_listen: SocketAddr,
+    pub approver_listen: Listen,
 }
 
 /// Generate a key of `kt`.
@@ -197,8 +197,63 @@ type Ident<'a> = (
     &'a [&'a str],
 );
 
-fn san_for(addr: &SocketAddr) -> SanType {
-    SanType::IpAddress(addr.ip())
+/// A `--*-listen` value: `IP:port`, `[IPv6]:port` or `dns-name:port`.
+/// Certificates name the host (IP or DNS SAN) so clients dial it directly;
+/// a DNS host makes the config bind all interfaces on that port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    host: String,
+    ip: Option<IpAddr>,
+    port: u16,
+}
+
+impl Listen {
+    /// Parse `host:port`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not host:port (IP, [IPv6] or DNS name)");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = host.parse::<IpAddr>().ok();
+        let dns_ok = !host.is_empty()
+            && host
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if ip.is_none() && !dns_ok {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            ip,
+            port,
+        })
+    }
+    /// The address the daemon binds.
+    fn bind(&self) -> String {
+        match self.ip {
+            Some(IpAddr::V6(ip)) => format!("[{ip}]:{}", self.port),
+            Some(ip) => format!("{ip}:{}", self.port),
+            None => format!("0.0.0.0:{}", self.port),
+        }
+    }
+    /// `https://host:port` for clients.
+    fn url(&self) -> String {
+        match self.ip {
+            Some(IpAddr::V6(ip)) => format!("https://[{ip}]:{}", self.port),
+            _ => format!("https://{}:{}", self.host, self.port),
+        }
+    }
+    fn san(&self) -> Result<SanType, String> {
+        match self.ip {
+            Some(ip) => Ok(SanType::IpAddress(ip)),
+            None => self
+                .host
+                .clone()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|e| format!("{}: {e}", self.host)),
+        }
+    }
 }
 
 /// Run `init`.
@@ -273,14 +328,14 @@ pub async fn init(o: &InitOptions) -> Result<(), String> {
             "signer/tls",
             "certsign-signer",
             &[],
-            Some(san_for(&o.signer_listen)),
+            Some(o.signer_listen.san()?),
             &["digital signature", "key encipherment", "server auth"],
         ),
         (
             "approver/tls",
             "certsign-approver",
             &[],
-            Some(san_for(&o.approver_listen)),
+            Some(o.approver_listen.san()?),
             &[
                 "digital signature",
                 "key encipherment",
@@ -344,7 +399,7 @@ journal = "journal.jsonl"
 reflection = false
 statement_max_age = "24h"               # freshness of approval statements
 "#,
-        listen = o.signer_listen
+        listen = o.signer_listen.bind()
     );
     for (name, renew) in BUILTINS {
         s.push_str(&format!(
@@ -391,15 +446,16 @@ client_ca = "../ca.crt"          # user/admin client certificates chain to this
 trust_bundle = "../ca.crt"       # returned by GetTrustBundle
 database_url = "sqlite://approver.db"   # relative sqlite paths resolve against this file's dir
 reflection = true
+statement_max_age = "24h"        # freshness of approval/renewal statements (as the signer's)
 
 [signer]
-endpoints = ["https://{signer}"]
+endpoints = ["{signer}"]
 ca = "../ca.crt"                 # signer's serving cert chains to this
 cert = "tls.crt"                 # approver's client identity towards the signer
 key = "tls.key"
 "#,
-        listen = o.approver_listen,
-        signer = o.signer_listen
+        listen = o.approver_listen.bind(),
+        signer = o.signer_listen.url()
     );
     let mut names: Vec<(&str, usize, bool)> = BUILTINS.iter().map(|(n, r)| (*n, 1, *r)).collect();
     names.push((IDENTITY_SIGNER, 2, true));
@@ -433,12 +489,8 @@ pending = "24h"
 }
 
 fn certctl_config(o: &InitOptions) -> String {
-    let host = match o.approver_listen.ip() {
-        IpAddr::V6(ip) => format!("[{ip}]"),
-        IpAddr::V4(ip) => ip.to_string(),
-    };
     format!(
-        "server = \"https://{host}:{port}\"\nca = \"../ca.crt\"\ncert = \"admin.crt\"\nkey = \"admin.key\"\n",
-        port = o.approver_listen.port()
+        "server = \"{}\"\nca = \"../ca.crt\"\ncert = \"admin.crt\"\nkey = \"admin.key\"\n",
+        o.approver_listen.url()
     )
 }

@@ -191,11 +191,8 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
         line,
         msg,
     };
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(JournalError::Io(path.to_path_buf(), e)),
-    };
+    // The head first: it is sealed only after the lines it names are on
+    // disk, so reading it first never makes a live journal look truncated.
     let head: Option<Head> = match std::fs::read(head_path(path)) {
         Ok(h) => Some(
             serde_json::from_slice(&h)
@@ -203,6 +200,11 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(JournalError::Io(head_path(path), e)),
+    };
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(JournalError::Io(path.to_path_buf(), e)),
     };
     let mut prev = ZERO.to_string();
     let mut seq = 0u64;
@@ -265,6 +267,17 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
         }
         index.record(&line.event);
     }
+    if head.is_none() && !data.is_empty() {
+        // open() seals before the first append, so a journal with lines and
+        // no head has lost it: deleting the head must not hide a truncation.
+        return Err(corrupt(
+            1,
+            format!(
+                "the sealed head file {} is missing (copy it together with the journal: without it a truncated tail cannot be detected)",
+                head_path(path).display()
+            ),
+        ));
+    }
     if let Some(h) = &head
         && !head_seen
         && h.seq > 0
@@ -299,12 +312,20 @@ impl Journal {
     /// Verify the file, repair a torn tail, re-seal the head, start the writer.
     pub fn open(path: &Path) -> Result<(Self, Index), JournalError> {
         let io = |e| JournalError::Io(path.to_path_buf(), e);
-        let v = verify(path, true)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(io)?;
+        // One writer per journal: `issue` while `serve` runs would fork the chain.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                io(std::io::Error::other(format!(
+                    "in use by another certsign-signer process (stop `serve` first): {e}"
+                )))
+            },
+        )?;
+        let v = verify(path, true)?;
         if file.metadata().map_err(io)?.len() != v.good_len {
             tracing::warn!(journal = %path.display(), "cutting an unterminated last line (torn write, never answered)");
             file.set_len(v.good_len).map_err(io)?;

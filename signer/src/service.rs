@@ -78,6 +78,7 @@ impl SignerService {
         if let Some(name) = cn.iter().chain(dns.iter()).find(|n| allowed.contains(n)) {
             return Ok(name.clone());
         }
+        tracing::warn!(subject = %cert.subject(), ?dns, "caller not on the allow-list");
         Err(Status::permission_denied(format!(
             "client {:?} (CN {:?}, DNS SANs {dns:?}) is not on the signer's allow-list",
             cert.subject().to_string(),

@@ -141,3 +141,36 @@ fn truncated_tail_is_detected() {
     assert!(!ok);
     assert!(out.contains("line 6"), "{out}");
 }
+
+#[test]
+fn deleting_the_sealed_head_is_detected() {
+    let (pki, _) = journal_pki();
+    std::fs::remove_file(pki.p("signer/journal.jsonl.head")).unwrap();
+    let (ok, out) = verify(&pki);
+    assert!(!ok);
+    assert!(out.contains("journal.jsonl.head is missing"), "{out}");
+}
+
+#[test]
+fn issue_refuses_while_serve_holds_the_journal() {
+    let pki = init(&[]);
+    let _server = serve(&pki);
+    let _ = openssl_csr(&pki, "svc", P256, "/CN=svc", &[]);
+    let out = run(&[
+        "issue",
+        "--config",
+        pki.config().to_str().unwrap(),
+        "--csr",
+        pki.p("svc.csr").to_str().unwrap(),
+        "--signer-name",
+        "certsign.io/identity",
+        "--usages",
+        "client auth",
+        "--out",
+        pki.p("svc.crt").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by another certsign-signer process")
+    );
+}

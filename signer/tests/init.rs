@@ -129,3 +129,16 @@ fn usage_errors_exit_64() {
         assert_eq!(out.status.code(), Some(64), "{args:?}");
     }
 }
+
+#[test]
+fn dns_listen_hosts_are_named_in_certificates() {
+    let pki = init(&["--signer-listen", "signer.example.internal:7443"]);
+    let t = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(pki.p("signer/tls.crt"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&t.stdout).contains("DNS:signer.example.internal"));
+    let approver = std::fs::read_to_string(pki.p("approver/approver.toml")).unwrap();
+    assert!(approver.contains("endpoints = [\"https://signer.example.internal:7443\"]"));
+}

@@ -135,270 +135,6 @@ async fn openssl_csrs_of_every_key_type_are_issued_and_judged_valid() {
     }
 }
 
-async fn refusal(
-    c: &mut certsign_proto::v1::signer_client::SignerClient<tonic::transport::Channel>,
-    r: certsign_proto::v1::SignRequest,
-) -> tonic::Status {
-    c.sign(r).await.unwrap_err()
-}
-
-#[tokio::test]
-async fn each_refusal_names_its_rule() {
-    let pki = init(&[]);
-    let server = serve(&pki);
-    let mut c = client(&pki, &server).await;
-    let (csr, _) = openssl_csr(&pki, "alice", P256, "/CN=alice", &[]);
-    let (csr2, _) = openssl_csr(&pki, "alice2", P256, "/CN=alice", &[]);
-    let usages = ["client auth"];
-    let req = |uid: &str| request(uid, &csr, CLIENT, &usages, Some(3600), "alice");
-    let (ak, ac) = admin(&pki);
-
-    let s = refusal(&mut c, sign_request(req("r1"), vec![])).await;
-    assert_eq!(s.code(), Code::FailedPrecondition);
-    assert!(
-        s.message()
-            .contains("quorum: 0 distinct admin approval(s), 1 required"),
-        "{}",
-        s.message()
-    );
-
-    let mut forged = approve(&pki, &req("r2"));
-    forged.signature[10] ^= 1;
-    let s = refusal(&mut c, sign_request(req("r2"), vec![forged])).await;
-    assert!(
-        s.message().contains("evidence signature"),
-        "{}",
-        s.message()
-    );
-
-    let (other_key, _) = mint(&pki, "mallory", &["system:masters"], -1, 1);
-    let wrong = sign_with(&statement_for(&req("r3")), &other_key, ac.clone());
-    let s = refusal(&mut c, sign_request(req("r3"), vec![wrong])).await;
-    assert!(
-        s.message().contains("evidence signature"),
-        "{}",
-        s.message()
-    );
-
-    // Statement for another CSR / signer / usages / duration.
-    let other = request("r4", &csr2, CLIENT, &usages, Some(3600), "alice");
-    let s = refusal(&mut c, sign_request(req("r4"), vec![approve(&pki, &other)])).await;
-    assert!(
-        s.message().contains("bound field: statement csr_sha256"),
-        "{}",
-        s.message()
-    );
-    for (field, f) in [
-        (
-            "signer_name",
-            Box::new(|st: &mut certsign_proto::v1::ApprovalStatement| {
-                st.signer_name = "kubernetes.io/kubelet-serving".into()
-            }) as Box<dyn Fn(&mut certsign_proto::v1::ApprovalStatement)>,
-        ),
-        (
-            "usages",
-            Box::new(|st| st.usages.push("digital signature".into())),
-        ),
-        (
-            "expiration_seconds",
-            Box::new(|st| st.expiration_seconds = Some(86400)),
-        ),
-    ] {
-        let mut st = statement_for(&req("r5"));
-        f(&mut st);
-        let s = refusal(
-            &mut c,
-            sign_request(req("r5"), vec![sign_with(&st, &ak, ac.clone())]),
-        )
-        .await;
-        assert!(
-            s.message()
-                .contains(&format!("bound field: statement {field}")),
-            "{field}: {}",
-            s.message()
-        );
-    }
-
-    let mut st = statement_for(&req("r6"));
-    st.signed_at = Some(now_ts(-2 * 86400));
-    let s = refusal(
-        &mut c,
-        sign_request(req("r6"), vec![sign_with(&st, &ak, ac.clone())]),
-    )
-    .await;
-    assert!(s.message().contains("freshness"), "{}", s.message());
-
-    let (ek, ec) = mint(&pki, "old-admin", &["system:masters"], -10, -1);
-    let s = refusal(
-        &mut c,
-        sign_request(
-            req("r7"),
-            vec![sign_with(&statement_for(&req("r7")), &ek, ec)],
-        ),
-    )
-    .await;
-    assert!(
-        s.message().contains("evidence certificate") && s.message().contains("Expired"),
-        "{}",
-        s.message()
-    );
-
-    let (gk, gc) = mint(&pki, "bob", &["dev"], -1, 1);
-    let s = refusal(
-        &mut c,
-        sign_request(
-            req("r8"),
-            vec![sign_with(&statement_for(&req("r8")), &gk, gc)],
-        ),
-    )
-    .await;
-    assert!(
-        s.message().contains("approver group") && s.message().contains("bob"),
-        "{}",
-        s.message()
-    );
-
-    let (sk, sc) = mint(&pki, "alice", &["system:masters"], -1, 1);
-    let s = refusal(
-        &mut c,
-        sign_request(
-            req("r9"),
-            vec![sign_with(&statement_for(&req("r9")), &sk, sc)],
-        ),
-    )
-    .await;
-    assert!(
-        s.message().contains("separation of duties"),
-        "{}",
-        s.message()
-    );
-
-    // Two approvals required (identity profile): the same admin twice is one.
-    let (icsr, _) = openssl_csr(&pki, "svc", P256, "/CN=svc-a", &[]);
-    let ireq = request(
-        "r10",
-        &icsr,
-        "certsign.io/identity",
-        &usages,
-        None,
-        "svc-owner",
-    );
-    let a = approve(&pki, &ireq);
-    let s = refusal(
-        &mut c,
-        sign_request(ireq.clone(), vec![a.clone(), a.clone()]),
-    )
-    .await;
-    assert!(
-        s.message()
-            .contains("quorum: 1 distinct admin approval(s), 2 required"),
-        "{}",
-        s.message()
-    );
-    let (k2, c2) = mint(&pki, "admin2", &["system:masters"], -1, 1);
-    let b = sign_with(&statement_for(&ireq), &k2, c2);
-    c.sign(sign_request(ireq, vec![a, b])).await.unwrap();
-
-    // CSR problems.
-    let mut der = certsign_signer::csr::csr_der_from_pem(&csr).unwrap();
-    let n = der.len();
-    der[n - 3] ^= 1;
-    let bad = certsign_signer::ca_key::pem_cert(&der).replace("CERTIFICATE", "CERTIFICATE REQUEST");
-    let r = request("r11", bad.as_bytes(), CLIENT, &usages, None, "alice");
-    let s = refusal(&mut c, sign_request(r.clone(), vec![approve(&pki, &r)])).await;
-    assert_eq!(s.code(), Code::InvalidArgument);
-    assert!(
-        s.message()
-            .contains("unable to verify certificate request signature"),
-        "{}",
-        s.message()
-    );
-
-    let (weak, _) = openssl_csr(&pki, "weak", &["-newkey", "rsa:1024"], "/CN=alice", &[]);
-    let r = request("r12", &weak, CLIENT, &usages, None, "alice");
-    let s = refusal(&mut c, sign_request(r.clone(), vec![approve(&pki, &r)])).await;
-    assert!(
-        s.message().contains("RSA-1024 is too small"),
-        "{}",
-        s.message()
-    );
-
-    let (ca_csr, _) = openssl_csr(
-        &pki,
-        "wantca",
-        P256,
-        "/CN=alice",
-        &["basicConstraints=critical,CA:TRUE"],
-    );
-    let r = request("r13", &ca_csr, CLIENT, &usages, None, "alice");
-    let s = refusal(&mut c, sign_request(r.clone(), vec![approve(&pki, &r)])).await;
-    assert!(
-        s.message().contains("never issues CA certificates"),
-        "{}",
-        s.message()
-    );
-
-    // Kubernetes' built-in rules, exact texts.
-    let (m, _) = openssl_csr(&pki, "masters", P256, "/CN=eve/O=system:masters", &[]);
-    let r = request("r14", &m, CLIENT, &usages, None, "eve");
-    let s = refusal(&mut c, sign_request(r.clone(), vec![approve(&pki, &r)])).await;
-    assert_eq!(
-        s.message(),
-        "use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed"
-    );
-    let r = request(
-        "r15",
-        &csr,
-        CLIENT,
-        &["client auth", "server auth"],
-        None,
-        "alice",
-    );
-    let s = refusal(&mut c, sign_request(r.clone(), vec![approve(&pki, &r)])).await;
-    assert_eq!(
-        s.message(),
-        "invalid usage for client certificate: server auth"
-    );
-    let r = request(
-        "r16",
-        &csr,
-        "kubernetes.io/kube-apiserver-client-kubelet",
-        &["client auth"],
-        None,
-        "alice",
-    );
-    let s = refusal(&mut c, sign_request(r.clone(), vec![approve(&pki, &r)])).await;
-    assert_eq!(s.message(), "subject organization is not system:nodes");
-    let r = request("r17", &csr, "example.com/nope", &usages, None, "alice");
-    let s = refusal(&mut c, sign_request(r.clone(), vec![approve(&pki, &r)])).await;
-    assert!(
-        s.message().contains("unknown signer name"),
-        "{}",
-        s.message()
-    );
-    let r = request("r18", &csr, CLIENT, &usages, Some(60), "alice");
-    let s = refusal(&mut c, sign_request(r.clone(), vec![approve(&pki, &r)])).await;
-    assert!(
-        s.message()
-            .contains("may not specify a duration less than 600 seconds"),
-        "{}",
-        s.message()
-    );
-    // A user CSR may not claim the signer's client identity.
-    let (imp, _) = openssl_csr(&pki, "imp", P256, "/CN=certsign-approver", &[]);
-    let r = request("r19", &imp, CLIENT, &usages, None, "alice");
-    let s = refusal(&mut c, sign_request(r.clone(), vec![approve(&pki, &r)])).await;
-    assert!(
-        s.message().contains("allow-listed signer client"),
-        "{}",
-        s.message()
-    );
-
-    // Refusals are journaled too.
-    let journal = std::fs::read_to_string(pki.p("signer/journal.jsonl")).unwrap();
-    assert!(journal.matches("\"event\":\"refused\"").count() >= 18);
-}
-
 #[tokio::test]
 async fn callers_outside_the_allow_list_are_refused() {
     let pki = init(&[]);
@@ -545,6 +281,41 @@ async fn renewal_is_proven_by_the_current_certificate() {
     assert!(
         s.message()
             .contains("renewal: the new CSR's subject differs"),
+        "{}",
+        s.message()
+    );
+    // A renewal may not add an extended key usage (client → server auth).
+    let (srv, _) = openssl_csr(&pki, "srv", P256, "/CN=alice/O=dev", &[]);
+    let mut req = renew("n6", &srv);
+    {
+        let csr = req.certificate_signing_request.as_mut().unwrap();
+        let spec = csr.spec.as_mut().unwrap();
+        spec.signer_name = "certsign.io/identity".into();
+        spec.usages = vec!["client auth".into(), "server auth".into()];
+        let st = RenewalStatement {
+            request_name: csr.metadata.clone().unwrap().name,
+            csr_sha256: certsign_signer::csr::sha256(
+                &certsign_signer::csr::csr_der_from_pem(&srv).unwrap(),
+            )
+            .to_vec(),
+            signer_name: "certsign.io/identity".into(),
+            current_certificate_sha256: certsign_signer::csr::sha256(&cur_der).to_vec(),
+            signed_at: Some(now_ts(0)),
+        };
+        req.renewal = Some(
+            sign_statement(
+                RENEWAL_CONTEXT,
+                st.encode_to_vec(),
+                &cur_key,
+                vec![cur_der.clone()],
+            )
+            .unwrap(),
+        );
+    }
+    let s = c.sign(req).await.unwrap_err();
+    assert!(
+        s.message()
+            .contains("\"server auth\" is not in the current certificate's extended key usages"),
         "{}",
         s.message()
     );

@@ -15,6 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod grpc;
+
 /// The directory holding the workspace's built binaries (target/debug),
 /// found next to the running test executable.
 pub fn bin_dir() -> PathBuf {
@@ -68,15 +70,24 @@ pub struct Daemon {
     child: Child,
     /// The address it printed in its `listening on <addr>` line.
     pub addr: String,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
 }
 
 impl Daemon {
     /// Starts `program args...` and waits for its `listening on <addr>` line.
     pub fn start(program: &Path, args: &[&str], log: &Path) -> Daemon {
+        // Appending: a restarted daemon's log follows its previous life's.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let mut child = Command::new(program)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
+            .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         let stdout = child.stdout.take().unwrap();
@@ -85,16 +96,20 @@ impl Daemon {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                        let _ = tx.send(addr.to_string());
-                        sent = true;
-                    }
+                if !sent && let Some(addr) = line.trim().strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                    sent = true;
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => Daemon { child, addr },
+            Ok(addr) => Daemon {
+                child,
+                addr,
+                program: program.to_path_buf(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                log: log.to_path_buf(),
+            },
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -110,6 +125,41 @@ impl Daemon {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        run_ok(
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(self.pid().to_string()),
+        );
+    }
+
+    /// The daemon's log (stderr of every life).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts the same command again (after [`Daemon::kill`]); the address
+    /// is whatever the new process prints.
+    pub fn restart(&mut self) {
+        self.kill();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let fresh = Daemon::start(&self.program, &args, &self.log);
+        let old = std::mem::replace(self, fresh);
+        // The old child has been reaped; dropping it kills nothing alive.
+        drop(old);
     }
 }
 
@@ -141,6 +191,17 @@ impl Stack {
     /// `init` with extra arguments (e.g. `["--key-type", "ed25519"]`), then
     /// start both daemons.
     pub fn start_with(init_args: &[&str]) -> Stack {
+        Stack::start_configured(init_args, |_| {}, |_| {})
+    }
+
+    /// `init` with `init_args`, then `signer_cfg` and `approver_cfg` may
+    /// edit `signer.toml` and `approver.toml` (after the harness set the
+    /// listen addresses and the signer endpoint) before both daemons start.
+    pub fn start_configured(
+        init_args: &[&str],
+        signer_cfg: impl FnOnce(&mut toml::Table),
+        approver_cfg: impl FnOnce(&mut toml::Table),
+    ) -> Stack {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ca");
         let mut init = Command::new(bin("certsign-signer"));
@@ -150,6 +211,7 @@ impl Stack {
         let signer_toml = dir.join("signer/signer.toml");
         edit_toml(&signer_toml, |t| {
             t.insert("listen".into(), "127.0.0.1:0".into());
+            signer_cfg(t);
         });
         let signer = Daemon::start(
             &bin("certsign-signer"),
@@ -166,6 +228,7 @@ impl Stack {
                 "endpoints".into(),
                 toml::Value::Array(vec![endpoint.clone().into()]),
             );
+            approver_cfg(t);
         });
         let approver = Daemon::start(
             &bin("certsign-approver"),
@@ -178,6 +241,20 @@ impl Stack {
             approver,
             _tmp: tmp,
         }
+    }
+
+    /// Pins both daemons' listen addresses in their configs to the ports
+    /// they got, so [`Daemon::restart`] brings them back where clients and
+    /// the approver's signer endpoint expect them.
+    pub fn pin_ports(&self) {
+        let signer = self.signer.addr.clone();
+        edit_toml(&self.dir.join("signer/signer.toml"), |t| {
+            t.insert("listen".into(), signer.into());
+        });
+        let approver = self.approver.addr.clone();
+        edit_toml(&self.dir.join("approver/approver.toml"), |t| {
+            t.insert("listen".into(), approver.into());
+        });
     }
 
     /// `DIR/ca.crt`.

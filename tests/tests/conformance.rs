@@ -19,7 +19,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use base64::Engine as _;
 use certsign_tests::{Stack, run, run_ok};
@@ -104,30 +103,36 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `openssl s_server` and waits until it accepts connections.
+/// Starts `openssl s_server` for one connection and waits for its
+/// `ACCEPT` line, so no probe connection uses up the one it will take.
 fn s_server(args: &[&str]) -> (std::process::Child, u16) {
+    use std::io::BufRead as _;
     let port = free_port();
-    let child = Command::new("openssl")
+    let mut child = Command::new("openssl")
         .args([
             "s_server",
             "-accept",
             &format!("127.0.0.1:{port}"),
             "-naccept",
             "1",
-            "-quiet",
         ])
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("ACCEPT") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("openssl s_server did not start with {args:?}"),
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
+    // Keep draining so s_server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
     (child, port)
 }
 

@@ -190,14 +190,14 @@ fn grpcurl_cannot_reach_signer_reflection_and_unknown_clients_are_refused() {
         .arg(&cert)
         .arg("-key")
         .arg(&key)
-        .arg("-d")
-        .arg("{}")
-        .arg(&stack.signer.addr)
-        .arg("certsign.v1.Signer/Sign")
         .arg("-import-path")
         .arg(repo_root().join("proto/proto"))
         .arg("-proto")
-        .arg("certsign/v1/signer.proto"));
+        .arg("certsign/v1/signer.proto")
+        .arg("-d")
+        .arg("{}")
+        .arg(&stack.signer.addr)
+        .arg("certsign.v1.Signer/Sign"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PermissionDenied"), "{err}");

@@ -1,0 +1,789 @@
+//! A fully compromised approver: the test holds the approver's own TLS key
+//! (the signer's only allowed client) and direct write access to its SQLite
+//! database, and tries every way we know to get a certificate nobody
+//! approved. The signer must issue nothing for any of them.
+//!
+//! Two fronts:
+//! 1. `Sign` called directly on the real signer with the approver's
+//!    identity and forged, replayed, swapped or mis-signed evidence.
+//! 2. Forged state written straight into the approver's database, then
+//!    forwarded by the real approver to the real signer.
+//!
+//! Positive controls (the same construction with real evidence) are issued,
+//! so a refusal is never an accident of the setup. The journal is the
+//! judge: its `issued` lines must be exactly the controls.
+//! Prints `FIGURES compromised-approver ...` for docs/RELIABILITY.md.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use certsign_proto::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition, Decision, DecisionRecord,
+    GetCertificateSigningRequestRequest, RenewalStatement, SignRequest, SignedStatement,
+};
+use certsign_signer::evidence::{RENEWAL_CONTEXT, sign_statement};
+use certsign_tests::Stack;
+use certsign_tests::grpc::{
+    self, CLIENT_SIGNER, Ident, MintSpec, approve_request, create_request, csr, sign,
+    statement_for, ts,
+};
+use prost::Message as _;
+use sqlx::Row as _;
+use tonic::Code;
+
+const IDENTITY_SIGNER: &str = "certsign.io/identity";
+
+/// A request as the approver would hold it after create.
+fn held(
+    uid: &str,
+    name: &str,
+    csr_pem: &[u8],
+    signer: &str,
+    user: &str,
+) -> CertificateSigningRequest {
+    let mut r = create_request(name, csr_pem)
+        .certificate_signing_request
+        .unwrap();
+    let meta = r.metadata.as_mut().unwrap();
+    meta.uid = uid.into();
+    let spec = r.spec.as_mut().unwrap();
+    spec.signer_name = signer.into();
+    spec.username = user.into();
+    spec.groups = vec!["system:authenticated".into()];
+    if signer == IDENTITY_SIGNER {
+        spec.usages = vec!["digital signature".into(), "client auth".into()];
+    }
+    r
+}
+
+fn sign_req(csr: CertificateSigningRequest, approvals: Vec<SignedStatement>) -> SignRequest {
+    SignRequest {
+        certificate_signing_request: Some(csr),
+        approvals,
+        renewal: None,
+    }
+}
+
+struct Attempt {
+    what: &'static str,
+    req: SignRequest,
+    /// Accepted refusal codes and a fragment the message must contain (the
+    /// rule that caught it).
+    codes: &'static [Code],
+    rule: &'static str,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compromised_approver_obtains_no_certificate() {
+    let stack = Stack::start();
+    let admin = stack.admin_ident();
+    let admin2 = stack.mint(&MintSpec::new("admin2", &["system:masters"]));
+    let approver = stack.approver_ident();
+    let mut signer = stack.signer_client(Some(&approver));
+    let ca_key = std::fs::read_to_string(stack.dir.join("signer/ca.key")).unwrap();
+    let ca_pem = stack.ca_pem();
+
+    {
+        // ---- positive controls: real evidence, same construction -------------
+        let mut controls: BTreeSet<String> = BTreeSet::new();
+        let (_, csr_a) = csr("mallory", &[]);
+        let req_a = held("uid-a", "req-a", &csr_a, CLIENT_SIGNER, "mallory");
+        let appr_a = sign(&statement_for(&req_a, Decision::Approve), &admin);
+        signer
+            .sign(sign_req(req_a.clone(), vec![appr_a.clone()]))
+            .await
+            .expect("control: a request a real admin approved is issued");
+        controls.insert("uid-a".into());
+
+        let (_, csr_q) = csr("svc-q", &[]);
+        let req_q = held("uid-q", "req-q", &csr_q, IDENTITY_SIGNER, "mallory");
+        let q1 = sign(&statement_for(&req_q, Decision::Approve), &admin);
+        let q2 = sign(&statement_for(&req_q, Decision::Approve), &admin2);
+        signer
+            .sign(sign_req(req_q.clone(), vec![q1.clone(), q2]))
+            .await
+            .expect("control: two distinct admins meet the identity quorum");
+        controls.insert("uid-q".into());
+
+        // ---- identities the attacker can muster ------------------------------
+        let (rogue_ca, rogue_key) = grpc::rogue_ca("certsign CA");
+        let rogue_admin = grpc::mint_with(
+            &MintSpec::new("admin", &["system:masters"]),
+            &rogue_ca,
+            &rogue_key,
+        );
+        let self_signed_admin = {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, "admin");
+            p.distinguished_name
+                .push(rcgen::DnType::OrganizationName, "system:masters");
+            let c = p.self_signed(&key).unwrap();
+            Ident {
+                cert_pem: c.pem(),
+                cert_der: c.der().to_vec(),
+                key_pem: key.serialize_pem(),
+            }
+        };
+        let expired_admin = grpc::mint_with(
+            &MintSpec {
+                not_before: time::Duration::days(-10),
+                not_after: time::Duration::days(-1),
+                ..MintSpec::new("admin3", &["system:masters"])
+            },
+            &ca_pem,
+            &ca_key,
+        );
+        let future_admin = grpc::mint_with(
+            &MintSpec {
+                not_before: time::Duration::days(1),
+                not_after: time::Duration::days(10),
+                ..MintSpec::new("admin4", &["system:masters"])
+            },
+            &ca_pem,
+            &ca_key,
+        );
+        let non_admin = stack.mint(&MintSpec::new("bob", &["developers"]));
+        // The same admin name with a second key (both certificates real).
+        let admin_again = stack.mint(&MintSpec::new("admin", &["system:masters"]));
+        let requestor_admin = stack.mint(&MintSpec::new("mallory", &["system:masters"]));
+
+        let fresh = |cn: &str, uid: &str, signer_name: &str| {
+            let (_, pem) = csr(cn, &[]);
+            held(uid, &format!("{uid}-name"), &pem, signer_name, "mallory")
+        };
+
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let pre = &[Code::FailedPrecondition];
+
+        // Forged "approved" with no evidence at all.
+        attempts.push(Attempt {
+            what: "no approval statement (the approver's word alone)",
+            req: sign_req(fresh("m1", "uid-1", CLIENT_SIGNER), vec![]),
+            codes: pre,
+            rule: "quorum",
+        });
+        // Signed by the approver's own key (a CA-issued certificate, not an admin).
+        let r = fresh("m2", "uid-2", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Approve), &approver);
+        attempts.push(Attempt {
+            what: "approval signed with the approver's own TLS key",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "approver group",
+        });
+        // Replay an old approval for a new CSR under a new uid.
+        attempts.push(Attempt {
+            what: "replay an old approval for a new CSR and uid",
+            req: sign_req(fresh("m3", "uid-3", CLIENT_SIGNER), vec![appr_a.clone()]),
+            codes: pre,
+            rule: "bound field: statement request_uid",
+        });
+        // Replay an old approval with the old uid's name but a new uid, same CSR.
+        let mut r = req_a.clone();
+        r.metadata.as_mut().unwrap().uid = "uid-4".into();
+        attempts.push(Attempt {
+            what: "replay an old approval and CSR under a new uid",
+            req: sign_req(r, vec![appr_a.clone()]),
+            codes: pre,
+            rule: "bound field: statement request_uid",
+        });
+        // Swap the CSR under a fresh, genuine approval.
+        let r = fresh("m5", "uid-5", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Approve), &admin);
+        let mut swapped = r.clone();
+        swapped.spec.as_mut().unwrap().request = csr("m5", &[]).1;
+        attempts.push(Attempt {
+            what: "swap the CSR under a genuine approval",
+            req: sign_req(swapped, vec![st.clone()]),
+            codes: pre,
+            rule: "bound field: statement csr_sha256",
+        });
+        // Widen usages under a genuine approval.
+        let mut widened = r.clone();
+        widened
+            .spec
+            .as_mut()
+            .unwrap()
+            .usages
+            .push("key encipherment".into());
+        attempts.push(Attempt {
+            what: "add a usage under a genuine approval",
+            req: sign_req(widened, vec![st.clone()]),
+            codes: pre,
+            rule: "bound field: statement usages",
+        });
+        // Longer lifetime under a genuine approval.
+        let mut longer = r.clone();
+        longer.spec.as_mut().unwrap().expiration_seconds = Some(86400 * 365);
+        attempts.push(Attempt {
+            what: "lengthen the duration under a genuine approval",
+            req: sign_req(longer, vec![st.clone()]),
+            codes: pre,
+            rule: "bound field: statement expiration_seconds",
+        });
+        // Another signer name under a genuine approval.
+        let mut other_signer = r.clone();
+        other_signer.spec.as_mut().unwrap().signer_name = IDENTITY_SIGNER.into();
+        attempts.push(Attempt {
+            what: "move a genuine approval to another signer name",
+            req: sign_req(other_signer, vec![st.clone()]),
+            codes: pre,
+            rule: "bound field: statement signer_name",
+        });
+        // Another requestor under a genuine approval.
+        let mut other_user = r.clone();
+        other_user.spec.as_mut().unwrap().username = "eve".into();
+        attempts.push(Attempt {
+            what: "change the requestor under a genuine approval",
+            req: sign_req(other_user, vec![st.clone()]),
+            codes: pre,
+            rule: "bound field: statement requestor",
+        });
+        // Rename the request under a genuine approval.
+        let mut renamed = r.clone();
+        renamed.metadata.as_mut().unwrap().name = "other-name".into();
+        attempts.push(Attempt {
+            what: "rename the request under a genuine approval",
+            req: sign_req(renamed, vec![st.clone()]),
+            codes: pre,
+            rule: "bound field: statement request_name",
+        });
+        // Reuse an issued uid for a new CSR, with a genuine fresh approval of it.
+        let mut reuse = fresh("m6", "uid-a", CLIENT_SIGNER);
+        reuse.metadata.as_mut().unwrap().name = "req-a".into();
+        let st_reuse = sign(&statement_for(&reuse, Decision::Approve), &admin);
+        attempts.push(Attempt {
+            what: "reuse an issued uid for another CSR (genuinely approved)",
+            req: sign_req(reuse, vec![st_reuse]),
+            codes: &[Code::AlreadyExists],
+            rule: "already issued for another CSR",
+        });
+        // Keys whose certificates the CA did not issue.
+        let r = fresh("m7", "uid-7", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Approve), &rogue_admin);
+        attempts.push(Attempt {
+            what: "approval by a look-alike admin from another CA (same CA name)",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "evidence certificate",
+        });
+        let r = fresh("m8", "uid-8", CLIENT_SIGNER);
+        let mut st = sign(&statement_for(&r, Decision::Approve), &rogue_admin);
+        st.certificate_chain.push(grpc::pem_der(&rogue_ca));
+        attempts.push(Attempt {
+            what: "approval by a rogue admin with its rogue CA as intermediate",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "evidence certificate",
+        });
+        let r = fresh("m9", "uid-9", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Approve), &self_signed_admin);
+        attempts.push(Attempt {
+            what: "approval by a self-signed system:masters certificate",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "evidence certificate",
+        });
+        let r = fresh("m10", "uid-10", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Approve), &expired_admin);
+        attempts.push(Attempt {
+            what: "approval by an expired admin certificate",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "evidence certificate",
+        });
+        let r = fresh("m11", "uid-11", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Approve), &future_admin);
+        attempts.push(Attempt {
+            what: "approval by a not-yet-valid admin certificate",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "evidence certificate",
+        });
+        let r = fresh("m12", "uid-12", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Approve), &non_admin);
+        attempts.push(Attempt {
+            what: "approval by a non-admin certificate from the real CA",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "approver group",
+        });
+        // The requestor approving their own request (an admin requestor).
+        let r = fresh("m13", "uid-13", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Approve), &requestor_admin);
+        attempts.push(Attempt {
+            what: "the requestor (an admin) approves their own request",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "separation of duties",
+        });
+        // One admin twice to fake a two-admin quorum.
+        let r = fresh("m14", "uid-14", IDENTITY_SIGNER);
+        let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
+        let mut st2 = statement_for(&r, Decision::Approve);
+        st2.signed_at = Some(ts(-5));
+        let s2 = sign(&st2, &admin);
+        attempts.push(Attempt {
+            what: "one admin approves twice for a 2-admin quorum",
+            req: sign_req(r, vec![s1, s2]),
+            codes: pre,
+            rule: "quorum",
+        });
+        // The same admin name with two different keys and certificates.
+        let r = fresh("m15", "uid-15", IDENTITY_SIGNER);
+        let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
+        let s2 = sign(&statement_for(&r, Decision::Approve), &admin_again);
+        attempts.push(Attempt {
+            what: "one admin name with two certificates for a 2-admin quorum",
+            req: sign_req(r, vec![s1, s2]),
+            codes: pre,
+            rule: "quorum",
+        });
+        // The same statement sent twice.
+        let r = fresh("m16", "uid-16", IDENTITY_SIGNER);
+        let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
+        attempts.push(Attempt {
+            what: "one approval statement duplicated for a 2-admin quorum",
+            req: sign_req(r, vec![s1.clone(), s1]),
+            codes: pre,
+            rule: "quorum",
+        });
+        // Stale and future-dated statements.
+        let r = fresh("m17", "uid-17", CLIENT_SIGNER);
+        let mut st = statement_for(&r, Decision::Approve);
+        st.signed_at = Some(ts(-2 * 86400));
+        attempts.push(Attempt {
+            what: "a genuine but stale approval (2 days old)",
+            req: sign_req(r, vec![sign(&st, &admin)]),
+            codes: pre,
+            rule: "freshness",
+        });
+        let r = fresh("m18", "uid-18", CLIENT_SIGNER);
+        let mut st = statement_for(&r, Decision::Approve);
+        st.signed_at = Some(ts(3600));
+        attempts.push(Attempt {
+            what: "an approval dated an hour in the future",
+            req: sign_req(r, vec![sign(&st, &admin)]),
+            codes: pre,
+            rule: "freshness",
+        });
+        // A denial presented as an approval.
+        let r = fresh("m19", "uid-19", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Deny), &admin);
+        attempts.push(Attempt {
+            what: "an admin's signed denial presented as approval",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "decision",
+        });
+        // Statement bytes edited after signing.
+        let r = fresh("m20", "uid-20", CLIENT_SIGNER);
+        let mut st = sign(&statement_for(&r, Decision::Approve), &admin);
+        let mut edited =
+            certsign_proto::v1::ApprovalStatement::decode(st.statement.as_slice()).unwrap();
+        edited.requestor = "someone".into();
+        st.statement = edited.encode_to_vec();
+        attempts.push(Attempt {
+            what: "approval statement edited after signing",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "evidence signature",
+        });
+        // A renewal signature presented as an approval (wrong context).
+        let r = fresh("m21", "uid-21", CLIENT_SIGNER);
+        let st = sign_statement(
+            RENEWAL_CONTEXT,
+            statement_for(&r, Decision::Approve).encode_to_vec(),
+            &admin.key(),
+            vec![admin.cert_der.clone()],
+        )
+        .unwrap();
+        attempts.push(Attempt {
+            what: "approval signed under the renewal context",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "evidence signature",
+        });
+        // Garbage signature and empty chain.
+        let r = fresh("m22", "uid-22", CLIENT_SIGNER);
+        let mut st = sign(&statement_for(&r, Decision::Approve), &admin);
+        st.signature = vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01];
+        attempts.push(Attempt {
+            what: "approval with a forged signature",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "evidence signature",
+        });
+        let r = fresh("m23", "uid-23", CLIENT_SIGNER);
+        let mut st = sign(&statement_for(&r, Decision::Approve), &admin);
+        st.certificate_chain.clear();
+        attempts.push(Attempt {
+            what: "approval without a certificate chain",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "certificate_chain is empty",
+        });
+        // A genuinely approved CSR naming the signer's allowed client.
+        let (_, pem) = csr("certsign-approver", &[]);
+        let r = held("uid-24", "uid-24-name", &pem, IDENTITY_SIGNER, "mallory");
+        let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
+        let s2 = sign(&statement_for(&r, Decision::Approve), &admin2);
+        attempts.push(Attempt {
+            what: "a 2-admin approved CSR naming the approver's own identity",
+            req: sign_req(r, vec![s1, s2]),
+            codes: pre,
+            rule: "allow-listed signer client",
+        });
+        // Renewal proofs forged with the approver's own (CA-issued) key.
+        let (_, pem) = csr("certsign-approver", &[]);
+        let mut r = held(
+            "uid-25",
+            "uid-25-name",
+            &pem,
+            IDENTITY_SIGNER,
+            "certsign-approver",
+        );
+        r.spec.as_mut().unwrap().usages = vec!["digital signature".into(), "client auth".into()];
+        let der = certsign_signer::csr::csr_der_from_pem(&pem).unwrap();
+        let renewal = |name: &str, der: &[u8], signer_name: &str| {
+            let st = RenewalStatement {
+                request_name: name.into(),
+                csr_sha256: certsign_signer::csr::sha256(der).to_vec(),
+                signer_name: signer_name.into(),
+                current_certificate_sha256: certsign_signer::csr::sha256(&approver.cert_der)
+                    .to_vec(),
+                signed_at: Some(ts(0)),
+            };
+            sign_statement(
+                RENEWAL_CONTEXT,
+                st.encode_to_vec(),
+                &approver.key(),
+                vec![approver.cert_der.clone()],
+            )
+            .unwrap()
+        };
+        attempts.push(Attempt {
+            what: "renew the approver's own identity with its own key",
+            req: SignRequest {
+                certificate_signing_request: Some(r),
+                approvals: vec![],
+                renewal: Some(renewal("uid-25-name", &der, IDENTITY_SIGNER)),
+            },
+            codes: pre,
+            rule: "allow-listed signer client",
+        });
+        let (_, pem) = csr("mallory-admin", &["system:masters"]);
+        let der = certsign_signer::csr::csr_der_from_pem(&pem).unwrap();
+        let r = held("uid-26", "uid-26-name", &pem, IDENTITY_SIGNER, "mallory");
+        attempts.push(Attempt {
+            what: "renewal proof by the approver's key for another subject",
+            req: SignRequest {
+                certificate_signing_request: Some(r),
+                approvals: vec![],
+                renewal: Some(renewal("uid-26-name", &der, IDENTITY_SIGNER)),
+            },
+            codes: pre,
+            rule: "renewal",
+        });
+        // An approval statement presented as a renewal proof.
+        let r = fresh("m27", "uid-27", CLIENT_SIGNER);
+        let st = sign(&statement_for(&r, Decision::Approve), &admin);
+        attempts.push(Attempt {
+            what: "an admin approval presented as a renewal proof",
+            req: SignRequest {
+                certificate_signing_request: Some(r),
+                approvals: vec![],
+                renewal: Some(st),
+            },
+            codes: pre,
+            rule: "RenewalStatement",
+        });
+        // An unknown signer name with a matching genuine approval.
+        let mut r = fresh("m28", "uid-28", CLIENT_SIGNER);
+        r.spec.as_mut().unwrap().signer_name = "example.com/anything".into();
+        let st = sign(&statement_for(&r, Decision::Approve), &admin);
+        attempts.push(Attempt {
+            what: "a genuine approval for a signer name with no profile",
+            req: sign_req(r, vec![st]),
+            codes: pre,
+            rule: "unknown signer name",
+        });
+        // A CSR asking for CA:TRUE, genuinely approved by two admins.
+        let ca_csr = {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, "sub-ca");
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p.serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap()
+                .into_bytes()
+        };
+        let r = held("uid-29", "uid-29-name", &ca_csr, IDENTITY_SIGNER, "mallory");
+        let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
+        let s2 = sign(&statement_for(&r, Decision::Approve), &admin2);
+        attempts.push(Attempt {
+            what: "a 2-admin approved CSR asking for CA:TRUE",
+            req: sign_req(r, vec![s1, s2]),
+            codes: &[Code::FailedPrecondition, Code::InvalidArgument],
+            rule: "CA",
+        });
+
+        let mut direct_refused = 0;
+        for a in &attempts {
+            match signer.sign(a.req.clone()).await {
+                Ok(resp) => panic!(
+                    "{}: the signer ISSUED serial {}",
+                    a.what,
+                    resp.into_inner().serial_number
+                ),
+                Err(s) => {
+                    assert!(
+                        a.codes.contains(&s.code()),
+                        "{}: code {:?} ({}), expected one of {:?}",
+                        a.what,
+                        s.code(),
+                        s.message(),
+                        a.codes
+                    );
+                    assert!(
+                        s.message().contains(a.rule),
+                        "{}: refused for another reason than {:?}: {}",
+                        a.what,
+                        a.rule,
+                        s.message()
+                    );
+                    println!("refused: {:<62} {:?}: {}", a.what, s.code(), s.message());
+                    direct_refused += 1;
+                }
+            }
+        }
+
+        // ---- front 2: forged state in the approver's database ----------------
+        let (db_attempts, legit_uid) = forge_in_database(&stack, &admin, &req_a, &appr_a).await;
+        controls.insert(legit_uid);
+
+        // ---- the judge: the journal --------------------------------------------
+        let issued = grpc::journal_issued(&stack.journal_path());
+        let by_request: BTreeSet<String> = issued
+            .iter()
+            .filter(|i| i.caller != "console")
+            .map(|i| i.uid.clone())
+            .collect();
+        assert_eq!(
+            by_request, controls,
+            "the journal must show exactly the controls issued through Sign"
+        );
+        let total = attempts.len() + db_attempts;
+        println!(
+            "FIGURES compromised-approver attempts={total} direct_sign={} database_forgeries={db_attempts} certificates_obtained=0 controls_issued={}",
+            direct_refused,
+            controls.len()
+        );
+        assert!(total >= 30, "the attack table shrank to {total}");
+    }
+}
+
+/// Writes forged state into the approver's SQLite file, lets the real
+/// approver forward it, and checks each ends `Failed` with no certificate.
+/// Returns the number of forgeries and the uid of the control request
+/// issued legitimately through the approver.
+async fn forge_in_database(
+    stack: &Stack,
+    admin: &Ident,
+    issued_req: &CertificateSigningRequest,
+    issued_approval: &SignedStatement,
+) -> (usize, String) {
+    let user = stack.mint(&MintSpec::new("mallory", &[]));
+    let mut client = stack.approver_client(Some(&user));
+    let mut admin_client = stack.approver_client(Some(admin));
+    let url = format!("sqlite://{}", stack.db_path().display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            url.parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .unwrap()
+                .busy_timeout(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+
+    // A legitimately issued request through the approver, to steal from.
+    let (_, pem) = csr("mallory", &[]);
+    let created = client
+        .create_certificate_signing_request(create_request("legit", &pem))
+        .await
+        .unwrap()
+        .into_inner();
+    admin_client
+        .approve_certificate_signing_request(approve_request(&created, admin))
+        .await
+        .unwrap();
+    let legit = wait_final(&mut admin_client, "legit").await;
+    assert!(
+        !legit.status.as_ref().unwrap().certificate.is_empty(),
+        "control: a request approved through the approver is issued"
+    );
+    let legit_decisions = legit.status.as_ref().unwrap().decisions.clone();
+
+    let approved_cond = || CertificateSigningRequestCondition {
+        r#type: "Approved".into(),
+        status: "True".into(),
+        reason: "KubectlApprove".into(),
+        message: "forged".into(),
+        last_update_time: Some(ts(0)),
+        last_transition_time: Some(ts(0)),
+    };
+    let forged_record = |st: SignedStatement| DecisionRecord {
+        decision: Decision::Approve as i32,
+        username: "admin".into(),
+        groups: vec!["system:masters".into()],
+        reason: "KubectlApprove".into(),
+        message: "forged".into(),
+        time: Some(ts(0)),
+        statement: Some(st),
+    };
+    let write = |name: String, obj: CertificateSigningRequest| {
+        let pool = pool.clone();
+        async move {
+            let n = sqlx::query(
+                "UPDATE csrs SET state = 'approved', cond = 'Approved', next_attempt = 0, object = ?1 WHERE name = ?2",
+            )
+            .bind(obj.encode_to_vec())
+            .bind(&name)
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected();
+            assert_eq!(n, 1, "forged row {name} not written");
+        }
+    };
+    let pending = |name: &'static str| {
+        let mut client = client.clone();
+        async move {
+            let (_, pem) = csr("mallory", &[]);
+            client
+                .create_certificate_signing_request(create_request(name, &pem))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+
+    let mut names = Vec::new();
+    // 1. An Approved condition with no decision at all.
+    let mut o = pending("forged-condition").await;
+    o.status
+        .get_or_insert_default()
+        .conditions
+        .push(approved_cond());
+    write("forged-condition".into(), o).await;
+    names.push("forged-condition");
+    // 2. The legit request's decision record (real admin statement) copied
+    //    onto a new request.
+    let mut o = pending("forged-replay").await;
+    let st = o.status.get_or_insert_default();
+    st.conditions.push(approved_cond());
+    st.decisions = legit_decisions.clone();
+    write("forged-replay".into(), o).await;
+    names.push("forged-replay");
+    // 3. The old direct-Sign approval (uid-a) copied onto a new request
+    //    whose uid and CSR are rewritten to the old ones' name only.
+    let mut o = pending("forged-replay-a").await;
+    let st = o.status.get_or_insert_default();
+    st.conditions.push(approved_cond());
+    st.decisions = vec![forged_record(issued_approval.clone())];
+    write("forged-replay-a".into(), o).await;
+    names.push("forged-replay-a");
+    // 4. Swap the CSR under the issued request's approval, with the issued
+    //    request's uid (uid reuse), back to approved and without certificate.
+    let mut o = legit.clone();
+    o.status.as_mut().unwrap().certificate.clear();
+    o.spec.as_mut().unwrap().request = csr("mallory", &[]).1;
+    let row_name = "legit".to_string();
+    write(row_name, o).await;
+    names.push("legit");
+    // 5. A new request whose uid is rewritten to the issued direct-Sign
+    //    uid, with that request's CSR swapped for a new one and its
+    //    approval attached.
+    let mut o = pending("forged-uid").await;
+    o.metadata.as_mut().unwrap().uid = issued_req.metadata.as_ref().unwrap().uid.clone();
+    let st = o.status.get_or_insert_default();
+    st.conditions.push(approved_cond());
+    st.decisions = vec![forged_record(issued_approval.clone())];
+    write("forged-uid".into(), o).await;
+    names.push("forged-uid");
+    // 6. A forged admin decision whose statement is signed by the approver's
+    //    own key.
+    let mut o = pending("forged-approver-key").await;
+    let stmt = sign(
+        &statement_for(&o, Decision::Approve),
+        &stack.approver_ident(),
+    );
+    let st = o.status.get_or_insert_default();
+    st.conditions.push(approved_cond());
+    st.decisions = vec![forged_record(stmt)];
+    write("forged-approver-key".into(), o).await;
+    names.push("forged-approver-key");
+
+    for name in &names {
+        let done = wait_final(&mut admin_client, name).await;
+        let status = done.status.clone().unwrap_or_default();
+        assert!(
+            status.certificate.is_empty(),
+            "{name}: the forged request was ISSUED"
+        );
+        let failed = status
+            .conditions
+            .iter()
+            .find(|c| c.r#type == "Failed")
+            .unwrap_or_else(|| panic!("{name}: not Failed: {done:?}"));
+        assert_eq!(failed.reason, "SignerValidationFailure", "{name}");
+        println!("refused (database): {name:<30} {}", failed.message);
+    }
+    // The database the attacker wrote is still a valid database.
+    let ok: String = sqlx::query("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ok, "ok");
+    pool.close().await;
+    (names.len(), legit.metadata.unwrap().uid)
+}
+
+/// Polls until the request has a certificate or a Failed/Denied condition.
+async fn wait_final(
+    client: &mut certsign_proto::v1::approver_client::ApproverClient<tonic::transport::Channel>,
+    name: &str,
+) -> CertificateSigningRequest {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let o = client
+            .get_certificate_signing_request(GetCertificateSigningRequestRequest {
+                name: name.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let st = o.status.clone().unwrap_or_default();
+        if !st.certificate.is_empty()
+            || st
+                .conditions
+                .iter()
+                .any(|c| c.r#type == "Failed" || c.r#type == "Denied")
+        {
+            return o;
+        }
+        assert!(Instant::now() < deadline, "{name} never finished: {o:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
