@@ -58,6 +58,9 @@ pub fn backoff_secs(attempts: i64) -> i64 {
     (1i64 << exp).min(30)
 }
 
+/// Concurrent forwarding workers per process.
+const WORKERS: usize = 4;
+
 /// The running forwarder's handle.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
@@ -97,8 +100,13 @@ impl Forwarder {
             clients,
             lease: i64::try_from(signer.timeout.as_secs()).unwrap_or(30) + 10,
         };
-        let w = wake.clone();
-        tokio::spawn(async move { worker.run(w).await });
+        // A few workers, so one slow Sign does not hold up the queue; the
+        // lease in the store keeps them (and other replicas) apart.
+        let worker = Arc::new(worker);
+        for _ in 0..WORKERS {
+            let (worker, w) = (worker.clone(), wake.clone());
+            tokio::spawn(async move { worker.run(w).await });
+        }
         Ok(Self { wake })
     }
 
@@ -132,7 +140,7 @@ enum Outcome {
 }
 
 impl Worker {
-    async fn run(self, wake: Arc<Notify>) {
+    async fn run(self: Arc<Self>, wake: Arc<Notify>) {
         loop {
             loop {
                 let now = unix_now();
