@@ -3,12 +3,12 @@
 //! (and the systemd units) expect them, under a temp root, and the signer,
 //! the approver and certctl run from the examples as written. Likewise the
 //! configs in the Kubernetes ConfigMaps, with the files where the pods mount
-//! them.
+//! them, and the certctl-renew unit's command line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod deploy_common;
 
-use deploy_common::{bin, free_port, repo_root, require_tool, run_ok, serve};
+use deploy_common::{add_bootstrap_token, bin, free_port, repo_root, require_tool, run_ok, serve};
 use std::path::Path;
 use std::process::Command;
 
@@ -310,4 +310,147 @@ fn kubernetes_configmaps_are_accepted_by_the_real_binaries() {
     assert!(!out.contains("error"), "{out}");
     // The signer started its journal on the empty volume.
     assert!(s("/var/lib/certsign-signer/journal.jsonl").exists());
+}
+
+/// The command line of deploy/systemd/certctl-renew.service, as certctl runs
+/// it: a no-op while the certificate is young (`--if-expires-within 33%`),
+/// and a real, openssl-verified rotation when the threshold is met.
+#[test]
+fn renew_unit_command_line_runs_in_certctl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    let sp = free_port();
+    let ap = free_port();
+    run_ok(
+        Command::new(bin("certsign-signer"))
+            .arg("init")
+            .arg("--dir")
+            .arg(&pki)
+            .args(["--signer-listen", &format!("127.0.0.1:{sp}")])
+            .args(["--approver-listen", &format!("127.0.0.1:{ap}")]),
+    );
+    let token = add_bootstrap_token(&pki.join("approver/approver.toml"));
+    let (_signer, _) = serve(
+        &bin("certsign-signer"),
+        &pki.join("signer/signer.toml"),
+        &tmp.path().join("signer.log"),
+    );
+    let (_approver, _) = serve(
+        &bin("certsign-approver"),
+        &pki.join("approver/approver.toml"),
+        &tmp.path().join("approver.log"),
+    );
+    // A machine identity in /etc/certsign/client (under the temp root).
+    let client = tmp.path().join("etc/certsign/client");
+    std::fs::create_dir_all(&client).unwrap();
+    let admin = |args: &[&str]| {
+        run_ok(
+            Command::new(bin("certctl"))
+                .arg("--config")
+                .arg(pki.join("admin/certctl.toml"))
+                .args(args)
+                .current_dir(&client),
+        )
+    };
+    admin(&[
+        "--token",
+        &token,
+        "create",
+        "csr",
+        "host1",
+        "--subject",
+        "/CN=host1/O=dev",
+        "--key-out",
+        "tls.key",
+    ]);
+    admin(&["certificate", "approve", "host1"]);
+    admin(&[
+        "--token",
+        &token,
+        "certificate",
+        "wait",
+        "host1",
+        "--timeout",
+        "2m",
+        "--out",
+        "tls.crt",
+    ]);
+    std::fs::write(
+        client.join("certctl.toml"),
+        format!(
+            "server = \"https://127.0.0.1:{ap}\"\nca = \"{}\"\ncert = \"tls.crt\"\nkey = \"tls.key\"\n",
+            pki.join("ca.crt").display()
+        ),
+    )
+    .unwrap();
+
+    // The unit's ExecStart and Environment, paths moved under the temp root.
+    let unit = read("deploy/systemd/certctl-renew.service");
+    let field = |k: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("certctl-renew.service lacks {k}="))
+            .replace(
+                "/etc/certsign/",
+                &format!("{}/etc/certsign/", tmp.path().display()),
+            )
+    };
+    let exec = field("ExecStart");
+    let (env_key, env_val) = field("Environment")
+        .split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .unwrap();
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert!(words[0].ends_with("/certctl"));
+    let run_unit = |threshold: Option<&str>| {
+        let mut args: Vec<String> = words[1..].iter().map(|w| w.to_string()).collect();
+        if let Some(t) = threshold {
+            let i = args
+                .iter()
+                .position(|a| a == "--if-expires-within")
+                .unwrap();
+            args[i + 1] = t.to_string();
+        }
+        run_ok(
+            Command::new(bin("certctl"))
+                .args(&args)
+                .env(&env_key, &env_val)
+                .current_dir(tmp.path()),
+        )
+    };
+    let before = std::fs::read(client.join("tls.crt")).unwrap();
+    run_unit(None);
+    assert_eq!(
+        std::fs::read(client.join("tls.crt")).unwrap(),
+        before,
+        "a fresh certificate must not be renewed at 33%"
+    );
+    run_unit(Some("100%"));
+    let after = std::fs::read(client.join("tls.crt")).unwrap();
+    assert_ne!(
+        after, before,
+        "the threshold was met but nothing was renewed"
+    );
+    let v = run_ok(
+        Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(pki.join("ca.crt"))
+            .arg(client.join("tls.crt")),
+    );
+    assert!(v.contains(": OK"), "{v}");
+    // The files were replaced as a pair: the new certificate is for the new key.
+    let cert_pub = run_ok(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-pubkey", "-in"])
+            .arg(client.join("tls.crt")),
+    );
+    let key_pub = run_ok(
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(client.join("tls.key")),
+    );
+    assert_eq!(
+        cert_pub, key_pub,
+        "renewed certificate and key do not match"
+    );
 }
