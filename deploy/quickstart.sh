@@ -12,6 +12,8 @@
 #   CERTSIGN_SIGNER_ADDR    signer listen address   (default 127.0.0.1:7443)
 #   CERTSIGN_APPROVER_ADDR  approver listen address (default 127.0.0.1:8443)
 #   CARGO_TARGET_DIR        where cargo builds (default: <repo>/target)
+#   CERTSIGN_BIN_DIR        use the binaries in this directory instead of
+#                           building them (e.g. an installed release)
 #
 # Re-running `up` reuses the CA and configs in the state directory (the
 # addresses are then the ones recorded there) and never overwrites them.
@@ -24,7 +26,7 @@ abspath() { case $1 in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; e
 
 STATE=$(abspath "${CERTSIGN_STATE:-$REPO_ROOT/.quickstart}")
 TARGET_DIR=$(abspath "${CARGO_TARGET_DIR:-$REPO_ROOT/target}")
-BIN="$TARGET_DIR/release"
+BIN=$(abspath "${CERTSIGN_BIN_DIR:-$TARGET_DIR/release}")
 DAEMONS=(signer approver)
 # How long a daemon may take to print its `listening on` line. A bound, so a
 # daemon that hangs gets reported instead of waited on forever.
@@ -88,6 +90,13 @@ running_pid() {
 # --- commands ------------------------------------------------------------------
 
 build() {
+  if [ -n "${CERTSIGN_BIN_DIR:-}" ]; then
+    say "Using the binaries in $BIN"
+    for b in certsign-signer certsign-approver certctl; do
+      [ -x "$BIN/$b" ] || die "$BIN/$b not found (CERTSIGN_BIN_DIR)"
+    done
+    return
+  fi
   need_tool cargo "install the Rust toolchain: https://rustup.rs"
   say "Build the three binaries (release)"
   (cd "$REPO_ROOT" && run "cargo build --release --bins") || die "cargo build failed (see above)"
@@ -119,6 +128,30 @@ init_state() {
   mkdir -p "$(dirname "$STATE")"
   run "certsign-signer init --dir '$STATE' --signer-listen $signer_addr --approver-listen $approver_addr"
   [ -f "$STATE/ca.crt" ] || die "certsign-signer init did not write $STATE/ca.crt"
+  onboarding_token
+}
+
+# A bootstrap token new team members submit their first request with (they
+# have no certificate yet, and the admin must not be the requestor of what
+# the admin approves). The approver keeps only its SHA-256.
+onboarding_token() {
+  local id secret expires
+  id=$(openssl rand -hex 3)
+  secret=$(openssl rand -hex 8)
+  expires=$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)
+  say "Create an onboarding bootstrap token for new team members (valid 30 days)"
+  cat >>"$(daemon_config approver)" <<EOF
+
+# Added by deploy/quickstart.sh: the onboarding token (secret in ../onboarding.token).
+[[bootstrap_tokens]]
+id = "$id"
+secret_sha256 = "$(printf %s "$secret" | sha256sum | cut -d' ' -f1)"
+expires = "$expires"
+signer_names = ["kubernetes.io/kube-apiserver-client"]
+max_uses = 1000
+EOF
+  (umask 077 && printf '%s.%s\n' "$id" "$secret" >"$STATE/onboarding.token")
+  printf 'token %s.**************** written to %s, its hash to %s\n' "$id" "$STATE/onboarding.token" "$(daemon_config approver)"
 }
 
 start_daemon() {
@@ -131,7 +164,7 @@ start_daemon() {
   fi
   [ -n "$addr" ] || die "no listen address in $(daemon_config "$name")"
   if port_busy "$addr"; then
-    die "port ${addr##*:} on ${addr%:*} is already in use; stop what uses it, or set CERTSIGN_STATE to a new directory and CERTSIGN_${name^^}_ADDR to a free address"
+    busy_port_die "$name" "$addr"
   fi
   log=$(log_file "$name")
   [ -f "$log" ] && mv -f "$log" "$log.1"
@@ -180,20 +213,15 @@ stop_daemon() {
   printf 'certsign-%s: stopped (pid %s)\n' "$name" "$pid"
 }
 
-# A real call to the signer: a TLS handshake with the approver's identity,
-# verifying the signer's certificate against the CA, and the gRPC health
-# check when grpcurl is installed.
+# A real call to the signer: an mTLS handshake as the approver (its only
+# client), verifying the signer's certificate against the CA and that it
+# speaks HTTP/2. (The signer serves no reflection, so grpcurl cannot call
+# its health service without the .proto files.)
 signer_answers() {
-  local addr
-  addr=$(daemon_addr signer)
-  if command -v grpcurl >/dev/null 2>&1; then
-    grpcurl -cacert "$STATE/ca.crt" -cert "$STATE/approver/tls.crt" -key "$STATE/approver/tls.key" \
-      "$addr" grpc.health.v1.Health/Check 2>&1 | grep -q SERVING
-  else
-    openssl s_client -connect "$addr" -CAfile "$STATE/ca.crt" -verify_return_error \
-      -cert "$STATE/approver/tls.crt" -key "$STATE/approver/tls.key" -alpn h2 </dev/null 2>&1 |
-      grep -q 'Verify return code: 0 (ok)'
-  fi
+  local out
+  out=$(openssl s_client -connect "$(daemon_addr signer)" -CAfile "$STATE/ca.crt" -verify_return_error \
+    -cert "$STATE/approver/tls.crt" -key "$STATE/approver/tls.key" -alpn h2 </dev/null 2>&1) || return 1
+  grep -q 'Verify return code: 0 (ok)' <<<"$out" && grep -q 'ALPN protocol: h2' <<<"$out"
 }
 
 # A real call to the approver: list the requests as the admin.
@@ -236,11 +264,11 @@ next_user() {
 extract_cert_cmd() {
   local u=$1
   if command -v python3 >/dev/null 2>&1; then
-    printf '%s' "certctl get csr $u -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"status\"][\"certificate\"])' | base64 -d > $u.crt"
+    printf '%s' "certctl --token \"\$TOKEN\" get csr $u -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"status\"][\"certificate\"])' | base64 -d > $u.crt"
   elif command -v jq >/dev/null 2>&1; then
-    printf '%s' "certctl get csr $u -o json | jq -r .status.certificate | base64 -d > $u.crt"
+    printf '%s' "certctl --token \"\$TOKEN\" get csr $u -o json | jq -r .status.certificate | base64 -d > $u.crt"
   else
-    printf '%s' "certctl certificate wait $u --out $u.crt"
+    printf '%s' "certctl --token \"\$TOKEN\" certificate wait $u --out $u.crt"
   fi
 }
 
@@ -253,12 +281,15 @@ story() {
   run "export CERTCTL_CONFIG=$STATE/admin/certctl.toml"
   u=$(next_user)
 
-  say "A new team member, $u, creates a private key and a certificate signing request"
+  say "The admin gives the new team member, $u, the onboarding token"
+  run "TOKEN=\$(cat ../onboarding.token)"
+
+  say "$u creates a private key and a certificate signing request"
   run "openssl genrsa -out $u.key 3072"
   run "openssl req -new -key $u.key -out $u.csr -subj \"/CN=$u/O=dev\""
 
-  say "The request goes in as a Kubernetes CertificateSigningRequest"
-  run "cat <<EOF | certctl apply -f -
+  say "$u submits it as a Kubernetes CertificateSigningRequest, authenticated by the token"
+  run "cat <<EOF | certctl --token \"\$TOKEN\" apply -f -
 apiVersion: certificates.k8s.io/v1
 kind: CertificateSigningRequest
 metadata:
@@ -276,38 +307,64 @@ EOF"
 
   say "The admin approves it (certctl signs the approval with the admin's own key; the signer checks that signature)"
   run "certctl certificate approve $u"
-  run "certctl certificate wait $u"
+
+  say "$u waits until the signer has issued it; the admin sees it Approved,Issued"
+  run "certctl --token \"\$TOKEN\" certificate wait $u --timeout 2m >/dev/null"
   run "certctl get csr $u"
 
-  say "$u fetches the certificate from the request object"
+  say "$u takes the certificate from the request object"
   run "$(extract_cert_cmd "$u")"
   run "openssl x509 -in $u.crt -noout -subject -issuer -enddate"
   run "openssl verify -CAfile ../ca.crt $u.crt"
 
-  say "$u rotates her key before it expires: the renewal is proven by her current certificate, so no admin is involved"
-  run "certctl --cert $u.crt --key $u.key renew"
-  run "openssl verify -CAfile ../ca.crt $u.crt"
-
-  say "$u calls the approver as herself: she sees only the requests she made"
+  say "$u now calls the approver as herself: she asks for a second certificate (for her laptop)..."
+  run "certctl --cert $u.crt --key $u.key create csr $u-laptop --subject \"/CN=$u/O=dev\" --usages \"digital signature,client auth\" --key-out $u-laptop.key"
+  say "...and sees only the requests she made herself, while the admin sees everyone's"
   run "certctl --cert $u.crt --key $u.key get csr"
+  run "certctl get csr"
 
   say "The stack is running. To use it:"
   cat <<EOF
   export PATH="$BIN:\$PATH"
   export CERTCTL_CONFIG=$STATE/admin/certctl.toml   # the admin (CN admin, O system:masters)
   certctl get csr
-  certctl create csr NAME --subject "/CN=NAME/O=dev" --signer-name kubernetes.io/kube-apiserver-client --usages "client auth" --key-out NAME.key
-  certctl certificate approve NAME && certctl certificate wait NAME --out NAME.crt
+  # a new user (token-authenticated) asks, the admin approves, the user collects:
+  certctl --token "\$(cat $STATE/onboarding.token)" create csr NAME --subject "/CN=NAME/O=dev" --key-out NAME.key
+  certctl certificate approve NAME
+  certctl --token "\$(cat $STATE/onboarding.token)" certificate wait NAME --out NAME.crt
   $0 status
   $0 down
 Logs: $(log_file signer), $(log_file approver)
 EOF
 }
 
+# Fail before the (long) build when a port a daemon needs is taken by
+# something else. start_daemon checks again right before starting.
+preflight_ports() {
+  local name addr
+  for name in "${DAEMONS[@]}"; do
+    [ -z "$(running_pid "$name")" ] || continue
+    if [ -f "$(daemon_config "$name")" ]; then
+      addr=$(daemon_addr "$name")
+    elif [ "$name" = signer ]; then
+      addr=${CERTSIGN_SIGNER_ADDR:-127.0.0.1:7443}
+    else
+      addr=${CERTSIGN_APPROVER_ADDR:-127.0.0.1:8443}
+    fi
+    port_busy "$addr" && busy_port_die "$name" "$addr"
+  done
+  return 0
+}
+
+busy_port_die() {
+  die "port ${2##*:} on ${2%:*} is already in use; stop what uses it, or set CERTSIGN_STATE to a new directory and CERTSIGN_${1^^}_ADDR to a free address"
+}
+
 up() {
   need_tool openssl "apt-get install openssl"
   need_tool setsid "apt-get install util-linux"
   need_tool base64 "apt-get install coreutils"
+  preflight_ports
   build
   export PATH="$BIN:$PATH"
   init_state

@@ -50,11 +50,16 @@ pub fn is_terminal(code: Code) -> bool {
     )
 }
 
-/// Seconds to wait before attempt `attempts + 1` (exponential, capped).
+/// Seconds to wait before attempt `attempts + 1` (exponential, capped at
+/// 30 s so a returning signer is noticed soon; the first success after an
+/// outage also makes every waiting request due at once).
 pub fn backoff_secs(attempts: i64) -> i64 {
-    let exp = attempts.clamp(1, 7) - 1;
-    (1i64 << exp).min(60)
+    let exp = attempts.clamp(1, 6) - 1;
+    (1i64 << exp).min(30)
 }
+
+/// Concurrent forwarding workers per process.
+const WORKERS: usize = 4;
 
 /// The running forwarder's handle.
 #[derive(Debug, Clone)]
@@ -89,13 +94,19 @@ impl Forwarder {
         store.retry_forward_at_all(0).await?;
         let wake = Arc::new(Notify::new());
         let worker = Worker {
+            outage: std::sync::atomic::AtomicBool::new(false),
             store,
             hub,
             clients,
             lease: i64::try_from(signer.timeout.as_secs()).unwrap_or(30) + 10,
         };
-        let w = wake.clone();
-        tokio::spawn(async move { worker.run(w).await });
+        // A few workers, so one slow Sign does not hold up the queue; the
+        // lease in the store keeps them (and other replicas) apart.
+        let worker = Arc::new(worker);
+        for _ in 0..WORKERS {
+            let (worker, w) = (worker.clone(), wake.clone());
+            tokio::spawn(async move { worker.run(w).await });
+        }
         Ok(Self { wake })
     }
 
@@ -106,6 +117,9 @@ impl Forwarder {
 }
 
 struct Worker {
+    /// Set when a Sign call failed for a transport reason; cleared (and the
+    /// queue made due) by the next success.
+    outage: std::sync::atomic::AtomicBool,
     store: Store,
     hub: Hub,
     clients: Vec<(String, SignerClient<Channel>)>,
@@ -126,7 +140,7 @@ enum Outcome {
 }
 
 impl Worker {
-    async fn run(self, wake: Arc<Notify>) {
+    async fn run(self: Arc<Self>, wake: Arc<Notify>) {
         loop {
             loop {
                 let now = unix_now();
@@ -168,6 +182,15 @@ impl Worker {
         let result = match outcome {
             Outcome::Issued(pem) => {
                 tracing::info!(%name, "certificate issued");
+                if self
+                    .outage
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    // The signer is back: stop waiting out backoffs.
+                    if let Err(e) = self.store.retry_forward_at_all(0).await {
+                        tracing::warn!(error = %e, "forwarder: rescheduling the queue failed");
+                    }
+                }
                 self.record(&name, |c| Ok(decision::issue(c, pem))).await
             }
             Outcome::Refused(msg) => {
@@ -175,6 +198,8 @@ impl Worker {
                 self.record(&name, |c| Ok(decision::fail(c, &msg))).await
             }
             Outcome::Retry(msg) => {
+                self.outage
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let delay = backoff_secs(item.attempts);
                 tracing::warn!(%name, message = %msg, retry_in_secs = delay, "signer unavailable; will retry");
                 self.store
@@ -240,7 +265,7 @@ mod tests {
         assert_eq!(backoff_secs(1), 1);
         assert_eq!(backoff_secs(2), 2);
         assert_eq!(backoff_secs(4), 8);
-        assert_eq!(backoff_secs(100), 60);
+        assert_eq!(backoff_secs(100), 30);
     }
 
     #[test]

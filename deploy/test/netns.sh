@@ -28,7 +28,7 @@ step() { printf 'NETNS: %s\n' "$*"; }
 [ $# -ge 1 ] || fail "usage: $0 BIN_DIR [WORK_DIR]"
 BIN=$(cd "$1" && pwd)
 [ "$(id -u)" = 0 ] || fail "must run as root (it creates network namespaces)"
-for tool in ip openssl timeout base64; do
+for tool in ip openssl timeout base64 sha256sum; do
   command -v "$tool" >/dev/null 2>&1 || fail "$tool is required (apt-get install iproute2 openssl coreutils)"
 done
 for b in certsign-signer certsign-approver certctl; do
@@ -109,6 +109,20 @@ in_ns "$NS_APP" sysctl -q -w net.ipv4.ip_forward=0
 step "init the deployment for 10.77.0.1:7443 (signer) and 10.78.0.1:8443 (approver)"
 "$BIN/certsign-signer" init --dir "$WORK/pki" --signer-listen 10.77.0.1:7443 --approver-listen 10.78.0.1:8443 >"$WORK/init.log" 2>&1 ||
   fail "certsign-signer init failed: $(tail -n 5 "$WORK/init.log")"
+# jane has no certificate yet: she submits with a bootstrap token (the
+# approver keeps only its hash), and the admin, not the requestor, approves.
+TOKEN_ID=$(openssl rand -hex 3)
+TOKEN_SECRET=$(openssl rand -hex 8)
+cat >>"$WORK/pki/approver/approver.toml" <<EOF
+
+[[bootstrap_tokens]]
+id = "$TOKEN_ID"
+secret_sha256 = "$(printf %s "$TOKEN_SECRET" | sha256sum | cut -d' ' -f1)"
+expires = "$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)"
+signer_names = ["kubernetes.io/kube-apiserver-client"]
+max_uses = 5
+EOF
+TOKEN="$TOKEN_ID.$TOKEN_SECRET"
 
 # Start NAME in NS with its config, wait for its `listening on` line.
 start() {
@@ -160,11 +174,12 @@ spec:
   usages:
   - client auth
 EOF
-in_ns "$NS_OUT" "$BIN/certctl" apply -f jane.yaml || fail "certctl apply failed"
+in_ns "$NS_OUT" "$BIN/certctl" --token "$TOKEN" apply -f jane.yaml || fail "certctl apply failed"
 in_ns "$NS_OUT" "$BIN/certctl" get csr jane | tee get-pending.txt
 grep -q Pending get-pending.txt || fail "the new request is not Pending"
 in_ns "$NS_OUT" "$BIN/certctl" certificate approve jane || fail "certctl certificate approve failed"
-in_ns "$NS_OUT" timeout 120 "$BIN/certctl" certificate wait jane --out jane.crt || fail "certctl certificate wait failed"
+in_ns "$NS_OUT" timeout 120 "$BIN/certctl" --token "$TOKEN" certificate wait jane --timeout 100s --out jane.crt ||
+  fail "certctl certificate wait failed"
 in_ns "$NS_OUT" "$BIN/certctl" get csr jane | tee get-issued.txt
 grep -q 'Approved,Issued' get-issued.txt || fail "the request is not Approved,Issued"
 openssl verify -CAfile "$WORK/pki/ca.crt" jane.crt || fail "openssl does not accept the issued certificate"

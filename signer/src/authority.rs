@@ -123,7 +123,7 @@ enum Decision {
 impl Authority {
     /// Load the CA, the approval trust and the journal (rebuilding the index).
     pub fn open(config: Config) -> Result<Self, StartError> {
-        let ca = CaKey::load(&config.ca_cert, &config.ca_key)?;
+        let ca = CaKey::open(&config.ca_cert, &config.ca_key, config.pkcs11_sessions)?;
         let approval_ca = &config.approval_ca;
         let pem = std::fs::read(approval_ca).map_err(|e| {
             StartError::ApprovalCa(approval_ca.display().to_string(), e.to_string())

@@ -1,9 +1,12 @@
 //! `CaKey`: the CA private key and certificate, loaded once at start.
 //!
+//! The key is a PKCS#8 file or a key held in a PKCS#11 token
+//! ([`crate::pkcs11::TokenKey`]); both sign through `CaKey::sign_raw`.
 //! Loading refuses a key file readable by group or others, a key that does
-//! not match the certificate, and a certificate that is not a CA. The key
-//! has a redacted `Debug`, no `Clone`/`Serialize`/`Display`, and the PEM text
-//! it was read from is zeroized right after parsing. It must never be logged.
+//! not match the certificate (a token key is checked with a probe signature),
+//! and a certificate that is not a CA. The key has a redacted `Debug`, no
+//! `Clone`/`Serialize`/`Display`, and the PEM text it was read from is
+//! zeroized right after parsing. It must never be logged.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,9 @@ use time::OffsetDateTime;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
+
+use crate::config::CaKeySource;
+use crate::pkcs11::{Scheme, TokenKey};
 
 /// Why the CA could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +44,15 @@ pub enum CaKeyError {
     Invalid(String),
 }
 
+/// Where the CA's signatures are made.
+enum CaSigner {
+    File(KeyPair),
+    Token(TokenKey),
+}
+
 /// The CA: signing key plus the certificate facts issuance needs.
 pub struct CaKey {
-    key: KeyPair,
+    key: CaSigner,
     cert_der: Vec<u8>,
     subject_der: Vec<u8>,
     ski: Vec<u8>,
@@ -51,7 +63,13 @@ pub struct CaKey {
 impl std::fmt::Debug for CaKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaKey")
-            .field("key", &"[REDACTED]")
+            .field(
+                "key",
+                &match &self.key {
+                    CaSigner::File(_) => "[REDACTED]".to_string(),
+                    CaSigner::Token(t) => format!("{t:?}"),
+                },
+            )
             .field("not_after", &self.not_after)
             .finish()
     }
@@ -83,6 +101,34 @@ pub fn check_private(path: &Path) -> Result<(), CaKeyError> {
 }
 
 impl CaKey {
+    /// Load the CA certificate and its key from a file or a token.
+    /// `sessions` sizes the PKCS#11 session pool.
+    pub fn open(cert_path: &Path, key: &CaKeySource, sessions: usize) -> Result<Self, CaKeyError> {
+        match key {
+            CaKeySource::File(p) => Self::load(cert_path, p),
+            CaKeySource::Pkcs11(uri) => {
+                let cert = CertificateDer::from_pem_file(cert_path)
+                    .map_err(|e| CaKeyError::Invalid(format!("{}: {e}", cert_path.display())))?;
+                let (_, parsed) = X509Certificate::from_der(&cert)
+                    .map_err(|e| CaKeyError::Invalid(format!("CA certificate: {e}")))?;
+                let spki = parsed.public_key();
+                let scheme = Scheme::from_spki(spki).ok_or_else(|| {
+                    CaKeyError::Invalid(
+                        "CA certificate: a token CA key must be ECDSA P-256, P-384 or RSA".into(),
+                    )
+                })?;
+                let token = TokenKey::open(uri, scheme, &spki.subject_public_key.data, sessions)
+                    .map_err(|e| CaKeyError::Invalid(e.to_string()))?;
+                let sig_alg = match scheme {
+                    Scheme::EcdsaP256 => ALG_ECDSA_SHA256,
+                    Scheme::EcdsaP384 => ALG_ECDSA_SHA384,
+                    Scheme::RsaSha256 => ALG_RSA_SHA256,
+                };
+                Self::build(CaSigner::Token(token), sig_alg, cert.to_vec())
+            }
+        }
+    }
+
     /// Load the CA certificate (first PEM block) and key (PKCS#8 PEM).
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CaKeyError> {
         check_private(key_path)?;
@@ -105,6 +151,26 @@ impl CaKey {
         if cert.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(bad("the CA key does not match the CA certificate"));
         }
+        let alg = key.algorithm();
+        let sig_alg = if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            ALG_ECDSA_SHA256
+        } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
+            ALG_ECDSA_SHA384
+        } else if alg == &rcgen::PKCS_ED25519 {
+            ALG_ED25519
+        } else if alg == &rcgen::PKCS_RSA_SHA256 {
+            ALG_RSA_SHA256
+        } else {
+            return Err(bad(
+                "unsupported CA key algorithm (use P-256, P-384, Ed25519 or RSA)",
+            ));
+        };
+        Self::build(CaSigner::File(key), sig_alg, cert_der)
+    }
+
+    fn build(key: CaSigner, sig_alg: &'static [u8], cert_der: Vec<u8>) -> Result<Self, CaKeyError> {
+        let bad = |m: &str| CaKeyError::Invalid(format!("CA certificate: {m}"));
+        let (_, cert) = X509Certificate::from_der(&cert_der).map_err(|e| bad(&e.to_string()))?;
         if !cert.is_ca() {
             return Err(bad(
                 "not a CA certificate (basicConstraints CA:TRUE missing)",
@@ -120,20 +186,6 @@ impl CaKey {
             .ok_or_else(|| {
                 bad("no subjectKeyIdentifier (needed for the issued certificates' AKI)")
             })?;
-        let alg = key.algorithm();
-        let sig_alg = if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
-            ALG_ECDSA_SHA256
-        } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
-            ALG_ECDSA_SHA384
-        } else if alg == &rcgen::PKCS_ED25519 {
-            ALG_ED25519
-        } else if alg == &rcgen::PKCS_RSA_SHA256 {
-            ALG_RSA_SHA256
-        } else {
-            return Err(bad(
-                "unsupported CA key algorithm (use P-256, P-384, Ed25519 or RSA)",
-            ));
-        };
         Ok(Self {
             subject_der: cert.subject().as_raw().to_vec(),
             not_after: cert.validity().not_after.to_datetime(),
@@ -170,8 +222,11 @@ impl CaKey {
     }
     /// Sign raw bytes (a TBSCertificate). Crate-private: only `issue.rs`
     /// calls it, with a `PreparedCert`.
-    pub(crate) fn sign_raw(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        rcgen::SigningKey::sign(&self.key, msg)
+    pub(crate) fn sign_raw(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
+        match &self.key {
+            CaSigner::File(k) => rcgen::SigningKey::sign(k, msg).map_err(|e| e.to_string()),
+            CaSigner::Token(t) => t.sign(msg).map_err(|e| e.to_string()),
+        }
     }
 }
 

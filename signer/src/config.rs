@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::pkcs11::Pkcs11Uri;
 use crate::profile::{ApprovalMode, Builtin, CustomRules, Profile, Rules, Usage};
 
 /// A config problem, naming the key.
@@ -32,7 +33,9 @@ fn err(path: &Path, msg: impl Into<String>) -> ConfigError {
 struct RawConfig {
     listen: String,
     ca_cert: PathBuf,
-    ca_key: PathBuf,
+    ca_key: String,
+    #[serde(default = "default_sessions")]
+    pkcs11_sessions: usize,
     tls_cert: PathBuf,
     tls_key: PathBuf,
     client_ca: PathBuf,
@@ -47,6 +50,9 @@ struct RawConfig {
     profiles: Vec<RawProfile>,
 }
 
+fn default_sessions() -> usize {
+    4
+}
 fn default_max_age() -> Duration {
     Duration::from_secs(24 * 3600)
 }
@@ -85,6 +91,15 @@ struct RawProfile {
     forbidden_organizations: Option<Vec<String>>,
 }
 
+/// Where the CA private key is: a file or a key in a PKCS#11 token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaKeySource {
+    /// A PKCS#8 PEM file, mode 0600.
+    File(PathBuf),
+    /// An RFC 7512 URI (`pkcs11:token=…;object=…?module-path=…&pin-source=…`).
+    Pkcs11(Pkcs11Uri),
+}
+
 /// The validated signer configuration. Paths are absolute.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -92,8 +107,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// CA certificate (PEM).
     pub ca_cert: PathBuf,
-    /// CA private key (PKCS#8 PEM, mode 0600).
-    pub ca_key: PathBuf,
+    /// CA private key: a file (PKCS#8 PEM, mode 0600) or a token key.
+    pub ca_key: CaKeySource,
+    /// Size of the PKCS#11 session pool (token keys only).
+    pub pkcs11_sessions: usize,
     /// Serving certificate.
     pub tls_cert: PathBuf,
     /// Serving key.
@@ -140,6 +157,16 @@ impl Config {
                 "allowed_clients: must name at least one client (fail closed)",
             ));
         }
+        let ca_key = if Pkcs11Uri::is_uri(&raw.ca_key) {
+            CaKeySource::Pkcs11(
+                Pkcs11Uri::parse(&raw.ca_key).map_err(|m| err(path, format!("ca_key: {m}")))?,
+            )
+        } else {
+            CaKeySource::File(abs(&PathBuf::from(&raw.ca_key)))
+        };
+        if !(1..=256).contains(&raw.pkcs11_sessions) {
+            return Err(err(path, "pkcs11_sessions: must be between 1 and 256"));
+        }
         let mut profiles: Vec<Profile> = Vec::new();
         for (i, p) in raw.profiles.into_iter().enumerate() {
             let prof = profile(p).map_err(|m| err(path, format!("profiles[{i}].{m}")))?;
@@ -157,7 +184,8 @@ impl Config {
         Ok(Self {
             listen,
             ca_cert: abs(&raw.ca_cert),
-            ca_key: abs(&raw.ca_key),
+            ca_key,
+            pkcs11_sessions: raw.pkcs11_sessions,
             tls_cert: abs(&raw.tls_cert),
             tls_key: abs(&raw.tls_key),
             client_ca: abs(&raw.client_ca),
@@ -293,7 +321,11 @@ journal = "journal.jsonl"
     #[test]
     fn resolves_paths_and_defaults() {
         let c = Config::parse(BASE, Path::new("/etc/x/signer/signer.toml")).unwrap();
-        assert_eq!(c.ca_key, PathBuf::from("/etc/x/signer/ca.key"));
+        assert_eq!(
+            c.ca_key,
+            CaKeySource::File(PathBuf::from("/etc/x/signer/ca.key"))
+        );
+        assert_eq!(c.pkcs11_sessions, 4);
         assert_eq!(c.statement_max_age, Duration::from_secs(86400));
         assert!(!c.reflection);
     }
@@ -310,5 +342,37 @@ journal = "journal.jsonl"
         let t = format!("{BASE}[[profiles]]\nsigner_name = \"example.com/x\"\n");
         let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
         assert!(e.to_string().contains("approver_groups"), "{e}");
+    }
+
+    #[test]
+    fn a_token_key_is_a_uri_and_its_pin_never_in_the_config() {
+        let uri = "pkcs11:token=ca;object=ca?module-path=/usr/lib/softhsm/libsofthsm2.so";
+        let t = BASE.replace(
+            "ca_key = \"ca.key\"",
+            &format!("ca_key = \"{uri}&pin-source=env:PIN\"\npkcs11_sessions = 8"),
+        );
+        let c = Config::parse(&t, Path::new("s.toml")).unwrap();
+        assert!(matches!(&c.ca_key, CaKeySource::Pkcs11(u) if u.token == "ca"));
+        assert_eq!(c.pkcs11_sessions, 8);
+        let t = BASE.replace(
+            "ca_key = \"ca.key\"",
+            &format!("ca_key = \"{uri}&pin-value=1234\""),
+        );
+        let e = Config::parse(&t, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ca_key: pin-value: a PIN is never accepted"),
+            "{e}"
+        );
+        assert!(!e.contains("1234"), "the PIN must not be echoed: {e}");
+        let t = BASE.replace(
+            "ca_key = \"ca.key\"",
+            "ca_key = \"ca.key\"\npkcs11_sessions = 0",
+        );
+        let e = Config::parse(&t, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pkcs11_sessions"), "{e}");
     }
 }

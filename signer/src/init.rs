@@ -11,6 +11,10 @@
 //! `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072` and are
 //! loaded back with rcgen, which checks them. Never overwrites an existing
 //! CA; private keys are created 0600 and never printed.
+//!
+//! With `--ca-key-uri pkcs11:…` the CA key pair is generated inside the
+//! token (P-256, P-384 or RSA 3072; never extractable) and signer.toml names
+//! the URI, so the CA private key never exists outside the token.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -26,6 +30,7 @@ use zeroize::Zeroizing;
 
 use crate::authority::{Authority, Evidence};
 use crate::config::Config;
+use crate::pkcs11::{self, Pkcs11Uri, Scheme};
 
 /// The identity profile init writes and issues its own certificates under.
 pub const IDENTITY_SIGNER: &str = "certsign.io/identity";
@@ -67,6 +72,8 @@ pub struct InitOptions {
     pub signer_listen: Listen,
     /// Approver listen address.
     pub approver_listen: Listen,
+    /// Generate the CA key inside this PKCS#11 token instead of a file.
+    pub ca_key_uri: Option<Pkcs11Uri>,
 }
 
 /// Generate a key of `kt`.
@@ -283,7 +290,6 @@ pub async fn init(o: &InitOptions) -> Result<(), String> {
     }
 
     // The CA: self-signed, path length 0 (it signs only end entities).
-    let key = generate_key(o.key_type)?;
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name
@@ -304,8 +310,29 @@ pub async fn init(o: &InitOptions) -> Result<(), String> {
         .map_err(|_| "random number generator failed")?;
     serial[0] = (serial[0] & 0x7f) | 0x01;
     p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-    let ca = p.self_signed(&key).map_err(|e| e.to_string())?;
-    write_new(&ca_key, key_pem(&key).as_bytes(), 0o600)?;
+    let ca = match &o.ca_key_uri {
+        None => {
+            let key = generate_key(o.key_type)?;
+            let ca = p.self_signed(&key).map_err(|e| e.to_string())?;
+            write_new(&ca_key, key_pem(&key).as_bytes(), 0o600)?;
+            ca
+        }
+        Some(uri) => {
+            let scheme = match o.key_type {
+                KeyType::P256 => Scheme::EcdsaP256,
+                KeyType::P384 => Scheme::EcdsaP384,
+                KeyType::Rsa => Scheme::RsaSha256,
+                KeyType::Ed25519 => {
+                    return Err("--ca-key-uri: a token CA key is p256, p384 or rsa".into());
+                }
+            };
+            let key = pkcs11::generate(uri, scheme).map_err(|e| e.to_string())?;
+            let ca = p.self_signed(&key).map_err(|e| e.to_string());
+            // Finalize before the authority below opens the module again.
+            key.close();
+            ca?
+        }
+    };
     write_new(&ca_crt, ca.pem().as_bytes(), 0o644)?;
 
     let signer_toml = o.dir.join("signer/signer.toml");
@@ -384,12 +411,20 @@ const BUILTINS: [(&str, bool); 3] = [
 ];
 
 fn signer_config(o: &InitOptions) -> String {
+    let ca_key = match &o.ca_key_uri {
+        None => "\"ca.key\"".to_string(),
+        // A TOML string, quoted by toml itself; the URI carries no PIN.
+        Some(uri) => format!(
+            "{}\npkcs11_sessions = 4                     # concurrent signing sessions on the token",
+            toml::Value::String(uri.to_string())
+        ),
+    };
     let mut s = format!(
         r#"# certsign signer configuration (written by `certsign-signer init`).
 # Relative paths resolve against this file's directory.
 listen = "{listen}"
 ca_cert = "../ca.crt"
-ca_key = "ca.key"
+ca_key = {ca_key}
 tls_cert = "tls.crt"
 tls_key = "tls.key"
 client_ca = "../ca.crt"                 # client certificates must chain to this

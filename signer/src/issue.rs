@@ -295,7 +295,7 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
 }
 
 /// DER INTEGER from non-negative big-endian bytes.
-fn integer(b: &[u8]) -> Vec<u8> {
+pub(crate) fn integer(b: &[u8]) -> Vec<u8> {
     let b = strip_zeros(b);
     let mut v = Vec::with_capacity(b.len() + 1);
     if b.first().is_some_and(|x| x & 0x80 != 0) {
@@ -324,7 +324,7 @@ fn time_der(t: OffsetDateTime) -> Vec<u8> {
 }
 
 /// One DER TLV.
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let len = content.len();
     let mut v = Vec::with_capacity(len + 6);
     v.push(tag);

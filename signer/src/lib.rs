@@ -13,6 +13,7 @@
 //! - [`profile`]: signing profiles, Kubernetes' built-in signer rules.
 //! - [`evidence`]: signed approvals and renewal proofs (shared with the approver).
 //! - [`ca_key`]: the CA key (permission check, redacted, zeroized source).
+//! - [`pkcs11`]: the CA key in a PKCS#11 token (RFC 7512 URI, session pool).
 //! - [`issue`]: `PreparedCert` → `IssuedCert` (DER built here, CA:FALSE always).
 //! - [`journal`]: hash-chained, fsynced, group-committed journal = audit log.
 //! - [`authority`]: one `Sign` decision, end to end.
@@ -31,5 +32,6 @@ pub mod harden;
 pub mod init;
 pub mod issue;
 pub mod journal;
+pub mod pkcs11;
 pub mod profile;
 pub mod service;

@@ -1,7 +1,7 @@
 //! `certsign-signer`: thin entry point; all logic lives in the library.
 //!
 //! Commands (hand-parsed, no clap: the signer keeps its dependency list short):
-//!   init --dir DIR [--key-type p256|p384|ed25519|rsa] [--signer-listen ADDR] [--approver-listen ADDR]
+//!   init --dir DIR [--key-type p256|p384|ed25519|rsa] [--ca-key-uri pkcs11:…] [--signer-listen ADDR] [--approver-listen ADDR]
 //!   serve --config FILE
 //!   audit verify --config FILE
 //!   issue --config FILE --csr CSR.pem --signer-name S --usages "u1,u2" [--expiration 24h] --out CERT.pem
@@ -17,10 +17,11 @@ use std::sync::Arc;
 use certsign_signer::authority::Authority;
 use certsign_signer::config::Config;
 use certsign_signer::init::{InitOptions, KeyType, Listen, console_issue, init};
+use certsign_signer::pkcs11::Pkcs11Uri;
 use certsign_signer::{harden, journal, service};
 
 const USAGE: &str = "usage:
-  certsign-signer init --dir DIR [--key-type p256|p384|ed25519|rsa] [--signer-listen ADDR] [--approver-listen ADDR]
+  certsign-signer init --dir DIR [--key-type p256|p384|ed25519|rsa] [--ca-key-uri \"pkcs11:token=T;object=O?module-path=M&pin-source=file:/P\"] [--signer-listen ADDR] [--approver-listen ADDR]
   certsign-signer serve --config FILE
   certsign-signer audit verify --config FILE
   certsign-signer issue --config FILE --csr CSR.pem --signer-name S --usages \"client auth,digital signature\" [--expiration 24h] --out CERT.pem";
@@ -65,7 +66,13 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
         Some("init") => {
             let f = flags(
                 &args[1..],
-                &["dir", "key-type", "signer-listen", "approver-listen"],
+                &[
+                    "dir",
+                    "key-type",
+                    "ca-key-uri",
+                    "signer-listen",
+                    "approver-listen",
+                ],
             )?;
             let key_type = match f.get("key-type") {
                 Some(k) => KeyType::parse(k)
@@ -83,6 +90,10 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
                     f.get("approver-listen")
                         .map_or("127.0.0.1:8443", String::as_str),
                 )?,
+                ca_key_uri: f
+                    .get("ca-key-uri")
+                    .map(|u| Pkcs11Uri::parse(u).map_err(|e| format!("--ca-key-uri: {e}")))
+                    .transpose()?,
             }))
         }
         Some("serve") => Ok(Cmd::Serve(PathBuf::from(required(

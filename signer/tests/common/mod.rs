@@ -38,16 +38,30 @@ impl Pki {
 }
 
 pub fn run(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
+    run_env(args, &[])
+}
+
+/// Run the binary with extra environment variables (e.g. SOFTHSM2_CONF).
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 /// `certsign-signer init` into a fresh temp dir, signer listening on port 0.
 pub fn init(extra: &[&str]) -> Pki {
+    init_env(extra, &[])
+}
+
+/// `init` with extra environment variables.
+pub fn init_env(extra: &[&str], env: &[(&str, &str)]) -> Pki {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("pki");
     let mut args = vec!["init", "--dir", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let out = run(&args);
+    let out = run_env(&args, env);
     assert!(
         out.status.success(),
         "init failed: {}",
@@ -76,8 +90,14 @@ impl Drop for Server {
 }
 
 pub fn serve(pki: &Pki) -> Server {
+    serve_env(pki, &[])
+}
+
+/// `serve` with extra environment variables.
+pub fn serve_env(pki: &Pki, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--config", pki.config().to_str().unwrap()])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

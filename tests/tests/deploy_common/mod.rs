@@ -142,3 +142,46 @@ pub fn serve(binary: &Path, config: &Path, log: &Path) -> (KillOnDrop, String) {
         std::fs::read_to_string(log).unwrap_or_default()
     );
 }
+
+/// Appends a bootstrap token for `kubernetes.io/kube-apiserver-client` to an
+/// approver config (before the approver starts) and returns `<id>.<secret>`:
+/// the way a user without a certificate submits a request that an admin
+/// (never the requestor) then approves.
+pub fn add_bootstrap_token(approver_toml: &Path) -> String {
+    use std::io::{Read, Write};
+    let mut raw = [0u8; 11];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .expect("read /dev/urandom");
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let (id, secret) = (&hex[..6], &hex[6..22]);
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(secret.as_bytes())
+        .expect("write to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(approver_toml)
+        .expect("open approver.toml");
+    write!(
+        f,
+        "\n[[bootstrap_tokens]]\nid = \"{id}\"\nsecret_sha256 = \"{digest}\"\n\
+         expires = \"2099-01-01T00:00:00Z\"\n\
+         signer_names = [\"kubernetes.io/kube-apiserver-client\"]\nmax_uses = 10\n"
+    )
+    .expect("append token");
+    format!("{id}.{secret}")
+}
