@@ -332,6 +332,15 @@ struct Module {
 
 fn load_module(uri: &Pkcs11Uri) -> Result<Pkcs11, TokenError> {
     let m = uri.module_path.display();
+    // The module runs inside the CA's process: one that others may rewrite
+    // would let them sign with the CA key.
+    let meta = std::fs::metadata(&uri.module_path)
+        .map_err(|e| fail(format!("PKCS#11 module {m}: {e}")))?;
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(fail(format!(
+            "PKCS#11 module {m} is writable by group or others; fix: chmod go-w {m}"
+        )));
+    }
     let ctx = Pkcs11::new(&uri.module_path)
         .map_err(|e| fail(format!("PKCS#11 module {m}: cannot load: {e}")))?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {

@@ -212,6 +212,34 @@ async fn token_ca_keys_issue_certificates_every_judge_accepts() {
         assert!(v.contains(": OK"), "{kt}: {v}");
         webpki_ok(&std::fs::read(pki.p("ca.crt")).unwrap(), &chain);
         pkilint_clean(&leaf);
+        // Serving certificates for every user key type openssl makes.
+        for (i, newkey) in [P256, P384, ED25519, RSA2048].into_iter().enumerate() {
+            let (csr, _) = openssl_csr(
+                &pki,
+                &format!("srv{i}"),
+                newkey,
+                "/O=system:nodes/CN=system:node:n1",
+                &["subjectAltName=IP:127.0.0.1"],
+            );
+            let req = request(
+                &format!("s{i}"),
+                &csr,
+                "kubernetes.io/kubelet-serving",
+                &["digital signature", "server auth"],
+                None,
+                "system:node:n1",
+            );
+            let appr = approve(&pki, &req);
+            let r = c
+                .sign(sign_request(req, vec![appr]))
+                .await
+                .unwrap()
+                .into_inner();
+            let leaf = write_leaf(&pki, &format!("srv{i}"), &r.certificate);
+            let v = openssl_verify(&pki, "sslserver", &leaf);
+            assert!(v.contains(": OK"), "{kt} {i}: {v}");
+            pkilint_clean(&leaf);
+        }
         let out = run(&[
             "audit",
             "verify",
@@ -369,4 +397,36 @@ async fn a_vanished_token_is_unavailable_and_the_signer_recovers() {
     assert!(v.contains(": OK"), "{v}");
     // The refused request can be retried under the same uid once the token is back.
     sign_one(&pki, &mut c, "during").await.unwrap();
+}
+
+#[test]
+fn module_and_token_problems_are_clear_start_up_errors() {
+    let hsm = Hsm::new();
+    let pki = hsm.init("p256");
+    let cfg = pki.config().to_str().unwrap().to_string();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let serve_err = |config_text: String| {
+        std::fs::write(&cfg, config_text).unwrap();
+        let out = run_env(&["serve", "--config", &cfg], &hsm.env());
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A module others could rewrite runs inside the CA process: refused.
+    let copy = hsm.dir.join("libsofthsm2.so");
+    std::fs::copy(MODULE, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = serve_err(text.replace(MODULE, copy.to_str().unwrap()));
+    assert!(e.contains("writable by group or others"), "{e}");
+    // A module that is not there.
+    let gone = hsm.dir.join("gone.so");
+    let e = serve_err(text.replace(MODULE, gone.to_str().unwrap()));
+    assert!(e.contains(gone.to_str().unwrap()), "{e}");
+    // A token or key that is not there names what it looked for.
+    let e = serve_err(text.replace("token=signer-ca", "token=other"));
+    assert!(e.contains("no token labelled \"other\""), "{e}");
+    let e = serve_err(text.replace("object=certsign-ca", "object=nope"));
+    assert!(e.contains("no such private key in the token"), "{e}");
+    // Back to the real URI, the signer starts.
+    std::fs::write(&cfg, &text).unwrap();
+    let _server = serve_env(&pki, &hsm.env());
 }
