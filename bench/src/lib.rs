@@ -10,6 +10,8 @@
 
 pub mod http;
 pub mod issue;
+pub mod pipeline;
+pub mod scale;
 pub mod stats;
 pub mod versus;
 

@@ -47,6 +47,33 @@ enum Cmd {
         #[arg(long, default_value_t = 40_000)]
         pool: usize,
     },
+    /// (4) create → approve → issued through the approver, many in flight.
+    Pipeline {
+        /// Approver database (default: its SQLite file); e.g. postgres://certsign:certsign@127.0.0.1:5432/certsign_bench
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Connections per client identity.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 20.0)]
+        secs: f64,
+    },
+    /// (5) An approver over a SQLite store of N requests: start-up, memory, list and get latency.
+    Scale {
+        /// Requests in the store.
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: usize,
+        /// Calls per measured operation.
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+        /// Keep (or reuse) the init directory and its database here.
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +117,41 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             let table = rt.block_on(certsign_bench::versus::versus(&o))?;
             println!("\n{table}");
+        }
+        Cmd::Pipeline {
+            database_url,
+            concurrency,
+            connections,
+            secs,
+        } => {
+            let o = certsign_bench::pipeline::PipelineOptions {
+                database_url,
+                concurrency,
+                connections,
+                secs,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            println!("# {}", certsign_bench::machine_note());
+            let s = rt.block_on(certsign_bench::pipeline::pipeline(&o))?;
+            println!("issued (create to issued): {}", s.line());
+            println!("# {}", certsign_bench::machine_note());
+        }
+        Cmd::Scale {
+            requests,
+            calls,
+            keep,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(certsign_bench::scale::scale(
+                requests,
+                calls,
+                keep.as_deref(),
+            ))?;
+            println!("\n{report}");
         }
     }
     Ok(())
