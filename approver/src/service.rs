@@ -75,9 +75,31 @@ impl<E: Into<ServiceError>> From<UpdateError<E>> for ServiceError {
     }
 }
 
+/// Longest status message sent, in bytes. The message travels in an HTTP/2
+/// trailer (percent-encoded, so up to 3x longer); a very long one (e.g. 1000
+/// aggregated field errors) overflows the peer's header limit and the client
+/// sees an opaque INTERNAL instead of the INVALID_ARGUMENT it was given.
+pub const MAX_STATUS_MESSAGE: usize = 2048;
+
 /// The one mapping from errors to gRPC statuses. Internal details (database
 /// errors) are logged, not sent.
 pub fn to_status(e: &ServiceError) -> Status {
+    let status = to_status_unbounded(e);
+    let msg = status.message();
+    if msg.len() <= MAX_STATUS_MESSAGE {
+        return status;
+    }
+    let mut cut = MAX_STATUS_MESSAGE;
+    while !msg.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Status::new(
+        status.code(),
+        format!("{}... ({} more bytes)", &msg[..cut], msg.len() - cut),
+    )
+}
+
+fn to_status_unbounded(e: &ServiceError) -> Status {
     use ServiceError as E;
     match e {
         E::Unauthenticated(a) => Status::unauthenticated(a.to_string()),
@@ -813,5 +835,34 @@ impl Approver for ApproverService {
         Ok(Response::new(TrustBundle {
             trust_bundle: self.shared.trust_bundle_pem.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_but_keep_their_code() {
+        let errors = (0..1000)
+            .map(|i| FieldError::Invalid {
+                field: format!("spec.usages[{i}]"),
+                value: Value::Str("client auth".into()),
+                detail: "duplicate".into(),
+            })
+            .collect();
+        let s = to_status(&ServiceError::Invalid(Invalid {
+            name: "x".into(),
+            errors,
+        }));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(
+            s.message().len() < MAX_STATUS_MESSAGE + 64,
+            "{}",
+            s.message().len()
+        );
+        assert!(s.message().ends_with("more bytes)"), "{}", s.message());
+        let short = to_status(&ServiceError::BadRequest("short".into()));
+        assert_eq!(short.message(), "short");
     }
 }

@@ -9,7 +9,7 @@
 //! line, and never imports tonic: `service.rs` maps [`SignError`] to a status.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use certsign_proto::v1::{CertificateSigningRequest, SignRequest, SignedStatement};
@@ -98,16 +98,16 @@ pub struct Authority {
     ca: CaKey,
     trust: ApprovalTrust,
     journal: Journal,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 /// Removes a uid from the in-flight set however `sign` ends.
-struct Reservation<'a> {
-    state: &'a Mutex<State>,
+struct Reservation {
+    state: Arc<Mutex<State>>,
     uid: String,
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
         if let Ok(mut s) = self.state.lock() {
             s.pending.remove(&self.uid);
@@ -115,9 +115,9 @@ impl Drop for Reservation<'_> {
     }
 }
 
-enum Decision<'a> {
+enum Decision {
     Replay(Signed),
-    Issue(Box<Event>, Signed, Reservation<'a>),
+    Issue(Box<Event>, Signed, Reservation),
 }
 
 impl Authority {
@@ -137,10 +137,10 @@ impl Authority {
             ca,
             trust,
             journal,
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 index,
                 pending: HashSet::new(),
-            }),
+            })),
         })
     }
 
@@ -174,12 +174,32 @@ impl Authority {
         match self.decide(csr, ev, caller, SystemTime::now()) {
             Ok(Decision::Replay(s)) => Ok(s),
             Ok(Decision::Issue(event, signed, reservation)) => {
-                self.journal
-                    .append((*event).clone())
-                    .await
-                    .map_err(|e| SignError::Unavailable(format!("journal: {e}")))?;
-                self.lock()?.index.record(&event);
-                drop(reservation);
+                // Once queued, the line is written even if this call is
+                // dropped (the caller hung up mid-call). Journaling and
+                // indexing therefore run in a task of their own that holds
+                // the uid's reservation to the end: a dropped call must never
+                // release the uid before the index knows it was issued, or a
+                // retry would issue it a second time.
+                let journal = self.journal.clone();
+                let state = self.state.clone();
+                let finish = async move {
+                    let appended = journal.append((*event).clone()).await;
+                    if appended.is_ok()
+                        && let Ok(mut s) = state.lock()
+                    {
+                        s.index.record(&event);
+                    }
+                    drop(reservation);
+                    appended
+                };
+                let appended = match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => rt
+                        .spawn(finish)
+                        .await
+                        .map_err(|e| SignError::Unavailable(format!("journal task: {e}")))?,
+                    Err(_) => finish.await,
+                };
+                appended.map_err(|e| SignError::Unavailable(format!("journal: {e}")))?;
                 tracing::info!(serial = %signed.serial, caller, "issued");
                 Ok(signed)
             }
@@ -220,7 +240,7 @@ impl Authority {
         ev: Evidence<'_>,
         caller: &str,
         now: SystemTime,
-    ) -> Result<Decision<'_>, SignError> {
+    ) -> Result<Decision, SignError> {
         let invalid = |m: &str| SignError::Invalid(m.to_string());
         let meta = req
             .metadata
@@ -262,7 +282,7 @@ impl Authority {
                 )));
             }
             Reservation {
-                state: &self.state,
+                state: self.state.clone(),
                 uid: meta.uid.clone(),
             }
         };

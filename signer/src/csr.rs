@@ -15,8 +15,8 @@ use x509_parser::cri_attributes::ParsedCriAttribute;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, OID_SIG_ED25519, OID_X509_EXT_BASIC_CONSTRAINTS,
-    OID_X509_EXT_SUBJECT_ALT_NAME,
+    OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, OID_SIG_ED25519, OID_X509_COMMON_NAME,
+    OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_SUBJECT_ALT_NAME,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
@@ -50,6 +50,9 @@ pub enum CsrError {
     /// A SAN type other than DNS, IP, URI or email, or a malformed SAN.
     #[error("spec.request: unsupported or malformed subjectAltName: {0}")]
     San(String),
+    /// A subject attribute another parser could read differently.
+    #[error("spec.request: subject: {0}")]
+    Subject(String),
 }
 
 /// Public key algorithms this system accepts.
@@ -136,13 +139,24 @@ impl Sans {
     }
 
     /// Read SANs from a parsed extension list (also used for certificates).
+    /// A name with a control character (NUL above all: `good.example\0.evil`
+    /// reads as `good.example` to C string code) is refused.
     pub fn from_general_names(names: &[GeneralName<'_>]) -> Result<Self, CsrError> {
         let mut sans = Self::default();
+        let text = |kind: &str, v: &str| {
+            if v.chars().any(char::is_control) {
+                Err(CsrError::San(format!(
+                    "{kind} {v:?} contains a control character"
+                )))
+            } else {
+                Ok(v.to_owned())
+            }
+        };
         for name in names {
             match name {
-                GeneralName::DNSName(d) => sans.dns.push((*d).to_owned()),
-                GeneralName::RFC822Name(e) => sans.emails.push((*e).to_owned()),
-                GeneralName::URI(u) => sans.uris.push((*u).to_owned()),
+                GeneralName::DNSName(d) => sans.dns.push(text("dNSName", d)?),
+                GeneralName::RFC822Name(e) => sans.emails.push(text("rfc822Name", e)?),
+                GeneralName::URI(u) => sans.uris.push(text("URI", u)?),
                 GeneralName::IPAddress(b) => sans.ips.push(match b.len() {
                     4 => IpAddr::from(
                         <[u8; 4]>::try_from(*b).map_err(|_| CsrError::San("IP".into()))?,
@@ -175,6 +189,38 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Refuses a subject that parsers could read differently: an attribute
+/// value that is not a readable string (invalid UTF-8, an OCTET STRING, an
+/// odd BMPString: lenient readers skip it, so e.g. a forbidden O would go
+/// unseen here yet be in the certificate), a control character (NUL cuts
+/// the name short in C code), or more than one CN (this code reads the
+/// first, Go's crypto/x509 and so Kubernetes the last: two usernames).
+pub fn check_subject(name: &X509Name<'_>) -> Result<(), CsrError> {
+    let mut cns = 0;
+    for attr in name.iter_attributes() {
+        let oid = attr.attr_type().to_id_string();
+        let value = attr.as_str().map_err(|_| {
+            CsrError::Subject(format!(
+                "attribute {oid} is not a valid UTF8String, PrintableString, IA5String or NumericString"
+            ))
+        })?;
+        if value.chars().any(char::is_control) {
+            return Err(CsrError::Subject(format!(
+                "attribute {oid} value {value:?} contains a control character"
+            )));
+        }
+        if *attr.attr_type() == OID_X509_COMMON_NAME {
+            cns += 1;
+        }
+    }
+    if cns > 1 {
+        return Err(CsrError::Subject(format!(
+            "{cns} common names (CN); exactly one names the user"
+        )));
+    }
+    Ok(())
+}
+
 /// Subject CN and O values of an X.509 name.
 pub fn name_identity(name: &X509Name<'_>) -> (Option<String>, Vec<String>) {
     let cn = name
@@ -205,6 +251,12 @@ impl VerifiedCsr {
             return Err(CsrError::Parse("trailing bytes after the request".into()));
         }
         let info = &req.certification_request_info;
+        if info.version.0 != 0 {
+            return Err(CsrError::Parse(format!(
+                "version is {}, PKCS#10 defines only 0 (v1)",
+                info.version.0
+            )));
+        }
         // Key checks come before the signature so that RSA-1024 is named as
         // such rather than as a signature failure.
         let key = KeyKind::from_spki(&info.subject_pki)?;
@@ -217,12 +269,29 @@ impl VerifiedCsr {
         req.verify_signature()
             .map_err(|e| CsrError::Signature(e.to_string()))?;
 
+        check_subject(&info.subject)?;
+
         let mut sans = Sans::default();
+        let mut ext_requests = 0;
         for attr in info.iter_attributes() {
             let ParsedCriAttribute::ExtensionRequest(ext_req) = attr.parsed_attribute() else {
                 continue;
             };
-            for ext in &ext_req.extensions {
+            // Two extension requests, or one extension twice: which one
+            // counts would depend on the reader. Fail closed.
+            ext_requests += 1;
+            if ext_requests > 1 {
+                return Err(CsrError::Parse(
+                    "more than one extensionRequest attribute".into(),
+                ));
+            }
+            for (i, ext) in ext_req.extensions.iter().enumerate() {
+                if ext_req.extensions[..i].iter().any(|e| e.oid == ext.oid) {
+                    return Err(CsrError::Parse(format!(
+                        "extension {} requested twice",
+                        ext.oid.to_id_string()
+                    )));
+                }
                 if ext.oid == OID_X509_EXT_BASIC_CONSTRAINTS {
                     match ext.parsed_extension() {
                         ParsedExtension::BasicConstraints(bc) if !bc.ca => {}
@@ -302,6 +371,24 @@ mod tests {
         assert_eq!(c.common_name.as_deref(), Some("alice"));
         assert_eq!(c.organizations, vec!["dev".to_string()]);
         assert_eq!(c.sans.dns, vec!["a.example".to_string()]);
+    }
+
+    fn csr_named(cn: &str, dns: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![dns.to_string()]).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn rejects_control_characters_in_names() {
+        // Found by the hostile-input corpus (tests/corpus): both were issued.
+        let e = VerifiedCsr::from_pem(csr_named("admin\0.evil", "a.example").as_bytes());
+        assert!(matches!(e, Err(CsrError::Subject(_))), "{e:?}");
+        let e = VerifiedCsr::from_pem(csr_named("alice", "good.example\0.evil").as_bytes());
+        assert!(matches!(e, Err(CsrError::San(_))), "{e:?}");
+        assert!(VerifiedCsr::from_pem(csr_named("alice", "good.example").as_bytes()).is_ok());
     }
 
     #[test]

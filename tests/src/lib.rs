@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub mod grpc;
+pub mod load;
 
 /// The directory holding the workspace's built binaries (target/debug),
 /// found next to the running test executable.
