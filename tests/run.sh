@@ -11,6 +11,13 @@ need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v strace >/dev/null || need_apt+=(strace)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
+command -v pkcs11-tool >/dev/null || need_apt+=(opensc)
+command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
+command -v git >/dev/null || need_apt+=(git)
+command -v setsid >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -51,5 +58,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo build (binaries the tests drive)"
 cargo build --workspace --locked --bins
 log "cargo test"
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 log "all green"
