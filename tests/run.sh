@@ -58,5 +58,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo build (binaries the tests drive)"
 cargo build --workspace --locked --bins
 log "cargo test"
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 log "all green"

@@ -204,6 +204,17 @@ impl Store {
                     Ok(())
                 })
             });
+            // A write that fails with SQLITE_FULL (disk full) can leave the
+            // connection inside a transaction that sqlx no longer tracks; back
+            // in the pool it would hold the write lock and every other writer
+            // would wait out busy_timeout ("database is locked") even after
+            // space returns. End any such transaction before reuse.
+            opts = opts.after_release(|conn, _meta| {
+                Box::pin(async move {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    Ok(true)
+                })
+            });
         }
         let pool = opts.connect(url).await?;
         let store = Self { pool, backend };

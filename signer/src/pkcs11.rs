@@ -15,9 +15,10 @@
 //! - [`generate`]: `init --ca-key-uri` creates the key inside the token, so
 //!   it never exists outside it.
 //!
-//! Every key found or made is checked by signing a probe and verifying it
-//! with ring against the CA certificate's public key, so a wrong object, a
-//! wrong token or a broken signature encoding cannot go unnoticed.
+//! Every key found is checked by signing a probe and verifying it with ring
+//! against the CA certificate's public key, so a wrong object, a wrong token
+//! or a broken signature encoding cannot go unnoticed; and every signature
+//! the token returns is verified the same way before a certificate uses it.
 //! ECDSA: modules often lack `ECDSA-SHA256`, so we hash on the host, call
 //! raw `ECDSA` and DER-encode r‖s. RSA uses `SHA256-RSA-PKCS`.
 //! This module never logs or displays the PIN; `AuthPin` is zeroized on drop.
@@ -557,7 +558,9 @@ impl TokenKey {
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, TokenError> {
         let (generation, err) = match self.try_sign(msg) {
             Ok(sig) => return Ok(sig),
-            Err(e) => e,
+            // Busy pool or poisoned state: re-initializing would not help.
+            Err((None, e)) => return Err(e),
+            Err((Some(g), e)) => (g, e),
         };
         tracing::warn!(uri = %self.uri, error = %err, "PKCS#11 signing failed; re-initializing the module");
         if let Err(re) = self.recover(generation) {
@@ -572,18 +575,36 @@ impl TokenKey {
         })
     }
 
-    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, (u64, TokenError)> {
+    /// One attempt. The error carries the module generation it failed in,
+    /// or `None` when the module is not to blame.
+    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, (Option<u64>, TokenError)> {
         let live = self
             .live
             .read()
-            .map_err(|_| (u64::MAX, fail("token state poisoned")))?;
+            .map_err(|_| (None, fail("token state poisoned")))?;
         let generation = live.generation;
         let module = live
             .module
             .as_ref()
-            .ok_or_else(|| (generation, fail(live.last_error.clone())))?;
-        let session = self.checkout(module).map_err(|e| (generation, e))?;
-        match sign_with(&session, module.key, self.scheme, msg) {
+            .ok_or_else(|| (Some(generation), fail(live.last_error.clone())))?;
+        let session = self.checkout(module, generation)?;
+        let signed = sign_with(&session, module.key, self.scheme, msg)
+            .map_err(|e| fail(ck(&format!("{}", self.uri), &e)))
+            .and_then(|sig| {
+                // Every signature is verified before it is used: a faulty
+                // module must not yield a bad certificate, and a faulty
+                // RSA-CRT signature would even leak the key (Lenstra).
+                UnparsedPublicKey::new(self.scheme.verify_alg(), &self.spki_key)
+                    .verify(msg, &sig)
+                    .map(|()| sig)
+                    .map_err(|_| {
+                        fail(format!(
+                            "{}: the token returned a signature that does not verify; refused",
+                            self.uri
+                        ))
+                    })
+            });
+        match signed {
             Ok(sig) => {
                 self.checkin(Some(session));
                 Ok(sig)
@@ -592,16 +613,20 @@ impl TokenKey {
                 // Closed now, while the module is still initialized.
                 drop(session);
                 self.checkin(None);
-                Err((generation, fail(ck(&format!("{}", self.uri), &e))))
+                Err((Some(generation), e))
             }
         }
     }
 
-    fn checkout(&self, module: &Module) -> Result<Session, TokenError> {
+    fn checkout(
+        &self,
+        module: &Module,
+        generation: u64,
+    ) -> Result<Session, (Option<u64>, TokenError)> {
         let mut idle = self
             .idle
             .lock()
-            .map_err(|_| fail("session pool poisoned"))?;
+            .map_err(|_| (None, fail("session pool poisoned")))?;
         loop {
             if let Some(s) = idle.sessions.pop() {
                 return Ok(s);
@@ -610,20 +635,24 @@ impl TokenKey {
                 idle.open += 1;
                 drop(idle);
                 return open_session(&module.ctx, module.slot, &self.pin, &self.uri, false)
-                    .inspect_err(|_| {
+                    .map_err(|e| {
                         self.checkin(None);
+                        (Some(generation), e)
                     });
             }
             let (guard, timeout) = self
                 .freed
                 .wait_timeout(idle, SESSION_WAIT)
-                .map_err(|_| fail("session pool poisoned"))?;
+                .map_err(|_| (None, fail("session pool poisoned")))?;
             idle = guard;
             if timeout.timed_out() && idle.sessions.is_empty() && idle.open >= self.pool {
-                return Err(fail(format!(
-                    "all {} PKCS#11 sessions stayed busy for {SESSION_WAIT:?}",
-                    self.pool
-                )));
+                return Err((
+                    None,
+                    fail(format!(
+                        "all {} PKCS#11 sessions stayed busy for {SESSION_WAIT:?}",
+                        self.pool
+                    )),
+                ));
             }
         }
     }

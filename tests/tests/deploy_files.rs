@@ -494,21 +494,62 @@ fn signer_is_alone_single_and_reachable_only_from_the_approver() {
         kv["secret"]["defaultMode"], 0o400,
         "key Secret must be mounted 0400"
     );
-    let mount = pod["containers"][0]["volumeMounts"]
+    // Only the init container sees the Secret (0440 once fsGroup applies);
+    // it copies the keys 0600 into a memory emptyDir that the signer reads.
+    let init = &pod["initContainers"][0];
+    let mount = init["volumeMounts"]
+        .as_array()
+        .expect("an init container installs the keys")
+        .iter()
+        .find(|m| m["name"] == kv["name"])
+        .expect("key Secret is mounted into the init container");
+    assert_eq!(mount["readOnly"], true);
+    let script = init["command"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap();
+    assert!(
+        script.contains("chmod 0600"),
+        "keys must be installed 0600: {script}"
+    );
+    assert_eq!(init["securityContext"]["runAsNonRoot"], true);
+    assert!(
+        !pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == kv["name"]),
+        "the signer container must not mount the Secret itself"
+    );
+    let keys_vol = pod["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["name"] == kv["name"])
-        .expect("key volume is mounted");
-    assert_eq!(mount["readOnly"], true);
+        .find(|v| v["name"] == "keys")
+        .expect("a keys volume");
+    assert_eq!(
+        keys_vol["emptyDir"]["medium"], "Memory",
+        "keys stay in memory"
+    );
     let cfg = check_config_paths(&docs, signer, "certsign-signer-config", "signer.toml");
-    let key_dir = mount["mountPath"].as_str().unwrap();
+    let key_dir = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "keys")
+        .expect("the signer mounts the installed keys")["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         cfg["ca_key"]
             .as_str()
             .unwrap()
             .starts_with(&format!("{key_dir}/")),
-        "ca_key must be read from the Secret mount"
+        "ca_key must be read from the installed-keys volume"
     );
     assert_eq!(
         cfg["allowed_clients"],
