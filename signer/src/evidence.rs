@@ -755,6 +755,51 @@ mod tests {
     }
 
     #[test]
+    fn remembered_chains_still_end_at_expiry_and_check_every_signature() {
+        let pki = pki();
+        let (k, c) = admin(&pki, "admin", "system:masters", false);
+        let req = request();
+        let trust = ApprovalTrust::from_der(vec![pki.ca_der.clone()]);
+        let groups = vec!["system:masters".to_string()];
+        let good = sign(&statement(&req, 0), &k, &c);
+        let at = |t: SystemTime, s: &SignedStatement| {
+            verify_approval(
+                s,
+                &req,
+                Decision::Approve,
+                &trust,
+                &groups,
+                Duration::from_secs(400_000),
+                t,
+            )
+        };
+        // Verified once: the chain is remembered.
+        at(SystemTime::now(), &good).unwrap();
+        assert_eq!(trust.verified.lock().unwrap().len(), 1);
+        // A later time past the leaf's notAfter is refused, cache or not.
+        let late = SystemTime::now() + Duration::from_secs(2 * 86_400);
+        let old = sign(&statement(&req, -2 * 86_400), &k, &c);
+        assert!(matches!(
+            at(late, &old).unwrap_err(),
+            EvidenceError::Certificate(_)
+        ));
+        // The statement's own signature is still checked every time.
+        let mut forged = good.clone();
+        forged.signature[10] ^= 1;
+        assert_eq!(
+            at(SystemTime::now(), &forged).unwrap_err(),
+            EvidenceError::Signature(APPROVAL_CONTEXT)
+        );
+        // A different certificate with the same subject is verified afresh.
+        let rogue = self::pki();
+        let (k2, c2) = admin(&rogue, "admin", "system:masters", false);
+        assert!(matches!(
+            at(SystemTime::now(), &sign(&statement(&req, 0), &k2, &c2)).unwrap_err(),
+            EvidenceError::Certificate(_)
+        ));
+    }
+
+    #[test]
     fn refuses_expired_wrong_group_self_approval_and_foreign_ca() {
         let pki = pki();
         let req = request();
