@@ -149,8 +149,11 @@ pub struct Identity {
 #[derive(Debug, Clone)]
 pub struct ApprovalTrust {
     roots: Vec<CertificateDer<'static>>,
-    verified: Arc<Mutex<HashMap<[u8; 32], (i64, i64)>>>,
+    verified: Arc<Mutex<VerifiedLeaves>>,
 }
+
+/// SHA-256 of a verified leaf's DER → its (notBefore, notAfter), Unix seconds.
+type VerifiedLeaves = HashMap<[u8; 32], (i64, i64)>;
 
 /// Verified leaves remembered at most (then the memory starts over).
 const VERIFIED_CACHE_MAX: usize = 4096;
