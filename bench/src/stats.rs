@@ -11,7 +11,9 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
     if sorted.is_empty() {
         return None;
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // The epsilon keeps binary rounding (0.999 * 1000 = 999.0000000000001)
+    // from pushing the rank one sample too far.
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
     let i = rank.clamp(1, sorted.len()) - 1;
     sorted.get(i).copied()
 }
