@@ -109,6 +109,11 @@ pub fn incoming(
             if tx.is_closed() {
                 break;
             }
+            // Without it, Nagle's algorithm holds an answer's last segment
+            // until the client's delayed ACK (~40 ms per list or get).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "TCP_NODELAY failed");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

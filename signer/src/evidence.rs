@@ -33,6 +33,8 @@
 //!
 //! Every [`EvidenceError`] Display names the rule that failed.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use certsign_proto::v1::{
@@ -133,10 +135,28 @@ pub struct Identity {
 }
 
 /// The CA certificates admin statement certificates must chain to.
+///
+/// Admins sign many statements with one certificate, and checking its
+/// chain costs a signature verification (two per statement: now and at
+/// `signed_at`). A chain of one certificate that verified once is
+/// remembered by the SHA-256 of its DER together with its validity window;
+/// a later check of the same bytes at a time inside that window has the
+/// same outcome (for a leaf issued directly by a root, webpki's result
+/// depends on the time only through the leaf's validity), so it is
+/// answered from memory. Roots never change for the life of the value, and
+/// only successes are remembered, so the cache can only repeat a
+/// verification webpki itself made.
 #[derive(Debug, Clone)]
 pub struct ApprovalTrust {
     roots: Vec<CertificateDer<'static>>,
+    verified: Arc<Mutex<VerifiedLeaves>>,
 }
+
+/// SHA-256 of a verified leaf's DER → its (notBefore, notAfter), Unix seconds.
+type VerifiedLeaves = HashMap<[u8; 32], (i64, i64)>;
+
+/// Verified leaves remembered at most (then the memory starts over).
+const VERIFIED_CACHE_MAX: usize = 4096;
 
 impl ApprovalTrust {
     /// Load every CERTIFICATE block of a PEM bundle.
@@ -149,13 +169,17 @@ impl ApprovalTrust {
                 "approval CA bundle has no certificate".into(),
             ));
         }
-        Ok(Self { roots })
+        Ok(Self {
+            roots,
+            verified: Arc::default(),
+        })
     }
 
     /// From DER certificates.
     pub fn from_der(roots: Vec<Vec<u8>>) -> Self {
         Self {
             roots: roots.into_iter().map(CertificateDer::from).collect(),
+            verified: Arc::default(),
         }
     }
 
@@ -166,7 +190,33 @@ impl ApprovalTrust {
         at: SystemTime,
         what: &str,
     ) -> Result<(), EvidenceError> {
-        verify_chain_to(&self.roots, chain, at, what)
+        let secs = at
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok());
+        let key = match (chain, secs) {
+            ([leaf], Some(t)) => {
+                let key = csr::sha256(leaf);
+                let hit = self.verified.lock().ok().and_then(|m| m.get(&key).copied());
+                if hit.is_some_and(|(nb, na)| nb <= t && t <= na) {
+                    return Ok(());
+                }
+                Some(key)
+            }
+            _ => None,
+        };
+        verify_chain_to(&self.roots, chain, at, what)?;
+        if let (Some(key), Some(leaf)) = (key, chain.first())
+            && let Ok((_, cert)) = X509Certificate::from_der(leaf)
+            && let Ok(mut m) = self.verified.lock()
+        {
+            if m.len() >= VERIFIED_CACHE_MAX {
+                m.clear();
+            }
+            let v = cert.validity();
+            m.insert(key, (v.not_before.timestamp(), v.not_after.timestamp()));
+        }
+        Ok(())
     }
 }
 
@@ -704,6 +754,51 @@ mod tests {
         assert!(matches!(
             check(&pki, &req, &[], 1).unwrap_err(),
             EvidenceError::Quorum { have: 0, need: 1 }
+        ));
+    }
+
+    #[test]
+    fn remembered_chains_still_end_at_expiry_and_check_every_signature() {
+        let pki = pki();
+        let (k, c) = admin(&pki, "admin", "system:masters", false);
+        let req = request();
+        let trust = ApprovalTrust::from_der(vec![pki.ca_der.clone()]);
+        let groups = vec!["system:masters".to_string()];
+        let good = sign(&statement(&req, 0), &k, &c);
+        let at = |t: SystemTime, s: &SignedStatement| {
+            verify_approval(
+                s,
+                &req,
+                Decision::Approve,
+                &trust,
+                &groups,
+                Duration::from_secs(400_000),
+                t,
+            )
+        };
+        // Verified once: the chain is remembered.
+        at(SystemTime::now(), &good).unwrap();
+        assert_eq!(trust.verified.lock().unwrap().len(), 1);
+        // A later time past the leaf's notAfter is refused, cache or not.
+        let late = SystemTime::now() + Duration::from_secs(2 * 86_400);
+        let old = sign(&statement(&req, -2 * 86_400), &k, &c);
+        assert!(matches!(
+            at(late, &old).unwrap_err(),
+            EvidenceError::Certificate(_)
+        ));
+        // The statement's own signature is still checked every time.
+        let mut forged = good.clone();
+        forged.signature[10] ^= 1;
+        assert_eq!(
+            at(SystemTime::now(), &forged).unwrap_err(),
+            EvidenceError::Signature(APPROVAL_CONTEXT)
+        );
+        // A different certificate with the same subject is verified afresh.
+        let rogue = self::pki();
+        let (k2, c2) = admin(&rogue, "admin", "system:masters", false);
+        assert!(matches!(
+            at(SystemTime::now(), &sign(&statement(&req, 0), &k2, &c2)).unwrap_err(),
+            EvidenceError::Certificate(_)
         ));
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use certsign_proto::v1::signer_server::{Signer, SignerServer};
 use certsign_proto::v1::{FILE_DESCRIPTOR_SET, SignRequest, SignResponse};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -134,6 +135,16 @@ pub async fn serve(
     } else {
         None
     };
+    // tonic's own `tcp_nodelay` applies only to sockets it accepts itself;
+    // without it, Nagle's algorithm holds a response's last segment until
+    // the client's delayed ACK (~40 ms on Linux) whenever an answer spans
+    // several writes.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.and_then(|tcp| {
+            tcp.set_nodelay(true)?;
+            Ok(tcp)
+        })
+    });
     Server::builder()
         .tls_config(tls)?
         .timeout(Duration::from_secs(30))
@@ -141,7 +152,7 @@ pub async fn serve(
         .add_service(health_svc)
         .add_service(SignerServer::new(SignerService { authority }))
         .add_optional_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

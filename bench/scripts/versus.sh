@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# (2)+(3) Sign over mTLS (durable journal) vs cfssl serve, alternating, same
+# CSR, same P-256 CA key, same concurrency, one run.
+source "$(dirname "$0")/common.sh"
+command -v cfssl >/dev/null || apt-get install -y golang-cfssl >&2
+"$bench" versus --concurrency "${CONCURRENCY:-64}" --connections "${CONNECTIONS:-4}" \
+  --secs "${SECS:-8}" --rounds "${ROUNDS:-3}" --pool "${POOL:-40000}"

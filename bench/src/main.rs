@@ -1,0 +1,183 @@
+//! `certsign-bench`: one documented command per benchmark of
+//! docs/BENCHMARKS.md. Build with `cargo build --release --workspace`
+//! (it starts the release `certsign-signer` / `certsign-approver` next to
+//! it).
+//!
+//! It must never run as part of the test suite: these are measurements,
+//! not timed tests.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "certsign-bench",
+    about = "certsign benchmarks (docs/BENCHMARKS.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// (1) In-process issuance per second, per CA key type, 1 thread and all cores.
+    Issue {
+        /// CA key types (init --key-type values).
+        #[arg(long, value_delimiter = ',', default_value = "ecdsa-p256,ed25519,rsa")]
+        key_types: Vec<String>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// (2)+(3) Sign over mTLS vs cfssl serve, alternating, same concurrency.
+    Versus {
+        /// Calls in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// HTTP/2 connections the signer's calls share.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 8.0)]
+        secs: f64,
+        /// Alternating peak rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Requests pre-made per signer run.
+        #[arg(long, default_value_t = 40_000)]
+        pool: usize,
+    },
+    /// (4) create → approve → issued through the approver, many in flight.
+    Pipeline {
+        /// Approver database (default: its SQLite file); e.g. postgres://certsign:certsign@127.0.0.1:5432/certsign_bench
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Connections per client identity.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 20.0)]
+        secs: f64,
+    },
+    /// (5) An approver over a SQLite store of N requests: start-up, memory, list and get latency.
+    Scale {
+        /// Requests in the store.
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: usize,
+        /// Calls per measured operation.
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+        /// Keep (or reuse) the init directory and its database here.
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Issue { key_types, secs } => {
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            println!("# {}", certsign_bench::machine_note());
+            println!("| CA key | 1 thread /s | {cores} threads /s |\n|---|---|---|");
+            for kt in key_types {
+                let tmp = certsign_bench::versus::tempfile_dir()?;
+                let dir = tmp.join("ca");
+                certsign_bench::issue::init(&dir, &kt)?;
+                let limit = certsign_bench::issue::Limit::load(&dir)?;
+                limit.issue_one(0).map_err(anyhow::Error::msg)?;
+                let one = limit.run(1, secs).map_err(anyhow::Error::msg)?;
+                let all = limit.run(cores, secs).map_err(anyhow::Error::msg)?;
+                println!("| {kt} | {one:.0} | {all:.0} |");
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            println!("# {}", certsign_bench::machine_note());
+        }
+        Cmd::Versus {
+            concurrency,
+            connections,
+            secs,
+            rounds,
+            pool,
+        } => {
+            let o = certsign_bench::versus::VersusOptions {
+                concurrency,
+                connections,
+                secs,
+                rounds,
+                pool,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let table = rt.block_on(certsign_bench::versus::versus(&o))?;
+            println!("\n{table}");
+        }
+        Cmd::Pipeline {
+            database_url,
+            concurrency,
+            connections,
+            secs,
+        } => {
+            let o = certsign_bench::pipeline::PipelineOptions {
+                database_url,
+                concurrency,
+                connections,
+                secs,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            println!("# {}", certsign_bench::machine_note());
+            let s = rt.block_on(certsign_bench::pipeline::pipeline(&o))?;
+            println!("issued (create to issued): {}", s.line());
+            println!("# {}", certsign_bench::machine_note());
+        }
+        Cmd::Scale {
+            requests,
+            calls,
+            keep,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(certsign_bench::scale::scale(
+                requests,
+                calls,
+                keep.as_deref(),
+            ))?;
+            println!("\n{report}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_arguments() {
+        let c =
+            Cli::try_parse_from(["certsign-bench", "issue", "--key-types", "rsa,ed25519"]).unwrap();
+        assert!(
+            matches!(c.cmd, Cmd::Issue { ref key_types, .. } if key_types == &["rsa", "ed25519"])
+        );
+        let c = Cli::try_parse_from(["certsign-bench", "versus", "--concurrency", "8"]).unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::Versus {
+                concurrency: 8,
+                connections: 4,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["certsign-bench", "versus", "--concurrency", "x"]).is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The pipeline: create → approve (a signed admin statement) → issued,
+//! through the real approver (SQLite or PostgreSQL) and the real signer,
+//! many requests in flight. Measures issued certificates per second and
+//! the time from create to issued.
+//!
+//! Issuance is observed on one admin Watch stream; a request whose event
+//! has not arrived within 250 ms is checked with a Get, so a lagging watch
+//! can slow the count but never fake it. It must never count a request as
+//! issued without seeing its certificate.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use certsign_proto::v1::approver_client::ApproverClient;
+use certsign_proto::v1::{
+    GetCertificateSigningRequestRequest, WatchCertificateSigningRequestsRequest,
+};
+use certsign_tests::Daemon;
+use certsign_tests::grpc::{self, Ident, MintSpec};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+use crate::stats::Summary;
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+
+/// Pipeline options.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// `database_url` for the approver (None: its SQLite default).
+    pub database_url: Option<String>,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Connections per client identity.
+    pub connections: usize,
+    /// Seconds to run.
+    pub secs: f64,
+}
+
+/// init + signer + approver on loopback ports, rate limits opened.
+pub fn start_stack(dir: &Path, database_url: Option<&str>) -> anyhow::Result<(Daemon, Daemon)> {
+    crate::issue::init(dir, "ecdsa-p256")?;
+    let signer_toml = dir.join("signer/signer.toml");
+    certsign_tests::edit_toml(&signer_toml, |t| {
+        t.insert("listen".into(), "127.0.0.1:0".into());
+    });
+    let signer = Daemon::start(
+        &crate::bin("certsign-signer")?,
+        &["serve", "--config", &signer_toml.to_string_lossy()],
+        &dir.join("signer.log"),
+    );
+    let approver_toml = dir.join("approver/approver.toml");
+    let endpoint = format!("https://{}", signer.addr);
+    certsign_tests::edit_toml(&approver_toml, |t| {
+        t.insert("listen".into(), "127.0.0.1:0".into());
+        if let Some(s) = t.get_mut("signer").and_then(|s| s.as_table_mut()) {
+            s.insert(
+                "endpoints".into(),
+                toml::Value::Array(vec![endpoint.into()]),
+            );
+        }
+        if let Some(u) = database_url {
+            t.insert("database_url".into(), u.into());
+        }
+        // One bench user makes every request: the per-identity limits
+        // would measure the limiter, not the pipeline.
+        let mut limits = toml::Table::new();
+        limits.insert("requests_per_second".into(), 1_000_000.into());
+        limits.insert("max_pending_per_requestor".into(), 1_000_000.into());
+        t.insert("limits".into(), limits.into());
+    });
+    let approver = Daemon::start(
+        &crate::bin("certsign-approver")?,
+        &["serve", "--config", &approver_toml.to_string_lossy()],
+        &dir.join("approver.log"),
+    );
+    Ok((signer, approver))
+}
+
+fn clients(addr: &str, ca: &str, who: &Ident, n: usize) -> Vec<ApproverClient<Channel>> {
+    (0..n.max(1))
+        .map(|_| {
+            ApproverClient::new(grpc::channel(addr, ca, Some(who)))
+                .max_decoding_message_size(64 << 20)
+        })
+        .collect()
+}
+
+/// Runs the pipeline; returns the summary (latency = create to issued).
+pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
+    let tmp = crate::versus::tempfile_dir()?;
+    let dir = tmp.join("ca");
+    let (_signer, approver) = start_stack(&dir, o.database_url.as_deref())?;
+    let ca = std::fs::read_to_string(dir.join("ca.crt"))?;
+    let admin = Ident::load(&dir.join("admin/admin.crt"), &dir.join("admin/admin.key"));
+    let ca_key = std::fs::read_to_string(dir.join("signer/ca.key"))?;
+    let user = grpc::mint_with(&MintSpec::new("bench-user", &[]), &ca, &ca_key);
+    let users = clients(&approver.addr, &ca, &user, o.connections);
+    let admins = clients(&approver.addr, &ca, &admin, o.connections);
+    let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
+
+    let waiters: Waiters = Arc::default();
+    let mut watch = admins[0]
+        .clone()
+        .watch_certificate_signing_requests(WatchCertificateSigningRequestsRequest::default())
+        .await?
+        .into_inner();
+    let w2 = waiters.clone();
+    let watcher = tokio::spawn(async move {
+        while let Ok(Some(ev)) = watch.message().await {
+            let Some(obj) = ev.object else { continue };
+            let issued = obj
+                .status
+                .as_ref()
+                .is_some_and(|s| !s.certificate.is_empty());
+            if issued
+                && let Some(m) = obj.metadata
+                && let Ok(mut w) = w2.lock()
+                && let Some(tx) = w.remove(&m.name)
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(o.secs);
+    let mut tasks = Vec::new();
+    for w in 0..o.concurrency {
+        let (mut uc, mut ac) = (
+            users[w % users.len()].clone(),
+            admins[w % admins.len()].clone(),
+        );
+        let (admin, csr_pem, waiters) = (admin.clone(), csr_pem.clone(), waiters.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut first) = (Vec::new(), 0usize, None::<String>);
+            let mut i = 0usize;
+            while Instant::now() < end {
+                i += 1;
+                let name = format!("p-{w}-{i}");
+                let (tx, mut rx) = oneshot::channel();
+                if let Ok(mut m) = waiters.lock() {
+                    m.insert(name.clone(), tx);
+                }
+                let t = Instant::now();
+                let r: Result<(), String> = async {
+                    let created = uc
+                        .create_certificate_signing_request(grpc::create_request(&name, &csr_pem))
+                        .await
+                        .map_err(|e| format!("create: {}", e.message()))?
+                        .into_inner();
+                    ac.approve_certificate_signing_request(grpc::approve_request(&created, &admin))
+                        .await
+                        .map_err(|e| format!("approve: {}", e.message()))?;
+                    loop {
+                        match tokio::time::timeout(Duration::from_millis(250), &mut rx).await {
+                            Ok(_) => return Ok(()),
+                            Err(_) => {
+                                let got = uc
+                                    .get_certificate_signing_request(
+                                        GetCertificateSigningRequestRequest { name: name.clone() },
+                                    )
+                                    .await
+                                    .map_err(|e| format!("get: {}", e.message()))?
+                                    .into_inner();
+                                if got.status.is_some_and(|s| !s.certificate.is_empty()) {
+                                    return Ok(());
+                                }
+                                if t.elapsed() > Duration::from_secs(60) {
+                                    return Err("not issued within 60 s".into());
+                                }
+                            }
+                        }
+                    }
+                }
+                .await;
+                match r {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(e) => {
+                        errors += 1;
+                        first.get_or_insert(e);
+                    }
+                }
+                if let Ok(mut m) = waiters.lock() {
+                    m.remove(&name);
+                }
+            }
+            (lat, errors, first)
+        }));
+    }
+    let (mut lat, mut errors, mut first) = (Vec::new(), 0, None);
+    for t in tasks {
+        let (l, e, f) = t.await?;
+        lat.extend(l);
+        errors += e;
+        first = first.or(f);
+    }
+    let elapsed = start.elapsed();
+    watcher.abort();
+    drop(approver);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(Summary::new(lat, errors, elapsed, first))
+}

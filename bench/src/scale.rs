@@ -1,0 +1,310 @@
+//! Scale: an approver holding N (default 1,000,000) requests. The SQLite
+//! store is filled directly with bulk SQL (setup, not a measured write:
+//! `synchronous = OFF` while filling), then the real approver starts on
+//! it and is measured: start-up time, resident memory, and the latency of
+//! filtered, paged lists and of gets over real mTLS.
+//!
+//! It must never fill a store the approver could not have written itself:
+//! objects are real encoded `CertificateSigningRequest`s with the same
+//! indexed columns (`state_of`, `condition_column`) the store computes.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use certsign_approver::decision::{condition_column, state_of};
+use certsign_approver::store::Store;
+use certsign_proto::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+    CertificateSigningRequestStatus, GetCertificateSigningRequestRequest,
+    ListCertificateSigningRequestsRequest, ObjectMeta,
+};
+use certsign_tests::grpc::{self, Ident};
+use prost::Message as _;
+use sqlx::Connection as _;
+
+use crate::stats::Summary;
+
+const SIGNERS: [&str; 3] = [
+    "kubernetes.io/kube-apiserver-client",
+    "kubernetes.io/kube-apiserver-client-kubelet",
+    "kubernetes.io/kubelet-serving",
+];
+
+/// Request `i` of the synthetic population: 10% pending, 45% denied,
+/// 45% approved and issued; 10,000 requestors; the three built-in signers.
+pub fn object(i: usize, csr_pem: &[u8], cert_pem: &[u8], now: i64) -> CertificateSigningRequest {
+    let ts = Some(prost_types::Timestamp {
+        seconds: now,
+        nanos: 0,
+    });
+    let cond = |t: &str| CertificateSigningRequestCondition {
+        r#type: t.into(),
+        status: "True".into(),
+        reason: format!("Bench{t}"),
+        message: String::new(),
+        last_update_time: ts,
+        last_transition_time: ts,
+    };
+    let (conditions, certificate) = match i % 20 {
+        0 | 1 => (vec![], vec![]),
+        k if k % 2 == 0 => (vec![cond("Denied")], vec![]),
+        _ => (vec![cond("Approved")], cert_pem.to_vec()),
+    };
+    CertificateSigningRequest {
+        api_version: "certificates.k8s.io/v1".into(),
+        kind: "CertificateSigningRequest".into(),
+        metadata: Some(ObjectMeta {
+            name: format!("csr-{i:08}"),
+            uid: format!("00000000-0000-4000-8000-{i:012}"),
+            resource_version: (i + 1).to_string(),
+            creation_timestamp: ts,
+            ..Default::default()
+        }),
+        spec: Some(CertificateSigningRequestSpec {
+            request: csr_pem.to_vec(),
+            signer_name: SIGNERS[i % 3].into(),
+            usages: vec!["digital signature".into(), "client auth".into()],
+            username: format!("user-{}", i % 10_000),
+            expiration_seconds: Some(86_400),
+            ..Default::default()
+        }),
+        status: Some(CertificateSigningRequestStatus {
+            conditions,
+            certificate,
+            ..Default::default()
+        }),
+    }
+}
+
+/// Fills the store at `url` (created by the approver's own migrations)
+/// with `n` requests.
+pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> anyhow::Result<()> {
+    Store::open(url).await?.close().await;
+    let mut conn = sqlx::SqliteConnection::connect(url).await?;
+    sqlx::query("PRAGMA synchronous = OFF")
+        .execute(&mut conn)
+        .await?;
+    let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
+    const BATCH: usize = 80; // 12 columns: 960 parameters per statement
+    let mut tx = conn.begin().await?;
+    let mut i = 0;
+    while i < n {
+        let rows = BATCH.min(n - i);
+        let mut sql = String::from(
+            "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, object, renewal) VALUES ",
+        );
+        for r in 0..rows {
+            if r > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)");
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in i..i + rows {
+            let o = object(k, csr_pem, cert_pem, now);
+            let (meta, spec) = (
+                o.metadata.clone().unwrap_or_default(),
+                o.spec.clone().unwrap_or_default(),
+            );
+            q = q
+                .bind(meta.name)
+                .bind(meta.uid)
+                .bind(spec.signer_name)
+                .bind(spec.username)
+                .bind(state_of(&o).as_str())
+                .bind(condition_column(&o))
+                .bind(now)
+                .bind(i64::try_from(k + 1)?)
+                .bind(o.encode_to_vec())
+                .bind(Vec::<u8>::new());
+        }
+        q.execute(&mut *tx).await?;
+        i += rows;
+        if i % 100_000 == 0 {
+            tx.commit().await?;
+            tx = conn.begin().await?;
+            eprintln!("  {i} rows");
+        }
+    }
+    sqlx::query("UPDATE counters SET value = ? WHERE name = 'resource_version'")
+        .bind(i64::try_from(n)?)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// (VmRSS, VmHWM) of `pid` in MiB.
+pub fn memory_mib(pid: u32) -> (f64, f64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        s.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// The whole scale run; returns a Markdown report.
+pub async fn scale(n: usize, calls: usize, keep: Option<&Path>) -> anyhow::Result<String> {
+    let tmp = crate::versus::tempfile_dir()?;
+    let dir = keep
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| tmp.join("ca"));
+    let db = dir.join("approver/approver.db");
+    if !db.exists() {
+        crate::issue::init(&dir, "ecdsa-p256")?;
+        let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
+        let cert = std::fs::read(dir.join("approver/tls.crt"))?;
+        let t = Instant::now();
+        populate(
+            &format!("sqlite://{}?mode=rwc", db.display()),
+            n,
+            &csr_pem,
+            &cert,
+        )
+        .await?;
+        println!(
+            "populated {n} requests in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let size = std::fs::metadata(&db)?.len() as f64 / (1u64 << 20) as f64;
+    let toml = dir.join("approver/approver.toml");
+    certsign_tests::edit_toml(&toml, |t| {
+        t.insert("listen".into(), "127.0.0.1:0".into());
+        let mut limits = toml::Table::new();
+        // The bench is one admin asking fast; the default per-identity
+        // rate limit (50/s) would measure the limiter, not the store.
+        limits.insert("requests_per_second".into(), 1_000_000.into());
+        t.insert("limits".into(), limits.into());
+    });
+    println!("# {}", crate::machine_note());
+    let t = Instant::now();
+    let approver = certsign_tests::Daemon::start(
+        &crate::bin("certsign-approver")?,
+        &["serve", "--config", &toml.to_string_lossy()],
+        &dir.join("approver.log"),
+    );
+    let startup = t.elapsed();
+    let (rss0, _) = memory_mib(approver.pid());
+    let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))?;
+    let admin = Ident::load(&dir.join("admin/admin.crt"), &dir.join("admin/admin.key"));
+    let mut client = certsign_proto::v1::approver_client::ApproverClient::new(grpc::channel(
+        &approver.addr,
+        &ca_pem,
+        Some(&admin),
+    ))
+    .max_decoding_message_size(64 << 20);
+    let mut report = format!(
+        "requests: {n}; database {size:.0} MiB; approver start-up (spawn to listening) {:.0} ms; RSS after start {rss0:.0} MiB\n\n| call | calls | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n",
+        startup.as_secs_f64() * 1000.0
+    );
+    let filters: [(&str, ListCertificateSigningRequestsRequest); 3] = [
+        (
+            "list condition=Pending, limit 100, paging on",
+            ListCertificateSigningRequestsRequest {
+                condition: "Pending".into(),
+                limit: 100,
+                ..Default::default()
+            },
+        ),
+        (
+            "list signerName=kubelet-serving, limit 500, paging on",
+            ListCertificateSigningRequestsRequest {
+                signer_name: SIGNERS[2].into(),
+                limit: 500,
+                ..Default::default()
+            },
+        ),
+        (
+            "list username=user-4242 (100 objects), limit 50, paging on",
+            ListCertificateSigningRequestsRequest {
+                username: "user-4242".into(),
+                limit: 50,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (label, first) in filters {
+        let mut lat = Vec::with_capacity(calls);
+        let mut req = first.clone();
+        let (mut errors, mut err) = (0, None);
+        let t0 = Instant::now();
+        for _ in 0..calls {
+            let t = Instant::now();
+            match client.list_certificate_signing_requests(req.clone()).await {
+                Ok(r) => {
+                    lat.push(t.elapsed());
+                    let r = r.into_inner();
+                    anyhow::ensure!(!r.items.is_empty(), "{label}: empty page");
+                    req.continue_token = r.continue_token;
+                    if req.continue_token.is_empty() {
+                        req = first.clone();
+                    }
+                }
+                Err(e) => {
+                    errors += 1;
+                    err.get_or_insert(e.to_string());
+                }
+            }
+        }
+        let s = Summary::new(lat, errors, t0.elapsed(), err);
+        println!("{label}: {}", s.line());
+        report.push_str(&format!(
+            "| {label} | {} | {:.2} | {:.2} | {:.2} |\n",
+            s.ok,
+            s.ms(50.0),
+            s.ms(99.0),
+            s.ms(99.9)
+        ));
+    }
+    let mut lat = Vec::with_capacity(calls);
+    let (mut errors, mut err) = (0, None);
+    let t0 = Instant::now();
+    for k in 0..calls {
+        // A spread of names over the whole key space.
+        let i = (k * 7_919_993) % n;
+        let t = Instant::now();
+        match client
+            .get_certificate_signing_request(GetCertificateSigningRequestRequest {
+                name: format!("csr-{i:08}"),
+            })
+            .await
+        {
+            Ok(_) => lat.push(t.elapsed()),
+            Err(e) => {
+                errors += 1;
+                err.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let s = Summary::new(lat, errors, t0.elapsed(), err);
+    println!("get: {}", s.line());
+    report.push_str(&format!(
+        "| get (random names) | {} | {:.2} | {:.2} | {:.2} |\n",
+        s.ok,
+        s.ms(50.0),
+        s.ms(99.0),
+        s.ms(99.9)
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (rss, hwm) = memory_mib(approver.pid());
+    report.push_str(&format!(
+        "\nresident memory after the calls: {rss:.0} MiB (peak {hwm:.0} MiB)\n"
+    ));
+    println!("# {}", crate::machine_note());
+    drop(approver);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(report)
+}

@@ -1,0 +1,393 @@
+//! The signer against its peer: `Sign` over real mTLS (durable journal)
+//! and `cfssl serve`'s `/api/v1/cfssl/sign`, the same CSR, the same P-256
+//! CA key, the same concurrency, measured by the same driver in one run,
+//! alternating so a drifting machine hits both alike.
+//!
+//! The driver runs `concurrency` workers either closed-loop (peak) or
+//! open-loop at a fixed rate; open-loop latency is measured from each
+//! request's scheduled start, so a stalled server cannot hide its queue
+//! (no coordinated omission). It must never reuse a request uid: every
+//! `Sign` is a fresh issuance, never a replay.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use certsign_proto::v1::SignRequest;
+use certsign_proto::v1::signer_client::SignerClient;
+use certsign_tests::grpc::{self, Ident};
+use tonic::transport::Channel;
+
+use crate::http;
+use crate::issue::approved_requests;
+use crate::stats::Summary;
+
+/// What to drive.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The certsign signer: `connections` HTTP/2 connections shared by
+    /// the workers, each call taking the next pre-signed request.
+    Signer {
+        /// One client per connection.
+        clients: Vec<SignerClient<Channel>>,
+        /// Pre-made requests, each used once.
+        pool: Arc<Vec<SignRequest>>,
+        /// Next unused request.
+        next: Arc<AtomicUsize>,
+    },
+    /// cfssl serve: one keep-alive HTTP/1.1 connection per worker.
+    Cfssl {
+        /// host:port.
+        addr: String,
+        /// The sign call body.
+        body: Arc<Vec<u8>>,
+    },
+}
+
+enum Worker {
+    Signer(
+        SignerClient<Channel>,
+        Arc<Vec<SignRequest>>,
+        Arc<AtomicUsize>,
+    ),
+    Cfssl(http::Conn, Arc<Vec<u8>>),
+}
+
+impl Worker {
+    /// One call. `Ok(false)`: the request pool is used up.
+    async fn call(&mut self) -> Result<bool, String> {
+        match self {
+            Worker::Signer(c, pool, next) => {
+                let Some(req) = pool.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    return Ok(false);
+                };
+                let r = c
+                    .sign(req.clone())
+                    .await
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+                let r = r.into_inner();
+                if r.certificate.is_empty() || r.replayed {
+                    return Err("empty or replayed answer".into());
+                }
+                Ok(true)
+            }
+            Worker::Cfssl(conn, body) => {
+                let (status, out) = conn.post("/api/v1/cfssl/sign", body).await?;
+                http::cfssl_ok(status, &out)?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// Runs `concurrency` workers for `secs`: closed-loop when `rate` is
+/// `None`, else open-loop at `rate` calls per second.
+pub async fn drive(
+    target: &Target,
+    concurrency: usize,
+    secs: f64,
+    rate: Option<f64>,
+) -> anyhow::Result<Summary> {
+    let mut workers = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        workers.push(match target {
+            Target::Signer {
+                clients,
+                pool,
+                next,
+            } => Worker::Signer(
+                clients[w % clients.len()].clone(),
+                pool.clone(),
+                next.clone(),
+            ),
+            Target::Cfssl { addr, body } => {
+                Worker::Cfssl(http::Conn::connect(addr).await?, body.clone())
+            }
+        });
+    }
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let end = start + Duration::from_secs_f64(secs);
+    let ticket = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for mut w in workers {
+        let ticket = ticket.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let (mut errors, mut first, mut last) = (0usize, None, start);
+            loop {
+                let begin = match rate {
+                    Some(r) => {
+                        let i = ticket.fetch_add(1, Ordering::Relaxed);
+                        let t = start + Duration::from_secs_f64(i as f64 / r);
+                        if t >= end {
+                            break;
+                        }
+                        tokio::time::sleep_until(t).await;
+                        t
+                    }
+                    None => {
+                        tokio::time::sleep_until(start).await;
+                        let now = tokio::time::Instant::now();
+                        if now >= end {
+                            break;
+                        }
+                        now
+                    }
+                };
+                match w.call().await {
+                    Ok(true) => {
+                        last = tokio::time::Instant::now();
+                        lat.push(last - begin);
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        errors += 1;
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            (lat, errors, first, last)
+        }));
+    }
+    let (mut lat, mut errors, mut first, mut last) = (Vec::new(), 0, None, start);
+    for t in tasks {
+        let (l, e, f, la) = t.await?;
+        lat.extend(l);
+        errors += e;
+        first = first.or(f);
+        last = last.max(la);
+    }
+    let elapsed = if rate.is_some() {
+        end - start
+    } else {
+        last - start
+    };
+    Ok(Summary::new(lat, errors, elapsed, first))
+}
+
+/// A child process killed when dropped.
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `cfssl serve` with the init CA on a free port; waits until it
+/// accepts connections.
+pub fn start_cfssl(dir: &Path) -> anyhow::Result<(Killed, String)> {
+    let port = free_port()?;
+    let log = std::fs::File::create(dir.join("cfssl.log"))?;
+    let child = Command::new("cfssl")
+        .args(["serve", "-address", "127.0.0.1", "-port", &port.to_string()])
+        .arg("-ca")
+        .arg(dir.join("ca.crt"))
+        .arg("-ca-key")
+        .arg(dir.join("signer/ca.key"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!("cannot start cfssl (apt-get install -y golang-cfssl): {e}")
+        })?;
+    let child = Killed(child);
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return Ok((child, addr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!(
+        "cfssl did not listen on {addr}; see {}",
+        dir.join("cfssl.log").display()
+    )
+}
+
+/// `n` fresh Sign requests (pre-signed approvals), made on every core.
+pub fn sign_pool(admin: &Ident, n: usize, tag: &str) -> Vec<SignRequest> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let per = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || approved_requests(admin, per, &format!("{tag}-{t}"))))
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .map(|(csr, st)| SignRequest {
+                certificate_signing_request: Some(csr),
+                approvals: vec![st],
+                renewal: None,
+            })
+            .collect()
+    })
+}
+
+/// A signer target over `connections` connections with `pool`.
+pub fn signer_target(
+    addr: &str,
+    ca_pem: &str,
+    approver: &Ident,
+    connections: usize,
+    pool: Vec<SignRequest>,
+) -> Target {
+    Target::Signer {
+        clients: (0..connections.max(1))
+            .map(|_| SignerClient::new(grpc::channel(addr, ca_pem, Some(approver))))
+            .collect(),
+        pool: Arc::new(pool),
+        next: Arc::new(AtomicUsize::new(0)),
+    }
+}
+
+/// Options of the side-by-side run.
+#[derive(Debug, Clone)]
+pub struct VersusOptions {
+    /// Concurrent calls in flight.
+    pub concurrency: usize,
+    /// Connections the signer's calls share.
+    pub connections: usize,
+    /// Seconds per measurement.
+    pub secs: f64,
+    /// Alternating peak rounds.
+    pub rounds: usize,
+    /// Requests pre-made per signer run (a closed-loop run ends early
+    /// when they are used up).
+    pub pool: usize,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The whole side-by-side run, printing as it goes; returns a Markdown
+/// table.
+pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
+    let tmp = tempfile_dir()?;
+    let dir = tmp.join("ca");
+    crate::issue::init(&dir, "ecdsa-p256")?;
+    let signer_toml = dir.join("signer/signer.toml");
+    certsign_tests::edit_toml(&signer_toml, |t| {
+        t.insert("listen".into(), "127.0.0.1:0".into());
+    });
+    let signer = certsign_tests::Daemon::start(
+        &crate::bin("certsign-signer")?,
+        &["serve", "--config", &signer_toml.to_string_lossy()],
+        &dir.join("signer.log"),
+    );
+    let (_cfssl, cfssl_addr) = start_cfssl(&dir)?;
+    let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))?;
+    let admin = Ident::load(&dir.join("admin/admin.crt"), &dir.join("admin/admin.key"));
+    let approver = Ident::load(&dir.join("approver/tls.crt"), &dir.join("approver/tls.key"));
+    let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
+    let cfssl = Target::Cfssl {
+        addr: cfssl_addr,
+        body: Arc::new(http::cfssl_sign_body(&String::from_utf8_lossy(&csr_pem))),
+    };
+    let mut round = 0usize;
+    let mut ours = |pool: usize| {
+        round += 1;
+        signer_target(
+            &signer.addr,
+            &ca_pem,
+            &approver,
+            o.connections,
+            sign_pool(&admin, pool, &format!("r{round}")),
+        )
+    };
+    println!("# {}", crate::machine_note());
+    println!(
+        "# concurrency {} (signer: over {} HTTP/2 connections; cfssl: {} HTTP/1.1 keep-alive connections), {} s per run",
+        o.concurrency, o.connections, o.concurrency, o.secs
+    );
+    // Warm-up: TLS handshakes, page cache, CPU frequency.
+    drive(&ours(2000), o.concurrency, 1.0, None).await?;
+    drive(&cfssl, o.concurrency, 1.0, None).await?;
+    let (mut ours_peak, mut cfssl_peak, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..o.rounds {
+        let a = drive(&ours(o.pool), o.concurrency, o.secs, None).await?;
+        println!("round {r} certsign peak {}", a.line());
+        let b = drive(&cfssl, o.concurrency, o.secs, None).await?;
+        println!("round {r} cfssl    peak {}", b.line());
+        ratios.push(a.rate() / b.rate().max(1e-9));
+        println!(
+            "round {r} ratio {:.2}  ({})",
+            ratios[r],
+            crate::machine_note()
+        );
+        ours_peak.push(a.rate());
+        cfssl_peak.push(b.rate());
+    }
+    let (op, cp, ratio) = (
+        median(&mut ours_peak),
+        median(&mut cfssl_peak),
+        median(&mut ratios),
+    );
+    let mut table = format!(
+        "| server | peak/s (median of {}) | at 50%: p50 / p99 / p99.9 ms | at 90%: p50 / p99 / p99.9 ms |\n|---|---|---|---|\n",
+        o.rounds
+    );
+    let mut rows = [
+        format!("| certsign Sign (mTLS, journal) | {op:.0} |"),
+        format!("| cfssl serve (HTTP) | {cp:.0} |"),
+    ];
+    for frac in [0.5, 0.9] {
+        let a = drive(&ours(o.pool), o.concurrency, o.secs, Some(op * frac)).await?;
+        println!(
+            "certsign at {:.0}% ({:.0}/s) {}",
+            frac * 100.0,
+            op * frac,
+            a.line()
+        );
+        let b = drive(&cfssl, o.concurrency, o.secs, Some(cp * frac)).await?;
+        println!(
+            "cfssl    at {:.0}% ({:.0}/s) {}",
+            frac * 100.0,
+            cp * frac,
+            b.line()
+        );
+        for (row, s) in rows.iter_mut().zip([&a, &b]) {
+            row.push_str(&format!(
+                " {:.2} / {:.2} / {:.2} |",
+                s.ms(50.0),
+                s.ms(99.0),
+                s.ms(99.9)
+            ));
+        }
+    }
+    for r in rows {
+        table.push_str(&r);
+        table.push('\n');
+    }
+    table.push_str(&format!(
+        "\nmedian per-round ratio certsign/cfssl: {ratio:.2}\n"
+    ));
+    drop(signer);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(table)
+}
+
+/// A fresh directory under the system temp dir (removed by the caller).
+pub fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| anyhow::anyhow!("rng"))?;
+    let p = std::env::temp_dir().join(format!("certsign-bench-{}", hex::encode(b)));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}
