@@ -125,6 +125,17 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
         }
     });
 
+    // Names unique per run: a PostgreSQL store may outlive a run.
+    let run = tmp
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .rsplit('-')
+                .next()
+                .unwrap_or("x")
+                .to_string()
+        })
+        .unwrap_or_default();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(o.secs);
     let mut tasks = Vec::new();
@@ -134,12 +145,13 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
             admins[w % admins.len()].clone(),
         );
         let (admin, csr_pem, waiters) = (admin.clone(), csr_pem.clone(), waiters.clone());
+        let run = run.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut first) = (Vec::new(), 0usize, None::<String>);
             let mut i = 0usize;
             while Instant::now() < end {
                 i += 1;
-                let name = format!("p-{w}-{i}");
+                let name = format!("p-{run}-{w}-{i}");
                 let (tx, mut rx) = oneshot::channel();
                 if let Ok(mut m) = waiters.lock() {
                     m.insert(name.clone(), tx);
