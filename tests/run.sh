@@ -59,4 +59,6 @@ log "cargo build (binaries the tests drive)"
 cargo build --workspace --locked --bins
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+log "fuzz: every cargo-fuzz target briefly (stable, -s none)"
+tests/scripts/fuzz.sh
 log "all green"
