@@ -230,25 +230,15 @@ pub fn approve(
     if approvers(csr).contains(&input.actor.username) {
         return Ok(false);
     }
-    let reason = if input.reason.is_empty() {
-        "KubectlApprove".to_string()
-    } else {
-        input.reason
-    };
-    let message = if input.message.is_empty() {
-        "This CSR was approved by kubectl certificate approve.".to_string()
-    } else {
-        input.message
-    };
-    status_mut(csr).decisions.push(DecisionRecord {
-        decision: Decision::Approve as i32,
-        username: input.actor.username,
-        groups: input.actor.groups,
-        reason: reason.clone(),
-        message: message.clone(),
-        time: Some(now()),
-        statement: input.statement,
-    });
+    let (reason, message) = record(
+        csr,
+        Decision::Approve,
+        input,
+        (
+            "KubectlApprove",
+            "This CSR was approved by kubectl certificate approve.",
+        ),
+    );
     let have = u32::try_from(approvers(csr).len()).unwrap_or(u32::MAX);
     if have >= required {
         add_condition(csr, APPROVED, &reason, &message);
@@ -277,25 +267,15 @@ pub fn deny(
     if condition(csr, DENIED).is_some() {
         return Ok(false);
     }
-    let reason = if input.reason.is_empty() {
-        "KubectlDeny".to_string()
-    } else {
-        input.reason
-    };
-    let message = if input.message.is_empty() {
-        "This CSR was denied by kubectl certificate deny.".to_string()
-    } else {
-        input.message
-    };
-    status_mut(csr).decisions.push(DecisionRecord {
-        decision: Decision::Deny as i32,
-        username: input.actor.username,
-        groups: input.actor.groups,
-        reason: reason.clone(),
-        message: message.clone(),
-        time: Some(now()),
-        statement: input.statement,
-    });
+    let (reason, message) = record(
+        csr,
+        Decision::Deny,
+        input,
+        (
+            "KubectlDeny",
+            "This CSR was denied by kubectl certificate deny.",
+        ),
+    );
     add_condition(csr, DENIED, &reason, &message);
     Ok(true)
 }
@@ -316,6 +296,36 @@ pub fn issue(csr: &mut CertificateSigningRequest, certificate_pem: Vec<u8>) -> b
     }
     status_mut(csr).certificate = certificate_pem;
     true
+}
+
+/// Appends `input` as a decision record, with kubectl's reason and message
+/// (`defaults`) where the caller gave none; returns the reason and message
+/// used, for the condition.
+fn record(
+    csr: &mut CertificateSigningRequest,
+    decision: Decision,
+    input: DecisionInput,
+    defaults: (&str, &str),
+) -> (String, String) {
+    let or_default = |given: String, default: &str| {
+        if given.is_empty() {
+            default.to_string()
+        } else {
+            given
+        }
+    };
+    let reason = or_default(input.reason, defaults.0);
+    let message = or_default(input.message, defaults.1);
+    status_mut(csr).decisions.push(DecisionRecord {
+        decision: decision as i32,
+        username: input.actor.username,
+        groups: input.actor.groups,
+        reason: reason.clone(),
+        message: message.clone(),
+        time: Some(now()),
+        statement: input.statement,
+    });
+    (reason, message)
 }
 
 #[cfg(test)]
