@@ -14,7 +14,7 @@ use x509_parser::prelude::*;
 
 use crate::config::Retention;
 use crate::decision::{self, APPROVED, DENIED, FAILED, State};
-use crate::store::{ListFilter, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::validation::first_pem_block;
 
 fn secs(d: Duration) -> i64 {
@@ -61,38 +61,81 @@ pub fn is_expired(csr: &CertificateSigningRequest, retention: &Retention, now: i
     }
 }
 
-/// One pass over the whole store, a page at a time. Returns how many
-/// requests were deleted.
+/// Rows read per page of the cleaner's walk.
+const PAGE: u32 = 200;
+
+/// The pause between pages: the walk shares the store's few connections
+/// with API calls, and must not hold them for long stretches.
+const PAUSE: Duration = Duration::from_millis(2);
+
+/// One pass over the store, a state at a time, in small pages of an
+/// indexed range read. Returns how many requests were deleted.
 pub async fn sweep(store: &Store, retention: &Retention) -> Result<usize, StoreError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let mut deleted = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = store
-            .list(&ListFilter::default(), after.as_deref(), 500)
-            .await?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.metadata.as_ref().map(|m| m.name.clone());
-        for csr in &page {
-            if !is_expired(csr, retention, now) {
-                continue;
+    for (state, age) in [
+        (State::Pending, Some(retention.pending)),
+        (State::Denied, Some(retention.denied)),
+        (State::Failed, Some(retention.failed)),
+        (State::Approved, Some(retention.approved_unissued)),
+        // An issued request also goes when its certificate expires, at any
+        // age: every one is looked at.
+        (State::Issued, None),
+    ] {
+        // A condition is never older than its request, so nothing created
+        // within `age` can be due yet; `is_expired` decides for the rest.
+        let before = age.map_or(i64::MAX, |a| now.saturating_sub(secs(a)));
+        let mut after: Option<(i64, String)> = None;
+        loop {
+            let page = store
+                .page_by_state(
+                    state,
+                    before,
+                    after.as_ref().map(|(c, n)| (*c, n.as_str())),
+                    PAGE,
+                )
+                .await?;
+            let Some((created, last)) = page.last() else {
+                break;
+            };
+            after = Some((*created, name_of(last)));
+            let mut deletes = tokio::task::JoinSet::new();
+            for (_, csr) in &page {
+                if !is_expired(csr, retention, now) {
+                    continue;
+                }
+                let meta = csr.metadata.clone().unwrap_or_default();
+                let rv = meta.resource_version.parse::<i64>().ok();
+                let store = store.clone();
+                // Concurrent, so the page's deletes share one commit.
+                deletes.spawn(async move { (store.delete(&meta.name, rv).await, meta.name) });
             }
-            let meta = csr.metadata.clone().unwrap_or_default();
-            let rv = meta.resource_version.parse::<i64>().ok();
-            if store.delete(&meta.name, rv).await?.is_some() {
-                tracing::info!(name = %meta.name, "cleaner: deleted expired request");
-                deleted += 1;
+            while let Some(joined) = deletes.join_next().await {
+                let Ok((result, name)) = joined else { continue };
+                if result?.is_some() {
+                    tracing::info!(%name, "cleaner: deleted expired request");
+                    deleted += 1;
+                }
             }
+            if page.len() < PAGE as usize {
+                break;
+            }
+            tokio::time::sleep(PAUSE).await;
         }
     }
     // Watch events are only needed by live watchers.
     store.prune_events(now - 3600).await?;
     Ok(deleted)
+}
+
+fn name_of(csr: &CertificateSigningRequest) -> String {
+    csr.metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default()
 }
 
 /// Run [`sweep`] every `retention.interval`, and trim the rate limiter.

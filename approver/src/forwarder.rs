@@ -6,6 +6,10 @@
 //! restart resumes it; a claimed request is leased so replicas do not
 //! collide, and the request uid is the signer's idempotency key, so a retry
 //! after a lost answer returns the same certificate instead of a second one.
+//! One claimer takes due requests in batches (one store write per batch)
+//! and keeps up to [`IN_FLIGHT`] Sign calls running at once: the signer
+//! group-commits its journal, so its throughput needs many calls in flight;
+//! outcomes are recorded through the store's group-committed update.
 //! Policy refusals are terminal (`Failed`, reason `SignerValidationFailure`,
 //! the signer's message); an unreachable signer is retried with backoff.
 //! This module must never drop an approved request or mark it failed for a
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use certsign_proto::v1::signer_client::SignerClient;
 use certsign_proto::v1::{CertificateSigningRequest, SignRequest};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -58,8 +62,9 @@ pub fn backoff_secs(attempts: i64) -> i64 {
     (1i64 << exp).min(30)
 }
 
-/// Concurrent forwarding workers per process.
-const WORKERS: usize = 4;
+/// Sign calls in flight per process (the signer's journal commits the
+/// calls that arrive together with one fsync, so its rate grows with this).
+pub const IN_FLIGHT: usize = 256;
 
 /// The running forwarder's handle.
 #[derive(Debug, Clone)]
@@ -100,13 +105,11 @@ impl Forwarder {
             clients,
             lease: i64::try_from(signer.timeout.as_secs()).unwrap_or(30) + 10,
         };
-        // A few workers, so one slow Sign does not hold up the queue; the
-        // lease in the store keeps them (and other replicas) apart.
+        // One claimer; the calls run as tasks, at most IN_FLIGHT at once.
+        // The lease in the store keeps other replicas off claimed requests.
         let worker = Arc::new(worker);
-        for _ in 0..WORKERS {
-            let (worker, w) = (worker.clone(), wake.clone());
-            tokio::spawn(async move { worker.run(w).await });
-        }
+        let w = wake.clone();
+        tokio::spawn(async move { worker.run(w).await });
         Ok(Self { wake })
     }
 
@@ -141,18 +144,41 @@ enum Outcome {
 
 impl Worker {
     async fn run(self: Arc<Self>, wake: Arc<Notify>) {
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         loop {
-            loop {
-                let now = unix_now();
-                match self.store.claim_forward(now, now + self.lease).await {
-                    Ok(Some(item)) => self.forward(item).await,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "forwarder: claiming work failed");
-                        break;
-                    }
-                }
+            // Claim as many due requests as there are free call slots (at
+            // least one: wait for a slot first), in one store write.
+            let Ok(first) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
             }
+            let now = unix_now();
+            let limit = u32::try_from(permits.len()).unwrap_or(u32::MAX);
+            match self
+                .store
+                .claim_forward_batch(now, now + self.lease, limit)
+                .await
+            {
+                Ok(items) if !items.is_empty() => {
+                    for item in items {
+                        let Some(permit) = permits.pop() else { break };
+                        let worker = self.clone();
+                        tokio::spawn(async move {
+                            worker.forward(item).await;
+                            drop(permit);
+                        });
+                    }
+                    // More may be due already: claim again (unused slots
+                    // are returned here).
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "forwarder: claiming work failed"),
+            }
+            drop(permits);
             let wait = match self.store.next_forward_time().await {
                 Ok(Some(t)) => {
                     Duration::from_secs(u64::try_from((t - unix_now()).clamp(1, 5)).unwrap_or(1))
@@ -191,11 +217,13 @@ impl Worker {
                         tracing::warn!(error = %e, "forwarder: rescheduling the queue failed");
                     }
                 }
-                self.record(&name, |c| Ok(decision::issue(c, pem))).await
+                self.record(&name, move |c| Ok(decision::issue(c, pem)))
+                    .await
             }
             Outcome::Refused(msg) => {
                 tracing::info!(%name, message = %msg, "signer refused the request");
-                self.record(&name, |c| Ok(decision::fail(c, &msg))).await
+                self.record(&name, move |c| Ok(decision::fail(c, &msg)))
+                    .await
             }
             Outcome::Retry(msg) => {
                 self.outage
@@ -216,7 +244,9 @@ impl Worker {
     async fn record(
         &self,
         name: &str,
-        f: impl FnOnce(&mut CertificateSigningRequest) -> Result<bool, std::convert::Infallible>,
+        f: impl FnOnce(&mut CertificateSigningRequest) -> Result<bool, std::convert::Infallible>
+        + Send
+        + 'static,
     ) -> Result<(), String> {
         match self.store.update(name, f).await {
             Ok(_) => {

@@ -563,7 +563,7 @@ impl ApproverService {
         let updated = self
             .shared
             .store
-            .update(name, |c| match decision {
+            .update(name, move |c| match decision {
                 Decision::Approve => decision::approve(c, input, required),
                 _ => decision::deny(c, input),
             })

@@ -39,10 +39,16 @@ impl Hub {
                     match store.events_after(last, 500).await {
                         Ok(events) if events.is_empty() => break,
                         Ok(events) => {
+                            // A short page is the end: no second read to
+                            // find nothing.
+                            let more = events.len() >= 500;
                             for e in events {
                                 last = e.resource_version;
                                 // No receivers is fine.
                                 let _ = tx.send(Arc::new(e));
+                            }
+                            if !more {
+                                break;
                             }
                         }
                         Err(e) => {

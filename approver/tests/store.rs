@@ -445,6 +445,247 @@ async fn suite_concurrent_writers(store: Store) {
     );
 }
 
+/// Waits until `n` writes are queued (behind a [`Store::pause_writes`]).
+async fn queued(store: &Store, n: usize) {
+    for _ in 0..30_000 {
+        if store.queued_writes() >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("{n} writes were never queued");
+}
+
+type Pending<T> = tokio::task::JoinHandle<T>;
+
+/// Queues one create per `(name, user)` in this order, each after the
+/// previous one is queued, so the queue order (and so the batch order) is
+/// known.
+async fn queue_creates(
+    store: &Store,
+    items: &[(&str, &str)],
+    max_pending: u32,
+) -> Vec<Pending<Result<CertificateSigningRequest, StoreError>>> {
+    let mut tasks = Vec::new();
+    for (name, user) in items {
+        let (s, n, u) = (store.clone(), name.to_string(), user.to_string());
+        let already = store.queued_writes();
+        tasks.push(tokio::spawn(async move {
+            s.create(csr(&n, &u, S1), None, &guard(max_pending)).await
+        }));
+        queued(store, already + 1).await;
+    }
+    tasks
+}
+
+async fn suite_batch_refusals_roll_back_alone(store: Store) {
+    let base = store.latest_resource_version().await.unwrap();
+    let before = store.writer_stats();
+    let pause = store.pause_writes().await.unwrap();
+    let tasks = queue_creates(
+        &store,
+        &[
+            ("b1", "dave"),
+            ("b1", "erin"), // same name: AlreadyExists, inside the batch
+            ("b2", "dave"),
+            ("b3", "dave"), // dave's third pending request: over the limit of 2
+            ("b4", "erin"),
+        ],
+        2,
+    )
+    .await;
+    drop(pause);
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let after = store.writer_stats();
+    assert_eq!(after.commits - before.commits, 1, "one transaction");
+    assert_eq!(after.ops - before.ops, 5);
+    assert!(
+        matches!(results[1], Err(StoreError::AlreadyExists(ref n)) if n == "b1"),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(results[3], Err(StoreError::PendingLimit { max: 2, .. })),
+        "{:?}",
+        results[3]
+    );
+    // The others stand, with consecutive resource versions in queue order:
+    // the refused ones took none.
+    let ok: Vec<i64> = [0, 2, 4]
+        .iter()
+        .map(|&i| rv(results[i].as_ref().unwrap()))
+        .collect();
+    assert_eq!(ok, vec![base + 1, base + 2, base + 3]);
+    assert_eq!(store.latest_resource_version().await.unwrap(), base + 3);
+    let got = store.get("b1").await.unwrap().unwrap();
+    assert_eq!(got.spec.as_ref().unwrap().username, "dave");
+    assert!(store.get("b3").await.unwrap().is_none());
+    let events = store.events_after(base, 100).await.unwrap();
+    let seen: Vec<(i64, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.resource_version,
+                e.object.metadata.as_ref().unwrap().name.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (base + 1, "b1".to_string()),
+            (base + 2, "b2".to_string()),
+            (base + 3, "b4".to_string())
+        ]
+    );
+}
+
+async fn suite_batch_resource_version_order(store: Store) {
+    store
+        .create(csr("o0", "alice", S1), None, &guard(100))
+        .await
+        .unwrap();
+    let base = store.latest_resource_version().await.unwrap();
+    let pause = store.pause_writes().await.unwrap();
+    // create, approve it, create, delete the first, all in one batch: each
+    // sees the ones before it, versions follow the queue.
+    let mut tasks = queue_creates(&store, &[("o1", "alice")], 100).await;
+    let s = store.clone();
+    let q = store.queued_writes();
+    let approve_o1 = tokio::spawn(async move { approve(&s, "o1").await });
+    queued(&store, q + 1).await;
+    tasks.extend(queue_creates(&store, &[("o2", "bob")], 100).await);
+    let s = store.clone();
+    let q = store.queued_writes();
+    let delete_o0 = tokio::spawn(async move { s.delete("o0", None).await });
+    queued(&store, q + 1).await;
+    drop(pause);
+    let o1 = tasks.remove(0).await.unwrap().unwrap();
+    let approved = approve_o1.await.unwrap();
+    let o2 = tasks.remove(0).await.unwrap().unwrap();
+    let deleted = delete_o0.await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        vec![rv(&o1), rv(&approved), rv(&o2), rv(&deleted)],
+        vec![base + 1, base + 2, base + 3, base + 4]
+    );
+    assert_eq!(decision::condition_column(&approved), "Approved");
+    let kinds: Vec<(i64, String)> = store
+        .events_after(base, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.resource_version, e.event_type))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (base + 1, "ADDED".to_string()),
+            (base + 2, "MODIFIED".to_string()),
+            (base + 3, "ADDED".to_string()),
+            (base + 4, "DELETED".to_string()),
+        ]
+    );
+}
+
+/// A batch whose transaction fails at its end (`fail_sql` installs a
+/// trigger that refuses a counter jump of more than 2, at commit on
+/// PostgreSQL) answers every operation with an error and stores none.
+async fn batch_failure_stores_nothing(store: Store, url: &str, fail_sql: &[&str], undo: &str) {
+    store
+        .create(csr("k0", "alice", S1), None, &guard(100))
+        .await
+        .unwrap();
+    let raw = sqlx::AnyPool::connect(url).await.unwrap();
+    for s in fail_sql {
+        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+            .execute(&raw)
+            .await
+            .unwrap();
+    }
+    let base = store.latest_resource_version().await.unwrap();
+    let before = store.writer_stats();
+    let pause = store.pause_writes().await.unwrap();
+    let creates = queue_creates(&store, &[("k1", "alice"), ("k2", "bob")], 100).await;
+    let s = store.clone();
+    let q = store.queued_writes();
+    let approve_k0 = tokio::spawn(async move {
+        s.update("k0", |c| decision::approve(c, by("admin"), 1))
+            .await
+    });
+    queued(&store, q + 1).await;
+    let more = queue_creates(&store, &[("k3", "carol")], 100).await;
+    drop(pause);
+    for t in creates.into_iter().chain(more) {
+        let r = t.await.unwrap();
+        assert!(matches!(r, Err(StoreError::NotStored(_))), "{r:?}");
+    }
+    let r = approve_k0.await.unwrap();
+    assert!(
+        matches!(r, Err(UpdateError::Store(StoreError::NotStored(_)))),
+        "{r:?}"
+    );
+    assert_eq!(store.writer_stats().commits, before.commits);
+    for n in ["k1", "k2", "k3"] {
+        assert!(store.get(n).await.unwrap().is_none(), "{n} was stored");
+    }
+    let k0 = store.get("k0").await.unwrap().unwrap();
+    assert_eq!(decision::condition_column(&k0), "Pending");
+    assert_eq!(store.latest_resource_version().await.unwrap(), base);
+    assert!(store.events_after(base, 100).await.unwrap().is_empty());
+    // The writer goes on once the cause is gone.
+    sqlx::query(sqlx::AssertSqlSafe(undo.to_string()))
+        .execute(&raw)
+        .await
+        .unwrap();
+    let k1 = store
+        .create(csr("k1", "alice", S1), None, &guard(100))
+        .await
+        .unwrap();
+    assert_eq!(rv(&k1), base + 1);
+    raw.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_batch_failure_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+    let store = Store::open(&url).await.unwrap();
+    batch_failure_stores_nothing(
+        store,
+        &url,
+        &[
+            "CREATE TRIGGER boom BEFORE UPDATE ON counters WHEN NEW.value > OLD.value + 2 \
+           BEGIN SELECT RAISE(ABORT, 'boom: more than two writes in one transaction'); END",
+        ],
+        "DROP TRIGGER boom",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_batch_failure_stores_nothing() {
+    let Some((store, url)) = postgres_with_url().await else {
+        return;
+    };
+    batch_failure_stores_nothing(
+        store,
+        &url,
+        &[
+            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.value > OLD.value + 2 THEN RAISE EXCEPTION 'boom: more than two writes in one transaction'; END IF; \
+             RETURN NEW; END $$",
+            // Deferred: it fires at COMMIT, so the commit itself fails.
+            "CREATE CONSTRAINT TRIGGER boom AFTER UPDATE ON counters DEFERRABLE INITIALLY DEFERRED \
+             FOR EACH ROW EXECUTE FUNCTION boom()",
+        ],
+        "DROP TRIGGER boom ON counters",
+    )
+    .await;
+}
+
 // === backends ===
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -455,6 +696,11 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
 
 /// A fresh schema in the test PostgreSQL, or `None` when explicitly skipped.
 async fn postgres() -> Option<Store> {
+    postgres_with_url().await.map(|(s, _)| s)
+}
+
+/// [`postgres`] with the URL that reaches the same schema.
+async fn postgres_with_url() -> Option<(Store, String)> {
     let Ok(base) = std::env::var("CERTSIGN_TEST_DATABASE_URL") else {
         if std::env::var("CERTSIGN_SKIP_PG").as_deref() == Ok("1") {
             eprintln!("CERTSIGN_SKIP_PG=1: skipping the PostgreSQL store tests");
@@ -475,7 +721,7 @@ async fn postgres() -> Option<Store> {
     admin.close().await;
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options[search_path]={schema}");
-    Some(Store::open(&url).await.unwrap())
+    Some((Store::open(&url).await.unwrap(), url))
 }
 
 macro_rules! both {
@@ -511,6 +757,8 @@ both!(
     suite_events_and_delete,
     suite_cleaner_retention,
     suite_concurrent_writers,
+    suite_batch_refusals_roll_back_alone,
+    suite_batch_resource_version_order,
 );
 
 #[tokio::test]
