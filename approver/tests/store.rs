@@ -494,14 +494,25 @@ async fn suite_batch_refusals_roll_back_alone(store: Store) {
         2,
     )
     .await;
+    // A database error inside one write (the uid column is unique) fails
+    // that write alone.
+    let mut same_uid = csr("b5", "erin", S1);
+    same_uid.metadata.as_mut().unwrap().uid = uuid_like("b1");
+    let s = store.clone();
+    let q = store.queued_writes();
+    let uid_clash = tokio::spawn(async move { s.create(same_uid, None, &guard(2)).await });
+    queued(&store, q + 1).await;
     drop(pause);
     let mut results = Vec::new();
     for t in tasks {
         results.push(t.await.unwrap());
     }
+    let clash = uid_clash.await.unwrap();
+    assert!(matches!(clash, Err(StoreError::Database(_))), "{clash:?}");
+    assert!(store.get("b5").await.unwrap().is_none());
     let after = store.writer_stats();
     assert_eq!(after.commits - before.commits, 1, "one transaction");
-    assert_eq!(after.ops - before.ops, 5);
+    assert_eq!(after.ops - before.ops, 6);
     assert!(
         matches!(results[1], Err(StoreError::AlreadyExists(ref n)) if n == "b1"),
         "{:?}",
