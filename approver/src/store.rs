@@ -151,7 +151,10 @@ pub struct WriterStats {
 /// The store handle (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Reads.
     pool: AnyPool,
+    /// The writer's single connection (and migrations).
+    write_pool: AnyPool,
     backend: Backend,
     writer: mpsc::Sender<Op>,
     counts: Arc<Counts>,
@@ -844,6 +847,42 @@ async fn exec_in(conn: &mut AnyConnection, what: Exec) -> Result<u64, StoreError
     Ok(r.rows_affected())
 }
 
+/// Pool options with SQLite's per-connection settings.
+fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
+    let opts = AnyPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(30));
+    if backend != Backend::Sqlite {
+        return opts;
+    }
+    opts.after_connect(|conn, _meta| {
+        Box::pin(async move {
+            // WAL + FULL: every commit is fsynced to the WAL before it is
+            // acknowledged, so it survives kill -9 and power loss;
+            // busy_timeout makes a second process's writer queue instead of
+            // failing with SQLITE_BUSY.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("PRAGMA busy_timeout = 30000")
+                .execute(&mut *conn)
+                .await?;
+            // Each write of a batch runs in a savepoint, which makes SQLite
+            // keep a statement journal of the pages it touches: in memory,
+            // not a temp file written per page. It only serves rollbacks
+            // inside an open transaction (a crash rolls the whole
+            // transaction back through the WAL), so durability is unchanged.
+            sqlx::query("PRAGMA temp_store = MEMORY")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    })
+}
+
 impl Store {
     /// Connect, configure durability, run migrations and start the
     /// group-commit writer (needs a Tokio runtime).
@@ -856,65 +895,42 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
-        let mut opts = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
-            .acquire_timeout(Duration::from_secs(30));
+        // Readers share a small pool; the writer has one connection of its
+        // own, so a batch never waits behind reads for a connection.
+        let readers = pool_options(backend, if backend == Backend::Sqlite { 4 } else { 10 });
+        let pool = readers.connect(url).await?;
+        let mut writer_opts = pool_options(backend, 1);
         if backend == Backend::Sqlite {
-            opts = opts.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL + FULL: every commit is fsynced to the WAL before
-                    // it is acknowledged, so it survives kill -9 and power
-                    // loss; busy_timeout makes writers queue instead of
-                    // failing with SQLITE_BUSY.
-                    sqlx::query("PRAGMA journal_mode = WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA synchronous = FULL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA busy_timeout = 30000")
-                        .execute(&mut *conn)
-                        .await?;
-                    // Each write of a batch runs in a savepoint, which makes
-                    // SQLite keep a statement journal of the pages it
-                    // touches: in memory, not a temp file written per page.
-                    // It only serves rollbacks inside an open transaction
-                    // (a crash rolls the whole transaction back through the
-                    // WAL), so durability is unchanged.
-                    sqlx::query("PRAGMA temp_store = MEMORY")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            });
             // A write that fails with SQLITE_FULL (disk full) can leave the
-            // connection inside a transaction that sqlx no longer tracks; back
-            // in the pool it would hold the write lock and every other writer
-            // would wait out busy_timeout ("database is locked") even after
-            // space returns. End any such transaction before reuse.
-            opts = opts.after_release(|conn, _meta| {
+            // connection inside a transaction that sqlx no longer tracks;
+            // it would keep the write lock and fail every later batch
+            // ("database is locked") even after space returns. End any such
+            // transaction before the connection is used again. (Readers
+            // never write, so only the writer's connection needs this.)
+            writer_opts = writer_opts.after_release(|conn, _meta| {
                 Box::pin(async move {
                     let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                     Ok(true)
                 })
             });
         }
-        let pool = opts.connect(url).await?;
+        let write_pool = writer_opts.connect(url).await?;
         let (writer, rx) = mpsc::channel(QUEUE);
         let counts = Arc::new(Counts::default());
         let store = Self {
-            pool: pool.clone(),
+            pool,
+            write_pool: write_pool.clone(),
             backend,
             writer,
             counts: counts.clone(),
         };
         store.migrate().await?;
-        tokio::spawn(writer_loop(pool, backend, counts, rx));
+        tokio::spawn(writer_loop(write_pool, backend, counts, rx));
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_pool.begin().await?;
         if self.backend == Backend::Postgres {
             // Several replicas may start at once: one migrates, the others
             // wait and then find the work done.
@@ -1252,9 +1268,10 @@ impl Store {
         })
     }
 
-    /// Close the pool (tests and shutdown).
+    /// Close the pools (tests and shutdown).
     pub async fn close(&self) {
         self.pool.close().await;
+        self.write_pool.close().await;
     }
 }
 
