@@ -18,7 +18,7 @@ use certsign_proto::v1::{
     GetCertificateSigningRequestRequest,
 };
 use certsign_tests::grpc::{self, CLIENT_SIGNER, MintSpec, approve_request, create_request};
-use certsign_tests::{Daemon, Stack, bin, edit_toml};
+use certsign_tests::{Daemon, Stack, bin, edit_toml, repo_root};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -550,4 +550,32 @@ async fn every_replica_reloads_its_own_file() {
     drop(replicas);
     drop(stack);
     schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_systemd_units_reload_command_reloads() {
+    // What `systemctl reload certsign-approver` runs, with $MAINPID as
+    // systemd substitutes it, against a running approver.
+    let unit =
+        std::fs::read_to_string(repo_root().join("deploy/systemd/certsign-approver.service"))
+            .unwrap();
+    let exec = unit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ExecReload="))
+        .next_back()
+        .expect("the approver unit has ExecReload=");
+    let stack = Stack::start();
+    edit_toml(&approver_toml(&stack), |t| set_tokens(t, &["unit01"]));
+    let before = count(&stack.approver.log(), RELOADED);
+    let words: Vec<String> = exec
+        .split_whitespace()
+        .map(|w| w.replace("$MAINPID", &stack.approver.pid().to_string()))
+        .collect();
+    certsign_tests::run_ok(std::process::Command::new(&words[0]).args(&words[1..]));
+    let log = wait_for_more(|| stack.approver.log(), RELOADED, before).await;
+    assert!(log.contains("1 bootstrap tokens"), "{log}");
+    let mut anon = stack.approver_client(None);
+    create_with_token(&mut anon, "unit-tok", "unit01")
+        .await
+        .unwrap();
 }
