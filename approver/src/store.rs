@@ -11,6 +11,16 @@
 //! mode with `synchronous = FULL`, so an acknowledged write survives kill -9
 //! and power loss (measured on the 2-core dev VM: ~2.2 ms per sequential
 //! create with FULL vs ~0.9 ms with NORMAL; the safe setting costs little).
+//!
+//! Several processes (approver replicas) may share one PostgreSQL store:
+//! every write transaction also issues `NOTIFY certsign_csr_events`
+//! (delivered at commit, dropped on rollback) so their watch hubs wake at
+//! once ([`ChangeListener`]); the events table stays the source of truth.
+//! Forwarding work is claimed with a lease (`lease_owner`, `lease_until`)
+//! kept apart from the backoff schedule (`next_attempt`): a row is claimed
+//! by one store handle at a time, only expired leases are taken over, and
+//! only the owner releases its lease. On PostgreSQL the claim skips rows
+//! other transactions hold (`FOR UPDATE SKIP LOCKED`).
 //! This module must never decide policy; it only enforces the counting
 //! limits it is given, atomically.
 
@@ -104,11 +114,55 @@ pub struct CreateGuard {
     pub token: Option<(String, u32)>,
 }
 
-/// The store handle (cheap to clone).
+/// The store handle (cheap to clone; clones share one lease owner id).
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    url: std::sync::Arc<str>,
+    /// Who holds the forwarding leases this handle takes: unique per
+    /// [`Store::open`], so two processes (or two handles in a test) never
+    /// mistake each other's leases for their own.
+    owner: std::sync::Arc<str>,
+}
+
+/// The PostgreSQL notification channel every write transaction signals.
+const CHANGE_CHANNEL: &str = "certsign_csr_events";
+
+/// Wake-ups for changes committed by any process sharing a PostgreSQL
+/// store. Only a hint: the reader re-reads the events table after each.
+#[derive(Debug)]
+pub struct ChangeListener {
+    inner: sqlx::postgres::PgListener,
+    /// The last call failed: reconnect before waiting again.
+    lost: bool,
+}
+
+impl ChangeListener {
+    /// Wait for the next change. Also returns (with `Ok`) once a lost
+    /// connection is re-established and listening again, since
+    /// notifications may have been missed meanwhile: the caller re-reads
+    /// from its last seen resource version either way. An error means the
+    /// reconnection failed; the next call tries again.
+    pub async fn changed(&mut self) -> Result<(), StoreError> {
+        if self.lost {
+            // Any statement through the listener reconnects it and
+            // re-issues its LISTEN first; report the reconnection so the
+            // caller reads what was committed while it was away.
+            sqlx::query("SELECT 1").execute(&mut self.inner).await?;
+            self.lost = false;
+            return Ok(());
+        }
+        match self.inner.try_recv().await {
+            // A notification, or a lost connection re-established
+            // (sqlx reconnects eagerly before returning None).
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.lost = true;
+                Err(e.into())
+            }
+        }
+    }
 }
 
 struct Migration {
@@ -117,29 +171,44 @@ struct Migration {
     postgres: &'static [&'static str],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: &[
-        "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-        "INSERT INTO counters (name, value) VALUES ('resource_version', 0)",
-        "CREATE TABLE csrs (name TEXT PRIMARY KEY, uid TEXT NOT NULL UNIQUE, signer_name TEXT NOT NULL, username TEXT NOT NULL, state TEXT NOT NULL, cond TEXT NOT NULL, created BIGINT NOT NULL, resource_version BIGINT NOT NULL, next_attempt BIGINT NOT NULL DEFAULT 0, attempts BIGINT NOT NULL DEFAULT 0, object BLOB NOT NULL, renewal BLOB NOT NULL)",
-        "CREATE INDEX csrs_state ON csrs (state, next_attempt)",
-        "CREATE INDEX csrs_username ON csrs (username, state)",
-        "CREATE INDEX csrs_signer ON csrs (signer_name)",
-        "CREATE TABLE csr_events (resource_version BIGINT PRIMARY KEY, event_type TEXT NOT NULL, name TEXT NOT NULL, created BIGINT NOT NULL, object BLOB NOT NULL)",
-        "CREATE TABLE bootstrap_token_uses (id TEXT PRIMARY KEY, uses BIGINT NOT NULL)",
-    ],
-    postgres: &[
-        "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-        "INSERT INTO counters (name, value) VALUES ('resource_version', 0)",
-        "CREATE TABLE csrs (name TEXT PRIMARY KEY, uid TEXT NOT NULL UNIQUE, signer_name TEXT NOT NULL, username TEXT NOT NULL, state TEXT NOT NULL, cond TEXT NOT NULL, created BIGINT NOT NULL, resource_version BIGINT NOT NULL, next_attempt BIGINT NOT NULL DEFAULT 0, attempts BIGINT NOT NULL DEFAULT 0, object BYTEA NOT NULL, renewal BYTEA NOT NULL)",
-        "CREATE INDEX csrs_state ON csrs (state, next_attempt)",
-        "CREATE INDEX csrs_username ON csrs (username, state)",
-        "CREATE INDEX csrs_signer ON csrs (signer_name)",
-        "CREATE TABLE csr_events (resource_version BIGINT PRIMARY KEY, event_type TEXT NOT NULL, name TEXT NOT NULL, created BIGINT NOT NULL, object BYTEA NOT NULL)",
-        "CREATE TABLE bootstrap_token_uses (id TEXT PRIMARY KEY, uses BIGINT NOT NULL)",
-    ],
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: &[
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            "INSERT INTO counters (name, value) VALUES ('resource_version', 0)",
+            "CREATE TABLE csrs (name TEXT PRIMARY KEY, uid TEXT NOT NULL UNIQUE, signer_name TEXT NOT NULL, username TEXT NOT NULL, state TEXT NOT NULL, cond TEXT NOT NULL, created BIGINT NOT NULL, resource_version BIGINT NOT NULL, next_attempt BIGINT NOT NULL DEFAULT 0, attempts BIGINT NOT NULL DEFAULT 0, object BLOB NOT NULL, renewal BLOB NOT NULL)",
+            "CREATE INDEX csrs_state ON csrs (state, next_attempt)",
+            "CREATE INDEX csrs_username ON csrs (username, state)",
+            "CREATE INDEX csrs_signer ON csrs (signer_name)",
+            "CREATE TABLE csr_events (resource_version BIGINT PRIMARY KEY, event_type TEXT NOT NULL, name TEXT NOT NULL, created BIGINT NOT NULL, object BLOB NOT NULL)",
+            "CREATE TABLE bootstrap_token_uses (id TEXT PRIMARY KEY, uses BIGINT NOT NULL)",
+        ],
+        postgres: &[
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            "INSERT INTO counters (name, value) VALUES ('resource_version', 0)",
+            "CREATE TABLE csrs (name TEXT PRIMARY KEY, uid TEXT NOT NULL UNIQUE, signer_name TEXT NOT NULL, username TEXT NOT NULL, state TEXT NOT NULL, cond TEXT NOT NULL, created BIGINT NOT NULL, resource_version BIGINT NOT NULL, next_attempt BIGINT NOT NULL DEFAULT 0, attempts BIGINT NOT NULL DEFAULT 0, object BYTEA NOT NULL, renewal BYTEA NOT NULL)",
+            "CREATE INDEX csrs_state ON csrs (state, next_attempt)",
+            "CREATE INDEX csrs_username ON csrs (username, state)",
+            "CREATE INDEX csrs_signer ON csrs (signer_name)",
+            "CREATE TABLE csr_events (resource_version BIGINT PRIMARY KEY, event_type TEXT NOT NULL, name TEXT NOT NULL, created BIGINT NOT NULL, object BYTEA NOT NULL)",
+            "CREATE TABLE bootstrap_token_uses (id TEXT PRIMARY KEY, uses BIGINT NOT NULL)",
+        ],
+    },
+    // Forwarding leases apart from the backoff schedule, so that making the
+    // queue due never voids a lease another worker or replica holds.
+    Migration {
+        version: 2,
+        sqlite: &[
+            "ALTER TABLE csrs ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE csrs ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0",
+        ],
+        postgres: &[
+            "ALTER TABLE csrs ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE csrs ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0",
+        ],
+    },
+];
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -217,7 +286,13 @@ impl Store {
             });
         }
         let pool = opts.connect(url).await?;
-        let store = Self { pool, backend };
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let store = Self {
+            pool,
+            backend,
+            url: url.into(),
+            owner: owner.into(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -256,6 +331,8 @@ impl Store {
     }
 
     /// Begin a write transaction: bump the resource-version counter first.
+    /// On PostgreSQL also signal the change channel: the notification is
+    /// delivered when (and only if) the transaction commits.
     async fn begin_write(&self) -> Result<(Transaction<'static, Any>, i64), StoreError> {
         let mut tx = self.pool.begin().await?;
         let rv: i64 = sqlx::query_scalar(
@@ -263,7 +340,25 @@ impl Store {
         )
         .fetch_one(&mut *tx)
         .await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {CHANGE_CHANNEL}")))
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok((tx, rv))
+    }
+
+    /// A listener for changes committed by any process sharing this store,
+    /// or `None` on SQLite (one process; local writes wake the hub).
+    /// Listening starts before this returns, so a change committed after
+    /// it is never missed.
+    pub async fn change_listener(&self) -> Result<Option<ChangeListener>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut inner = sqlx::postgres::PgListener::connect(&self.url).await?;
+        inner.listen(CHANGE_CHANNEL).await?;
+        Ok(Some(ChangeListener { inner, lost: false }))
     }
 
     async fn append_event(
@@ -505,19 +600,32 @@ impl Store {
         Ok(Some(obj))
     }
 
-    /// Claim the next approved request due for forwarding, leasing it until
-    /// `lease_until` so other workers (or replicas) skip it meanwhile.
+    /// Claim the next approved request due for forwarding (its backoff
+    /// over, and no live lease on it), leasing it to this handle until
+    /// `lease_until` so other workers and replicas skip it meanwhile. A
+    /// lease that has expired (its holder died or hung) is taken over.
     pub async fn claim_forward(
         &self,
         now: i64,
         lease_until: i64,
     ) -> Result<Option<ForwardItem>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE csrs SET next_attempt = $1, attempts = attempts + 1 \
-             WHERE name = (SELECT name FROM csrs WHERE state = 'approved' AND next_attempt <= $2 ORDER BY next_attempt, name LIMIT 1) \
-             AND state = 'approved' AND next_attempt <= $2 \
-             RETURNING name, object, renewal, attempts",
-        )
+        // PostgreSQL: rows being claimed or written by other transactions
+        // are skipped instead of waited for (a blocked conditional UPDATE
+        // would re-check its row after the other claim and come back
+        // empty-handed although other work is due). SQLite has one writer.
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        // Only a fixed clause is formatted in; every value is bound.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+             WHERE name = (SELECT name FROM csrs WHERE state = 'approved' AND next_attempt <= $3 AND lease_until <= $3 \
+                           ORDER BY next_attempt, name LIMIT 1{lock}) \
+             AND state = 'approved' AND next_attempt <= $3 AND lease_until <= $3 \
+             RETURNING name, object, renewal, attempts"
+        )))
+        .bind(&*self.owner)
         .bind(lease_until)
         .bind(now)
         .fetch_optional(&self.pool)
@@ -536,32 +644,67 @@ impl Store {
         }))
     }
 
-    /// Schedule the next forwarding attempt of a still-approved request.
+    /// Release this handle's lease on a still-approved request and
+    /// schedule its next attempt at `at`. A lease taken over by someone
+    /// else meanwhile is left alone.
     pub async fn retry_forward_at(&self, name: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE csrs SET next_attempt = $1 WHERE name = $2 AND state = 'approved'")
-            .bind(at)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE csrs SET next_attempt = $1, lease_owner = '', lease_until = 0 \
+             WHERE name = $2 AND state = 'approved' AND lease_owner = $3",
+        )
+        .bind(at)
+        .bind(name)
+        .bind(&*self.owner)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// Make every approved request due at `at` (voids stale leases at start).
-    pub async fn retry_forward_at_all(&self, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE csrs SET next_attempt = $1 WHERE state = 'approved'")
-            .bind(at)
-            .execute(&self.pool)
-            .await?;
+    /// Make every approved request that nobody holds a live lease on (at
+    /// wall-clock `now`) due at `at`: the signer is back, stop waiting out
+    /// backoffs. Leased rows are untouched; their holders schedule them.
+    pub async fn retry_forward_at_all(&self, now: i64, at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE csrs SET next_attempt = $1 \
+             WHERE state = 'approved' AND lease_until <= $2 AND next_attempt > $1",
+        )
+        .bind(at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// Whether any approved request is due for forwarding at `now`; and the
-    /// earliest future attempt time.
-    pub async fn next_forward_time(&self) -> Result<Option<i64>, StoreError> {
-        let t: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(next_attempt) FROM csrs WHERE state = 'approved'")
-                .fetch_one(&self.pool)
+    /// At forwarder start-up: make the queue due now. On SQLite (one
+    /// process by design) leases left by a previous run of this process are
+    /// void too, so its in-flight work resumes at once. On PostgreSQL the
+    /// leases may belong to live replicas: they are left to expire (the
+    /// lease timeout is the takeover time for a dead replica's claims).
+    pub async fn resume_forwarding(&self, now: i64) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::query(
+                    "UPDATE csrs SET next_attempt = 0, lease_owner = '', lease_until = 0 \
+                     WHERE state = 'approved'",
+                )
+                .execute(&self.pool)
                 .await?;
+                Ok(())
+            }
+            Backend::Postgres => self.retry_forward_at_all(now, 0).await,
+        }
+    }
+
+    /// The earliest time an approved request becomes claimable (its
+    /// backoff over and its lease, if any, expired); `None` when nothing is
+    /// approved.
+    pub async fn next_forward_time(&self) -> Result<Option<i64>, StoreError> {
+        let t: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN lease_until > next_attempt THEN lease_until ELSE next_attempt END) \
+             FROM csrs WHERE state = 'approved'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(t)
     }
 
