@@ -6,7 +6,9 @@
 //! loaded by `tls.rs`), and never accept a configuration that would make a
 //! security decision ambiguous (an unknown approval mode, a bootstrap token
 //! with a malformed id, an auto-approval rule for a signer name that requires
-//! signed approvals).
+//! signed approvals). [`LiveConfig`] holds the configuration in force so a
+//! reload (`reload.rs`) can swap it whole; [`Config::restart_only_changes`]
+//! names the keys a reload cannot apply.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -770,6 +772,58 @@ approver_groups = ["example-admins"]
         assert!(err.contains("auto_approve[0].signer_names"), "{err}");
         parse("[[auto_approve]]\nsigner_names = [\"example.com/x\"]\ngroups = [\"g\"]\ncn_equals_username = true\n")
             .unwrap();
+    }
+
+    #[test]
+    fn restart_only_changes_name_each_key() {
+        let a = parse("").unwrap();
+        assert!(a.restart_only_changes(&a.clone()).is_empty());
+        let b = Config::parse(
+            &BASE
+                .replace("tls_cert = \"tls.crt\"", "tls_cert = \"new.crt\"")
+                .replace("client_ca = \"../ca.crt\"", "client_ca = \"../new-ca.crt\"")
+                .replace("cert = \"tls.crt\"\nkey", "cert = \"x.crt\"\nkey")
+                .replace(
+                    "[signer]\n",
+                    "reflection = false\n[signer]\ntimeout = \"5s\"\n",
+                )
+                .replace(
+                    "approver_groups = [\"example-admins\"]",
+                    "approver_groups = [\"ops\"]",
+                ),
+            Path::new("/etc/a/approver.toml"),
+            Path::new("/etc/a"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.restart_only_changes(&b),
+            vec![
+                "tls_cert",
+                "client_ca",
+                "reflection",
+                "signer.cert",
+                "signer.timeout"
+            ]
+        );
+        // Merged: the restart-only keys as running, the rest as loaded.
+        let merged = b.keeping_restart_only_from(&a);
+        assert!(a.restart_only_changes(&merged).is_empty());
+        assert_eq!(merged.approver_groups("example.com/x"), vec!["ops"]);
+    }
+
+    #[test]
+    fn live_config_swaps_whole() {
+        let live = LiveConfig::new(parse("").unwrap());
+        let before = live.snapshot();
+        let hour = Config::parse(
+            &format!("statement_max_age = \"1h\"\n{BASE}"),
+            Path::new("/etc/a/approver.toml"),
+            Path::new("/etc/a"),
+        )
+        .unwrap();
+        live.replace(hour);
+        assert_eq!(before.statement_max_age, Duration::from_secs(86400));
+        assert_eq!(live.snapshot().statement_max_age, Duration::from_secs(3600));
     }
 
     #[test]

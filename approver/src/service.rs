@@ -1,6 +1,7 @@
 //! The `certsign.v1.Approver` gRPC service: authenticate, authorize, decode,
 //! call one domain function, encode. The only place errors become
-//! `tonic::Status` (`to_status`).
+//! `tonic::Status` (`to_status`). Each RPC takes one snapshot of the
+//! configuration in force and uses only it, so a reload never splits a call.
 //!
 //! It must never take an identity from a request body, never show a caller
 //! a request it may not read (others' requests are NOT_FOUND, not
