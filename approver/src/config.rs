@@ -6,7 +6,9 @@
 //! loaded by `tls.rs`), and never accept a configuration that would make a
 //! security decision ambiguous (an unknown approval mode, a bootstrap token
 //! with a malformed id, an auto-approval rule for a signer name that requires
-//! signed approvals).
+//! signed approvals). [`LiveConfig`] holds the configuration in force so a
+//! reload (`reload.rs`) can swap it whole; [`Config::restart_only_changes`]
+//! names the keys a reload cannot apply.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -118,7 +120,7 @@ fn default_one() -> u32 {
 }
 
 /// Resource limits; every field has a safe default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest accepted `spec.request` (PEM bytes).
@@ -144,7 +146,7 @@ impl Default for Limits {
 
 /// How long finished or stale requests are kept (Kubernetes' csrcleaner
 /// defaults).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     /// Issued requests: this long after approval (or once the certificate
@@ -249,7 +251,7 @@ impl std::fmt::Debug for BootstrapToken {
 }
 
 /// The connection to the signer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignerConnection {
     pub endpoints: Vec<String>,
     pub ca: PathBuf,
@@ -529,6 +531,98 @@ impl Config {
             .flat_map(|s| s.approver_groups.iter())
             .any(|g| groups.contains(g))
     }
+
+    /// The keys of `new` that differ from `self` but only take effect on a
+    /// restart (the listener, TLS material, the store, the signer
+    /// connection, the cleaner's schedule, reflection): one name per key.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (self, new);
+        [
+            ("listen", a.listen != b.listen),
+            ("tls_cert", a.tls_cert != b.tls_cert),
+            ("tls_key", a.tls_key != b.tls_key),
+            ("client_ca", a.client_ca != b.client_ca),
+            ("trust_bundle", a.trust_bundle != b.trust_bundle),
+            ("database_url", a.database_url != b.database_url),
+            ("reflection", a.reflection != b.reflection),
+            ("signer.endpoints", a.signer.endpoints != b.signer.endpoints),
+            ("signer.ca", a.signer.ca != b.signer.ca),
+            ("signer.cert", a.signer.cert != b.signer.cert),
+            ("signer.key", a.signer.key != b.signer.key),
+            ("signer.timeout", a.signer.timeout != b.signer.timeout),
+            ("retention", a.retention != b.retention),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
+    /// `self` (a freshly loaded file) with every restart-only key taken
+    /// from `running`, so what a reload swaps in describes what the process
+    /// really does: the reloadable parts are new, the rest stays as started.
+    pub fn keeping_restart_only_from(self, running: &Config) -> Config {
+        Config {
+            listen: running.listen.clone(),
+            tls_cert: running.tls_cert.clone(),
+            tls_key: running.tls_key.clone(),
+            client_ca: running.client_ca.clone(),
+            trust_bundle: running.trust_bundle.clone(),
+            database_url: running.database_url.clone(),
+            reflection: running.reflection,
+            signer: running.signer.clone(),
+            retention: running.retention.clone(),
+            // Reloadable: applied per request from the next call on.
+            signer_names: self.signer_names,
+            limits: self.limits,
+            bootstrap_tokens: self.bootstrap_tokens,
+            auto_approve: self.auto_approve,
+            statement_max_age: self.statement_max_age,
+        }
+    }
+
+    /// The gRPC transport's decoding cap for these limits: generous (at
+    /// least tonic's 4 MiB default) so an oversized CSR meets the
+    /// RESOURCE_EXHAUSTED check with its message; only absurd messages are
+    /// cut off by tonic itself. Fixed when the server starts.
+    pub fn transport_max_message(&self) -> usize {
+        (self.limits.max_request_bytes.saturating_mul(4) + 64 * 1024).max(4 * 1024 * 1024)
+    }
+}
+
+/// The configuration in force, swapped whole on reload. Every RPC takes one
+/// [`LiveConfig::snapshot`] and uses only it, so a call never mixes two
+/// configurations.
+#[derive(Debug)]
+pub struct LiveConfig {
+    current: std::sync::RwLock<std::sync::Arc<Config>>,
+}
+
+impl LiveConfig {
+    pub fn new(config: Config) -> Self {
+        Self {
+            current: std::sync::RwLock::new(std::sync::Arc::new(config)),
+        }
+    }
+
+    /// The configuration in force now.
+    pub fn snapshot(&self) -> std::sync::Arc<Config> {
+        // A poisoned lock still holds a whole `Arc` (the only write is one
+        // pointer assignment), so its value is safe to use.
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Put `config` in force for every later snapshot.
+    pub fn replace(&self, config: Config) -> std::sync::Arc<Config> {
+        let config = std::sync::Arc::new(config);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config.clone();
+        config
+    }
 }
 
 /// Whether `pattern` (exact or `domain/*`) covers `signer_name`.
@@ -678,6 +772,58 @@ approver_groups = ["example-admins"]
         assert!(err.contains("auto_approve[0].signer_names"), "{err}");
         parse("[[auto_approve]]\nsigner_names = [\"example.com/x\"]\ngroups = [\"g\"]\ncn_equals_username = true\n")
             .unwrap();
+    }
+
+    #[test]
+    fn restart_only_changes_name_each_key() {
+        let a = parse("").unwrap();
+        assert!(a.restart_only_changes(&a.clone()).is_empty());
+        let b = Config::parse(
+            &BASE
+                .replace("tls_cert = \"tls.crt\"", "tls_cert = \"new.crt\"")
+                .replace("client_ca = \"../ca.crt\"", "client_ca = \"../new-ca.crt\"")
+                .replace("cert = \"tls.crt\"\nkey", "cert = \"x.crt\"\nkey")
+                .replace(
+                    "[signer]\n",
+                    "reflection = false\n[signer]\ntimeout = \"5s\"\n",
+                )
+                .replace(
+                    "approver_groups = [\"example-admins\"]",
+                    "approver_groups = [\"ops\"]",
+                ),
+            Path::new("/etc/a/approver.toml"),
+            Path::new("/etc/a"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.restart_only_changes(&b),
+            vec![
+                "tls_cert",
+                "client_ca",
+                "reflection",
+                "signer.cert",
+                "signer.timeout"
+            ]
+        );
+        // Merged: the restart-only keys as running, the rest as loaded.
+        let merged = b.keeping_restart_only_from(&a);
+        assert!(a.restart_only_changes(&merged).is_empty());
+        assert_eq!(merged.approver_groups("example.com/x"), vec!["ops"]);
+    }
+
+    #[test]
+    fn live_config_swaps_whole() {
+        let live = LiveConfig::new(parse("").unwrap());
+        let before = live.snapshot();
+        let hour = Config::parse(
+            &format!("statement_max_age = \"1h\"\n{BASE}"),
+            Path::new("/etc/a/approver.toml"),
+            Path::new("/etc/a"),
+        )
+        .unwrap();
+        live.replace(hour);
+        assert_eq!(before.statement_max_age, Duration::from_secs(86400));
+        assert_eq!(live.snapshot().statement_max_age, Duration::from_secs(3600));
     }
 
     #[test]

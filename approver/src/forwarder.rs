@@ -3,13 +3,20 @@
 //! their evidence, and records the outcome.
 //!
 //! Work comes from the store (the `state` column), never from memory, so a
-//! restart resumes it; a claimed request is leased so replicas do not
-//! collide, and the request uid is the signer's idempotency key, so a retry
-//! after a lost answer returns the same certificate instead of a second one.
-//! One claimer takes due requests in batches (one store write per batch)
-//! and keeps up to [`IN_FLIGHT`] Sign calls running at once: the signer
-//! group-commits its journal, so its throughput needs many calls in flight;
-//! outcomes are recorded through the store's group-committed update.
+//! restart resumes it; a claimed request is leased to this process so
+//! workers and replicas do not collide (a dead replica's leases expire and
+//! are taken over), and the request uid is the signer's idempotency key, so
+//! a retry after a lost answer returns the same certificate instead of a
+//! second one. One claimer takes due requests in batches (one store write
+//! per batch) and keeps up to [`IN_FLIGHT`] Sign calls running at once: the
+//! signer group-commits its journal, so its throughput needs many calls in
+//! flight; outcomes are recorded through the store's group-committed update.
+//!
+//! With several signer endpoints (identical profiles, each with its own
+//! journal), each request prefers one of them, chosen by its uid: a retry
+//! goes back to the signer that may already have journaled it. Only when
+//! that one is unreachable (connect error, UNAVAILABLE, deadline, any
+//! non-terminal answer) does the request fail over to the next endpoint.
 //! Policy refusals are terminal (`Failed`, reason `SignerValidationFailure`,
 //! the signer's message); an unreachable signer is retried with backoff.
 //! This module must never drop an approved request or mark it failed for a
@@ -66,6 +73,34 @@ pub fn backoff_secs(attempts: i64) -> i64 {
 /// calls that arrive together with one fsync, so its rate grows with this).
 pub const IN_FLIGHT: usize = 256;
 
+/// Connect timeout per signer endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a claim is leased: long enough for one attempt on every
+/// endpoint (connect plus the RPC deadline each) and recording the outcome,
+/// so a live worker's lease never runs out under it. It is also the time
+/// after which another replica takes over the claims of a dead one.
+pub fn lease_secs(endpoints: usize, rpc_timeout: Duration) -> i64 {
+    let per_endpoint = rpc_timeout.as_secs() + CONNECT_TIMEOUT.as_secs() + 1;
+    let n = u64::try_from(endpoints.max(1)).unwrap_or(1);
+    i64::try_from(per_endpoint.saturating_mul(n)).unwrap_or(i64::MAX / 4) + 5
+}
+
+/// The endpoint a request tries first: a stable function of its uid (FNV-1a,
+/// so every replica and every restart picks the same one).
+pub fn preferred_endpoint(uid: &str, endpoints: usize) -> usize {
+    if endpoints == 0 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in uid.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let n = u64::try_from(endpoints).unwrap_or(1);
+    usize::try_from(h % n).unwrap_or(0)
+}
+
 /// The running forwarder's handle.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
@@ -90,20 +125,21 @@ impl Forwarder {
                 .map_err(err)?
                 .tls_config(tls.clone())
                 .map_err(err)?
-                .connect_timeout(Duration::from_secs(5))
+                .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(signer.timeout);
             clients.push((url.clone(), SignerClient::new(ep.connect_lazy())));
         }
-        // Leases held by a previous run of this process are void: resume
-        // at once (the uid makes a repeated Sign harmless).
-        store.retry_forward_at_all(0).await?;
+        // Resume at once; on SQLite also void the leases of a previous run
+        // (the uid makes a repeated Sign harmless). Other replicas' leases
+        // on PostgreSQL are theirs until they expire.
+        store.resume_forwarding(unix_now()).await?;
         let wake = Arc::new(Notify::new());
         let worker = Worker {
             outage: std::sync::atomic::AtomicBool::new(false),
             store,
             hub,
             clients,
-            lease: i64::try_from(signer.timeout.as_secs()).unwrap_or(30) + 10,
+            lease: lease_secs(signer.endpoints.len(), signer.timeout),
         };
         // One claimer; the calls run as tasks, at most IN_FLIGHT at once.
         // The lease in the store keeps other replicas off claimed requests.
@@ -204,7 +240,13 @@ impl Worker {
             approvals: decision::approval_statements(&item.object),
             renewal: item.renewal.clone(),
         };
-        let outcome = self.sign(&name, request).await;
+        let uid = item
+            .object
+            .metadata
+            .as_ref()
+            .map(|m| m.uid.as_str())
+            .unwrap_or("");
+        let outcome = self.sign(&name, uid, request).await;
         let result = match outcome {
             Outcome::Issued(pem) => {
                 tracing::info!(%name, "certificate issued");
@@ -212,8 +254,9 @@ impl Worker {
                     .outage
                     .swap(false, std::sync::atomic::Ordering::Relaxed)
                 {
-                    // The signer is back: stop waiting out backoffs.
-                    if let Err(e) = self.store.retry_forward_at_all(0).await {
+                    // The signer is back: stop waiting out backoffs (of
+                    // unleased requests only; leased ones are in flight).
+                    if let Err(e) = self.store.retry_forward_at_all(unix_now(), 0).await {
                         tracing::warn!(error = %e, "forwarder: rescheduling the queue failed");
                     }
                 }
@@ -259,9 +302,11 @@ impl Worker {
         }
     }
 
-    async fn sign(&self, name: &str, request: SignRequest) -> Outcome {
+    async fn sign(&self, name: &str, uid: &str, request: SignRequest) -> Outcome {
         let mut last = String::from("no signer endpoint configured");
-        for (url, client) in &self.clients {
+        let first = preferred_endpoint(uid, self.clients.len());
+        let order = self.clients[first..].iter().chain(&self.clients[..first]);
+        for (url, client) in order {
             let mut client = client.clone();
             match client.sign(request.clone()).await {
                 Ok(resp) => {
@@ -277,7 +322,8 @@ impl Worker {
                     return Outcome::Refused(status.message().to_string());
                 }
                 Err(status) => {
-                    tracing::debug!(%name, %url, code = ?status.code(), message = status.message(), "Sign failed");
+                    // Fail over: this signer did not answer with a decision.
+                    tracing::warn!(%name, %url, code = ?status.code(), message = status.message(), "Sign failed on this endpoint");
                     last = format!("{url}: {:?}: {}", status.code(), status.message());
                 }
             }
@@ -296,6 +342,31 @@ mod tests {
         assert_eq!(backoff_secs(2), 2);
         assert_eq!(backoff_secs(4), 8);
         assert_eq!(backoff_secs(100), 30);
+    }
+
+    #[test]
+    fn preferred_endpoint_is_stable_and_spread() {
+        assert_eq!(preferred_endpoint("a", 0), 0);
+        assert_eq!(preferred_endpoint("anything", 1), 0);
+        let uid = "7f1c8f0e-1d3b-4a57-9a3e-0c2b1f6a9d11";
+        assert_eq!(preferred_endpoint(uid, 3), preferred_endpoint(uid, 3));
+        let mut seen = [0usize; 2];
+        for i in 0..200 {
+            seen[preferred_endpoint(&format!("uid-{i}"), 2)] += 1;
+        }
+        assert!(seen[0] > 50 && seen[1] > 50, "{seen:?}");
+    }
+
+    #[test]
+    fn lease_covers_every_endpoint() {
+        let one = lease_secs(1, Duration::from_secs(30));
+        let two = lease_secs(2, Duration::from_secs(30));
+        assert!(one > 30 + 5);
+        assert!(two > 2 * (30 + 5));
+        assert_eq!(
+            lease_secs(0, Duration::from_secs(1)),
+            lease_secs(1, Duration::from_secs(1))
+        );
     }
 
     #[test]

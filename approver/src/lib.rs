@@ -20,6 +20,7 @@
 //! - [`cleaner`]: Kubernetes' retention.
 //! - [`watch`]: change events fan-out.
 //! - [`limits`]: rate and size limits.
+//! - [`reload`]: SIGHUP configuration reload of the parts that may change.
 //! - [`service`]: the gRPC service; the only Error → Status mapping.
 //! - [`tls`]: rustls server and signer-client configuration.
 
@@ -31,6 +32,7 @@ pub mod config;
 pub mod decision;
 pub mod forwarder;
 pub mod limits;
+pub mod reload;
 pub mod service;
 pub mod store;
 pub mod tls;
@@ -45,9 +47,10 @@ use certsign_signer::evidence::ApprovalTrust;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::forwarder::Forwarder;
 use crate::limits::Limiter;
+use crate::reload::Reloader;
 use crate::service::{ApproverService, Shared};
 use crate::store::Store;
 use crate::watch::Hub;
@@ -73,9 +76,11 @@ pub enum ServeError {
 /// A started approver (store open, workers running), ready to serve.
 #[derive(Debug)]
 pub struct App {
+    /// The configuration as started: what the listener and transport use.
     config: Arc<Config>,
     service: ApproverService,
     tls: rustls::ServerConfig,
+    reloader: Reloader,
 }
 
 impl App {
@@ -109,8 +114,10 @@ impl App {
         let limiter = Arc::new(Limiter::new(&config.limits));
         cleaner::spawn(store.clone(), config.retention.clone(), limiter.clone());
 
+        let live = Arc::new(LiveConfig::new(Config::clone(&config)));
+        let reloader = Reloader::new(live.clone(), limiter.clone());
         let service = ApproverService::new(Shared {
-            config: config.clone(),
+            config: live,
             store,
             hub,
             forwarder,
@@ -123,7 +130,13 @@ impl App {
             config,
             service,
             tls,
+            reloader,
         })
+    }
+
+    /// The handle that reloads this approver's configuration (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Serve on `listener` until `shutdown` completes.
@@ -133,11 +146,7 @@ impl App {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
         let incoming = tls::incoming(listener, self.tls);
-        // Generous transport cap (at least tonic's 4 MiB default) so an
-        // oversized CSR meets the RESOURCE_EXHAUSTED check with its message;
-        // only absurd messages are cut off by tonic itself.
-        let max_message = (self.config.limits.max_request_bytes.saturating_mul(4) + 64 * 1024)
-            .max(4 * 1024 * 1024);
+        let max_message = self.config.transport_max_message();
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<ApproverServer<ApproverService>>()

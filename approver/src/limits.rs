@@ -3,9 +3,10 @@
 //! Over a limit is an error the service maps to RESOURCE_EXHAUSTED with a
 //! message; this module must never block, drop silently or panic. (The
 //! pending-per-requestor cap is counted by the store, atomically with the
-//! create.)
+//! create.) The limits are replaced whole on a configuration reload.
 
 use std::num::NonZeroU32;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -21,42 +22,75 @@ pub enum LimitError {
     RequestTooLarge { size: usize, max: usize },
 }
 
-/// The limiter shared by all RPCs.
+/// The limiter shared by all RPCs. Its limits can be replaced while it
+/// runs (a configuration reload); the cleaner keeps shrinking the same one.
 #[derive(Debug)]
 pub struct Limiter {
+    current: RwLock<Arc<Rates>>,
+}
+
+/// One set of limits and the per-identity state counted against them.
+#[derive(Debug)]
+struct Rates {
+    limits: Limits,
     rate: DefaultKeyedRateLimiter<String>,
     per_second: u32,
-    max_request_bytes: usize,
+}
+
+impl Rates {
+    fn new(limits: &Limits) -> Self {
+        let per_second = NonZeroU32::new(limits.requests_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = limits.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
+        Self {
+            limits: limits.clone(),
+            rate: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            per_second: per_second.get(),
+        }
+    }
 }
 
 impl Limiter {
     pub fn new(limits: &Limits) -> Self {
-        let per_second = NonZeroU32::new(limits.requests_per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = limits.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
         Self {
-            rate: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
-            per_second: per_second.get(),
-            max_request_bytes: limits.max_request_bytes,
+            current: RwLock::new(Arc::new(Rates::new(limits))),
+        }
+    }
+
+    fn rates(&self) -> Arc<Rates> {
+        // The only write replaces one whole `Arc`: a poisoned lock still
+        // holds a consistent value.
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Put `limits` in force. Unchanged limits keep the counted state;
+    /// changed ones start from a fresh state (every identity at full quota).
+    pub fn reconfigure(&self, limits: &Limits) {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if current.limits != *limits {
+            *current = Arc::new(Rates::new(limits));
         }
     }
 
     /// Count one RPC for `identity`.
     pub fn check_rate(&self, identity: &str) -> Result<(), LimitError> {
-        self.rate
+        let rates = self.rates();
+        rates
+            .rate
             .check_key(&identity.to_string())
             .map_err(|_| LimitError::Rate {
                 identity: identity.to_string(),
-                per_second: self.per_second,
+                per_second: rates.per_second,
             })
     }
 
     /// Check the size of a submitted `spec.request`.
     pub fn check_request_size(&self, size: usize) -> Result<(), LimitError> {
-        if size > self.max_request_bytes {
-            return Err(LimitError::RequestTooLarge {
-                size,
-                max: self.max_request_bytes,
-            });
+        let max = self.rates().limits.max_request_bytes;
+        if size > max {
+            return Err(LimitError::RequestTooLarge { size, max });
         }
         Ok(())
     }
@@ -64,8 +98,9 @@ impl Limiter {
     /// Forget identities idle long enough to be back at full quota (keeps
     /// memory bounded; called by the cleaner).
     pub fn shrink(&self) {
-        self.rate.retain_recent();
-        self.rate.shrink_to_fit();
+        let rates = self.rates();
+        rates.rate.retain_recent();
+        rates.rate.shrink_to_fit();
     }
 }
 
@@ -86,6 +121,32 @@ mod tests {
         let err = l.check_rate("a").unwrap_err();
         assert!(err.to_string().contains("rate limit exceeded for \"a\""));
         assert!(l.check_rate("b").is_ok());
+    }
+
+    #[test]
+    fn reconfigure_replaces_limits_and_keeps_state_when_unchanged() {
+        let one = Limits {
+            requests_per_second: 1,
+            burst: Some(1),
+            ..Limits::default()
+        };
+        let l = Limiter::new(&one);
+        assert!(l.check_rate("a").is_ok());
+        assert!(l.check_rate("a").is_err());
+        // The same limits again: the spent quota stays spent.
+        l.reconfigure(&one);
+        assert!(l.check_rate("a").is_err());
+        // New limits apply at once, size included.
+        l.reconfigure(&Limits {
+            requests_per_second: 1,
+            burst: Some(3),
+            max_request_bytes: 5,
+            ..Limits::default()
+        });
+        assert!(l.check_rate("a").is_ok());
+        assert!(l.check_rate("a").is_ok());
+        assert!(l.check_request_size(6).is_err());
+        assert!(l.check_request_size(5).is_ok());
     }
 
     #[test]

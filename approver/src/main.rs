@@ -2,7 +2,8 @@
 //!
 //! Parses arguments, loads the config, sets up logging (stderr; stdout
 //! carries only the `listening on <addr>` line), starts the approver and
-//! maps failures to exit codes (64 for usage or configuration errors).
+//! maps failures to exit codes (64 for usage or configuration errors). On
+//! SIGHUP it reloads the config file it was started with (see `reload`).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -47,7 +48,8 @@ fn main() -> ExitCode {
     } else {
         fmt.init();
     }
-    let config = match certsign_approver::config::Config::load(&config) {
+    let config_path = config;
+    let config = match certsign_approver::config::Config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("certsign-approver: {e}");
@@ -62,6 +64,16 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before anything slow: SIGHUP's default action would end the
+        // process; from here on it is queued until the reloader runs.
+        #[cfg(unix)]
+        let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("certsign-approver: cannot handle SIGHUP: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let listen = config.listen.clone();
         let app = match certsign_approver::App::start(config).await {
             Ok(a) => a,
@@ -70,6 +82,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        #[cfg(unix)]
+        tokio::spawn(app.reloader().on_sighup(config_path, hangups));
         let listener = match tokio::net::TcpListener::bind(&listen).await {
             Ok(l) => l,
             Err(e) => {

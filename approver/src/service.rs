@@ -1,6 +1,7 @@
 //! The `certsign.v1.Approver` gRPC service: authenticate, authorize, decode,
 //! call one domain function, encode. The only place errors become
-//! `tonic::Status` (`to_status`).
+//! `tonic::Status` (`to_status`). Each RPC takes one snapshot of the
+//! configuration in force and uses only it, so a reload never splits a call.
 //!
 //! It must never take an identity from a request body, never show a caller
 //! a request it may not read (others' requests are NOT_FOUND, not
@@ -27,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::authn::{self, AuthnError, Identity};
-use crate::config::{ApprovalMode, BootstrapToken, Config, pattern_matches};
+use crate::config::{ApprovalMode, BootstrapToken, Config, LiveConfig, pattern_matches};
 use crate::decision::{self, Actor, DecisionError, DecisionInput, State};
 use crate::forwarder::Forwarder;
 use crate::limits::{LimitError, Limiter};
@@ -138,7 +139,8 @@ impl From<ServiceError> for Status {
 /// What the service needs, shared by all RPCs.
 #[derive(Debug)]
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// The configuration in force; each RPC takes one snapshot of it.
+    pub config: Arc<LiveConfig>,
     pub store: Store,
     pub hub: Hub,
     pub forwarder: Forwarder,
@@ -186,6 +188,7 @@ impl ApproverService {
     /// Authenticate the caller and count the call against its rate.
     fn authenticate<T>(
         &self,
+        cfg: &Config,
         req: &Request<T>,
         token_use: TokenUse,
     ) -> Result<(Identity, Option<BootstrapToken>), ServiceError> {
@@ -198,11 +201,8 @@ impl ApproverService {
                     .ok_or(AuthnError::Missing)?
                     .to_str()
                     .map_err(|_| AuthnError::MalformedToken)?;
-                let (id, token) = authn::from_bearer(
-                    header,
-                    &self.shared.config.bootstrap_tokens,
-                    SystemTime::now(),
-                )?;
+                let (id, token) =
+                    authn::from_bearer(header, &cfg.bootstrap_tokens, SystemTime::now())?;
                 if token_use == TokenUse::Refused {
                     return Err(AuthnError::TokenNotAllowed.into());
                 }
@@ -213,21 +213,22 @@ impl ApproverService {
         Ok((id, token))
     }
 
-    fn is_admin(&self, id: &Identity) -> bool {
-        id.certificate().is_some() && self.shared.config.is_admin(&id.groups)
+    fn is_admin(cfg: &Config, id: &Identity) -> bool {
+        id.certificate().is_some() && cfg.is_admin(&id.groups)
     }
 
-    fn can_read(&self, id: &Identity, csr: &CertificateSigningRequest) -> bool {
-        self.is_admin(id) || csr.spec.as_ref().is_some_and(|s| s.username == id.username)
+    fn can_read(cfg: &Config, id: &Identity, csr: &CertificateSigningRequest) -> bool {
+        Self::is_admin(cfg, id) || csr.spec.as_ref().is_some_and(|s| s.username == id.username)
     }
 
     async fn readable(
         &self,
+        cfg: &Config,
         id: &Identity,
         name: &str,
     ) -> Result<CertificateSigningRequest, ServiceError> {
         match self.shared.store.get(name).await? {
-            Some(csr) if self.can_read(id, &csr) => Ok(csr),
+            Some(csr) if Self::can_read(cfg, id, &csr) => Ok(csr),
             _ => Err(not_found(name)),
         }
     }
@@ -235,13 +236,11 @@ impl ApproverService {
     /// Kubernetes' `IsAuthorizedForSignerName` for verb approve: the exact
     /// signer name, then `domain/*`.
     fn approver_groups_for(
-        &self,
+        cfg: &Config,
         id: &Identity,
         signer_name: &str,
     ) -> Result<Vec<String>, ServiceError> {
-        let groups: Vec<String> = self
-            .shared
-            .config
+        let groups: Vec<String> = cfg
             .approver_groups(signer_name)
             .into_iter()
             .map(str::to_string)
@@ -263,11 +262,11 @@ impl ApproverService {
 
     async fn create(
         &self,
+        cfg: &Config,
         id: Identity,
         token: Option<BootstrapToken>,
         body: CreateCertificateSigningRequestRequest,
     ) -> Result<CertificateSigningRequest, ServiceError> {
-        let cfg = &self.shared.config;
         let submitted = body.certificate_signing_request.ok_or_else(|| {
             ServiceError::BadRequest("certificate_signing_request is required".into())
         })?;
@@ -365,13 +364,13 @@ impl ApproverService {
 
         let renewal = body.renewal;
         if let Some(proof) = &renewal {
-            self.check_renewal(&id, proof, &obj, signer_cfg.allow_renewal)?;
+            self.check_renewal(cfg, &id, proof, &obj, signer_cfg.allow_renewal)?;
             decision::auto_approve(
                 &mut obj,
                 "Auto approving the renewal of a certificate, proven by its current holder.",
             );
         } else if signer_cfg.approval == ApprovalMode::Approver
-            && let Some(message) = self.auto_approve_rule(&id, &obj, &csr)
+            && let Some(message) = Self::auto_approve_rule(cfg, &id, &obj, &csr)
         {
             decision::auto_approve(&mut obj, &message);
         }
@@ -392,6 +391,7 @@ impl ApproverService {
 
     fn check_renewal(
         &self,
+        cfg: &Config,
         id: &Identity,
         proof: &SignedStatement,
         obj: &CertificateSigningRequest,
@@ -423,7 +423,7 @@ impl ApproverService {
                 obj,
                 &new_csr,
                 ca,
-                self.shared.config.statement_max_age,
+                cfg.statement_max_age,
                 SystemTime::now(),
             ) {
                 Ok(_) => return Ok(()),
@@ -442,15 +442,13 @@ impl ApproverService {
     /// The first `[[auto_approve]]` rule that approves this request: its
     /// condition message.
     fn auto_approve_rule(
-        &self,
+        cfg: &Config,
         id: &Identity,
         obj: &CertificateSigningRequest,
         csr: &validation::VerifiedCsr,
     ) -> Option<String> {
         let spec = spec_of(obj);
-        self.shared
-            .config
-            .auto_approve
+        cfg.auto_approve
             .iter()
             .enumerate()
             .find(|(_, r)| {
@@ -477,6 +475,7 @@ impl ApproverService {
     /// must be the caller's own client certificate.
     fn verify_statement(
         &self,
+        cfg: &Config,
         id: &Identity,
         signed: &SignedStatement,
         obj: &CertificateSigningRequest,
@@ -499,15 +498,19 @@ impl ApproverService {
             expected,
             &self.shared.approval_trust,
             groups,
-            self.shared.config.statement_max_age,
+            cfg.statement_max_age,
             SystemTime::now(),
         )
         .map(|_| ())
         .map_err(|source| ServiceError::Evidence { context, source })
     }
 
+    // The request's configuration snapshot travels with it explicitly (one
+    // snapshot per call), which takes this past clippy's argument count.
+    #[allow(clippy::too_many_arguments)]
     async fn decide(
         &self,
+        cfg: &Config,
         id: Identity,
         name: &str,
         decision: Decision,
@@ -515,19 +518,15 @@ impl ApproverService {
         reason: String,
         message: String,
     ) -> Result<CertificateSigningRequest, ServiceError> {
-        let current = self.readable(&id, name).await?;
+        let current = self.readable(cfg, &id, name).await?;
         let spec = spec_of(&current);
-        let groups = self.approver_groups_for(&id, &spec.signer_name)?;
-        let signer_cfg = self
-            .shared
-            .config
-            .signer_name(&spec.signer_name)
-            .ok_or_else(|| {
-                ServiceError::Precondition(format!(
-                    "signerName {:?} is no longer served by this deployment",
-                    spec.signer_name
-                ))
-            })?;
+        let groups = Self::approver_groups_for(cfg, &id, &spec.signer_name)?;
+        let signer_cfg = cfg.signer_name(&spec.signer_name).ok_or_else(|| {
+            ServiceError::Precondition(format!(
+                "signerName {:?} is no longer served by this deployment",
+                spec.signer_name
+            ))
+        })?;
         let input = DecisionInput {
             actor: Actor {
                 username: id.username.clone(),
@@ -550,7 +549,7 @@ impl ApproverService {
             return Ok(current);
         }
         match (&statement, decision) {
-            (Some(s), d) => self.verify_statement(&id, s, &current, d, &groups)?,
+            (Some(s), d) => self.verify_statement(cfg, &id, s, &current, d, &groups)?,
             (None, Decision::Approve) => {
                 return Err(ServiceError::BadRequest(
                     "approval: a signed ApprovalStatement from the approving admin is required"
@@ -574,7 +573,7 @@ impl ApproverService {
     }
 
     fn list_filter(
-        &self,
+        cfg: &Config,
         id: &Identity,
         req: &ListCertificateSigningRequestsRequest,
     ) -> Option<ListFilter> {
@@ -584,7 +583,7 @@ impl ApproverService {
             condition: non_empty(&req.condition),
             username: non_empty(&req.username),
         };
-        if !self.is_admin(id) {
+        if !Self::is_admin(cfg, id) {
             // Others only ever see their own requests.
             match &filter.username {
                 Some(u) if *u != id.username => return None,
@@ -620,9 +619,10 @@ impl Approver for ApproverService {
         &self,
         request: Request<CreateCertificateSigningRequestRequest>,
     ) -> Result<Response<CertificateSigningRequest>, Status> {
-        let (id, token) = self.authenticate(&request, TokenUse::Allowed)?;
+        let cfg = self.shared.config.snapshot();
+        let (id, token) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         Ok(Response::new(
-            self.create(id, token, request.into_inner()).await?,
+            self.create(&cfg, id, token, request.into_inner()).await?,
         ))
     }
 
@@ -630,9 +630,10 @@ impl Approver for ApproverService {
         &self,
         request: Request<GetCertificateSigningRequestRequest>,
     ) -> Result<Response<CertificateSigningRequest>, Status> {
-        let (id, _) = self.authenticate(&request, TokenUse::Allowed)?;
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         Ok(Response::new(
-            self.readable(&id, &request.get_ref().name).await?,
+            self.readable(&cfg, &id, &request.get_ref().name).await?,
         ))
     }
 
@@ -640,10 +641,11 @@ impl Approver for ApproverService {
         &self,
         request: Request<ListCertificateSigningRequestsRequest>,
     ) -> Result<Response<ListCertificateSigningRequestsResponse>, Status> {
-        let (id, _) = self.authenticate(&request, TokenUse::Allowed)?;
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         let req = request.into_inner();
         let after = decode_continue(&req.continue_token)?;
-        let Some(filter) = self.list_filter(&id, &req) else {
+        let Some(filter) = Self::list_filter(&cfg, &id, &req) else {
             return Ok(Response::new(
                 ListCertificateSigningRequestsResponse::default(),
             ));
@@ -679,14 +681,18 @@ impl Approver for ApproverService {
         &self,
         request: Request<WatchCertificateSigningRequestsRequest>,
     ) -> Result<Response<Self::WatchCertificateSigningRequestsStream>, Status> {
-        let (id, _) = self.authenticate(&request, TokenUse::Allowed)?;
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         let req = request.into_inner();
         let wants_initial = req.send_initial_events;
         // Subscribe before listing so nothing falls between the two.
         let mut events = self.shared.hub.subscribe();
         let this = self.clone();
         let matches = move |this: &ApproverService, c: &CertificateSigningRequest| {
-            this.can_read(&id, c)
+            // The configuration in force at each event (not at the start of
+            // the watch), so a reload that removes an admin group also
+            // stops that group's open watches from showing others' requests.
+            Self::can_read(&this.shared.config.snapshot(), &id, c)
                 && (req.name.is_empty() || name_of(c) == req.name)
                 && (req.signer_name.is_empty()
                     || c.spec
@@ -771,10 +777,12 @@ impl Approver for ApproverService {
         &self,
         request: Request<ApproveCertificateSigningRequestRequest>,
     ) -> Result<Response<CertificateSigningRequest>, Status> {
-        let (id, _) = self.authenticate(&request, TokenUse::Refused)?;
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
         let r = request.into_inner();
         Ok(Response::new(
             self.decide(
+                &cfg,
                 id,
                 &r.name,
                 Decision::Approve,
@@ -790,11 +798,20 @@ impl Approver for ApproverService {
         &self,
         request: Request<DenyCertificateSigningRequestRequest>,
     ) -> Result<Response<CertificateSigningRequest>, Status> {
-        let (id, _) = self.authenticate(&request, TokenUse::Refused)?;
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
         let r = request.into_inner();
         Ok(Response::new(
-            self.decide(id, &r.name, Decision::Deny, r.denial, r.reason, r.message)
-                .await?,
+            self.decide(
+                &cfg,
+                id,
+                &r.name,
+                Decision::Deny,
+                r.denial,
+                r.reason,
+                r.message,
+            )
+            .await?,
         ))
     }
 
@@ -802,9 +819,10 @@ impl Approver for ApproverService {
         &self,
         request: Request<DeleteCertificateSigningRequestRequest>,
     ) -> Result<Response<DeleteCertificateSigningRequestResponse>, Status> {
-        let (id, _) = self.authenticate(&request, TokenUse::Refused)?;
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
         let name = &request.get_ref().name;
-        self.readable(&id, name).await?;
+        self.readable(&cfg, &id, name).await?;
         if self
             .shared
             .store
@@ -824,9 +842,10 @@ impl Approver for ApproverService {
         &self,
         request: Request<GetTrustBundleRequest>,
     ) -> Result<Response<TrustBundle>, Status> {
-        self.authenticate(&request, TokenUse::Allowed)?;
+        let cfg = self.shared.config.snapshot();
+        self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         let signer_name = &request.get_ref().signer_name;
-        if !signer_name.is_empty() && self.shared.config.signer_name(signer_name).is_none() {
+        if !signer_name.is_empty() && cfg.signer_name(signer_name).is_none() {
             return Err(ServiceError::BadRequest(format!(
                 "signer_name: this deployment does not serve {signer_name:?}"
             ))

@@ -21,6 +21,16 @@
 //! in commit order, and every change is appended to `csr_events` for
 //! watchers in the same transaction.
 //!
+//! Several processes (approver replicas) may share one PostgreSQL store:
+//! every batch that changes objects also issues `NOTIFY certsign_csr_events`
+//! (delivered at commit, dropped on rollback) so their watch hubs wake at
+//! once ([`ChangeListener`]); the events table stays the source of truth.
+//! Forwarding work is claimed with a lease (`lease_owner`, `lease_until`)
+//! kept apart from the backoff schedule (`next_attempt`): a row is claimed
+//! by one store handle at a time, only expired leases are taken over, and
+//! only the owner releases its lease. On PostgreSQL the claim skips rows
+//! other transactions hold (`FOR UPDATE SKIP LOCKED`).
+//!
 //! This module must never decide policy; it only enforces the counting
 //! limits it is given, atomically. It must never answer a write before its
 //! transaction has committed.
@@ -156,6 +166,11 @@ pub struct Store {
     /// The writer's single connection (and migrations).
     write_pool: AnyPool,
     backend: Backend,
+    url: Arc<str>,
+    /// Who holds the forwarding leases this handle takes: unique per
+    /// [`Store::open`], so two processes (or two handles in a test) never
+    /// mistake each other's leases for their own.
+    owner: Arc<str>,
     writer: mpsc::Sender<Op>,
     counts: Arc<Counts>,
 }
@@ -165,6 +180,50 @@ pub struct Store {
 #[derive(Debug)]
 pub struct WritePause {
     _release: oneshot::Sender<()>,
+}
+
+/// The PostgreSQL notification channel every write transaction signals.
+macro_rules! change_channel {
+    () => {
+        "certsign_csr_events"
+    };
+}
+const CHANGE_CHANNEL: &str = change_channel!();
+
+/// Wake-ups for changes committed by any process sharing a PostgreSQL
+/// store. Only a hint: the reader re-reads the events table after each.
+#[derive(Debug)]
+pub struct ChangeListener {
+    inner: sqlx::postgres::PgListener,
+    /// The last call failed: reconnect before waiting again.
+    lost: bool,
+}
+
+impl ChangeListener {
+    /// Wait for the next change. Also returns (with `Ok`) once a lost
+    /// connection is re-established and listening again, since
+    /// notifications may have been missed meanwhile: the caller re-reads
+    /// from its last seen resource version either way. An error means the
+    /// reconnection failed; the next call tries again.
+    pub async fn changed(&mut self) -> Result<(), StoreError> {
+        if self.lost {
+            // Any statement through the listener reconnects it and
+            // re-issues its LISTEN first; report the reconnection so the
+            // caller reads what was committed while it was away.
+            sqlx::query("SELECT 1").execute(&mut self.inner).await?;
+            self.lost = false;
+            return Ok(());
+        }
+        match self.inner.try_recv().await {
+            // A notification, or a lost connection re-established
+            // (sqlx reconnects eagerly before returning None).
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.lost = true;
+                Err(e.into())
+            }
+        }
+    }
 }
 
 struct Migration {
@@ -195,6 +254,19 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX csrs_signer ON csrs (signer_name)",
             "CREATE TABLE csr_events (resource_version BIGINT PRIMARY KEY, event_type TEXT NOT NULL, name TEXT NOT NULL, created BIGINT NOT NULL, object BYTEA NOT NULL)",
             "CREATE TABLE bootstrap_token_uses (id TEXT PRIMARY KEY, uses BIGINT NOT NULL)",
+        ],
+    },
+    // Forwarding leases apart from the backoff schedule, so that making the
+    // queue due never voids a lease another worker or replica holds.
+    Migration {
+        version: 2,
+        sqlite: &[
+            "ALTER TABLE csrs ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE csrs ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0",
+        ],
+        postgres: &[
+            "ALTER TABLE csrs ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE csrs ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0",
         ],
     },
     // The cleaner walks one state at a time, oldest first, in small keyset
@@ -299,9 +371,22 @@ where
 
 /// Statements without an object result.
 enum Exec {
-    RetryAt { name: String, at: i64 },
-    RetryAll { at: i64 },
-    Prune { cutoff: i64 },
+    /// Release `owner`'s lease and schedule the next attempt.
+    RetryAt {
+        name: String,
+        at: i64,
+        owner: Arc<str>,
+    },
+    /// Make unleased approved requests due at `at`.
+    RetryAll {
+        now: i64,
+        at: i64,
+    },
+    /// SQLite start-up: make the queue due and void old leases.
+    ResumeAll,
+    Prune {
+        cutoff: i64,
+    },
 }
 
 enum Op {
@@ -324,6 +409,7 @@ enum Op {
         now: i64,
         lease_until: i64,
         limit: u32,
+        owner: Arc<str>,
         reply: Reply<Vec<ForwardItem>>,
     },
     Exec {
@@ -484,6 +570,12 @@ async fn run_batch(
             .bind(rv)
             .execute(&mut *tx)
             .await?;
+        if backend == Backend::Postgres {
+            // Other replicas' watch hubs wake at commit (never on rollback).
+            sqlx::raw_sql(concat!("NOTIFY ", change_channel!()))
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     tx.commit().await?;
     Ok(())
@@ -563,9 +655,10 @@ async fn run_op(conn: &mut AnyConnection, folded: bool, rv: &mut i64, op: Op) ->
             now,
             lease_until,
             limit,
+            owner,
             reply,
         } => {
-            let r = claim_in(conn, folded, now, lease_until, limit).await;
+            let r = claim_in(conn, folded, &owner, now, lease_until, limit).await;
             let done = if r.is_ok() { Done::Stands } else { Done::Undo };
             (answer(reply, r), done)
         }
@@ -787,26 +880,48 @@ async fn delete_in(
     Ok(Some(obj))
 }
 
+/// Claims due, unleased (or expired-lease) approved requests for `owner`.
+/// `folded` is SQLite (one writer: nothing to skip); on PostgreSQL rows
+/// being claimed or written by other transactions are skipped instead of
+/// waited for (a blocked conditional UPDATE would re-check its row after
+/// the other claim and come back empty-handed although other work is due).
 async fn claim_in(
     conn: &mut AnyConnection,
     folded: bool,
+    owner: &str,
     now: i64,
     lease_until: i64,
     limit: u32,
 ) -> Result<Vec<ForwardItem>, StoreError> {
-    let rows = sqlx::query(opening!(
-        folded,
-        "UPDATE csrs SET next_attempt = $1, attempts = attempts + 1 \
-         WHERE name IN (SELECT name FROM csrs WHERE state = 'approved' AND next_attempt <= $2 \
-         ORDER BY next_attempt, name LIMIT $3) \
-         AND state = 'approved' AND next_attempt <= $2 \
-         RETURNING name, object, renewal, attempts"
-    ))
-    .bind(lease_until)
-    .bind(now)
-    .bind(i64::from(limit.max(1)))
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = if folded {
+        // SQLite evaluates the IN subquery once.
+        concat!(
+            "SAVEPOINT op; UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+             WHERE name IN (SELECT name FROM csrs WHERE state = 'approved' \
+             AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, name LIMIT $4) \
+             AND state = 'approved' AND next_attempt <= $3 AND lease_until <= $3 \
+             RETURNING name, object, renewal, attempts"
+        )
+    } else {
+        // PostgreSQL may re-run an IN subquery per outer row, and with SKIP
+        // LOCKED each run can pick other rows (more than LIMIT in all): the
+        // picked names are materialised once.
+        concat!(
+            "WITH picked AS MATERIALIZED (SELECT name FROM csrs WHERE state = 'approved' \
+             AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, name LIMIT $4 \
+             FOR UPDATE SKIP LOCKED) \
+             UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = csrs.attempts + 1 \
+             FROM picked WHERE csrs.name = picked.name \
+             RETURNING csrs.name, csrs.object, csrs.renewal, csrs.attempts"
+        )
+    };
+    let rows = sqlx::query(sql)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&mut *conn)
+        .await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         let name: String = row.try_get("name")?;
@@ -824,18 +939,35 @@ async fn claim_in(
 
 async fn exec_in(conn: &mut AnyConnection, what: Exec) -> Result<u64, StoreError> {
     let r = match what {
-        Exec::RetryAt { name, at } => {
-            sqlx::query("UPDATE csrs SET next_attempt = $1 WHERE name = $2 AND state = 'approved'")
-                .bind(at)
-                .bind(name)
-                .execute(&mut *conn)
-                .await?
+        Exec::RetryAt { name, at, owner } => {
+            // A lease taken over by someone else meanwhile is left alone.
+            sqlx::query(
+                "UPDATE csrs SET next_attempt = $1, lease_owner = '', lease_until = 0 \
+                 WHERE name = $2 AND state = 'approved' AND lease_owner = $3",
+            )
+            .bind(at)
+            .bind(name)
+            .bind(&*owner)
+            .execute(&mut *conn)
+            .await?
         }
-        Exec::RetryAll { at } => {
-            sqlx::query("UPDATE csrs SET next_attempt = $1 WHERE state = 'approved'")
-                .bind(at)
-                .execute(&mut *conn)
-                .await?
+        Exec::RetryAll { now, at } => {
+            sqlx::query(
+                "UPDATE csrs SET next_attempt = $1 \
+                 WHERE state = 'approved' AND lease_until <= $2 AND next_attempt > $1",
+            )
+            .bind(at)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+        }
+        Exec::ResumeAll => {
+            sqlx::query(
+                "UPDATE csrs SET next_attempt = 0, lease_owner = '', lease_until = 0 \
+                 WHERE state = 'approved'",
+            )
+            .execute(&mut *conn)
+            .await?
         }
         Exec::Prune { cutoff } => {
             sqlx::query("DELETE FROM csr_events WHERE created < $1")
@@ -917,10 +1049,13 @@ impl Store {
         let write_pool = writer_opts.connect(url).await?;
         let (writer, rx) = mpsc::channel(QUEUE);
         let counts = Arc::new(Counts::default());
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         let store = Self {
             pool,
             write_pool: write_pool.clone(),
             backend,
+            url: url.into(),
+            owner: owner.into(),
             writer,
             counts: counts.clone(),
         };
@@ -1148,44 +1283,84 @@ impl Store {
         lease_until: i64,
         limit: u32,
     ) -> Result<Vec<ForwardItem>, StoreError> {
+        let owner = self.owner.clone();
         self.submit(|reply| Op::Claim {
             now,
             lease_until,
             limit,
+            owner,
             reply,
         })
         .await
     }
 
-    /// Schedule the next forwarding attempt of a still-approved request.
+    /// Release this handle's lease on a still-approved request and
+    /// schedule its next attempt at `at`. A lease taken over by someone
+    /// else meanwhile is left alone.
     pub async fn retry_forward_at(&self, name: &str, at: i64) -> Result<(), StoreError> {
-        let name = name.to_string();
+        let (name, owner) = (name.to_string(), self.owner.clone());
         self.submit(|reply| Op::Exec {
-            what: Exec::RetryAt { name, at },
+            what: Exec::RetryAt { name, at, owner },
             reply,
         })
         .await
         .map(|_| ())
     }
 
-    /// Make every approved request due at `at` (voids stale leases at start).
-    pub async fn retry_forward_at_all(&self, at: i64) -> Result<(), StoreError> {
+    /// Make every approved request that nobody holds a live lease on (at
+    /// wall-clock `now`) due at `at`: the signer is back, stop waiting out
+    /// backoffs. Leased rows are untouched; their holders schedule them.
+    pub async fn retry_forward_at_all(&self, now: i64, at: i64) -> Result<(), StoreError> {
         self.submit(|reply| Op::Exec {
-            what: Exec::RetryAll { at },
+            what: Exec::RetryAll { now, at },
             reply,
         })
         .await
         .map(|_| ())
     }
 
-    /// Whether any approved request is due for forwarding at `now`; and the
-    /// earliest future attempt time.
+    /// At forwarder start-up: make the queue due now. On SQLite (one
+    /// process by design) leases left by a previous run of this process are
+    /// void too, so its in-flight work resumes at once. On PostgreSQL the
+    /// leases may belong to live replicas: they are left to expire (the
+    /// lease timeout is the takeover time for a dead replica's claims).
+    pub async fn resume_forwarding(&self, now: i64) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => self
+                .submit(|reply| Op::Exec {
+                    what: Exec::ResumeAll,
+                    reply,
+                })
+                .await
+                .map(|_| ()),
+            Backend::Postgres => self.retry_forward_at_all(now, 0).await,
+        }
+    }
+
+    /// The earliest time an approved request becomes claimable (its
+    /// backoff over and its lease, if any, expired); `None` when nothing is
+    /// approved.
     pub async fn next_forward_time(&self) -> Result<Option<i64>, StoreError> {
-        let t: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(next_attempt) FROM csrs WHERE state = 'approved'")
-                .fetch_one(&self.pool)
-                .await?;
+        let t: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN lease_until > next_attempt THEN lease_until ELSE next_attempt END) \
+             FROM csrs WHERE state = 'approved'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(t)
+    }
+
+    /// A listener for changes committed by any process sharing this store,
+    /// or `None` on SQLite (one process; local writes wake the hub).
+    /// Listening starts before this returns, so a change committed after
+    /// it is never missed.
+    pub async fn change_listener(&self) -> Result<Option<ChangeListener>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut inner = sqlx::postgres::PgListener::connect(&self.url).await?;
+        inner.listen(CHANGE_CHANNEL).await?;
+        Ok(Some(ChangeListener { inner, lost: false }))
     }
 
     /// Events with a resource version greater than `after`, oldest first.

@@ -2,6 +2,15 @@
 //! by other replicas sharing a PostgreSQL store are seen too) and fans them
 //! out to subscribers over a broadcast channel.
 //!
+//! The events table is the source of truth, read in resource-version order
+//! from the last version seen; wake-ups only say when to read. Local writes
+//! wake the hub directly; on PostgreSQL every committed write of any
+//! replica also wakes it through `LISTEN certsign_csr_events`, so other
+//! replicas' changes arrive at once, not at the next poll. A lost listener
+//! connection wakes it too (notifications may have been missed) and the
+//! read from the last seen version catches up. A slow backstop poll covers
+//! anything else.
+//!
 //! A subscriber that falls too far behind is told so (its stream ends with
 //! an error and the client re-lists), never silently skipped. This module
 //! must never decide who may see an event; the service filters each event by
@@ -12,7 +21,15 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::store::{Event, Store};
+use crate::store::{ChangeListener, Event, Store};
+
+/// Backstop poll with a listener (PostgreSQL): notifications normally wake
+/// the hub long before this.
+const BACKSTOP_POLL: Duration = Duration::from_secs(5);
+/// Poll without a listener (SQLite, one process: its own writes wake the
+/// hub; this only bounds the delay of writes that do not, e.g. the
+/// cleaner's deletions).
+const LOCAL_POLL: Duration = Duration::from_millis(500);
 
 /// The fan-out point for change events.
 #[derive(Debug, Clone)]
@@ -26,6 +43,17 @@ impl Hub {
     pub async fn start(store: Store) -> Result<Self, crate::store::StoreError> {
         let (tx, _) = broadcast::channel(1024);
         let wake = Arc::new(Notify::new());
+        // Listen before reading the starting version: a change committed
+        // in between is then both after `last` and notified.
+        let listener = store.change_listener().await?;
+        let poll = if listener.is_some() {
+            BACKSTOP_POLL
+        } else {
+            LOCAL_POLL
+        };
+        if let Some(listener) = listener {
+            tokio::spawn(relay(listener, wake.clone()));
+        }
         let mut last = store.latest_resource_version().await?;
         let hub = Self {
             tx: tx.clone(),
@@ -33,8 +61,7 @@ impl Hub {
         };
         tokio::spawn(async move {
             loop {
-                // Woken by local writes at once; polls for other replicas'.
-                let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+                let _ = tokio::time::timeout(poll, wake.notified()).await;
                 loop {
                     match store.events_after(last, 500).await {
                         Ok(events) if events.is_empty() => break,
@@ -70,5 +97,20 @@ impl Hub {
     /// Receive every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+}
+
+/// Turn database notifications (and listener reconnects) into wake-ups.
+async fn relay(mut listener: ChangeListener, wake: Arc<Notify>) {
+    loop {
+        match listener.changed().await {
+            Ok(()) => wake.notify_one(),
+            Err(e) => {
+                tracing::warn!(error = %e, "watch: change listener lost its connection; retrying");
+                // Whatever was missed is read by the next wake-up.
+                wake.notify_one();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }

@@ -306,7 +306,7 @@ async fn suite_forward_queue(store: Store) {
         })
         .await
         .unwrap();
-    store.retry_forward_at_all(0).await.unwrap();
+    store.retry_forward_at_all(i64::MAX / 2, 0).await.unwrap();
     assert!(
         store
             .claim_forward(i64::MAX / 2, i64::MAX / 2)
