@@ -895,25 +895,21 @@ async fn claim_in(
 ) -> Result<Vec<ForwardItem>, StoreError> {
     let sql = if folded {
         // SQLite evaluates the IN subquery once.
-        concat!(
-            "SAVEPOINT op; UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+        "SAVEPOINT op; UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
              WHERE name IN (SELECT name FROM csrs WHERE state = 'approved' \
              AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, name LIMIT $4) \
              AND state = 'approved' AND next_attempt <= $3 AND lease_until <= $3 \
              RETURNING name, object, renewal, attempts"
-        )
     } else {
         // PostgreSQL may re-run an IN subquery per outer row, and with SKIP
         // LOCKED each run can pick other rows (more than LIMIT in all): the
         // picked names are materialised once.
-        concat!(
-            "WITH picked AS MATERIALIZED (SELECT name FROM csrs WHERE state = 'approved' \
+        "WITH picked AS MATERIALIZED (SELECT name FROM csrs WHERE state = 'approved' \
              AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, name LIMIT $4 \
              FOR UPDATE SKIP LOCKED) \
              UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = csrs.attempts + 1 \
              FROM picked WHERE csrs.name = picked.name \
              RETURNING csrs.name, csrs.object, csrs.renewal, csrs.attempts"
-        )
     };
     let rows = sqlx::query(sql)
         .bind(owner)
