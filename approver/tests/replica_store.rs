@@ -357,3 +357,49 @@ async fn sqlite_start_up_voids_its_own_old_leases() {
     let item = second.claim_forward(200, 300).await.unwrap().unwrap();
     assert_eq!(item.attempts, 2);
 }
+
+#[tokio::test]
+async fn the_listener_recovers_from_a_dropped_connection() {
+    let Some(db) = Db::new().await else { return };
+    let a = Store::open(&db.url).await.unwrap();
+    let b = Store::open(&db.url).await.unwrap();
+    let mut listener = b.change_listener().await.unwrap().unwrap();
+    // The server drops the listening connection (a restart, a proxy, an
+    // administrator): the listener reports it (or an error), and then
+    // listens again.
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let killed = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    assert_eq!(killed.rows_affected(), 1);
+    let mut errors = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), listener.changed())
+            .await
+            .expect("the lost connection was never reported")
+        {
+            Ok(()) => break,
+            Err(e) => {
+                errors += 1;
+                assert!(errors < 5, "the listener does not recover: {e}");
+            }
+        }
+    }
+    eprintln!("errors before the listener was back: {errors}");
+    // Listening again: a write through the other handle wakes it.
+    a.create(csr("after"), None, &guard()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), listener.changed())
+        .await
+        .expect("no notification after the reconnection")
+        .unwrap();
+    admin.close().await;
+    drop(listener);
+    a.close().await;
+    b.close().await;
+    db.drop_now().await;
+}

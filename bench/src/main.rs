@@ -61,6 +61,10 @@ enum Cmd {
         /// Seconds to run.
         #[arg(long, default_value_t = 20.0)]
         secs: f64,
+        /// Approver replicas sharing --database-url (PostgreSQL); creates
+        /// and approvals are spread over them.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
     },
     /// (5) An approver over a SQLite store of N requests: start-up, memory, list and get latency.
     Scale {
@@ -123,18 +127,29 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             connections,
             secs,
+            replicas,
         } => {
+            let shared = database_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("postgres"));
+            if replicas == 0 || (replicas > 1 && !shared) {
+                anyhow::bail!(
+                    "--replicas: {replicas} is not allowed; use 1, or more with a postgres:// --database-url (replicas share only PostgreSQL)"
+                );
+            }
             let o = certsign_bench::pipeline::PipelineOptions {
                 database_url,
                 concurrency,
                 connections,
                 secs,
+                replicas,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             println!("# {}", certsign_bench::machine_note());
             let s = rt.block_on(certsign_bench::pipeline::pipeline(&o))?;
+            println!("replicas: {replicas}");
             println!("issued (create to issued): {}", s.line());
             println!("# {}", certsign_bench::machine_note());
         }

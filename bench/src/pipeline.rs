@@ -3,6 +3,11 @@
 //! many requests in flight. Measures issued certificates per second and
 //! the time from create to issued.
 //!
+//! With `replicas` > 1 (PostgreSQL only) that many approvers share the
+//! database: request `w` is created on replica `w mod N` and approved on
+//! the next one, and issuance is watched on replica 0 only, so most events
+//! reach the watch from another replica through the database.
+//!
 //! Issuance is observed on one admin Watch stream; a request whose event
 //! has not arrived within 250 ms is checked with a Get, so a lagging watch
 //! can slow the count but never fake it. It must never count a request as
@@ -37,6 +42,27 @@ pub struct PipelineOptions {
     pub connections: usize,
     /// Seconds to run.
     pub secs: f64,
+    /// Approver replicas sharing `database_url` (1: just the one).
+    pub replicas: usize,
+}
+
+/// Starts `n - 1` more approvers next to the first: copies of its
+/// approver.toml (same database, same signer) on their own ports.
+pub fn start_more_replicas(dir: &Path, n: usize) -> anyhow::Result<Vec<Daemon>> {
+    let mut out = Vec::new();
+    for i in 1..n {
+        let toml = dir.join(format!("approver/replica{i}.toml"));
+        std::fs::copy(dir.join("approver/approver.toml"), &toml)?;
+        certsign_tests::edit_toml(&toml, |t| {
+            t.insert("listen".into(), "127.0.0.1:0".into());
+        });
+        out.push(Daemon::start(
+            &crate::bin("certsign-approver")?,
+            &["serve", "--config", &toml.to_string_lossy()],
+            &dir.join(format!("approver{i}.log")),
+        ));
+    }
+    Ok(out)
 }
 
 /// init + signer + approver on loopback ports, rate limits opened.
@@ -93,16 +119,27 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
     let tmp = crate::versus::tempfile_dir()?;
     let dir = tmp.join("ca");
     let (_signer, approver) = start_stack(&dir, o.database_url.as_deref())?;
+    let more = start_more_replicas(&dir, o.replicas)?;
+    let addrs: Vec<&str> = std::iter::once(approver.addr.as_str())
+        .chain(more.iter().map(|d| d.addr.as_str()))
+        .collect();
     let ca = std::fs::read_to_string(dir.join("ca.crt"))?;
     let admin = Ident::load(&dir.join("admin/admin.crt"), &dir.join("admin/admin.key"));
     let ca_key = std::fs::read_to_string(dir.join("signer/ca.key"))?;
     let user = grpc::mint_with(&MintSpec::new("bench-user", &[]), &ca, &ca_key);
-    let users = clients(&approver.addr, &ca, &user, o.connections);
-    let admins = clients(&approver.addr, &ca, &admin, o.connections);
+    // Per replica: its user and admin connections.
+    let users: Vec<_> = addrs
+        .iter()
+        .map(|a| clients(a, &ca, &user, o.connections))
+        .collect();
+    let admins: Vec<_> = addrs
+        .iter()
+        .map(|a| clients(a, &ca, &admin, o.connections))
+        .collect();
     let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
 
     let waiters: Waiters = Arc::default();
-    let mut watch = admins[0]
+    let mut watch = admins[0][0]
         .clone()
         .watch_certificate_signing_requests(WatchCertificateSigningRequestsRequest::default())
         .await?
@@ -140,9 +177,10 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
     let end = start + Duration::from_secs_f64(o.secs);
     let mut tasks = Vec::new();
     for w in 0..o.concurrency {
+        let (create_on, approve_on) = (w % addrs.len(), (w + 1) % addrs.len());
         let (mut uc, mut ac) = (
-            users[w % users.len()].clone(),
-            admins[w % admins.len()].clone(),
+            users[create_on][(w / addrs.len()) % users[create_on].len()].clone(),
+            admins[approve_on][(w / addrs.len()) % admins[approve_on].len()].clone(),
         );
         let (admin, csr_pem, waiters) = (admin.clone(), csr_pem.clone(), waiters.clone());
         let run = run.clone();
@@ -211,6 +249,7 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
     }
     let elapsed = start.elapsed();
     watcher.abort();
+    drop(more);
     drop(approver);
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(Summary::new(lat, errors, elapsed, first))

@@ -23,7 +23,8 @@
 //! dropped here). Needs `CERTSIGN_TEST_DATABASE_URL` (tests/run.sh sets it);
 //! FAILS without it unless `CERTSIGN_SKIP_PG=1`. Sizes:
 //! `CERTSIGN_REPLICAS_REQUESTS` (default 300), `CERTSIGN_REPLICAS_WORKERS`
-//! (6). Each run prints a `FIGURES ...` line for docs/RELIABILITY.md.
+//! (6), `CERTSIGN_REPLICAS_SIGNER_TIMEOUT` (the takeover test's signer
+//! timeout, default 2s; the lease follows it). Each run prints a `FIGURES ...` line for docs/RELIABILITY.md.
 //! Nothing asserts timing: waits are for conditions, with generous limits.
 
 #![allow(clippy::unwrap_used)]
@@ -46,6 +47,16 @@ use certsign_tests::load::{self, Ledger, Rng, has_condition, retryable};
 use certsign_tests::{Daemon, bin, edit_toml, run_ok};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+/// One test of this file at a time: each runs up to three approvers with
+/// up to 11 PostgreSQL connections apiece, and the machine and the
+/// server's connection limit are shared with the rest of the suite.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next test may still run.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 // === the database ===
 
@@ -691,6 +702,7 @@ fn wait_progress(ledger: &Ledger, done: &AtomicBool, at: usize) {
 #[test]
 fn three_replicas_under_load_with_a_kill_and_a_restart() {
     let Some(base) = db_url_or_skip() else { return };
+    let _serial = one_at_a_time();
     let (requests, workers) = sizes();
     let started = Instant::now();
     let mut cluster = Cluster::new(base, 1);
@@ -854,6 +866,7 @@ fn three_replicas_under_load_with_a_kill_and_a_restart() {
 #[test]
 fn approve_and_deny_racing_on_two_replicas_end_with_one_outcome() {
     let Some(base) = db_url_or_skip() else { return };
+    let _serial = one_at_a_time();
     let mut cluster = Cluster::new(base, 1);
     cluster.start_replica("3s");
     cluster.start_replica("3s");
@@ -961,6 +974,7 @@ fn approve_and_deny_racing_on_two_replicas_end_with_one_outcome() {
 #[test]
 fn two_signers_one_killed_mid_run_issuance_continues() {
     let Some(base) = db_url_or_skip() else { return };
+    let _serial = one_at_a_time();
     let (requests, workers) = sizes();
     let started = Instant::now();
     let mut cluster = Cluster::new(base, 2);
@@ -1066,9 +1080,12 @@ fn two_signers_one_killed_mid_run_issuance_continues() {
 #[test]
 fn a_dead_replicas_claim_is_taken_over_after_the_lease() {
     let Some(base) = db_url_or_skip() else { return };
+    let _serial = one_at_a_time();
     let mut cluster = Cluster::new(base, 1);
     // Only replica A runs while the claim is made, so the claim is its.
-    cluster.start_replica("2s");
+    // The lease (and so the takeover time) grows with the signer timeout.
+    let timeout = std::env::var("CERTSIGN_REPLICAS_SIGNER_TIMEOUT").unwrap_or_else(|_| "2s".into());
+    cluster.start_replica(&timeout);
     let rt = rt();
     let _entered = rt.enter();
     let admin = cluster.admin();
@@ -1092,7 +1109,7 @@ fn a_dead_replicas_claim_is_taken_over_after_the_lease() {
     });
     // Wait until A holds the lease (the Sign call is in flight), then kill
     // it with -9 right there.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let owner = loop {
         let owners = cluster
             .db
@@ -1119,7 +1136,7 @@ fn a_dead_replicas_claim_is_taken_over_after_the_lease() {
     cluster.signers[0].signal("CONT");
     // Replica B starts after the death; it must not steal a live lease,
     // and must take the work over once it has expired.
-    let b = cluster.start_replica("2s");
+    let b = cluster.start_replica(&timeout);
     // While A's lease lives (by the database's clock), the row is still
     // A's: B started and looked for work, and left it alone.
     let row = cluster.db.texts(
@@ -1160,7 +1177,7 @@ fn a_dead_replicas_claim_is_taken_over_after_the_lease() {
     cluster.audit_verify();
     cluster.assert_no_panics();
     println!(
-        "FIGURES replicas-takeover lease_left_at_kill_s={lease_left} takeover_after_kill_ms={} attempts={attempts} live_lease_respected_checked={checked_live_lease}",
+        "FIGURES replicas-takeover signer_timeout={timeout} lease_left_at_kill_s={lease_left} takeover_after_kill_ms={} attempts={attempts} live_lease_respected_checked={checked_live_lease}",
         takeover.as_millis()
     );
 }
