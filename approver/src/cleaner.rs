@@ -14,7 +14,7 @@ use x509_parser::prelude::*;
 
 use crate::config::Retention;
 use crate::decision::{self, APPROVED, DENIED, FAILED, State};
-use crate::store::{Store, StoreError};
+use crate::store::{PageBy, Store, StoreError};
 use crate::validation::first_pem_block;
 
 fn secs(d: Duration) -> i64 {
@@ -29,18 +29,26 @@ fn older_than(ts: Option<&prost_types::Timestamp>, age: Duration, now: i64) -> b
     }
 }
 
+/// The notAfter (unix seconds) of the request's certificate, if it has one
+/// that parses.
+fn not_after(csr: &CertificateSigningRequest) -> Option<i64> {
+    let status = csr.status.as_ref()?;
+    let (_, der) = first_pem_block(&status.certificate)?;
+    let (_, cert) = X509Certificate::from_der(&der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 fn cert_expired(csr: &CertificateSigningRequest, now: i64) -> bool {
-    let Some(status) = csr.status.as_ref() else {
-        return false;
-    };
-    let Some((_, der)) = first_pem_block(&status.certificate) else {
-        return false;
-    };
-    match X509Certificate::from_der(&der) {
-        Ok((_, cert)) => cert.validity().not_after.timestamp() < now,
-        // Unparseable: never "expired" (Kubernetes #103823 looped on this).
-        Err(_) => false,
-    }
+    // Unparseable: never "expired" (Kubernetes #103823 looped on this).
+    not_after(csr).is_some_and(|t| t < now)
+}
+
+/// The store's indexed `expires` column for `csr`: its certificate's
+/// notAfter, or 0 when it has no readable certificate (never expires by
+/// certificate). At least 1 for a certificate, so 0 and the store's -1
+/// ("not computed") stay distinct.
+pub fn expiry_column(csr: &CertificateSigningRequest) -> i64 {
+    not_after(csr).map_or(0, |t| t.max(1))
 }
 
 /// Whether `csr` is due for deletion at `now` (unix seconds).
@@ -76,58 +84,108 @@ pub async fn sweep(store: &Store, retention: &Retention) -> Result<usize, StoreE
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let mut deleted = 0;
-    for (state, age) in [
-        (State::Pending, Some(retention.pending)),
-        (State::Denied, Some(retention.denied)),
-        (State::Failed, Some(retention.failed)),
-        (State::Approved, Some(retention.approved_unissued)),
-        // An issued request also goes when its certificate expires, at any
-        // age: every one is looked at.
-        (State::Issued, None),
-    ] {
-        // A condition is never older than its request, so nothing created
-        // within `age` can be due yet; `is_expired` decides for the rest.
-        let before = age.map_or(i64::MAX, |a| now.saturating_sub(secs(a)));
-        let mut after: Option<(i64, String)> = None;
-        loop {
-            let page = store
-                .page_by_state(
-                    state,
-                    before,
-                    after.as_ref().map(|(c, n)| (*c, n.as_str())),
-                    PAGE,
-                )
-                .await?;
-            let Some((created, last)) = page.last() else {
-                break;
-            };
-            after = Some((*created, name_of(last)));
-            let mut deletes = tokio::task::JoinSet::new();
-            for (_, csr) in &page {
-                if !is_expired(csr, retention, now) {
-                    continue;
-                }
-                let meta = csr.metadata.clone().unwrap_or_default();
-                let rv = meta.resource_version.parse::<i64>().ok();
-                let store = store.clone();
-                // Concurrent, so the page's deletes share one commit.
-                deletes.spawn(async move { (store.delete(&meta.name, rv).await, meta.name) });
-            }
-            while let Some(joined) = deletes.join_next().await {
-                let Ok((result, name)) = joined else { continue };
-                if result?.is_some() {
-                    tracing::info!(%name, "cleaner: deleted expired request");
-                    deleted += 1;
-                }
-            }
-            if page.len() < PAGE as usize {
-                break;
-            }
-            tokio::time::sleep(PAUSE).await;
-        }
+    // Candidates by indexed range; `is_expired` decides for each. A
+    // condition is never older than its request, so nothing created
+    // within a state's retention can be due by age yet.
+    let before = |age: Duration| now.saturating_sub(secs(age));
+    let walks = [
+        (
+            State::Pending,
+            PageBy::Created,
+            i64::MIN..before(retention.pending),
+        ),
+        (
+            State::Denied,
+            PageBy::Created,
+            i64::MIN..before(retention.denied),
+        ),
+        (
+            State::Failed,
+            PageBy::Created,
+            i64::MIN..before(retention.failed),
+        ),
+        (
+            State::Approved,
+            PageBy::Created,
+            i64::MIN..before(retention.approved_unissued),
+        ),
+        (
+            State::Issued,
+            PageBy::Created,
+            i64::MIN..before(retention.issued),
+        ),
+        // Issued requests whose certificate has expired, at any age.
+        (State::Issued, PageBy::Expires, 1..now),
+        // Rows stored before the expiry column existed: looked at each time.
+        (State::Issued, PageBy::Expires, -1..0),
+    ];
+    for (state, by, range) in walks {
+        deleted += walk(store, retention, now, state, by, range).await?;
     }
     // Watch events are only needed by live watchers.
     store.prune_events(now - 3600).await?;
+    Ok(deleted)
+}
+
+/// Deletes the expired requests among one indexed range, a page at a time.
+async fn walk(
+    store: &Store,
+    retention: &Retention,
+    now: i64,
+    state: State,
+    by: PageBy,
+    range: std::ops::Range<i64>,
+) -> Result<usize, StoreError> {
+    let mut deleted = 0;
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let page = store
+            .page_by_state(
+                state,
+                by,
+                range.clone(),
+                after.as_ref().map(|(k, n)| (*k, n.as_str())),
+                PAGE,
+            )
+            .await?;
+        let Some((key, last)) = page.last() else {
+            break;
+        };
+        after = Some((*key, name_of(last)));
+        let mut deletes = tokio::task::JoinSet::new();
+        for (key, csr) in &page {
+            if !is_expired(csr, retention, now) {
+                if by == PageBy::Expires && *key == -1 {
+                    // Stored before the column existed: fill it in, so
+                    // the next sweeps find this row by range only.
+                    let (store, name, expires) = (store.clone(), name_of(csr), expiry_column(csr));
+                    deletes.spawn(
+                        async move { store.set_expiry(&name, expires).await.map(|()| None) },
+                    );
+                }
+                continue;
+            }
+            let meta = csr.metadata.clone().unwrap_or_default();
+            let rv = meta.resource_version.parse::<i64>().ok();
+            let store = store.clone();
+            // Concurrent, so the page's deletes share one commit.
+            deletes.spawn(async move {
+                let gone = store.delete(&meta.name, rv).await?;
+                Ok(gone.map(|_| meta.name))
+            });
+        }
+        while let Some(joined) = deletes.join_next().await {
+            let Ok(result) = joined else { continue };
+            if let Some(name) = result? {
+                tracing::info!(%name, "cleaner: deleted expired request");
+                deleted += 1;
+            }
+        }
+        if page.len() < PAGE as usize {
+            break;
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
     Ok(deleted)
 }
 

@@ -46,6 +46,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cleaner::expiry_column;
 use crate::decision::{State, condition_column, state_of};
 
 /// The most write operations one transaction (one fsync) carries.
@@ -130,6 +131,16 @@ pub struct ForwardItem {
     pub renewal: Option<SignedStatement>,
     /// How many times it has been claimed, including this one.
     pub attempts: i64,
+}
+
+/// The indexed column a cleaner page is ranged over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageBy {
+    /// `created` (unix seconds).
+    Created,
+    /// `expires`: the certificate's notAfter (unix seconds); 0 when there is
+    /// no readable certificate, -1 when not computed yet (older rows).
+    Expires,
 }
 
 /// Counting limits applied atomically with a create.
@@ -269,12 +280,28 @@ const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE csrs ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0",
         ],
     },
-    // The cleaner walks one state at a time, oldest first, in small keyset
-    // pages (`page_by_state`), instead of reading every row.
+    // The cleaner reads only candidates, by indexed ranges, instead of
+    // every row: per state by creation time, and issued requests by their
+    // certificate's expiry (`expires`: notAfter in unix seconds; 0 = no
+    // readable certificate; -1 = not computed yet, rows written before
+    // this version). A signer-name list reads its page straight from an
+    // index in name order instead of filtering the name-ordered table.
     Migration {
         version: 3,
-        sqlite: &["CREATE INDEX csrs_state_created ON csrs (state, created, name)"],
-        postgres: &["CREATE INDEX csrs_state_created ON csrs (state, created, name)"],
+        sqlite: &[
+            "ALTER TABLE csrs ADD COLUMN expires BIGINT NOT NULL DEFAULT -1",
+            "CREATE INDEX csrs_state_created ON csrs (state, created, name)",
+            "CREATE INDEX csrs_state_expires ON csrs (state, expires, name)",
+            "CREATE INDEX csrs_signer_name ON csrs (signer_name, name)",
+            "DROP INDEX csrs_signer",
+        ],
+        postgres: &[
+            "ALTER TABLE csrs ADD COLUMN expires BIGINT NOT NULL DEFAULT -1",
+            "CREATE INDEX csrs_state_created ON csrs (state, created, name)",
+            "CREATE INDEX csrs_state_expires ON csrs (state, expires, name)",
+            "CREATE INDEX csrs_signer_name ON csrs (signer_name, name)",
+            "DROP INDEX csrs_signer",
+        ],
     },
 ];
 
@@ -384,6 +411,11 @@ enum Exec {
     },
     /// SQLite start-up: make the queue due and void old leases.
     ResumeAll,
+    /// Fill in a row's `expires` column where it was not computed yet.
+    SetExpires {
+        name: String,
+        expires: i64,
+    },
     Prune {
         cutoff: i64,
     },
@@ -764,8 +796,8 @@ async fn create_in(
         .unwrap_or_else(unix_now);
     sqlx::query(with_event!(
         folded,
-        "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, object, renewal) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10)",
+        "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, object, renewal, expires) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $12)",
         "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
          VALUES ($8, 'ADDED', $1, $11, $9)"
     ))
@@ -780,6 +812,7 @@ async fn create_in(
     .bind(obj.encode_to_vec())
     .bind(renewal)
     .bind(unix_now())
+    .bind(expiry_column(&obj))
     .execute(&mut *conn)
     .await?;
     Ok(obj)
@@ -824,7 +857,7 @@ async fn update_in(
     sqlx::query(with_event!(
         folded,
         "UPDATE csrs SET state = $1, cond = $2, resource_version = $3, object = $4, \
-         next_attempt = CASE WHEN $5 = 1 THEN 0 ELSE next_attempt END WHERE name = $6",
+         next_attempt = CASE WHEN $5 = 1 THEN 0 ELSE next_attempt END, expires = $8 WHERE name = $6",
         "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
          VALUES ($3, 'MODIFIED', $6, $7, $4)"
     ))
@@ -835,6 +868,7 @@ async fn update_in(
     .bind(i64::from(reset_attempts))
     .bind(name)
     .bind(unix_now())
+    .bind(expiry_column(&obj))
     .execute(&mut *conn)
     .await?;
     Ok((obj, true))
@@ -964,6 +998,13 @@ async fn exec_in(conn: &mut AnyConnection, what: Exec) -> Result<u64, StoreError
             )
             .execute(&mut *conn)
             .await?
+        }
+        Exec::SetExpires { name, expires } => {
+            sqlx::query("UPDATE csrs SET expires = $1 WHERE name = $2 AND expires = -1")
+                .bind(expires)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?
         }
         Exec::Prune { cutoff } => {
             sqlx::query("DELETE FROM csr_events WHERE created < $1")
@@ -1186,33 +1227,53 @@ impl Store {
         rows.iter().map(row_object).collect()
     }
 
-    /// One page of the objects in `state` created before `created_before`
-    /// (unix seconds), with their `created` column, ordered by (created,
-    /// name), strictly after the `after` key (the last page's last). An
-    /// indexed range read: the cleaner's walk.
+    /// One page of the objects in `state` whose `by` column lies in
+    /// `from..to`, with that column's value, ordered by (column, name),
+    /// strictly after the `after` key (the last page's last). An indexed
+    /// range read: the cleaner's candidates.
     pub async fn page_by_state(
         &self,
         state: State,
-        created_before: i64,
+        by: PageBy,
+        range: std::ops::Range<i64>,
         after: Option<(i64, &str)>,
         limit: u32,
     ) -> Result<Vec<(i64, CertificateSigningRequest)>, StoreError> {
-        let (after_created, after_name) = after.unwrap_or((i64::MIN, ""));
-        // Only an integer is formatted in.
+        let (after_key, after_name) = after.unwrap_or((i64::MIN, ""));
+        let column = match by {
+            PageBy::Created => "created",
+            PageBy::Expires => "expires",
+        };
+        // Only a fixed column name and an integer are formatted in.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT name, created, object FROM csrs WHERE state = $1 AND created < $2 \
-             AND (created, name) > ($3, $4) ORDER BY created, name LIMIT {}",
+            "SELECT name, {column} AS k, object FROM csrs WHERE state = $1 \
+             AND {column} >= $2 AND {column} < $3 \
+             AND ({column}, name) > ($4, $5) ORDER BY {column}, name LIMIT {}",
             limit.max(1)
         )))
         .bind(state.as_str())
-        .bind(created_before)
-        .bind(after_created)
+        .bind(range.start)
+        .bind(range.end)
+        .bind(after_key)
         .bind(after_name)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("created")?, row_object(r)?)))
+            .map(|r| Ok((r.try_get("k")?, row_object(r)?)))
             .collect()
+    }
+
+    /// Fill in the `expires` column of a row stored before it existed
+    /// (only where it is still "not computed"; the object is unchanged, so
+    /// no resource version or event).
+    pub async fn set_expiry(&self, name: &str, expires: i64) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.submit(|reply| Op::Exec {
+            what: Exec::SetExpires { name, expires },
+            reply,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Read-modify-write one object. `f` returns `Ok(true)` to store the

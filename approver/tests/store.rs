@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use certsign_approver::decision::{self, Actor, DecisionInput};
-use certsign_approver::store::{CreateGuard, ListFilter, Store, StoreError, UpdateError};
+use certsign_approver::store::{CreateGuard, ListFilter, PageBy, Store, StoreError, UpdateError};
 use certsign_proto::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec, ObjectMeta, SignedStatement,
 };
@@ -409,6 +409,51 @@ async fn suite_cleaner_retention(store: Store) {
     );
 }
 
+/// A self-signed certificate PEM valid from a day before `not_after`.
+fn cert_pem(not_after_secs: i64) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["x.example".to_string()]).unwrap();
+    let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap();
+    params.not_before = t(not_after_secs - 86400);
+    params.not_after = t(not_after_secs);
+    params.self_signed(&key).unwrap().pem().into_bytes()
+}
+
+async fn suite_cleaner_certificate_expiry(store: Store) {
+    let now = decision::now().seconds;
+    // Issued a minute ago (far inside the issued retention): only the
+    // certificate's expiry can make them due.
+    for (name, not_after) in [("cert-expired", now - 10), ("cert-valid", now + 3600)] {
+        store
+            .create(
+                aged(name, 120, &[("Approved", 60)], &cert_pem(not_after)),
+                None,
+                &guard(100),
+            )
+            .await
+            .unwrap();
+    }
+    let deleted = certsign_approver::cleaner::sweep(&store, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(store.get("cert-expired").await.unwrap().is_none());
+    assert!(store.get("cert-valid").await.unwrap().is_some());
+    // The column the cleaner ranges over is the certificate's notAfter.
+    let by_expiry = store
+        .page_by_state(
+            decision::State::Issued,
+            PageBy::Expires,
+            now..now + 7200,
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_expiry.len(), 1);
+    assert_eq!(by_expiry[0].0, now + 3600);
+}
+
 async fn suite_concurrent_writers(store: Store) {
     let mut tasks = Vec::new();
     for i in 0..24 {
@@ -659,6 +704,42 @@ async fn batch_failure_stores_nothing(store: Store, url: &str, fail_sql: &[&str]
     raw.close().await;
 }
 
+/// Rows stored before the `expires` column existed (-1) are looked at by
+/// the cleaner, filled in, and deleted when their certificate has expired.
+#[tokio::test]
+async fn sqlite_cleaner_fills_in_expiry_of_older_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let now = decision::now().seconds;
+    for (name, not_after) in [("old-expired", now - 10), ("old-valid", now + 3600)] {
+        store
+            .create(
+                aged(name, 120, &[("Approved", 60)], &cert_pem(not_after)),
+                None,
+                &guard(100),
+            )
+            .await
+            .unwrap();
+    }
+    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE csrs SET expires = -1")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let deleted = certsign_approver::cleaner::sweep(&store, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(store.get("old-expired").await.unwrap().is_none());
+    let expires: i64 = sqlx::query_scalar("SELECT expires FROM csrs WHERE name = 'old-valid'")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(expires, now + 3600);
+    raw.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_batch_failure_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -767,6 +848,7 @@ both!(
     suite_forward_queue,
     suite_events_and_delete,
     suite_cleaner_retention,
+    suite_cleaner_certificate_expiry,
     suite_concurrent_writers,
     suite_batch_refusals_roll_back_alone,
     suite_batch_resource_version_order,

@@ -85,19 +85,22 @@ pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> a
         .execute(&mut conn)
         .await?;
     let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
-    const BATCH: usize = 80; // 12 columns: 960 parameters per statement
+    const BATCH: usize = 80; // 13 columns: 1040 parameters per statement (limit 32766)
+    // The store's indexed `expires` column, as the approver computes it.
+    let issued_expiry =
+        certsign_approver::cleaner::expiry_column(&object(1, csr_pem, cert_pem, now));
     let mut tx = conn.begin().await?;
     let mut i = 0;
     while i < n {
         let rows = BATCH.min(n - i);
         let mut sql = String::from(
-            "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, object, renewal) VALUES ",
+            "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, object, renewal, expires) VALUES ",
         );
         for r in 0..rows {
             if r > 0 {
                 sql.push(',');
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?)");
         }
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for k in i..i + rows {
@@ -116,7 +119,15 @@ pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> a
                 .bind(now)
                 .bind(i64::try_from(k + 1)?)
                 .bind(o.encode_to_vec())
-                .bind(Vec::<u8>::new());
+                .bind(Vec::<u8>::new())
+                // The same certificate in every issued row: parsed once.
+                .bind(
+                    if o.status.as_ref().is_some_and(|s| !s.certificate.is_empty()) {
+                        issued_expiry
+                    } else {
+                        0
+                    },
+                );
         }
         q.execute(&mut *tx).await?;
         i += rows;
