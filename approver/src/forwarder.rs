@@ -199,6 +199,10 @@ impl Worker {
                 .await
             {
                 Ok(items) if !items.is_empty() => {
+                    // A full claim may have left more due work behind; a
+                    // short one took everything due (what is approved
+                    // later wakes this loop).
+                    let full = items.len() == permits.len();
                     for item in items {
                         let Some(permit) = permits.pop() else { break };
                         let worker = self.clone();
@@ -207,9 +211,9 @@ impl Worker {
                             drop(permit);
                         });
                     }
-                    // More may be due already: claim again (unused slots
-                    // are returned here).
-                    continue;
+                    if full {
+                        continue;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "forwarder: claiming work failed"),
