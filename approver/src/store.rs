@@ -3,7 +3,7 @@
 //!
 //! Objects are stored as the encoded proto plus indexed columns (name, uid,
 //! signer name, username, state, CONDITION column, created,
-//! resource_version). SQLite runs in WAL mode with `synchronous = FULL`, so
+//! resource_version, certificate expiry). SQLite runs in WAL mode with `synchronous = FULL`, so
 //! an acknowledged write survives kill -9 and power loss.
 //!
 //! **Group commit.** Every write (create, update, delete, forwarding claims
