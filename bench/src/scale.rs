@@ -314,8 +314,8 @@ pub async fn scale(n: usize, calls: usize, keep: Option<&Path>) -> anyhow::Resul
     ));
     println!("# {}", crate::machine_note());
     drop(approver);
-    if keep.is_none() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
+    // With --keep the store lives in the kept directory and `tmp` is
+    // empty: removed either way.
+    let _ = std::fs::remove_dir_all(&tmp);
     Ok(report)
 }
