@@ -336,7 +336,7 @@ fn set_rv(csr: &mut CertificateSigningRequest, rv: i64) {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::NotStored("the store's writer has stopped".into())
+    StoreError::NotStored("the store's writer stopped or failed before answering".into())
 }
 
 // === the writer's operations ===
@@ -502,7 +502,7 @@ async fn writer_loop(
         for op in queued.drain(..) {
             if let Op::Pause { started, release } = op {
                 if !batch.is_empty() {
-                    write_batch(&pool, backend, &counts, std::mem::take(&mut batch)).await;
+                    guarded_batch(&pool, backend, &counts, std::mem::take(&mut batch)).await;
                 }
                 let _ = started.send(());
                 // Released when the `WritePause` is dropped.
@@ -512,8 +512,19 @@ async fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            write_batch(&pool, backend, &counts, batch).await;
+            guarded_batch(&pool, backend, &counts, batch).await;
         }
+    }
+}
+
+/// Runs one batch as a task of its own: should anything in it panic, its
+/// callers get an error (their answer channels close unanswered, and no
+/// commit happened after the panic) and the writer goes on with the next.
+async fn guarded_batch(pool: &AnyPool, backend: Backend, counts: &Arc<Counts>, ops: Vec<Op>) {
+    let (pool, counts) = (pool.clone(), counts.clone());
+    let task = tokio::spawn(async move { write_batch(&pool, backend, &counts, ops).await });
+    if let Err(e) = task.await {
+        tracing::error!(error = %e, "store: a write batch failed unexpectedly; its writes were answered with errors");
     }
 }
 

@@ -646,6 +646,41 @@ async fn suite_batch_resource_version_order(store: Store) {
     );
 }
 
+async fn suite_batch_panicking_update_fails_alone(store: Store) {
+    store
+        .create(csr("z0", "alice", S1), None, &guard(100))
+        .await
+        .unwrap();
+    let pause = store.pause_writes().await.unwrap();
+    let mut tasks = queue_creates(&store, &[("z1", "alice")], 100).await;
+    let s = store.clone();
+    let q = store.queued_writes();
+    let panicking = tokio::spawn(async move {
+        s.update("z0", |_c| -> Result<bool, std::convert::Infallible> {
+            panic!("an update function that panics")
+        })
+        .await
+    });
+    queued(&store, q + 1).await;
+    tasks.extend(queue_creates(&store, &[("z2", "alice")], 100).await);
+    drop(pause);
+    let r = panicking.await.unwrap();
+    assert!(
+        matches!(r, Err(UpdateError::Store(StoreError::NotStored(_)))),
+        "{r:?}"
+    );
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // The writer goes on.
+    store
+        .create(csr("z3", "alice", S1), None, &guard(100))
+        .await
+        .unwrap();
+    let z0 = store.get("z0").await.unwrap().unwrap();
+    assert_eq!(decision::condition_column(&z0), "Pending");
+}
+
 /// A batch whose transaction fails at its end (`fail_sql` installs a
 /// trigger that refuses a counter jump of more than 2, at commit on
 /// PostgreSQL) answers every operation with an error and stores none.
@@ -852,6 +887,7 @@ both!(
     suite_concurrent_writers,
     suite_batch_refusals_roll_back_alone,
     suite_batch_resource_version_order,
+    suite_batch_panicking_update_fails_alone,
 );
 
 #[tokio::test]
