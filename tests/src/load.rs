@@ -113,7 +113,8 @@ pub fn retryable(s: &Status) -> bool {
     )
 }
 
-fn note_retry(ledger: &Ledger, s: &Status) {
+/// Count a retried call and its status code in the ledger.
+pub fn note_retry(ledger: &Ledger, s: &Status) {
     ledger.retries.fetch_add(1, Ordering::Relaxed);
     *ledger
         .retried_codes

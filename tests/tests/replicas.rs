@@ -43,7 +43,7 @@ use certsign_proto::v1::{
     WatchCertificateSigningRequestsRequest,
 };
 use certsign_tests::grpc::{self, Ident, MintSpec, approve_request, create_request, csr};
-use certsign_tests::load::{self, Ledger, Rng, has_condition, retryable};
+use certsign_tests::load::{self, Ledger, Rng, has_condition, note_retry, retryable};
 use certsign_tests::{Daemon, bin, edit_toml, run_ok};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -353,16 +353,6 @@ impl Cluster {
 }
 
 // === clients that fail over between replicas ===
-
-fn note_retry(ledger: &Ledger, s: &Status) {
-    ledger.retries.fetch_add(1, Ordering::Relaxed);
-    *ledger
-        .retried_codes
-        .lock()
-        .unwrap()
-        .entry(format!("{:?}", s.code()))
-        .or_default() += 1;
-}
 
 /// Calls `f` on replica `first`, moving on to the next replica whenever
 /// the answer may have been cut short (a dead or restarting replica).
