@@ -17,6 +17,7 @@
 //! - [`store`]: sqlx (SQLite / PostgreSQL), the only persistence.
 //! - [`decision`]: approve / deny / fail / issue transitions.
 //! - [`forwarder`]: approved requests to the signer.
+//! - [`health`]: gRPC health follows the database.
 //! - [`cleaner`]: Kubernetes' retention.
 //! - [`watch`]: change events fan-out.
 //! - [`limits`]: rate and size limits.
@@ -31,6 +32,7 @@ pub mod cleaner;
 pub mod config;
 pub mod decision;
 pub mod forwarder;
+pub mod health;
 pub mod limits;
 pub mod reload;
 pub mod service;
@@ -81,6 +83,8 @@ pub struct App {
     service: ApproverService,
     tls: rustls::ServerConfig,
     reloader: Reloader,
+    /// For the health check's database probe.
+    store: Store,
 }
 
 impl App {
@@ -118,7 +122,7 @@ impl App {
         let reloader = Reloader::new(live.clone(), limiter.clone());
         let service = ApproverService::new(Shared {
             config: live,
-            store,
+            store: store.clone(),
             hub,
             forwarder,
             limiter,
@@ -131,6 +135,7 @@ impl App {
             service,
             tls,
             reloader,
+            store,
         })
     }
 
@@ -151,6 +156,7 @@ impl App {
         health_reporter
             .set_serving::<ApproverServer<ApproverService>>()
             .await;
+        tokio::spawn(health::follow_store(self.store.clone(), health_reporter));
         let approver = ApproverServer::new(self.service)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(16 * 1024 * 1024);

@@ -1511,6 +1511,16 @@ impl Store {
         })
     }
 
+    /// Whether the database answers a trivial query within `limit` (the
+    /// health check's probe; a replica that cannot reach the shared store
+    /// must stop attracting traffic).
+    pub async fn ping(&self, limit: Duration) -> Result<(), StoreError> {
+        match tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&self.pool)).await {
+            Ok(r) => r.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
     /// Close the pools (tests and shutdown).
     pub async fn close(&self) {
         self.pool.close().await;

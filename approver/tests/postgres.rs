@@ -77,3 +77,115 @@ async fn two_replicas_share_one_postgres_store() {
     let from_b = get(&mut adm_b, "shared").await.unwrap();
     assert_eq!(from_b.status.unwrap().certificate, cert);
 }
+
+/// The gRPC health status the approver at `addr` reports for `service`.
+async fn health_status(pki: &Pki, addr: &str, service: &str) -> Option<i32> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.ca_pem()));
+    let ch = Endpoint::from_shared(format!("https://{addr}"))
+        .ok()?
+        .tls_config(tls)
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let r = HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .ok()?;
+    Some(r.into_inner().status)
+}
+
+/// Polls until both the overall and the Approver health status are `want`
+/// (generous limit: this waits for probes, it does not time them).
+async fn wait_health(
+    pki: &Pki,
+    addr: &str,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    let want = want as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let overall = health_status(pki, addr, "").await;
+        let approver = health_status(pki, addr, "certsign.v1.Approver").await;
+        if overall == Some(want) && approver == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never became {want}: overall {overall:?}, approver {approver:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_follows_the_database() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Ok(base) = std::env::var("CERTSIGN_TEST_DATABASE_URL") else {
+        if std::env::var("CERTSIGN_SKIP_PG").as_deref() == Ok("1") {
+            eprintln!("CERTSIGN_SKIP_PG=1: skipping the PostgreSQL health test");
+            return;
+        }
+        panic!("CERTSIGN_TEST_DATABASE_URL is not set (tests/run.sh starts PostgreSQL)");
+    };
+    // A database of its own, so that refusing its connections touches
+    // nothing else.
+    sqlx::any::install_default_drivers();
+    let db = format!("h_{}", uuid::Uuid::new_v4().simple());
+    let admin_pool = sqlx::AnyPool::connect(&base).await.unwrap();
+    let exec = |sql: String| {
+        let pool = admin_pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    exec(format!("CREATE DATABASE {db}")).await;
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{prefix}/{db}");
+
+    let pki = Pki::init();
+    pki.edit_approver(|t| {
+        t.insert("database_url".into(), url.clone().into());
+    });
+    let signer = start_signer(&pki, "127.0.0.1:0");
+    let approver = start_approver(&pki, &signer.addr);
+    wait_health(&pki, &approver.addr, ServingStatus::Serving).await;
+
+    // The database goes away: no new connections, the open ones cut.
+    exec(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).await;
+    exec(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    ))
+    .await;
+    wait_health(&pki, &approver.addr, ServingStatus::NotServing).await;
+
+    // It comes back: SERVING again, and the approver works.
+    exec(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).await;
+    wait_health(&pki, &approver.addr, ServingStatus::Serving).await;
+    let alice = pki.user("alice", &[]);
+    let mut c = client(&pki, &approver.addr, Some(&alice)).await;
+    let (pem, _) = make_csr("alice", &[], &[]);
+    c.create_certificate_signing_request(new_csr(
+        "after-outage",
+        &pem,
+        APISERVER_CLIENT,
+        &["client auth"],
+        None,
+    ))
+    .await
+    .unwrap();
+
+    drop(c);
+    drop(approver);
+    drop(signer);
+    exec(format!("DROP DATABASE {db} WITH (FORCE)")).await;
+    admin_pool.close().await;
+}
