@@ -1027,6 +1027,22 @@ async fn exec_in(conn: &mut AnyConnection, what: Exec) -> Result<u64, StoreError
     Ok(r.rows_affected())
 }
 
+/// SQLite's per-connection settings, in order.
+const SQLITE_PRAGMAS: [&str; 4] = [
+    // WAL + FULL: every commit is fsynced to the WAL before it is
+    // acknowledged, so it survives kill -9 and power loss.
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    // A second process's writer queues instead of failing with SQLITE_BUSY.
+    "PRAGMA busy_timeout = 30000",
+    // Each write of a batch runs in a savepoint, which makes SQLite keep a
+    // statement journal of the pages it touches: in memory, not a temp file
+    // written per page. It only serves rollbacks inside an open transaction
+    // (a crash rolls the whole transaction back through the WAL), so
+    // durability is unchanged.
+    "PRAGMA temp_store = MEMORY",
+];
+
 /// Pool options with SQLite's per-connection settings.
 fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
     let opts = AnyPoolOptions::new()
@@ -1037,27 +1053,9 @@ fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
     }
     opts.after_connect(|conn, _meta| {
         Box::pin(async move {
-            // WAL + FULL: every commit is fsynced to the WAL before it is
-            // acknowledged, so it survives kill -9 and power loss;
-            // busy_timeout makes a second process's writer queue instead of
-            // failing with SQLITE_BUSY.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("PRAGMA busy_timeout = 30000")
-                .execute(&mut *conn)
-                .await?;
-            // Each write of a batch runs in a savepoint, which makes SQLite
-            // keep a statement journal of the pages it touches: in memory,
-            // not a temp file written per page. It only serves rollbacks
-            // inside an open transaction (a crash rolls the whole
-            // transaction back through the WAL), so durability is unchanged.
-            sqlx::query("PRAGMA temp_store = MEMORY")
-                .execute(&mut *conn)
-                .await?;
+            for pragma in SQLITE_PRAGMAS {
+                sqlx::query(pragma).execute(&mut *conn).await?;
+            }
             Ok(())
         })
     })
