@@ -11,6 +11,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// mimalloc instead of glibc's malloc: the approver allocates and frees
+// across its runtime's threads on every request (protobuf messages, TLS
+// records, SQLite rows), where glibc's arenas cost ~8 % of the pipeline's
+// CPU (docs/BENCHMARKS.md, section 4).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "certsign-approver",

@@ -8,6 +8,11 @@
 
 use clap::{Parser, Subcommand};
 
+// The load generator shares the cores with what it measures; the same
+// allocator as the approver keeps its own share small.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "certsign-bench",
