@@ -7,7 +7,9 @@
 //! an acknowledged write survives kill -9 and power loss.
 //!
 //! **Group commit.** Every write (create, update, delete, forwarding claims
-//! and reschedules, event pruning) is queued to one writer task per store.
+//! and reschedules, event pruning) is queued to one writer per store: on
+//! SQLite a thread with its own connection (`sqlite_writer`), on PostgreSQL
+//! a task on sqlx's pool.
 //! The writer takes everything queued (up to [`MAX_BATCH`] operations), runs
 //! it in ONE transaction, each operation inside its own SAVEPOINT (so one
 //! operation's refusal or failure rolls back only that operation), commits
@@ -49,6 +51,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cleaner::expiry_column;
 use crate::decision::{State, condition_column, state_of};
 
+mod sqlite_writer;
+
 /// The most write operations one transaction (one fsync) carries.
 pub const MAX_BATCH: usize = 512;
 
@@ -63,6 +67,9 @@ pub enum StoreError {
     /// The database could not be reached or a query failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A statement of the SQLite writer failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The write's transaction did not commit (or the writer is gone):
     /// nothing of it was stored.
     #[error("database error: the write was not stored: {0}")]
@@ -488,21 +495,16 @@ impl Op {
     }
 }
 
-/// The group-commit loop: one batch per transaction, until every `Store`
-/// handle is gone.
-async fn writer_loop(
-    pool: AnyPool,
-    backend: Backend,
-    counts: Arc<Counts>,
-    mut rx: mpsc::Receiver<Op>,
-) {
+/// PostgreSQL's group-commit loop: one batch per transaction, until every
+/// `Store` handle is gone. (SQLite's writer is `sqlite_writer`'s thread.)
+async fn writer_loop(pool: AnyPool, counts: Arc<Counts>, mut rx: mpsc::Receiver<Op>) {
     let mut queued: Vec<Op> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
         let mut batch: Vec<Op> = Vec::with_capacity(queued.len());
         for op in queued.drain(..) {
             if let Op::Pause { started, release } = op {
                 if !batch.is_empty() {
-                    guarded_batch(&pool, backend, &counts, std::mem::take(&mut batch)).await;
+                    guarded_batch(&pool, &counts, std::mem::take(&mut batch)).await;
                 }
                 let _ = started.send(());
                 // Released when the `WritePause` is dropped.
@@ -512,7 +514,7 @@ async fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            guarded_batch(&pool, backend, &counts, batch).await;
+            guarded_batch(&pool, &counts, batch).await;
         }
     }
 }
@@ -520,9 +522,9 @@ async fn writer_loop(
 /// Runs one batch as a task of its own: should anything in it panic, its
 /// callers get an error (their answer channels close unanswered, and no
 /// commit happened after the panic) and the writer goes on with the next.
-async fn guarded_batch(pool: &AnyPool, backend: Backend, counts: &Arc<Counts>, ops: Vec<Op>) {
+async fn guarded_batch(pool: &AnyPool, counts: &Arc<Counts>, ops: Vec<Op>) {
     let (pool, counts) = (pool.clone(), counts.clone());
-    let task = tokio::spawn(async move { write_batch(&pool, backend, &counts, ops).await });
+    let task = tokio::spawn(async move { write_batch(&pool, &counts, ops).await });
     if let Err(e) = task.await {
         tracing::error!(error = %e, "store: a write batch failed unexpectedly; its writes were answered with errors");
     }
@@ -530,11 +532,11 @@ async fn guarded_batch(pool: &AnyPool, backend: Backend, counts: &Arc<Counts>, o
 
 /// Runs `ops` in one transaction and answers each of them after the
 /// commit (or with an error when the transaction did not commit).
-async fn write_batch(pool: &AnyPool, backend: Backend, counts: &Counts, ops: Vec<Op>) {
+async fn write_batch(pool: &AnyPool, counts: &Counts, ops: Vec<Op>) {
     let n = ops.len();
     let mut answers: Vec<Answer> = Vec::with_capacity(n);
     let mut ops = ops.into_iter();
-    let outcome = run_batch(pool, backend, &mut ops, &mut answers).await;
+    let outcome = run_batch(pool, &mut ops, &mut answers).await;
     // Operations the batch did not reach (it failed first) fail with it.
     answers.extend(ops.map(Op::unrun));
     let failed = match outcome {
@@ -553,32 +555,16 @@ async fn write_batch(pool: &AnyPool, backend: Backend, counts: &Counts, ops: Vec
     }
 }
 
-/// How an operation's savepoint is handled. Every statement is a round
-/// trip (on SQLite, to sqlx's worker thread), so on SQLite the savepoint is
-/// opened by the operation's first statement and released by its last
-/// write (multi-statement strings), and single-statement operations need
-/// none (SQLite rolls a failed statement back alone). On PostgreSQL a failed
-/// statement aborts the transaction, so every operation runs between its
-/// own SAVEPOINT and RELEASE statements.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Savepoint {
-    /// PostgreSQL: separate statements around the operation.
-    Separate,
-    /// SQLite: opened and released inside the operation's own statements.
-    Folded,
-    /// SQLite, one statement: none needed.
-    None,
-}
-
+/// A failed statement aborts a PostgreSQL transaction, so every operation
+/// runs between its own SAVEPOINT and RELEASE statements.
 async fn run_batch(
     pool: &AnyPool,
-    backend: Backend,
     ops: &mut std::vec::IntoIter<Op>,
     answers: &mut Vec<Answer>,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    // Lock the counter row first: the write lock on SQLite, and on
-    // PostgreSQL other replicas' writers wait here until this commits.
+    // Lock the counter row first: other replicas' writers wait here until
+    // this commits.
     let first: i64 = sqlx::query_scalar(
         "UPDATE counters SET value = value WHERE name = 'resource_version' RETURNING value",
     )
@@ -586,65 +572,38 @@ async fn run_batch(
     .await?;
     let mut rv = first;
     for op in ops.by_ref() {
-        let sp = match (backend, &op) {
-            (Backend::Postgres, _) => Savepoint::Separate,
-            (Backend::Sqlite, Op::Exec { .. }) => Savepoint::None,
-            (Backend::Sqlite, _) => Savepoint::Folded,
-        };
-        if sp == Savepoint::Separate
-            && let Err(e) = sqlx::raw_sql("SAVEPOINT op").execute(&mut *tx).await
-        {
+        if let Err(e) = sqlx::raw_sql("SAVEPOINT op").execute(&mut *tx).await {
             answers.push(op.unrun());
             return Err(e.into());
         }
-        let (a, done) = run_op(&mut tx, sp == Savepoint::Folded, &mut rv, op).await;
+        let (a, undo) = run_op(&mut tx, &mut rv, op).await;
         answers.push(a);
-        let close = match (sp, done) {
-            (Savepoint::None, _) | (Savepoint::Folded, Done::Released) => None,
-            (_, Done::Undo) => Some("ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op"),
-            _ => Some("RELEASE SAVEPOINT op"),
-        };
-        if let Some(sql) = close {
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        }
+        sqlx::raw_sql(if undo {
+            "ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op"
+        } else {
+            "RELEASE SAVEPOINT op"
+        })
+        .execute(&mut *tx)
+        .await?;
     }
     if rv != first {
         sqlx::query("UPDATE counters SET value = $1 WHERE name = 'resource_version'")
             .bind(rv)
             .execute(&mut *tx)
             .await?;
-        if backend == Backend::Postgres {
-            // Other replicas' watch hubs wake at commit (never on rollback).
-            sqlx::raw_sql(concat!("NOTIFY ", change_channel!()))
-                .execute(&mut *tx)
-                .await?;
-        }
+        // Other replicas' watch hubs wake at commit (never on rollback).
+        sqlx::raw_sql(concat!("NOTIFY ", change_channel!()))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
-/// What became of an operation's writes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Done {
-    /// Its writes (if any) stand; its savepoint is still open.
-    Stands,
-    /// Its writes stand and its last statement released its (folded)
-    /// savepoint.
-    Released,
-    /// Roll back to its savepoint.
-    Undo,
-}
-
-/// Runs one operation. `folded`: open the savepoint in the first statement
-/// and release it in the last write (SQLite). `rv` is advanced only by
-/// operations whose writes stand.
-async fn run_op(conn: &mut AnyConnection, folded: bool, rv: &mut i64, op: Op) -> (Answer, Done) {
+/// Runs one operation; returns its answer and whether its savepoint must
+/// be rolled back. `rv` is advanced only by operations whose writes stand.
+async fn run_op(conn: &mut AnyConnection, rv: &mut i64, op: Op) -> (Answer, bool) {
     let next = *rv + 1;
-    let written = |wrote: bool| match (wrote, folded) {
-        (true, true) => Done::Released,
-        _ => Done::Stands,
-    };
     match op {
         Op::Create {
             obj,
@@ -652,47 +611,39 @@ async fn run_op(conn: &mut AnyConnection, folded: bool, rv: &mut i64, op: Op) ->
             guard,
             reply,
         } => {
-            let r = create_in(conn, folded, next, *obj, renewal, &guard).await;
-            let done = if r.is_ok() {
+            let r = create_in(conn, next, *obj, renewal, &guard).await;
+            let undo = r.is_err();
+            if !undo {
                 *rv = next;
-                written(true)
-            } else {
-                Done::Undo
-            };
-            (answer(reply, r), done)
-        }
-        Op::Update { name, mut f } => {
-            match update_in(conn, folded, next, &name, f.as_mut()).await {
-                Ok((obj, wrote)) => {
-                    if wrote {
-                        *rv = next;
-                    }
-                    (Box::new(move |m| answer_update(f, obj, m)), written(wrote))
-                }
-                Err(e) => (
-                    Box::new(move |m| match m {
-                        Some(m) => f.answer(Err(StoreError::NotStored(m.to_string()))),
-                        None => f.answer(Err(e)),
-                    }),
-                    Done::Undo,
-                ),
             }
+            (answer(reply, r), undo)
         }
+        Op::Update { name, mut f } => match update_in(conn, next, &name, f.as_mut()).await {
+            Ok((obj, wrote)) => {
+                if wrote {
+                    *rv = next;
+                }
+                (Box::new(move |m| answer_update(f, obj, m)), false)
+            }
+            Err(e) => (
+                Box::new(move |m| match m {
+                    Some(m) => f.answer(Err(StoreError::NotStored(m.to_string()))),
+                    None => f.answer(Err(e)),
+                }),
+                true,
+            ),
+        },
         Op::Delete {
             name,
             expected_rv,
             reply,
         } => {
-            let r = delete_in(conn, folded, next, &name, expected_rv).await;
-            let done = match &r {
-                Ok(Some(_)) => {
-                    *rv = next;
-                    written(true)
-                }
-                Ok(None) => Done::Stands,
-                Err(_) => Done::Undo,
-            };
-            (answer(reply, r), done)
+            let r = delete_in(conn, next, &name, expected_rv).await;
+            let undo = r.is_err();
+            if matches!(r, Ok(Some(_))) {
+                *rv = next;
+            }
+            (answer(reply, r), undo)
         }
         Op::Claim {
             now,
@@ -701,16 +652,16 @@ async fn run_op(conn: &mut AnyConnection, folded: bool, rv: &mut i64, op: Op) ->
             owner,
             reply,
         } => {
-            let r = claim_in(conn, folded, &owner, now, lease_until, limit).await;
-            let done = if r.is_ok() { Done::Stands } else { Done::Undo };
-            (answer(reply, r), done)
+            let r = claim_in(conn, &owner, now, lease_until, limit).await;
+            let undo = r.is_err();
+            (answer(reply, r), undo)
         }
         Op::Exec { what, reply } => {
             let r = exec_in(conn, what).await;
-            let done = if r.is_ok() { Done::Stands } else { Done::Undo };
-            (answer(reply, r), done)
+            let undo = r.is_err();
+            (answer(reply, r), undo)
         }
-        Op::Pause { .. } => (Box::new(|_| {}), Done::Stands),
+        Op::Pause { .. } => (Box::new(|_| {}), false),
     }
 }
 
@@ -721,33 +672,16 @@ fn answer_update(f: Box<dyn UpdateFn>, obj: CertificateSigningRequest, failed: O
     }
 }
 
-/// The SQL for a read that opens the operation's savepoint when `folded`.
-macro_rules! opening {
-    ($folded:expr, $sql:literal) => {
-        if $folded {
-            concat!("SAVEPOINT op; ", $sql)
-        } else {
-            $sql
-        }
-    };
-}
-
-/// A row write and its `csr_events` row in one round trip: on SQLite two
-/// statements and the savepoint's release in one string; on PostgreSQL one
-/// statement (a data-modifying WITH), atomic by itself.
+/// A row write and its `csr_events` row in one statement (a data-modifying
+/// WITH), atomic by itself.
 macro_rules! with_event {
-    ($folded:expr, $write:literal, $event:literal) => {
-        if $folded {
-            concat!($write, "; ", $event, "; RELEASE SAVEPOINT op")
-        } else {
-            concat!("WITH w AS (", $write, " RETURNING 1) ", $event)
-        }
+    ($write:literal, $event:literal) => {
+        concat!("WITH w AS (", $write, " RETURNING 1) ", $event)
     };
 }
 
 async fn create_in(
     conn: &mut AnyConnection,
-    folded: bool,
     rv: i64,
     mut obj: CertificateSigningRequest,
     renewal: Vec<u8>,
@@ -757,20 +691,14 @@ async fn create_in(
     let spec = obj.spec.clone().unwrap_or_default();
     let state = state_of(&obj);
     // One read for both checks.
-    let row = sqlx::query(opening!(
-        folded,
+    let row = sqlx::query(
         "SELECT (SELECT COUNT(*) FROM csrs WHERE name = $1) AS taken, \
-         (SELECT COUNT(*) FROM csrs WHERE username = $2 AND state = 'pending') AS pending"
-    ))
+         (SELECT COUNT(*) FROM csrs WHERE username = $2 AND state = 'pending') AS pending",
+    )
     .bind(&name)
     .bind(&spec.username)
-    // fetch_all, not fetch_one: sqlx's Any driver only looks at the first
-    // result of a multi-statement string (here the SAVEPOINT's).
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .next()
-    .ok_or(sqlx::Error::RowNotFound)?;
+    .fetch_one(&mut *conn)
+    .await?;
     let (taken, pending): (i64, i64) = (row.try_get("taken")?, row.try_get("pending")?);
     if taken > 0 {
         return Err(StoreError::AlreadyExists(name));
@@ -806,7 +734,6 @@ async fn create_in(
         .map(|t| t.seconds)
         .unwrap_or_else(unix_now);
     sqlx::query(with_event!(
-        folded,
         "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, object, renewal, expires) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $12)",
         "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
@@ -832,20 +759,14 @@ async fn create_in(
 /// Returns the object (changed or not) and whether it was written.
 async fn update_in(
     conn: &mut AnyConnection,
-    folded: bool,
     rv: i64,
     name: &str,
     f: &mut dyn UpdateFn,
 ) -> Result<(CertificateSigningRequest, bool), StoreError> {
-    let row = sqlx::query(opening!(
-        folded,
-        "SELECT name, object FROM csrs WHERE name = $1"
-    ))
-    .bind(name)
-    .fetch_all(&mut *conn) // see create_in
-    .await?
-    .into_iter()
-    .next();
+    let row = sqlx::query("SELECT name, object FROM csrs WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else {
         return Err(StoreError::NotFound(name.to_string()));
     };
@@ -866,7 +787,6 @@ async fn update_in(
     // A request that has just become approved is due for forwarding now.
     let reset_attempts = before_state != state;
     sqlx::query(with_event!(
-        folded,
         "UPDATE csrs SET state = $1, cond = $2, resource_version = $3, object = $4, \
          next_attempt = CASE WHEN $5 = 1 THEN 0 ELSE next_attempt END, expires = $8 WHERE name = $6",
         "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
@@ -887,20 +807,14 @@ async fn update_in(
 
 async fn delete_in(
     conn: &mut AnyConnection,
-    folded: bool,
     rv: i64,
     name: &str,
     expected_rv: Option<i64>,
 ) -> Result<Option<CertificateSigningRequest>, StoreError> {
-    let row = sqlx::query(opening!(
-        folded,
-        "SELECT name, object, resource_version FROM csrs WHERE name = $1"
-    ))
-    .bind(name)
-    .fetch_all(&mut *conn) // see create_in
-    .await?
-    .into_iter()
-    .next();
+    let row = sqlx::query("SELECT name, object, resource_version FROM csrs WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -911,7 +825,6 @@ async fn delete_in(
     let mut obj = row_object(&row)?;
     set_rv(&mut obj, rv);
     sqlx::query(with_event!(
-        folded,
         "DELETE FROM csrs WHERE name = $1",
         "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
          VALUES ($2, 'DELETED', $1, $3, $4)"
@@ -926,36 +839,25 @@ async fn delete_in(
 }
 
 /// Claims due, unleased (or expired-lease) approved requests for `owner`.
-/// `folded` is SQLite (one writer: nothing to skip); on PostgreSQL rows
-/// being claimed or written by other transactions are skipped instead of
+/// Rows being claimed or written by other transactions are skipped instead of
 /// waited for (a blocked conditional UPDATE would re-check its row after
 /// the other claim and come back empty-handed although other work is due).
 async fn claim_in(
     conn: &mut AnyConnection,
-    folded: bool,
     owner: &str,
     now: i64,
     lease_until: i64,
     limit: u32,
 ) -> Result<Vec<ForwardItem>, StoreError> {
-    let sql = if folded {
-        // SQLite evaluates the IN subquery once.
-        "SAVEPOINT op; UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
-             WHERE name IN (SELECT name FROM csrs WHERE state = 'approved' \
-             AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, name LIMIT $4) \
-             AND state = 'approved' AND next_attempt <= $3 AND lease_until <= $3 \
-             RETURNING name, object, renewal, attempts"
-    } else {
-        // PostgreSQL may re-run an IN subquery per outer row, and with SKIP
-        // LOCKED each run can pick other rows (more than LIMIT in all): the
-        // picked names are materialised once.
-        "WITH picked AS MATERIALIZED (SELECT name FROM csrs WHERE state = 'approved' \
-             AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, name LIMIT $4 \
-             FOR UPDATE SKIP LOCKED) \
-             UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = csrs.attempts + 1 \
-             FROM picked WHERE csrs.name = picked.name \
-             RETURNING csrs.name, csrs.object, csrs.renewal, csrs.attempts"
-    };
+    // PostgreSQL may re-run an IN subquery per outer row, and with SKIP
+    // LOCKED each run can pick other rows (more than LIMIT in all): the
+    // picked names are materialised once.
+    let sql = "WITH picked AS MATERIALIZED (SELECT name FROM csrs WHERE state = 'approved' \
+         AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, name LIMIT $4 \
+         FOR UPDATE SKIP LOCKED) \
+         UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = csrs.attempts + 1 \
+         FROM picked WHERE csrs.name = picked.name \
+         RETURNING csrs.name, csrs.object, csrs.renewal, csrs.attempts";
     let rows = sqlx::query(sql)
         .bind(owner)
         .bind(lease_until)
@@ -1079,6 +981,8 @@ impl Store {
         let pool = readers.connect(url).await?;
         let mut writer_opts = pool_options(backend, 1);
         if backend == Backend::Sqlite {
+            // (On SQLite this connection only runs the migrations; the
+            // writer thread has its own and the same guard.)
             // A write that fails with SQLITE_FULL (disk full) can leave the
             // connection inside a transaction that sqlx no longer tracks;
             // it would keep the write lock and fail every later batch
@@ -1106,7 +1010,12 @@ impl Store {
             counts: counts.clone(),
         };
         store.migrate().await?;
-        tokio::spawn(writer_loop(write_pool, backend, counts, rx));
+        match backend {
+            Backend::Sqlite => sqlite_writer::spawn(&sqlite_writer::path_of(url)?, counts, rx)?,
+            Backend::Postgres => {
+                tokio::spawn(writer_loop(write_pool, counts, rx));
+            }
+        }
         Ok(store)
     }
 

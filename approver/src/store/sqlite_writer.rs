@@ -1,0 +1,474 @@
+//! The SQLite group-commit writer: one OS thread with its own connection
+//! that runs each batch of queued writes synchronously, in one transaction.
+//!
+//! Why a thread of its own: through sqlx every statement is a hand-off to
+//! sqlx's worker thread and back (two thread wake-ups); a batch of a few
+//! hundred operations made thousands of them per second, and on a 2-core
+//! machine the context switches cost more CPU than SQLite itself
+//! (docs/BENCHMARKS.md, section 4). Here a batch is one hand-off in (the
+//! queue) and one answer per caller out, after the commit.
+//!
+//! Semantics are the store's (see the parent module): one transaction per
+//! batch, each operation in its own SAVEPOINT, resource versions handed out
+//! in queue order, `synchronous = FULL`, and no answer before the commit.
+//! Reads stay on sqlx's pool; WAL lets them run beside this connection.
+//!
+//! This module must never answer a write before its transaction committed,
+//! and never decide policy (update functions and guards come from callers).
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use certsign_proto::v1::CertificateSigningRequest;
+use prost::Message as _;
+use rusqlite::{Connection, OptionalExtension as _, params};
+use tokio::sync::mpsc;
+
+use super::{
+    Answer, Applied, Counts, CreateGuard, Exec, ForwardItem, MAX_BATCH, Op, SQLITE_PRAGMAS,
+    StoreError, UpdateFn, answer, answer_update, decode, decode_renewal, name_of, set_rv, unix_now,
+};
+use crate::cleaner::expiry_column;
+use crate::decision::{State, condition_column, state_of};
+
+/// Opens the writer's connection (the schema is already migrated) and
+/// starts its thread, which runs until every sender of `rx` is gone.
+pub(super) fn spawn(
+    path: &Path,
+    counts: Arc<Counts>,
+    rx: mpsc::Receiver<Op>,
+) -> Result<(), StoreError> {
+    let conn = open(path)?;
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || writer_loop(conn, &counts, rx))
+        .map_err(|e| StoreError::NotStored(format!("cannot start the store writer: {e}")))?;
+    Ok(())
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    for pragma in SQLITE_PRAGMAS {
+        conn.execute_batch(pragma)?;
+    }
+    Ok(conn)
+}
+
+/// The file a `sqlite:` URL names, parsed the way sqlx parses it for the
+/// readers, so both open the same database.
+pub(super) fn path_of(url: &str) -> Result<PathBuf, StoreError> {
+    let opts: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+    Ok(opts.get_filename().to_path_buf())
+}
+
+fn writer_loop(mut conn: Connection, counts: &Counts, mut rx: mpsc::Receiver<Op>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            if let Op::Pause { started, release } = op {
+                if !batch.is_empty() {
+                    write_batch(&mut conn, counts, std::mem::take(&mut batch));
+                }
+                let _ = started.send(());
+                // Released when the `WritePause` is dropped.
+                let _ = release.blocking_recv();
+            } else {
+                batch.push(op);
+            }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            write_batch(&mut conn, counts, batch);
+        }
+    }
+}
+
+/// Runs `ops` in one transaction and answers each after the commit (or
+/// with an error when it did not commit). Should anything panic, the
+/// transaction is rolled back and the batch's callers get an error (their
+/// answer channels close unanswered); the writer goes on with the next.
+fn write_batch(conn: &mut Connection, counts: &Counts, ops: Vec<Op>) {
+    let n = ops.len();
+    let mut answers: Vec<Answer> = Vec::with_capacity(n);
+    let mut ops = ops.into_iter();
+    let outcome =
+        std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(conn, &mut ops, &mut answers)));
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(_) => {
+            tracing::error!(
+                operations = n,
+                "store: a write batch failed unexpectedly; its writes were answered with errors"
+            );
+            end_transaction(conn);
+            return;
+        }
+    };
+    // Operations the batch did not reach (it failed first) fail with it.
+    answers.extend(ops.map(Op::unrun));
+    let failed = match outcome {
+        Ok(()) => {
+            counts.commits.fetch_add(1, Ordering::Relaxed);
+            counts.ops.fetch_add(n as u64, Ordering::Relaxed);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, operations = n, "store: a write transaction failed; none of its writes were stored");
+            end_transaction(conn);
+            Some(e.to_string())
+        }
+    };
+    for a in answers {
+        a(failed.as_deref());
+    }
+}
+
+/// Leaves no transaction open: a failed COMMIT (SQLITE_FULL, say) can keep
+/// one, and with it the write lock, failing every later batch even after
+/// the cause is gone.
+fn end_transaction(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+}
+
+fn run_batch(
+    conn: &Connection,
+    ops: &mut std::vec::IntoIter<Op>,
+    answers: &mut Vec<Answer>,
+) -> Result<(), StoreError> {
+    end_transaction(conn);
+    // IMMEDIATE: take the write lock first (another process's writer queues
+    // behind busy_timeout instead of deadlocking on an upgrade).
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let first: i64 = conn
+        .prepare_cached("SELECT value FROM counters WHERE name = 'resource_version'")?
+        .query_row([], |r| r.get(0))?;
+    let mut rv = first;
+    for op in ops.by_ref() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+            answers.push(op.unrun());
+            return Err(e.into());
+        }
+        let (a, undo) = run_op(conn, &mut rv, op);
+        answers.push(a);
+        conn.execute_batch(if undo {
+            "ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op"
+        } else {
+            "RELEASE SAVEPOINT op"
+        })?;
+    }
+    if rv != first {
+        conn.prepare_cached("UPDATE counters SET value = ?1 WHERE name = 'resource_version'")?
+            .execute(params![rv])?;
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+/// Runs one operation; returns its answer and whether its savepoint must
+/// be rolled back. `rv` is advanced only by operations whose writes stand.
+fn run_op(conn: &Connection, rv: &mut i64, op: Op) -> (Answer, bool) {
+    let next = *rv + 1;
+    match op {
+        Op::Create {
+            obj,
+            renewal,
+            guard,
+            reply,
+        } => {
+            let r = create(conn, next, *obj, &renewal, &guard);
+            let undo = r.is_err();
+            if !undo {
+                *rv = next;
+            }
+            (answer(reply, r), undo)
+        }
+        Op::Update { name, mut f } => match update(conn, next, &name, f.as_mut()) {
+            Ok((obj, wrote)) => {
+                if wrote {
+                    *rv = next;
+                }
+                (Box::new(move |m| answer_update(f, obj, m)), false)
+            }
+            Err(e) => (
+                Box::new(move |m| match m {
+                    Some(m) => f.answer(Err(StoreError::NotStored(m.to_string()))),
+                    None => f.answer(Err(e)),
+                }),
+                true,
+            ),
+        },
+        Op::Delete {
+            name,
+            expected_rv,
+            reply,
+        } => {
+            let r = delete(conn, next, &name, expected_rv);
+            let undo = r.is_err();
+            if matches!(r, Ok(Some(_))) {
+                *rv = next;
+            }
+            (answer(reply, r), undo)
+        }
+        Op::Claim {
+            now,
+            lease_until,
+            limit,
+            owner,
+            reply,
+        } => {
+            let r = claim(conn, &owner, now, lease_until, limit);
+            let undo = r.is_err();
+            (answer(reply, r), undo)
+        }
+        Op::Exec { what, reply } => {
+            let r = exec(conn, what);
+            let undo = r.is_err();
+            (answer(reply, r), undo)
+        }
+        Op::Pause { .. } => (Box::new(|_| {}), false),
+    }
+}
+
+const INSERT_EVENT: &str = "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+
+fn event(
+    conn: &Connection,
+    rv: i64,
+    kind: &str,
+    name: &str,
+    object: &[u8],
+) -> Result<(), StoreError> {
+    conn.prepare_cached(INSERT_EVENT)?
+        .execute(params![rv, kind, name, unix_now(), object])?;
+    Ok(())
+}
+
+fn create(
+    conn: &Connection,
+    rv: i64,
+    mut obj: CertificateSigningRequest,
+    renewal: &[u8],
+    guard: &CreateGuard,
+) -> Result<CertificateSigningRequest, StoreError> {
+    let name = name_of(&obj).to_string();
+    let state = state_of(&obj);
+    let username = obj
+        .spec
+        .as_ref()
+        .map(|s| s.username.clone())
+        .unwrap_or_default();
+    let (taken, pending): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT (SELECT COUNT(*) FROM csrs WHERE name = ?1), \
+             (SELECT COUNT(*) FROM csrs WHERE username = ?2 AND state = 'pending')",
+        )?
+        .query_row(params![name, username], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if taken > 0 {
+        return Err(StoreError::AlreadyExists(name));
+    }
+    if state == State::Pending && pending >= i64::from(guard.max_pending_per_requestor) {
+        return Err(StoreError::PendingLimit {
+            username,
+            max: guard.max_pending_per_requestor,
+        });
+    }
+    if let Some((id, max)) = &guard.token {
+        // A use is counted only while under the limit.
+        let done = conn
+            .prepare_cached(
+                "INSERT INTO bootstrap_token_uses (id, uses) VALUES (?1, 1) \
+                 ON CONFLICT (id) DO UPDATE SET uses = bootstrap_token_uses.uses + 1 \
+                 WHERE bootstrap_token_uses.uses < ?2",
+            )?
+            .execute(params![id, i64::from(*max)])?;
+        if done == 0 || *max == 0 {
+            return Err(StoreError::TokenExhausted {
+                id: id.clone(),
+                max: *max,
+            });
+        }
+    }
+    set_rv(&mut obj, rv);
+    let (uid, created) = obj.metadata.as_ref().map_or((String::new(), None), |m| {
+        (m.uid.clone(), m.creation_timestamp.map(|t| t.seconds))
+    });
+    let signer_name = obj
+        .spec
+        .as_ref()
+        .map(|s| s.signer_name.as_str())
+        .unwrap_or("");
+    let bytes = obj.encode_to_vec();
+    conn.prepare_cached(
+        "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, \
+         resource_version, next_attempt, attempts, object, renewal, expires) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, 0, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        name,
+        uid,
+        signer_name,
+        username,
+        state.as_str(),
+        condition_column(&obj),
+        created.unwrap_or_else(unix_now),
+        rv,
+        bytes,
+        renewal,
+        expiry_column(&obj),
+    ])?;
+    event(conn, rv, "ADDED", &name, &bytes)?;
+    Ok(obj)
+}
+
+/// Returns the object (changed or not) and whether it was written.
+fn update(
+    conn: &Connection,
+    rv: i64,
+    name: &str,
+    f: &mut dyn UpdateFn,
+) -> Result<(CertificateSigningRequest, bool), StoreError> {
+    let bytes: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT object FROM csrs WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))
+        .optional()?;
+    let Some(bytes) = bytes else {
+        return Err(StoreError::NotFound(name.to_string()));
+    };
+    let mut obj = decode(name, &bytes)?;
+    let before_state = state_of(&obj);
+    match f.apply(&mut obj) {
+        Applied::Changed => {}
+        // The answer carries the refusal; nothing is written.
+        Applied::Unchanged | Applied::Refused => return Ok((obj, false)),
+        Applied::Panicked => {
+            return Err(StoreError::NotStored(format!(
+                "the update of {name:?} panicked"
+            )));
+        }
+    }
+    set_rv(&mut obj, rv);
+    let state = state_of(&obj);
+    // A request that has just become approved is due for forwarding now.
+    let reset_attempts = before_state != state;
+    let bytes = obj.encode_to_vec();
+    conn.prepare_cached(
+        "UPDATE csrs SET state = ?1, cond = ?2, resource_version = ?3, object = ?4, \
+         next_attempt = CASE WHEN ?5 = 1 THEN 0 ELSE next_attempt END, expires = ?6 \
+         WHERE name = ?7",
+    )?
+    .execute(params![
+        state.as_str(),
+        condition_column(&obj),
+        rv,
+        bytes,
+        i64::from(reset_attempts),
+        expiry_column(&obj),
+        name,
+    ])?;
+    event(conn, rv, "MODIFIED", name, &bytes)?;
+    Ok((obj, true))
+}
+
+fn delete(
+    conn: &Connection,
+    rv: i64,
+    name: &str,
+    expected_rv: Option<i64>,
+) -> Result<Option<CertificateSigningRequest>, StoreError> {
+    let row: Option<(Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT object, resource_version FROM csrs WHERE name = ?1")?
+        .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((bytes, current_rv)) = row else {
+        return Ok(None);
+    };
+    if expected_rv.is_some_and(|e| e != current_rv) {
+        return Ok(None);
+    }
+    let mut obj = decode(name, &bytes)?;
+    set_rv(&mut obj, rv);
+    conn.prepare_cached("DELETE FROM csrs WHERE name = ?1")?
+        .execute(params![name])?;
+    event(conn, rv, "DELETED", name, &obj.encode_to_vec())?;
+    Ok(Some(obj))
+}
+
+/// Claims due, unleased (or expired-lease) approved requests for `owner`.
+/// SQLite has one writer at a time, so there is nothing to skip.
+fn claim(
+    conn: &Connection,
+    owner: &str,
+    now: i64,
+    lease_until: i64,
+    limit: u32,
+) -> Result<Vec<ForwardItem>, StoreError> {
+    // SQLite evaluates the IN subquery once.
+    let mut stmt = conn.prepare_cached(
+        "UPDATE csrs SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1 \
+         WHERE name IN (SELECT name FROM csrs WHERE state = 'approved' \
+         AND next_attempt <= ?3 AND lease_until <= ?3 ORDER BY next_attempt, name LIMIT ?4) \
+         AND state = 'approved' AND next_attempt <= ?3 AND lease_until <= ?3 \
+         RETURNING name, object, renewal, attempts",
+    )?;
+    let rows = stmt.query_map(
+        params![owner, lease_until, now, i64::from(limit.max(1))],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    let mut items = Vec::new();
+    for row in rows {
+        let (name, object, renewal, attempts) = row?;
+        items.push(ForwardItem {
+            object: decode(&name, &object)?,
+            renewal: decode_renewal(&name, Some(renewal))?,
+            attempts,
+        });
+    }
+    Ok(items)
+}
+
+fn exec(conn: &Connection, what: Exec) -> Result<u64, StoreError> {
+    let n = match what {
+        Exec::RetryAt { name, at, owner } => {
+            // A lease taken over by someone else meanwhile is left alone.
+            conn.prepare_cached(
+                "UPDATE csrs SET next_attempt = ?1, lease_owner = '', lease_until = 0 \
+                 WHERE name = ?2 AND state = 'approved' AND lease_owner = ?3",
+            )?
+            .execute(params![at, name, &*owner])?
+        }
+        Exec::RetryAll { now, at } => conn
+            .prepare_cached(
+                "UPDATE csrs SET next_attempt = ?1 \
+                 WHERE state = 'approved' AND lease_until <= ?2 AND next_attempt > ?1",
+            )?
+            .execute(params![at, now])?,
+        Exec::ResumeAll => conn
+            .prepare_cached(
+                "UPDATE csrs SET next_attempt = 0, lease_owner = '', lease_until = 0 \
+                 WHERE state = 'approved'",
+            )?
+            .execute([])?,
+        Exec::SetExpires { name, expires } => conn
+            .prepare_cached("UPDATE csrs SET expires = ?1 WHERE name = ?2 AND expires = -1")?
+            .execute(params![expires, name])?,
+        Exec::Prune { cutoff } => conn
+            .prepare_cached("DELETE FROM csr_events WHERE created < ?1")?
+            .execute(params![cutoff])?,
+    };
+    Ok(n as u64)
+}
