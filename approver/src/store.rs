@@ -953,14 +953,18 @@ fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
     if backend != Backend::Sqlite {
         return opts;
     }
-    opts.after_connect(|conn, _meta| {
-        Box::pin(async move {
-            for pragma in SQLITE_PRAGMAS {
-                sqlx::query(pragma).execute(&mut *conn).await?;
-            }
-            Ok(())
+    // A connection to a local file does not go stale the way a network
+    // connection can: no test query (another round trip to sqlx's worker
+    // thread) before every use.
+    opts.test_before_acquire(false)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                for pragma in SQLITE_PRAGMAS {
+                    sqlx::query(pragma).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
         })
-    })
 }
 
 impl Store {

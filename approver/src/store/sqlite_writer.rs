@@ -145,29 +145,36 @@ fn run_batch(
     end_transaction(conn);
     // IMMEDIATE: take the write lock first (another process's writer queues
     // behind busy_timeout instead of deadlocking on an upgrade).
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    run(conn, "BEGIN IMMEDIATE")?;
     let first: i64 = conn
         .prepare_cached("SELECT value FROM counters WHERE name = 'resource_version'")?
         .query_row([], |r| r.get(0))?;
     let mut rv = first;
     for op in ops.by_ref() {
-        if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+        if let Err(e) = run(conn, "SAVEPOINT op") {
             answers.push(op.unrun());
-            return Err(e.into());
+            return Err(e);
         }
         let (a, undo) = run_op(conn, &mut rv, op);
         answers.push(a);
-        conn.execute_batch(if undo {
-            "ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op"
-        } else {
-            "RELEASE SAVEPOINT op"
-        })?;
+        if undo {
+            run(conn, "ROLLBACK TO SAVEPOINT op")?;
+        }
+        run(conn, "RELEASE SAVEPOINT op")?;
     }
     if rv != first {
         conn.prepare_cached("UPDATE counters SET value = ?1 WHERE name = 'resource_version'")?
             .execute(params![rv])?;
     }
-    conn.execute_batch("COMMIT")?;
+    run(conn, "COMMIT")?;
+    Ok(())
+}
+
+/// A statement without parameters, prepared once per connection (these
+/// run several times per operation; parsing them each time showed in the
+/// profile).
+fn run(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)?.execute([])?;
     Ok(())
 }
 
