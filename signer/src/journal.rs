@@ -336,6 +336,7 @@ impl Journal {
         let writer = Writer {
             path: path.to_path_buf(),
             file,
+            len: v.good_len,
             seq: v.lines,
             prev: v.last_hash,
         };
@@ -389,6 +390,8 @@ fn seal(path: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
 struct Writer {
     path: PathBuf,
     file: File,
+    /// Bytes of complete, acknowledged lines in `file`.
+    len: u64,
     seq: u64,
     prev: String,
 }
@@ -425,19 +428,63 @@ impl Writer {
                 .write_all(&buf)
                 .and_then(|()| self.file.sync_data())
                 .and_then(|()| seal(&self.path, self.seq, &self.prev));
-            if let Err(e) = &res {
-                // Nothing in this batch was acknowledged: roll the counters
-                // back and cut whatever part reached the file.
-                tracing::error!(journal = %self.path.display(), error = %e, "journal append failed");
-                self.seq = seq0;
-                self.prev = prev0;
-                if let Ok(len) = verify(&self.path, true).map(|v| v.good_len) {
-                    let _ = self.file.set_len(len);
+            match &res {
+                Ok(()) => self.len += buf.len() as u64,
+                Err(e) => {
+                    // Nothing in this batch was acknowledged: roll the
+                    // counters back and cut all of it that reached the file.
+                    // All of it, even when only the seal failed after the
+                    // lines were written in full: their seq numbers are
+                    // handed out again, so keeping them would fork the chain.
+                    tracing::error!(journal = %self.path.display(), error = %e, "journal append failed");
+                    self.seq = seq0;
+                    self.prev = prev0;
+                    let _ = self.file.set_len(self.len);
                 }
             }
             for ((_, reply), seq) in batch.into_iter().zip(seqs) {
                 let _ = reply.send(res.as_ref().map(|()| seq).map_err(|e| e.to_string()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn refused(uid: &str) -> Event {
+        Event::Refused {
+            uid: uid.into(),
+            name: uid.into(),
+            signer_name: "certsign.io/identity".into(),
+            requestor: "jane".into(),
+            csr_sha256: String::new(),
+            caller: "console".into(),
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_seal_takes_its_lines_back_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let (journal, _) = Journal::open(&path).unwrap();
+        assert_eq!(journal.append_blocking(refused("a")).unwrap(), 1);
+        // The next batch's line is written and fsynced, then sealing the
+        // head fails (its temp file cannot be created): the append is
+        // refused and its line must not stay behind, since its seq number
+        // is handed out again.
+        let tmp = dir.path().join("journal.jsonl.head.tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        assert!(journal.append_blocking(refused("b")).is_err());
+        std::fs::remove_dir(&tmp).unwrap();
+        assert_eq!(journal.append_blocking(refused("c")).unwrap(), 2);
+        let v = verify(&path, false).unwrap();
+        assert_eq!(v.lines, 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("\"uid\":\"b\""), "{text}");
     }
 }
