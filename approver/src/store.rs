@@ -618,21 +618,10 @@ async fn run_op(conn: &mut AnyConnection, rv: &mut i64, op: Op) -> (Answer, bool
             }
             (answer(reply, r), undo)
         }
-        Op::Update { name, mut f } => match update_in(conn, next, &name, f.as_mut()).await {
-            Ok((obj, wrote)) => {
-                if wrote {
-                    *rv = next;
-                }
-                (Box::new(move |m| answer_update(f, obj, m)), false)
-            }
-            Err(e) => (
-                Box::new(move |m| match m {
-                    Some(m) => f.answer(Err(StoreError::NotStored(m.to_string()))),
-                    None => f.answer(Err(e)),
-                }),
-                true,
-            ),
-        },
+        Op::Update { name, mut f } => {
+            let r = update_in(conn, next, &name, f.as_mut()).await;
+            update_outcome(f, r, rv, next)
+        }
         Op::Delete {
             name,
             expected_rv,
@@ -665,11 +654,58 @@ async fn run_op(conn: &mut AnyConnection, rv: &mut i64, op: Op) -> (Answer, bool
     }
 }
 
-fn answer_update(f: Box<dyn UpdateFn>, obj: CertificateSigningRequest, failed: Option<&str>) {
-    match failed {
-        Some(m) => f.answer(Err(StoreError::NotStored(m.to_string()))),
-        None => f.answer(Ok(obj)),
+/// An update's answer and whether its savepoint must be rolled back; `rv`
+/// advances to `next` when it wrote. Both writers use it.
+fn update_outcome(
+    f: Box<dyn UpdateFn>,
+    r: Result<(CertificateSigningRequest, bool), StoreError>,
+    rv: &mut i64,
+    next: i64,
+) -> (Answer, bool) {
+    match r {
+        Ok((obj, wrote)) => {
+            if wrote {
+                *rv = next;
+            }
+            let answer: Answer = Box::new(move |failed| match failed {
+                Some(m) => f.answer(Err(StoreError::NotStored(m.to_string()))),
+                None => f.answer(Ok(obj)),
+            });
+            (answer, false)
+        }
+        Err(e) => (
+            Box::new(move |m| match m {
+                Some(m) => f.answer(Err(StoreError::NotStored(m.to_string()))),
+                None => f.answer(Err(e)),
+            }),
+            true,
+        ),
     }
+}
+
+/// Runs an update function on the stored object. `Ok(None)`: nothing to
+/// write (unchanged, or refused: the answer carries the refusal).
+/// `Ok(Some(moved))`: write it, at version `rv`; `moved` says its state
+/// changed (a request that has just become approved is due for
+/// forwarding now). Both writers use it.
+fn apply_update(
+    name: &str,
+    obj: &mut CertificateSigningRequest,
+    f: &mut dyn UpdateFn,
+    rv: i64,
+) -> Result<Option<bool>, StoreError> {
+    let before = state_of(obj);
+    match f.apply(obj) {
+        Applied::Changed => {}
+        Applied::Unchanged | Applied::Refused => return Ok(None),
+        Applied::Panicked => {
+            return Err(StoreError::NotStored(format!(
+                "the update of {name:?} panicked"
+            )));
+        }
+    }
+    set_rv(obj, rv);
+    Ok(Some(before != state_of(obj)))
 }
 
 /// A row write and its `csr_events` row in one statement (a data-modifying
@@ -771,21 +807,10 @@ async fn update_in(
         return Err(StoreError::NotFound(name.to_string()));
     };
     let mut obj = row_object(&row)?;
-    let before_state = state_of(&obj);
-    match f.apply(&mut obj) {
-        Applied::Changed => {}
-        // The answer carries the refusal; nothing is written.
-        Applied::Unchanged | Applied::Refused => return Ok((obj, false)),
-        Applied::Panicked => {
-            return Err(StoreError::NotStored(format!(
-                "the update of {name:?} panicked"
-            )));
-        }
-    }
-    set_rv(&mut obj, rv);
+    let Some(reset_attempts) = apply_update(name, &mut obj, f, rv)? else {
+        return Ok((obj, false));
+    };
     let state = state_of(&obj);
-    // A request that has just become approved is due for forwarding now.
-    let reset_attempts = before_state != state;
     sqlx::query(with_event!(
         "UPDATE csrs SET state = $1, cond = $2, resource_version = $3, object = $4, \
          next_attempt = CASE WHEN $5 = 1 THEN 0 ELSE next_attempt END, expires = $8 WHERE name = $6",

@@ -27,8 +27,9 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::mpsc;
 
 use super::{
-    Answer, Applied, Counts, CreateGuard, Exec, ForwardItem, MAX_BATCH, Op, SQLITE_PRAGMAS,
-    StoreError, UpdateFn, answer, answer_update, decode, decode_renewal, name_of, set_rv, unix_now,
+    Answer, Counts, CreateGuard, Exec, ForwardItem, MAX_BATCH, Op, SQLITE_PRAGMAS, StoreError,
+    UpdateFn, answer, apply_update, decode, decode_renewal, name_of, set_rv, unix_now,
+    update_outcome,
 };
 use crate::cleaner::expiry_column;
 use crate::decision::{State, condition_column, state_of};
@@ -196,21 +197,10 @@ fn run_op(conn: &Connection, rv: &mut i64, op: Op) -> (Answer, bool) {
             }
             (answer(reply, r), undo)
         }
-        Op::Update { name, mut f } => match update(conn, next, &name, f.as_mut()) {
-            Ok((obj, wrote)) => {
-                if wrote {
-                    *rv = next;
-                }
-                (Box::new(move |m| answer_update(f, obj, m)), false)
-            }
-            Err(e) => (
-                Box::new(move |m| match m {
-                    Some(m) => f.answer(Err(StoreError::NotStored(m.to_string()))),
-                    None => f.answer(Err(e)),
-                }),
-                true,
-            ),
-        },
+        Op::Update { name, mut f } => {
+            let r = update(conn, next, &name, f.as_mut());
+            update_outcome(f, r, rv, next)
+        }
         Op::Delete {
             name,
             expected_rv,
@@ -350,21 +340,10 @@ fn update(
         return Err(StoreError::NotFound(name.to_string()));
     };
     let mut obj = decode(name, &bytes)?;
-    let before_state = state_of(&obj);
-    match f.apply(&mut obj) {
-        Applied::Changed => {}
-        // The answer carries the refusal; nothing is written.
-        Applied::Unchanged | Applied::Refused => return Ok((obj, false)),
-        Applied::Panicked => {
-            return Err(StoreError::NotStored(format!(
-                "the update of {name:?} panicked"
-            )));
-        }
-    }
-    set_rv(&mut obj, rv);
+    let Some(reset_attempts) = apply_update(name, &mut obj, f, rv)? else {
+        return Ok((obj, false));
+    };
     let state = state_of(&obj);
-    // A request that has just become approved is due for forwarding now.
-    let reset_attempts = before_state != state;
     let bytes = obj.encode_to_vec();
     conn.prepare_cached(
         "UPDATE csrs SET state = ?1, cond = ?2, resource_version = ?3, object = ?4, \
