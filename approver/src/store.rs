@@ -158,6 +158,59 @@ pub struct CreateGuard {
     pub token: Option<(String, u32)>,
 }
 
+impl CreateGuard {
+    /// A create's refusal, if any, from what its transaction read: `taken`
+    /// rows with its name, `pending` requests of its requestor. Both
+    /// writers use it.
+    fn admit(
+        &self,
+        name: &str,
+        state: State,
+        username: &str,
+        taken: i64,
+        pending: i64,
+    ) -> Result<(), StoreError> {
+        if taken > 0 {
+            return Err(StoreError::AlreadyExists(name.to_string()));
+        }
+        if state == State::Pending && pending >= i64::from(self.max_pending_per_requestor) {
+            return Err(StoreError::PendingLimit {
+                username: username.to_string(),
+                max: self.max_pending_per_requestor,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Counts a bootstrap token's use only while it is under its limit: `$1`
+/// the token id, `$2` the limit (`?1`/`?2` on the SQLite writer).
+macro_rules! count_token_use {
+    ($p:literal) => {
+        concat!(
+            "INSERT INTO bootstrap_token_uses (id, uses) VALUES (",
+            $p,
+            "1, 1) ON CONFLICT (id) DO UPDATE SET uses = bootstrap_token_uses.uses + 1 \
+             WHERE bootstrap_token_uses.uses < ",
+            $p,
+            "2"
+        )
+    };
+}
+use count_token_use;
+
+/// The refusal when a token's use was not counted (`counted` rows changed
+/// by [`count_token_use!`]; a limit of 0 admits nothing).
+fn token_counted(id: &str, max: u32, counted: u64) -> Result<(), StoreError> {
+    if counted == 0 || max == 0 {
+        return Err(StoreError::TokenExhausted {
+            id: id.to_string(),
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// Counts of the writer's work since the store was opened.
 #[derive(Debug, Default)]
 struct Counts {
@@ -536,10 +589,23 @@ async fn write_batch(pool: &AnyPool, counts: &Counts, ops: Vec<Op>) {
     let n = ops.len();
     let mut answers: Vec<Answer> = Vec::with_capacity(n);
     let mut ops = ops.into_iter();
-    let outcome = run_batch(pool, &mut ops, &mut answers).await;
-    // Operations the batch did not reach (it failed first) fail with it.
+    let result = run_batch(pool, &mut ops, &mut answers).await;
+    settle(counts, ops, answers, result);
+}
+
+/// Answers a batch's operations once its transaction's fate is known:
+/// each its own result after a commit, every one an error otherwise
+/// (`ops`: those the batch did not reach, which fail with it). Both writers
+/// use it.
+fn settle(
+    counts: &Counts,
+    ops: std::vec::IntoIter<Op>,
+    mut answers: Vec<Answer>,
+    result: Result<(), StoreError>,
+) {
     answers.extend(ops.map(Op::unrun));
-    let failed = match outcome {
+    let n = answers.len();
+    let failed = match result {
         Ok(()) => {
             counts.commits.fetch_add(1, Ordering::Relaxed);
             counts.ops.fetch_add(n as u64, Ordering::Relaxed);
@@ -612,11 +678,7 @@ async fn run_op(conn: &mut AnyConnection, rv: &mut i64, op: Op) -> (Answer, bool
             reply,
         } => {
             let r = create_in(conn, next, *obj, renewal, &guard).await;
-            let undo = r.is_err();
-            if !undo {
-                *rv = next;
-            }
-            (answer(reply, r), undo)
+            outcome(reply, r, |_| true, rv, next)
         }
         Op::Update { name, mut f } => {
             let r = update_in(conn, next, &name, f.as_mut()).await;
@@ -628,11 +690,7 @@ async fn run_op(conn: &mut AnyConnection, rv: &mut i64, op: Op) -> (Answer, bool
             reply,
         } => {
             let r = delete_in(conn, next, &name, expected_rv).await;
-            let undo = r.is_err();
-            if matches!(r, Ok(Some(_))) {
-                *rv = next;
-            }
-            (answer(reply, r), undo)
+            outcome(reply, r, Option::is_some, rv, next)
         }
         Op::Claim {
             now,
@@ -642,16 +700,33 @@ async fn run_op(conn: &mut AnyConnection, rv: &mut i64, op: Op) -> (Answer, bool
             reply,
         } => {
             let r = claim_in(conn, &owner, now, lease_until, limit).await;
-            let undo = r.is_err();
-            (answer(reply, r), undo)
+            outcome(reply, r, |_| false, rv, next)
         }
-        Op::Exec { what, reply } => {
-            let r = exec_in(conn, what).await;
-            let undo = r.is_err();
-            (answer(reply, r), undo)
-        }
+        Op::Exec { what, reply } => outcome(reply, exec_in(conn, what).await, |_| false, rv, next),
         Op::Pause { .. } => (Box::new(|_| {}), false),
     }
+}
+
+/// An operation's answer and whether its savepoint must be rolled back;
+/// `rv` advances to `next` when `wrote` says its result was written. Both
+/// writers use it (updates: [`update_outcome`]).
+fn outcome<T: Send + 'static>(
+    reply: Reply<T>,
+    r: Result<T, StoreError>,
+    wrote: impl FnOnce(&T) -> bool,
+    rv: &mut i64,
+    next: i64,
+) -> (Answer, bool) {
+    let undo = match &r {
+        Ok(v) => {
+            if wrote(v) {
+                *rv = next;
+            }
+            false
+        }
+        Err(_) => true,
+    };
+    (answer(reply, r), undo)
 }
 
 /// An update's answer and whether its savepoint must be rolled back; `rv`
@@ -736,32 +811,14 @@ async fn create_in(
     .fetch_one(&mut *conn)
     .await?;
     let (taken, pending): (i64, i64) = (row.try_get("taken")?, row.try_get("pending")?);
-    if taken > 0 {
-        return Err(StoreError::AlreadyExists(name));
-    }
-    if state == State::Pending && pending >= i64::from(guard.max_pending_per_requestor) {
-        return Err(StoreError::PendingLimit {
-            username: spec.username,
-            max: guard.max_pending_per_requestor,
-        });
-    }
+    guard.admit(&name, state, &spec.username, taken, pending)?;
     if let Some((id, max)) = &guard.token {
-        // A use is counted only while under the limit.
-        let done = sqlx::query(
-            "INSERT INTO bootstrap_token_uses (id, uses) VALUES ($1, 1) \
-             ON CONFLICT (id) DO UPDATE SET uses = bootstrap_token_uses.uses + 1 \
-             WHERE bootstrap_token_uses.uses < $2",
-        )
-        .bind(id)
-        .bind(i64::from(*max))
-        .execute(&mut *conn)
-        .await?;
-        if done.rows_affected() == 0 || *max == 0 {
-            return Err(StoreError::TokenExhausted {
-                id: id.clone(),
-                max: *max,
-            });
-        }
+        let done = sqlx::query(count_token_use!("$"))
+            .bind(id)
+            .bind(i64::from(*max))
+            .execute(&mut *conn)
+            .await?;
+        token_counted(id, *max, done.rows_affected())?;
     }
     set_rv(&mut obj, rv);
     let meta = obj.metadata.clone().unwrap_or_default();

@@ -5,7 +5,7 @@
 //! sqlx's worker thread and back (two thread wake-ups); a batch of a few
 //! hundred operations made thousands of them per second, and on a 2-core
 //! machine the context switches cost more CPU than SQLite itself
-//! (docs/BENCHMARKS.md, section 4). Here a batch is one hand-off in (the
+//! (docs/BENCHMARKS.md, "Second pass"). Here a batch is one hand-off in (the
 //! queue) and one answer per caller out, after the commit.
 //!
 //! Semantics are the store's (see the parent module): one transaction per
@@ -19,7 +19,6 @@
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use certsign_proto::v1::CertificateSigningRequest;
 use prost::Message as _;
@@ -28,11 +27,11 @@ use tokio::sync::mpsc;
 
 use super::{
     Answer, Counts, CreateGuard, Exec, ForwardItem, MAX_BATCH, Op, SQLITE_PRAGMAS, StoreError,
-    UpdateFn, answer, apply_update, decode, decode_renewal, name_of, set_rv, unix_now,
-    update_outcome,
+    UpdateFn, apply_update, count_token_use, decode, decode_renewal, name_of, outcome, set_rv,
+    settle, token_counted, unix_now, update_outcome,
 };
 use crate::cleaner::expiry_column;
-use crate::decision::{State, condition_column, state_of};
+use crate::decision::{condition_column, state_of};
 
 /// Opens the writer's connection (the schema is already migrated) and
 /// starts its thread, which runs until every sender of `rx` is gone.
@@ -97,36 +96,20 @@ fn write_batch(conn: &mut Connection, counts: &Counts, ops: Vec<Op>) {
     let n = ops.len();
     let mut answers: Vec<Answer> = Vec::with_capacity(n);
     let mut ops = ops.into_iter();
-    let outcome =
+    let result =
         std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(conn, &mut ops, &mut answers)));
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(_) => {
-            tracing::error!(
-                operations = n,
-                "store: a write batch failed unexpectedly; its writes were answered with errors"
-            );
-            end_transaction(conn);
-            return;
-        }
+    let Ok(result) = result else {
+        tracing::error!(
+            operations = n,
+            "store: a write batch failed unexpectedly; its writes were answered with errors"
+        );
+        end_transaction(conn);
+        return;
     };
-    // Operations the batch did not reach (it failed first) fail with it.
-    answers.extend(ops.map(Op::unrun));
-    let failed = match outcome {
-        Ok(()) => {
-            counts.commits.fetch_add(1, Ordering::Relaxed);
-            counts.ops.fetch_add(n as u64, Ordering::Relaxed);
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, operations = n, "store: a write transaction failed; none of its writes were stored");
-            end_transaction(conn);
-            Some(e.to_string())
-        }
-    };
-    for a in answers {
-        a(failed.as_deref());
+    if result.is_err() {
+        end_transaction(conn);
     }
+    settle(counts, ops, answers, result);
 }
 
 /// Leaves no transaction open: a failed COMMIT (SQLITE_FULL, say) can keep
@@ -191,11 +174,7 @@ fn run_op(conn: &Connection, rv: &mut i64, op: Op) -> (Answer, bool) {
             reply,
         } => {
             let r = create(conn, next, *obj, &renewal, &guard);
-            let undo = r.is_err();
-            if !undo {
-                *rv = next;
-            }
-            (answer(reply, r), undo)
+            outcome(reply, r, |_| true, rv, next)
         }
         Op::Update { name, mut f } => {
             let r = update(conn, next, &name, f.as_mut());
@@ -207,11 +186,7 @@ fn run_op(conn: &Connection, rv: &mut i64, op: Op) -> (Answer, bool) {
             reply,
         } => {
             let r = delete(conn, next, &name, expected_rv);
-            let undo = r.is_err();
-            if matches!(r, Ok(Some(_))) {
-                *rv = next;
-            }
-            (answer(reply, r), undo)
+            outcome(reply, r, Option::is_some, rv, next)
         }
         Op::Claim {
             now,
@@ -221,14 +196,9 @@ fn run_op(conn: &Connection, rv: &mut i64, op: Op) -> (Answer, bool) {
             reply,
         } => {
             let r = claim(conn, &owner, now, lease_until, limit);
-            let undo = r.is_err();
-            (answer(reply, r), undo)
+            outcome(reply, r, |_| false, rv, next)
         }
-        Op::Exec { what, reply } => {
-            let r = exec(conn, what);
-            let undo = r.is_err();
-            (answer(reply, r), undo)
-        }
+        Op::Exec { what, reply } => outcome(reply, exec(conn, what), |_| false, rv, next),
         Op::Pause { .. } => (Box::new(|_| {}), false),
     }
 }
@@ -268,30 +238,12 @@ fn create(
              (SELECT COUNT(*) FROM csrs WHERE username = ?2 AND state = 'pending')",
         )?
         .query_row(params![name, username], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if taken > 0 {
-        return Err(StoreError::AlreadyExists(name));
-    }
-    if state == State::Pending && pending >= i64::from(guard.max_pending_per_requestor) {
-        return Err(StoreError::PendingLimit {
-            username,
-            max: guard.max_pending_per_requestor,
-        });
-    }
+    guard.admit(&name, state, &username, taken, pending)?;
     if let Some((id, max)) = &guard.token {
-        // A use is counted only while under the limit.
         let done = conn
-            .prepare_cached(
-                "INSERT INTO bootstrap_token_uses (id, uses) VALUES (?1, 1) \
-                 ON CONFLICT (id) DO UPDATE SET uses = bootstrap_token_uses.uses + 1 \
-                 WHERE bootstrap_token_uses.uses < ?2",
-            )?
+            .prepare_cached(count_token_use!("?"))?
             .execute(params![id, i64::from(*max)])?;
-        if done == 0 || *max == 0 {
-            return Err(StoreError::TokenExhausted {
-                id: id.clone(),
-                max: *max,
-            });
-        }
+        token_counted(id, *max, done as u64)?;
     }
     set_rv(&mut obj, rv);
     let (uid, created) = obj.metadata.as_ref().map_or((String::new(), None), |m| {
