@@ -343,7 +343,11 @@ impl ApproverService {
             metadata: Some(ObjectMeta {
                 name: name.clone(),
                 generate_name: meta_in.generate_name,
-                uid: uuid::Uuid::new_v4().to_string(),
+                // Time-ordered (UUIDv7): the store's unique index on uid then
+                // grows at its end instead of touching a random page per
+                // create (docs/BENCHMARKS.md, "Third pass"). The creation
+                // time it carries is in creationTimestamp anyway.
+                uid: uuid::Uuid::now_v7().to_string(),
                 resource_version: String::new(),
                 creation_timestamp: Some(decision::now()),
                 labels: meta_in.labels,

@@ -51,6 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cleaner::expiry_column;
 use crate::decision::{State, condition_column, state_of};
 
+mod sqlite_reader;
 mod sqlite_writer;
 
 /// The most write operations one transaction (one fsync) carries.
@@ -244,6 +245,8 @@ pub struct Store {
     owner: Arc<str>,
     writer: mpsc::Sender<Op>,
     counts: Arc<Counts>,
+    /// SQLite only: point reads on the caller's thread (`sqlite_reader`).
+    readers: Option<Arc<sqlite_reader::Readers>>,
 }
 
 /// Holds the writer between batches while alive (see
@@ -1011,6 +1014,10 @@ async fn exec_in(conn: &mut AnyConnection, what: Exec) -> Result<u64, StoreError
     Ok(r.rows_affected())
 }
 
+/// The earliest time an approved request becomes claimable (both backends).
+const NEXT_FORWARD_TIME: &str = "SELECT MIN(CASE WHEN lease_until > next_attempt THEN lease_until ELSE next_attempt END) \
+     FROM csrs WHERE state = 'approved'";
+
 /// SQLite's per-connection settings, in order.
 const SQLITE_PRAGMAS: [&str; 4] = [
     // WAL + FULL: every commit is fsynced to the WAL before it is
@@ -1086,6 +1093,12 @@ impl Store {
         let (writer, rx) = mpsc::channel(QUEUE);
         let counts = Arc::new(Counts::default());
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let readers = match backend {
+            Backend::Sqlite => Some(Arc::new(sqlite_reader::Readers::new(
+                &sqlite_writer::path_of(url)?,
+            ))),
+            Backend::Postgres => None,
+        };
         let store = Self {
             pool,
             write_pool: write_pool.clone(),
@@ -1094,6 +1107,7 @@ impl Store {
             owner: owner.into(),
             writer,
             counts: counts.clone(),
+            readers,
         };
         store.migrate().await?;
         match backend {
@@ -1171,6 +1185,9 @@ impl Store {
 
     /// Read one object.
     pub async fn get(&self, name: &str) -> Result<Option<CertificateSigningRequest>, StoreError> {
+        if let Some(r) = &self.readers {
+            return r.get(name);
+        }
         let row = sqlx::query("SELECT name, object FROM csrs WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -1402,12 +1419,12 @@ impl Store {
     /// backoff over and its lease, if any, expired); `None` when nothing is
     /// approved.
     pub async fn next_forward_time(&self) -> Result<Option<i64>, StoreError> {
-        let t: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN lease_until > next_attempt THEN lease_until ELSE next_attempt END) \
-             FROM csrs WHERE state = 'approved'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        if let Some(r) = &self.readers {
+            return r.next_forward_time();
+        }
+        let t: Option<i64> = sqlx::query_scalar(NEXT_FORWARD_TIME)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(t)
     }
 
@@ -1426,6 +1443,9 @@ impl Store {
 
     /// Events with a resource version greater than `after`, oldest first.
     pub async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        if let Some(r) = &self.readers {
+            return r.events_after(after, limit);
+        }
         // Only an integer is formatted in.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT resource_version, event_type, name, object FROM csr_events WHERE resource_version > $1 ORDER BY resource_version LIMIT {}",

@@ -1,0 +1,121 @@
+//! SQLite point reads on the caller's own thread: one object by name, the
+//! change events after a resource version, the next forwarding time.
+//!
+//! Why not through sqlx's pool: every sqlx SQLite statement is a hand-off to
+//! a worker thread and back, and on a 2-core VM those wake-ups cost more CPU
+//! than the read itself (docs/BENCHMARKS.md, "Third pass"). These reads are
+//! short (an index lookup, or one page of events) and WAL lets them run
+//! beside the writer without waiting for it, so they run inline on the
+//! async task that asks. Lists, which can scan far, stay on sqlx's pool.
+//!
+//! Connections are opened `query_only`: this module must never write, and
+//! never hold a connection across an await (there is none here).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use certsign_proto::v1::CertificateSigningRequest;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+
+use super::{Event, StoreError, decode};
+
+/// Idle connections kept for reuse; a burst beyond this opens more and
+/// closes the extra ones afterwards.
+const MAX_IDLE: usize = 4;
+
+/// A small pool of read-only connections to one SQLite file.
+#[derive(Debug)]
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub(super) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        // Read-write open (WAL readers need the -shm file writable), but
+        // refusing every write.
+        conn.execute_batch("PRAGMA query_only = 1; PRAGMA busy_timeout = 30000")?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on an idle connection (or a new one) and returns it to the
+    /// pool. A connection whose read failed is dropped, not reused.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let taken = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let conn = match taken {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let r = f(&conn);
+        if r.is_ok()
+            && let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
+        r
+    }
+
+    /// One object by name.
+    pub(super) fn get(&self, name: &str) -> Result<Option<CertificateSigningRequest>, StoreError> {
+        self.with(|c| {
+            let bytes: Option<Vec<u8>> = c
+                .prepare_cached("SELECT object FROM csrs WHERE name = ?1")?
+                .query_row(params![name], |r| r.get(0))
+                .optional()?;
+            bytes.map(|b| decode(name, &b)).transpose()
+        })
+    }
+
+    /// Up to `limit` events after resource version `after`, oldest first.
+    pub(super) fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT resource_version, event_type, name, object FROM csr_events \
+                 WHERE resource_version > ?1 ORDER BY resource_version LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, i64::from(limit.max(1))], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (resource_version, event_type, name, object) = row?;
+                events.push(Event {
+                    resource_version,
+                    event_type,
+                    object: decode(&name, &object)?,
+                });
+            }
+            Ok(events)
+        })
+    }
+
+    /// See [`super::Store::next_forward_time`].
+    pub(super) fn next_forward_time(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|c| {
+            Ok(c.prepare_cached(super::NEXT_FORWARD_TIME)?
+                .query_row([], |r| r.get(0))?)
+        })
+    }
+}
