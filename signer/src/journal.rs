@@ -387,6 +387,17 @@ fn seal(path: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A batch that drained the queue with at least this many lines shows
+/// concurrent appends; a lone append (no concurrency) is written at once.
+const COALESCE_MIN: usize = 2;
+
+/// How long such a batch waits once for more lines. Each batch costs three
+/// fsyncs and a file rename (the journal, the head's temp file, the
+/// directory); under load a 2 ms wait cut the journal thread's CPU per
+/// certificate by a quarter (docs/BENCHMARKS.md, "Third pass"). Nothing is
+/// answered before its batch is on disk, so durability is unchanged.
+const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 struct Writer {
     path: PathBuf,
     file: File,
@@ -401,6 +412,12 @@ impl Writer {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
+            if batch.len() >= COALESCE_MIN {
+                // Others are appending too: let more of them share this
+                // batch's fsyncs and seal.
+                std::thread::sleep(COALESCE_WAIT);
+                batch.extend(rx.try_iter());
+            }
             let (seq0, prev0) = (self.seq, self.prev.clone());
             let mut buf = Vec::new();
             let mut seqs = Vec::with_capacity(batch.len());
