@@ -795,6 +795,68 @@ async fn sqlite_batch_failure_stores_nothing() {
     .await;
 }
 
+/// On SQLite an update runs without a savepoint: when one of its writes
+/// fails after another one succeeded, the whole batch fails, none of it
+/// stays (not even the update's first write), and the writer goes on.
+#[tokio::test]
+async fn sqlite_failed_update_write_fails_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+    let store = Store::open(&url).await.unwrap();
+    store
+        .create(csr("u0", "alice", S1), None, &guard(100))
+        .await
+        .unwrap();
+    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+    // The row update succeeds, then its change event is refused.
+    sqlx::query(
+        "CREATE TRIGGER boom BEFORE INSERT ON csr_events \
+         WHEN NEW.event_type = 'MODIFIED' AND NEW.name = 'u0' \
+         BEGIN SELECT RAISE(ABORT, 'boom: no event for u0'); END",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let base = store.latest_resource_version().await.unwrap();
+    let pause = store.pause_writes().await.unwrap();
+    let mut tasks = queue_creates(&store, &[("u1", "alice")], 100).await;
+    let s = store.clone();
+    let q = store.queued_writes();
+    let approving = tokio::spawn(async move {
+        s.update("u0", |c| decision::approve(c, by("admin"), 1))
+            .await
+    });
+    queued(&store, q + 1).await;
+    drop(pause);
+    let created = tasks.remove(0).await.unwrap();
+    assert!(
+        matches!(created, Err(StoreError::NotStored(_))),
+        "{created:?}"
+    );
+    let approved = approving.await.unwrap();
+    assert!(
+        matches!(approved, Err(UpdateError::Store(StoreError::NotStored(ref m))) if m.contains("boom")),
+        "{approved:?}"
+    );
+    let u0 = store.get("u0").await.unwrap().unwrap();
+    assert_eq!(decision::condition_column(&u0), "Pending");
+    assert!(store.get("u1").await.unwrap().is_none());
+    assert_eq!(store.latest_resource_version().await.unwrap(), base);
+    assert!(store.events_after(base, 10).await.unwrap().is_empty());
+    // Once the cause is gone the same writes go through.
+    sqlx::query("DROP TRIGGER boom")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let u0 = approve(&store, "u0").await;
+    assert_eq!(decision::condition_column(&u0), "Approved");
+    store
+        .create(csr("u1", "alice", S1), None, &guard(100))
+        .await
+        .unwrap();
+    raw.close().await;
+}
+
 #[tokio::test]
 async fn postgres_batch_failure_stores_nothing() {
     let Some((store, url)) = postgres_with_url().await else {

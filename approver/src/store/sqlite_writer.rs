@@ -153,16 +153,27 @@ fn run_batch(
         .query_row([], |r| r.get(0))?;
     let mut rv = first;
     for op in ops.by_ref() {
-        if let Err(e) = run(conn, "SAVEPOINT op") {
+        // An update runs everything that can refuse it before its first
+        // write, and a failed write fails the whole batch: it needs no
+        // savepoint. That saves two statements per update and the copies
+        // of every page it touches that a savepoint keeps for a rollback
+        // (store-writer CPU per certificate -10 %: docs/BENCHMARKS.md,
+        // "Third pass").
+        let guarded = !matches!(op, Op::Update { .. });
+        if guarded && let Err(e) = run(conn, "SAVEPOINT op") {
             answers.push(op.unrun());
             return Err(e);
         }
         let (a, undo) = run_op(conn, &mut rv, op);
         answers.push(a);
-        if undo {
-            run(conn, "ROLLBACK TO SAVEPOINT op")?;
+        match undo {
+            Undo::Nothing => {}
+            Undo::Savepoint => run(conn, "ROLLBACK TO SAVEPOINT op")?,
+            Undo::Batch(e) => return Err(e),
         }
-        run(conn, "RELEASE SAVEPOINT op")?;
+        if guarded {
+            run(conn, "RELEASE SAVEPOINT op")?;
+        }
     }
     if rv != first {
         conn.prepare_cached("UPDATE counters SET value = ?1 WHERE name = 'resource_version'")?
@@ -180,11 +191,30 @@ fn run(conn: &Connection, sql: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Runs one operation; returns its answer and whether its savepoint must
-/// be rolled back. `rv` is advanced only by operations whose writes stand.
-fn run_op(conn: &Connection, rv: &mut i64, op: Op) -> (Answer, bool) {
+/// What a failed operation leaves to undo.
+enum Undo {
+    Nothing,
+    /// Roll back the operation's savepoint.
+    Savepoint,
+    /// A write of an operation without a savepoint failed: the batch fails.
+    Batch(StoreError),
+}
+
+impl From<bool> for Undo {
+    fn from(rollback: bool) -> Self {
+        if rollback {
+            Undo::Savepoint
+        } else {
+            Undo::Nothing
+        }
+    }
+}
+
+/// Runs one operation; returns its answer and what must be undone. `rv` is
+/// advanced only by operations whose writes stand.
+fn run_op(conn: &Connection, rv: &mut i64, op: Op) -> (Answer, Undo) {
     let next = *rv + 1;
-    match op {
+    let (answer, rollback): (Answer, bool) = match op {
         Op::Create {
             obj,
             renewal,
@@ -195,8 +225,14 @@ fn run_op(conn: &Connection, rv: &mut i64, op: Op) -> (Answer, bool) {
             outcome(reply, r, |_| true, rv, next)
         }
         Op::Update { name, mut f } => {
-            let r = update(conn, next, &name, f.as_mut());
-            update_outcome(f, r, rv, next)
+            return match update(conn, next, &name, f.as_mut()) {
+                // Nothing was written: a refusal is just this update's answer.
+                Ok(r) => (update_outcome(f, r, rv, next).0, Undo::Nothing),
+                Err(e) => {
+                    let unstored = Err(StoreError::NotStored(String::new()));
+                    (update_outcome(f, unstored, rv, next).0, Undo::Batch(e))
+                }
+            };
         }
         Op::Delete {
             name,
@@ -218,7 +254,8 @@ fn run_op(conn: &Connection, rv: &mut i64, op: Op) -> (Answer, bool) {
         }
         Op::Exec { what, reply } => outcome(reply, exec(conn, what), |_| false, rv, next),
         Op::Pause { .. } => (Box::new(|_| {}), false),
-    }
+    };
+    (answer, rollback.into())
 }
 
 const INSERT_EVENT: &str = "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
@@ -295,23 +332,32 @@ fn create(
     Ok(obj)
 }
 
-/// Returns the object (changed or not) and whether it was written.
+/// Reads, decides, then writes. `Ok` carries the update's own outcome:
+/// the object (changed or not) and whether it was written, or why it was
+/// refused before anything was written. `Err` is a failed write, which
+/// fails the batch (there is no savepoint to take it back alone).
 fn update(
     conn: &Connection,
     rv: i64,
     name: &str,
     f: &mut dyn UpdateFn,
-) -> Result<(CertificateSigningRequest, bool), StoreError> {
-    let bytes: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT object FROM csrs WHERE name = ?1")?
-        .query_row(params![name], |r| r.get(0))
-        .optional()?;
-    let Some(bytes) = bytes else {
-        return Err(StoreError::NotFound(name.to_string()));
-    };
-    let mut obj = decode(name, &bytes)?;
-    let Some(reset_attempts) = apply_update(name, &mut obj, f, rv)? else {
-        return Ok((obj, false));
+) -> Result<Result<(CertificateSigningRequest, bool), StoreError>, StoreError> {
+    let decided = (|| {
+        let bytes: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT object FROM csrs WHERE name = ?1")?
+            .query_row(params![name], |r| r.get(0))
+            .optional()?;
+        let Some(bytes) = bytes else {
+            return Err(StoreError::NotFound(name.to_string()));
+        };
+        let mut obj = decode(name, &bytes)?;
+        let reset = apply_update(name, &mut obj, f, rv)?;
+        Ok((obj, reset))
+    })();
+    let (obj, reset_attempts) = match decided {
+        Ok((obj, Some(reset))) => (obj, reset),
+        Ok((obj, None)) => return Ok(Ok((obj, false))),
+        Err(e) => return Ok(Err(e)),
     };
     let state = state_of(&obj);
     let bytes = obj.encode_to_vec();
@@ -330,7 +376,7 @@ fn update(
         name,
     ])?;
     event(conn, rv, "MODIFIED", name, &bytes)?;
-    Ok((obj, true))
+    Ok(Ok((obj, true)))
 }
 
 fn delete(
