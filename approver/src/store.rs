@@ -12,7 +12,9 @@
 //! a task on sqlx's pool.
 //! The writer takes everything queued (up to [`MAX_BATCH`] operations), runs
 //! it in ONE transaction, each operation inside its own SAVEPOINT (so one
-//! operation's refusal or failure rolls back only that operation), commits
+//! operation's refusal or failure rolls back only that operation; on SQLite
+//! an update, which writes only after everything that can refuse it, runs
+//! without one, and a failure of its writes fails the batch), commits
 //! once (one fsync for the whole batch) and only then answers each caller:
 //! nothing is acknowledged before it is durable, and a failed commit
 //! answers every operation of the batch with an error. Each batch starts by
@@ -1026,7 +1028,7 @@ const SQLITE_PRAGMAS: [&str; 4] = [
     "PRAGMA synchronous = FULL",
     // A second process's writer queues instead of failing with SQLITE_BUSY.
     "PRAGMA busy_timeout = 30000",
-    // Each write of a batch runs in a savepoint, which makes SQLite keep a
+    // Writes of a batch run in savepoints, which make SQLite keep a
     // statement journal of the pages it touches: in memory, not a temp file
     // written per page. It only serves rollbacks inside an open transaction
     // (a crash rolls the whole transaction back through the WAL), so

@@ -4,7 +4,8 @@
 //! from 1) and `prev`, the SHA-256 (hex) of the previous line's bytes (64
 //! zeros for the first line). A line is fsynced before the answer it records
 //! leaves the process; concurrent appends share one fsync (group commit: a
-//! single writer thread drains every queued line, writes them, fsyncs once).
+//! single writer thread drains every queued line, writes them, fsyncs once;
+//! when others are appending too it first waits 2 ms once for more).
 //!
 //! Truncation: a hash chain alone cannot show that lines were cut off the
 //! end, so after every batch the writer seals the tail in a small side file

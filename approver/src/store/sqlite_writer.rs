@@ -9,9 +9,12 @@
 //! queue) and one answer per caller out, after the commit.
 //!
 //! Semantics are the store's (see the parent module): one transaction per
-//! batch, each operation in its own SAVEPOINT, resource versions handed out
-//! in queue order, `synchronous = FULL`, and no answer before the commit.
-//! Reads stay on sqlx's pool; WAL lets them run beside this connection.
+//! batch, each operation but an update in its own SAVEPOINT (an update
+//! writes last, and a failed write of it fails the batch), resource
+//! versions handed out in queue order, `synchronous = FULL`, and no answer
+//! before the commit. A batch that drained the queue under load waits 2 ms
+//! once for more. Reads run beside this connection (WAL): lists on sqlx's
+//! pool, point reads inline (`sqlite_reader`).
 //!
 //! This module must never answer a write before its transaction committed,
 //! and never decide policy (update functions and guards come from callers).
