@@ -1,5 +1,7 @@
 //! The durable store: CSR objects, their change events, bootstrap token use
-//! counts. One module on sqlx's `Any` driver, SQLite (default) or PostgreSQL.
+//! counts, on SQLite (default) or PostgreSQL. sqlx's `Any` driver serves
+//! PostgreSQL, migrations and SQLite's lists; rusqlite serves SQLite's
+//! writer thread (`sqlite_writer`) and point reads (`sqlite_reader`).
 //!
 //! Objects are stored as the encoded proto plus indexed columns (name, uid,
 //! signer name, username, state, CONDITION column, created,

@@ -2,8 +2,9 @@
 //! change events after a resource version, the next forwarding time.
 //!
 //! Why not through sqlx's pool: every sqlx SQLite statement is a hand-off to
-//! a worker thread and back, and on a 2-core VM those wake-ups cost more CPU
-//! than the read itself (docs/BENCHMARKS.md, "Third pass"). These reads are
+//! a worker thread and back, and on a 2-core VM those wake-ups were most of
+//! what the sqlx reader threads spent (docs/BENCHMARKS.md, "Third pass":
+//! +8 % issued/s without them). These reads are
 //! short (an index lookup, or one page of events) and WAL lets them run
 //! beside the writer without waiting for it, so they run inline on the
 //! async task that asks. Lists, which can scan far, stay on sqlx's pool.
