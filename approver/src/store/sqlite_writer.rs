@@ -160,7 +160,7 @@ fn run_batch(
         // write, and a failed write fails the whole batch: it needs no
         // savepoint. That saves two statements per update and the copies
         // of every page it touches that a savepoint keeps for a rollback
-        // (store-writer CPU per certificate -10 %: docs/BENCHMARKS.md,
+        // (store-writer CPU per certificate -3 %: docs/BENCHMARKS.md,
         // "Third pass").
         let guarded = !matches!(op, Op::Update { .. });
         if guarded && let Err(e) = run(conn, "SAVEPOINT op") {
