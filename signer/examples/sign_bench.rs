@@ -22,7 +22,9 @@ use certsign_signer::authority::Authority;
 use certsign_signer::ca_key::CaKey;
 use certsign_signer::config::Config;
 use certsign_signer::csr::VerifiedCsr;
-use certsign_signer::init::{IDENTITY_SIGNER, InitOptions, KeyType, Listen, console_issue, init};
+use certsign_signer::init::{
+    IDENTITY_SIGNER, InitOptions, KeyType, Listen, RsaBits, console_issue, init,
+};
 use certsign_signer::issue;
 use certsign_signer::pkcs11::Pkcs11Uri;
 use certsign_signer::profile::Usage;
@@ -78,7 +80,7 @@ fn main() {
     for (name, kt) in [
         ("ECDSA P-256", KeyType::P256),
         ("ECDSA P-384", KeyType::P384),
-        ("RSA 3072", KeyType::Rsa),
+        ("RSA 3072", KeyType::Rsa(RsaBits::B3072)),
     ] {
         for token in [false, true] {
             let pki = dir.join(format!("{name}-{token}").replace(' ', "_"));

@@ -1,7 +1,7 @@
 //! `certsign-signer`: thin entry point; all logic lives in the library.
 //!
 //! Commands (hand-parsed, no clap: the signer keeps its dependency list short):
-//!   init --dir DIR [--key-type p256|p384|ed25519|rsa] [--ca-key-uri pkcs11:…] [--signer-listen ADDR] [--approver-listen ADDR]
+//!   init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri pkcs11:…] [--signer-listen ADDR] [--approver-listen ADDR]
 //!   serve --config FILE
 //!   audit verify --config FILE
 //!   issue --config FILE --csr CSR.pem --signer-name S --usages "u1,u2" [--expiration 24h] --out CERT.pem
@@ -21,7 +21,7 @@ use certsign_signer::pkcs11::Pkcs11Uri;
 use certsign_signer::{harden, journal, service};
 
 const USAGE: &str = "usage:
-  certsign-signer init --dir DIR [--key-type p256|p384|ed25519|rsa] [--ca-key-uri \"pkcs11:token=T;object=O?module-path=M&pin-source=file:/P\"] [--signer-listen ADDR] [--approver-listen ADDR]
+  certsign-signer init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri \"pkcs11:token=T;object=O?module-path=M&pin-source=file:/P\"] [--signer-listen ADDR] [--approver-listen ADDR]
   certsign-signer serve --config FILE
   certsign-signer audit verify --config FILE
   certsign-signer issue --config FILE --csr CSR.pem --signer-name S --usages \"client auth,digital signature\" [--expiration 24h] --out CERT.pem";
@@ -76,7 +76,7 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
             )?;
             let key_type = match f.get("key-type") {
                 Some(k) => KeyType::parse(k)
-                    .ok_or_else(|| format!("--key-type {k:?}: use p256, p384, ed25519 or rsa"))?,
+                    .ok_or_else(|| format!("--key-type {k:?}: use p256, p384, ed25519, rsa (3072 bits), rsa2048 or rsa4096"))?,
                 None => KeyType::P256,
             };
             Ok(Cmd::Init(InitOptions {

@@ -20,6 +20,7 @@ fn each_key_type_gives_a_working_deployment() {
         ("p384", "secp384r1"),
         ("ed25519", "ED25519"),
         ("rsa", "3072 bit"),
+        ("rsa2048", "2048 bit"),
     ] {
         let pki = init(&["--key-type", kt]);
         let key_text = Command::new("openssl")
