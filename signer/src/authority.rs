@@ -117,7 +117,7 @@ impl Drop for Reservation {
 
 enum Decision {
     Replay(Signed),
-    Issue(Box<Event>, Signed, Reservation),
+    Issue(Arc<Event>, Signed, Reservation),
 }
 
 impl Authority {
@@ -156,12 +156,19 @@ impl Authority {
 
     /// Sign a request from an allow-listed caller.
     pub async fn sign(&self, req: &SignRequest, caller: &str) -> Result<Signed, SignError> {
-        let csr = req.certificate_signing_request.clone().unwrap_or_default();
+        let missing;
+        let csr = match &req.certificate_signing_request {
+            Some(csr) => csr,
+            None => {
+                missing = CertificateSigningRequest::default();
+                &missing
+            }
+        };
         let ev = Evidence::Request {
             approvals: &req.approvals,
             renewal: req.renewal.as_ref(),
         };
-        self.sign_with(&csr, ev, caller).await
+        self.sign_with(csr, ev, caller).await
     }
 
     /// Sign with explicit evidence (the console path uses this too).
@@ -183,7 +190,7 @@ impl Authority {
                 let journal = self.journal.clone();
                 let state = self.state.clone();
                 let finish = async move {
-                    let appended = journal.append((*event).clone()).await;
+                    let appended = journal.append(event.clone()).await;
                     if appended.is_ok()
                         && let Ok(mut s) = state.lock()
                     {
@@ -220,7 +227,7 @@ impl Authority {
                 tracing::info!(caller, reason = %e, "refused");
                 // A refusal that cannot be recorded is not answered as a refusal.
                 self.journal
-                    .append(event)
+                    .append(Arc::new(event))
                     .await
                     .map_err(|je| SignError::Unavailable(format!("journal: {je}")))?;
                 Err(e)
@@ -407,7 +414,7 @@ impl Authority {
             serial: cert.serial_hex,
             replayed: false,
         };
-        Ok(Decision::Issue(Box::new(event), signed, reservation))
+        Ok(Decision::Issue(Arc::new(event), signed, reservation))
     }
 
     /// 16 random bytes (positive after `prepare` clears the top bit), never

@@ -38,7 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use certsign_proto::v1::{
-    ApprovalStatement, CertificateSigningRequest, Decision, RenewalStatement, SignedStatement,
+    ApprovalStatement, CertificateSigningRequest, CertificateSigningRequestSpec, Decision,
+    ObjectMeta, RenewalStatement, SignedStatement,
 };
 use prost::Message;
 use rustls_pki_types::pem::PemObject;
@@ -278,13 +279,10 @@ fn verify_chain_to(
 /// Verify `signature` over `context||0x00||msg` with the key of `cert_der`.
 fn verify_signature(
     context: &'static str,
-    cert_der: &[u8],
+    cert: &X509Certificate<'_>,
     msg: &[u8],
     signature: &[u8],
 ) -> Result<(), EvidenceError> {
-    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| {
-        EvidenceError::Certificate(format!("certificate_chain[0] does not parse: {e}"))
-    })?;
     let spki = cert.public_key();
     let kind = KeyKind::from_spki(spki).map_err(|e| EvidenceError::Certificate(e.to_string()))?;
     let alg: &dyn ring::signature::VerificationAlgorithm = match kind {
@@ -326,10 +324,15 @@ pub fn sign_statement(
     })
 }
 
-fn identity_of(cert_der: &[u8]) -> Result<Identity, EvidenceError> {
+/// Parse `certificate_chain[0]` once for the signature check and the identity.
+fn parse_leaf(cert_der: &[u8]) -> Result<X509Certificate<'_>, EvidenceError> {
     let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| {
         EvidenceError::Certificate(format!("certificate_chain[0] does not parse: {e}"))
     })?;
+    Ok(cert)
+}
+
+fn identity_of(cert: &X509Certificate<'_>) -> Result<Identity, EvidenceError> {
     let (cn, groups) = csr::name_identity(cert.subject());
     let username = cn.ok_or_else(|| {
         EvidenceError::Certificate("certificate_chain[0] has no subject CN".into())
@@ -391,7 +394,13 @@ pub fn verify_approval(
         .certificate_chain
         .first()
         .ok_or_else(|| EvidenceError::Malformed("certificate_chain is empty".into()))?;
-    verify_signature(APPROVAL_CONTEXT, leaf, &signed.statement, &signed.signature)?;
+    let cert = parse_leaf(leaf)?;
+    verify_signature(
+        APPROVAL_CONTEXT,
+        &cert,
+        &signed.statement,
+        &signed.signature,
+    )?;
     // Decode only after the signature verified: the bytes are the admin's.
     let st = ApprovalStatement::decode(signed.statement.as_slice())
         .map_err(|e| EvidenceError::Malformed(format!("ApprovalStatement: {e}")))?;
@@ -399,7 +408,7 @@ pub fn verify_approval(
     check_fresh(signed_at, max_age, now)?;
     trust.verify_chain(&signed.certificate_chain, now, "now")?;
     trust.verify_chain(&signed.certificate_chain, signed_at, "at signed_at")?;
-    let id = identity_of(leaf)?;
+    let id = identity_of(&cert)?;
     if !id.groups.iter().any(|g| allowed_groups.contains(g)) {
         return Err(EvidenceError::GroupNotAllowed {
             user: id.username,
@@ -407,8 +416,12 @@ pub fn verify_approval(
             allowed: allowed_groups.to_vec(),
         });
     }
-    let meta = request.metadata.clone().unwrap_or_default();
-    let spec = request.spec.clone().unwrap_or_default();
+    let (no_meta, no_spec) = (
+        ObjectMeta::default(),
+        CertificateSigningRequestSpec::default(),
+    );
+    let meta = request.metadata.as_ref().unwrap_or(&no_meta);
+    let spec = request.spec.as_ref().unwrap_or(&no_spec);
     let checks: [(&'static str, bool); 7] = [
         ("request_uid", st.request_uid == meta.uid),
         ("request_name", st.request_name == meta.name),
@@ -493,7 +506,8 @@ pub fn verify_renewal(
         .certificate_chain
         .first()
         .ok_or_else(|| EvidenceError::Malformed("certificate_chain is empty".into()))?;
-    verify_signature(RENEWAL_CONTEXT, leaf, &signed.statement, &signed.signature)?;
+    let cert = parse_leaf(leaf)?;
+    verify_signature(RENEWAL_CONTEXT, &cert, &signed.statement, &signed.signature)?;
     let st = RenewalStatement::decode(signed.statement.as_slice())
         .map_err(|e| EvidenceError::Malformed(format!("RenewalStatement: {e}")))?;
     // Only the issuing CA itself, no intermediates: the certificate must be ours.
@@ -505,8 +519,12 @@ pub fn verify_renewal(
         "now (renewal needs an unexpired certificate issued by this CA)",
     )
     .map_err(|e| EvidenceError::Renewal(e.to_string()))?;
-    let meta = request.metadata.clone().unwrap_or_default();
-    let spec = request.spec.clone().unwrap_or_default();
+    let (no_meta, no_spec) = (
+        ObjectMeta::default(),
+        CertificateSigningRequestSpec::default(),
+    );
+    let meta = request.metadata.as_ref().unwrap_or(&no_meta);
+    let spec = request.spec.as_ref().unwrap_or(&no_spec);
     let checks: [(&'static str, bool); 4] = [
         ("request_name", st.request_name == meta.name),
         (
@@ -523,8 +541,6 @@ pub fn verify_renewal(
         return Err(EvidenceError::FieldMismatch(field));
     }
     check_fresh(to_system_time(st.signed_at.as_ref())?, max_age, now)?;
-    let (_, cert) = X509Certificate::from_der(leaf)
-        .map_err(|e| EvidenceError::Renewal(format!("current certificate: {e}")))?;
     if cert.subject().as_raw() != new_csr.subject_der() {
         return Err(EvidenceError::Renewal(
             "the new CSR's subject differs from the current certificate's".into(),
@@ -548,7 +564,6 @@ pub fn verify_renewal(
     // A renewal may not add extended key usages the current certificate lacks.
     if let Ok(Some(eku)) = cert.extended_key_usage() {
         let e = &eku.value;
-        let spec = request.spec.clone().unwrap_or_default();
         for u in &spec.usages {
             let present = match u.as_str() {
                 "server auth" => e.server_auth,
@@ -570,7 +585,7 @@ pub fn verify_renewal(
         }
     }
     Ok(RenewalProof {
-        identity: identity_of(leaf)?,
+        identity: identity_of(&cert)?,
         serial: hex::encode(cert.raw_serial()),
     })
 }

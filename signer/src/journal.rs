@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 
@@ -102,13 +102,27 @@ pub enum Event {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A journal line as read back.
+#[derive(Debug, Deserialize)]
 struct Line {
     seq: u64,
     prev: String,
+    /// Required in every line; verification checks the chain, not times.
+    #[allow(dead_code)]
     time: String,
     #[serde(flatten)]
     event: Event,
+}
+
+/// A journal line as written: the same fields in the same order as
+/// [`Line`], borrowing the event instead of copying it.
+#[derive(Debug, Serialize)]
+struct LineOut<'a> {
+    seq: u64,
+    prev: &'a str,
+    time: String,
+    #[serde(flatten)]
+    event: &'a Event,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -306,7 +320,7 @@ type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
 /// The append side: a writer thread with group commit.
 #[derive(Debug, Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<(Event, Reply)>,
+    tx: mpsc::Sender<(Arc<Event>, Reply)>,
 }
 
 impl Journal {
@@ -333,7 +347,7 @@ impl Journal {
         }
         file.sync_all().map_err(io)?;
         seal(path, v.lines, &v.last_hash).map_err(io)?;
-        let (tx, rx) = mpsc::channel::<(Event, Reply)>();
+        let (tx, rx) = mpsc::channel::<(Arc<Event>, Reply)>();
         let writer = Writer {
             path: path.to_path_buf(),
             file,
@@ -349,7 +363,8 @@ impl Journal {
     }
 
     /// Append one event; resolves once it is on disk. Returns its seq.
-    pub async fn append(&self, event: Event) -> Result<u64, JournalError> {
+    /// Shared, not copied: the caller indexes the same event afterwards.
+    pub async fn append(&self, event: Arc<Event>) -> Result<u64, JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send((event, tx))
@@ -363,7 +378,7 @@ impl Journal {
     pub fn append_blocking(&self, event: Event) -> Result<u64, JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send((event, tx))
+            .send((Arc::new(event), tx))
             .map_err(|_| JournalError::Stopped)?;
         rx.blocking_recv()
             .map_err(|_| JournalError::Stopped)?
@@ -409,7 +424,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<(Event, Reply)>) {
+    fn run(mut self, rx: mpsc::Receiver<(Arc<Event>, Reply)>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
@@ -427,11 +442,11 @@ impl Writer {
                 let time = time::OffsetDateTime::now_utc()
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default();
-                let line = Line {
+                let line = LineOut {
                     seq: self.seq,
-                    prev: self.prev.clone(),
+                    prev: &self.prev,
                     time,
-                    event: event.clone(),
+                    event,
                 };
                 // Serializing our own plain struct cannot fail; fall back to
                 // an empty object rather than panic if it somehow did.
