@@ -177,6 +177,23 @@ async fn callers_outside_the_allow_list_are_refused() {
     c.sign(sign_request(r.clone(), vec![approve(&pki, &r)]))
         .await
         .unwrap();
+    // The signer remembers the approver's certificate as allowed; that must
+    // not let anyone else in: the admin is still refused, on a new
+    // connection and with a fresh request.
+    let mut c = client_as(
+        &pki,
+        &server,
+        &pki.p("ca.crt"),
+        &pki.p("admin/admin.crt"),
+        &pki.p("admin/admin.key"),
+    )
+    .await;
+    let r2 = request("x2", &csr, CLIENT, &["client auth"], None, "alice");
+    let s = c
+        .sign(sign_request(r2.clone(), vec![approve(&pki, &r2)]))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied);
 }
 
 #[tokio::test]
