@@ -157,6 +157,8 @@ pub struct Shared {
 #[derive(Debug, Clone)]
 pub struct ApproverService {
     shared: Arc<Shared>,
+    /// Identities of client certificates already seen (no parse per call).
+    identities: Arc<authn::CertificateIdentities>,
 }
 
 /// Which RPCs a bootstrap token may call.
@@ -182,6 +184,7 @@ impl ApproverService {
     pub fn new(shared: Shared) -> Self {
         Self {
             shared: Arc::new(shared),
+            identities: Arc::default(),
         }
     }
 
@@ -193,7 +196,9 @@ impl ApproverService {
         token_use: TokenUse,
     ) -> Result<(Identity, Option<BootstrapToken>), ServiceError> {
         let (id, token) = match req.peer_certs() {
-            Some(certs) if !certs.is_empty() => (authn::from_certificate(certs[0].as_ref())?, None),
+            Some(certs) if !certs.is_empty() => {
+                (self.identities.identify(certs[0].as_ref())?, None)
+            }
             _ => {
                 let header = req
                     .metadata()
