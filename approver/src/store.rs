@@ -35,7 +35,12 @@
 //! kept apart from the backoff schedule (`next_attempt`): a row is claimed
 //! by one store handle at a time, only expired leases are taken over, and
 //! only the owner releases its lease. On PostgreSQL the claim skips rows
-//! other transactions hold (`FOR UPDATE SKIP LOCKED`).
+//! other transactions hold (`FOR UPDATE SKIP LOCKED`). Among requests due
+//! at the same time the oldest is claimed first (SQLite: insertion order,
+//! read straight off the `(state, next_attempt)` index; PostgreSQL:
+//! `created`, then name), so a backlog drains in order: ordering by name
+//! alone let a request whose name sorts late wait as long as newer
+//! requests kept arriving.
 //!
 //! This module must never decide policy; it only enforces the counting
 //! limits it is given, atomically. It must never answer a write before its
@@ -942,7 +947,7 @@ async fn claim_in(
     // LOCKED each run can pick other rows (more than LIMIT in all): the
     // picked names are materialised once.
     let sql = "WITH picked AS MATERIALIZED (SELECT name FROM csrs WHERE state = 'approved' \
-         AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, name LIMIT $4 \
+         AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, created, name LIMIT $4 \
          FOR UPDATE SKIP LOCKED) \
          UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = csrs.attempts + 1 \
          FROM picked WHERE csrs.name = picked.name \

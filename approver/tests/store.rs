@@ -316,6 +316,32 @@ async fn suite_forward_queue(store: Store) {
     );
 }
 
+/// A backlog drains oldest first, whatever the names: claiming by name
+/// order let a late-sorting name wait while newer requests kept arriving.
+async fn suite_forward_queue_oldest_first(store: Store) {
+    let mut old = csr("zz-oldest", "alice", S1);
+    if let Some(m) = old.metadata.as_mut() {
+        m.creation_timestamp = Some(prost_types::Timestamp {
+            seconds: decision::now().seconds - 60,
+            nanos: 0,
+        });
+    }
+    store.create(old, None, &guard(10)).await.unwrap();
+    for n in ["aa-newer", "mm-newer"] {
+        store
+            .create(csr(n, "alice", S1), None, &guard(10))
+            .await
+            .unwrap();
+    }
+    for n in ["mm-newer", "aa-newer", "zz-oldest"] {
+        approve(&store, n).await;
+    }
+    let first = store.claim_forward(100, 200).await.unwrap().unwrap();
+    assert_eq!(first.object.metadata.as_ref().unwrap().name, "zz-oldest");
+    let rest = store.claim_forward_batch(100, 200, 10).await.unwrap();
+    assert_eq!(rest.len(), 2);
+}
+
 async fn suite_events_and_delete(store: Store) {
     let start = store.latest_resource_version().await.unwrap();
     let a = store
@@ -946,6 +972,7 @@ both!(
     suite_limits,
     suite_update_semantics,
     suite_forward_queue,
+    suite_forward_queue_oldest_first,
     suite_events_and_delete,
     suite_cleaner_retention,
     suite_cleaner_certificate_expiry,

@@ -415,11 +415,14 @@ fn claim(
     lease_until: i64,
     limit: u32,
 ) -> Result<Vec<ForwardItem>, StoreError> {
-    // SQLite evaluates the IN subquery once.
+    // SQLite evaluates the IN subquery once. Oldest first among equally due
+    // rows: the `(state, next_attempt)` index holds rowids (insertion order)
+    // after `next_attempt`, so this order is read off the index and the scan
+    // stops at the limit, where ordering by name sorted every due row.
     let mut stmt = conn.prepare_cached(
         "UPDATE csrs SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1 \
          WHERE name IN (SELECT name FROM csrs WHERE state = 'approved' \
-         AND next_attempt <= ?3 AND lease_until <= ?3 ORDER BY next_attempt, name LIMIT ?4) \
+         AND next_attempt <= ?3 AND lease_until <= ?3 ORDER BY next_attempt, rowid LIMIT ?4) \
          AND state = 'approved' AND next_attempt <= ?3 AND lease_until <= ?3 \
          RETURNING name, object, renewal, attempts",
     )?;
