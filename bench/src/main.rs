@@ -28,7 +28,11 @@ enum Cmd {
     /// (1) In-process issuance per second, per CA key type, 1 thread and all cores.
     Issue {
         /// CA key types (init --key-type values).
-        #[arg(long, value_delimiter = ',', default_value = "ecdsa-p256,ed25519,rsa")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "ecdsa-p256,ed25519,rsa2048,rsa"
+        )]
         key_types: Vec<String>,
         /// Seconds per measurement.
         #[arg(long, default_value_t = 5.0)]
