@@ -431,7 +431,7 @@ impl Authority {
             if s[0] == 0 {
                 continue;
             }
-            if !self.lock()?.index.serials.contains(&hex::encode(s)) {
+            if !self.lock()?.index.serials.contains_key(&hex::encode(s)) {
                 return Ok(s);
             }
         }
