@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::csr::{self, VerifiedCsr};
 use crate::evidence::{self, ApprovalTrust};
 use crate::issue;
-use crate::journal::{Event, Index, Journal, JournalError};
+use crate::journal::{self, Event, Index, Journal, JournalError, LineAt};
 use crate::profile::{ApprovalMode, parse_usages};
 
 /// A refusal or failure of `Sign`, by gRPC meaning. Messages name the rule.
@@ -191,10 +191,10 @@ impl Authority {
                 let state = self.state.clone();
                 let finish = async move {
                     let appended = journal.append(event.clone()).await;
-                    if appended.is_ok()
+                    if let Ok(at) = &appended
                         && let Ok(mut s) = state.lock()
                     {
-                        s.index.record(&event);
+                        s.index.record(&event, *at);
                     }
                     drop(reservation);
                     appended
@@ -270,12 +270,10 @@ impl Authority {
             let mut st = self.lock()?;
             if let Some(done) = st.index.by_uid.get(&meta.uid) {
                 if done.csr_sha256 == hash {
-                    let s = Signed {
-                        certificate: done.certificate.clone(),
-                        serial: done.serial.clone(),
-                        replayed: true,
-                    };
-                    return Ok(Decision::Replay(s));
+                    let at = done.line;
+                    // The journal is read back outside the lock.
+                    drop(st);
+                    return self.replay(&at, &meta.uid);
                 }
                 return Err(SignError::AlreadyExists(format!(
                     "uid {:?} was already issued for another CSR; a uid is signed at most once",
@@ -415,6 +413,23 @@ impl Authority {
             replayed: false,
         };
         Ok(Decision::Issue(Arc::new(event), signed, reservation))
+    }
+
+    /// The journaled answer to a uid issued before: the same certificate
+    /// chain and serial, read back from its journal line (the index keeps
+    /// only where that line is). A line that cannot be read back intact is
+    /// UNAVAILABLE, never a second issuance: the uid stays taken.
+    fn replay(&self, at: &LineAt, uid: &str) -> Result<Decision, SignError> {
+        let (certificate, serial) =
+            journal::read_issued(&self.config.journal, at, uid).map_err(|e| {
+                tracing::error!(uid, error = %e, "reading back an issued line failed");
+                SignError::Unavailable(format!("journal: {e}"))
+            })?;
+        Ok(Decision::Replay(Signed {
+            certificate,
+            serial,
+            replayed: true,
+        }))
     }
 
     /// 16 random bytes (positive after `prepare` clears the top bit), never

@@ -18,7 +18,9 @@
 //!
 //! At start the whole file is verified (a broken chain refuses to start) and
 //! the uid index is rebuilt from it, so retries are answered identically
-//! after a restart. A final line without its newline (torn write during a
+//! after a restart. The index keeps where each issued line is and its hash,
+//! not the certificate: a retry reads its line back ([`read_issued`]) and
+//! gets nothing unless the bytes still hash to what was written. A final line without its newline (torn write during a
 //! crash, after the head) is never an answered request and is cut off.
 //! This module never holds key material and never rewrites a sealed line.
 
@@ -27,6 +29,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
@@ -133,15 +136,31 @@ struct Head {
     hash: String,
 }
 
-/// An issued certificate as the index keeps it.
+/// An issued certificate as the index keeps it: not the certificate
+/// itself but where its line is, so the index stays small (~0.5 KiB per
+/// issued certificate instead of the whole chain) and a retry reads the
+/// answer back with [`read_issued`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issued {
     /// SHA-256 of the CSR DER, hex.
     pub csr_sha256: String,
-    /// Certificate chain PEM.
-    pub certificate: String,
-    /// Serial, hex.
-    pub serial: String,
+    /// Its journal line.
+    pub line: LineAt,
+}
+
+/// Where a line sits in the journal, and the SHA-256 of its bytes (what
+/// the next line's `prev` chains to), so a read-back can tell it got the
+/// very line that was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineAt {
+    /// Sequence number.
+    pub seq: u64,
+    /// Byte offset of the line in the journal.
+    pub offset: u64,
+    /// Length without the newline.
+    pub len: u64,
+    /// SHA-256 of those bytes.
+    pub sha256: [u8; 32],
 }
 
 /// What the journal knows, rebuilt from the file at start.
@@ -224,11 +243,10 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
 }
 
 impl Index {
-    pub(crate) fn record(&mut self, e: &Event) {
+    pub(crate) fn record(&mut self, e: &Event, line: LineAt) {
         if let Event::Issued {
             uid,
             csr_sha256,
-            certificate,
             serial,
             ..
         } = e
@@ -237,13 +255,41 @@ impl Index {
                 uid.clone(),
                 Issued {
                     csr_sha256: csr_sha256.clone(),
-                    certificate: certificate.clone(),
-                    serial: serial.clone(),
+                    line,
                 },
             );
             self.by_csr.insert(csr_sha256.clone(), uid.clone());
             self.serials.insert(serial.clone(), ());
         }
+    }
+}
+
+/// The certificate chain and serial of the issued line at `at`, read back
+/// from the journal for a retried request. Refuses a line whose bytes no
+/// longer hash to what was written, or that is not `uid`'s issuance.
+pub fn read_issued(path: &Path, at: &LineAt, uid: &str) -> Result<(String, String), JournalError> {
+    let corrupt = |msg: &str| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        line: at.seq,
+        msg: msg.to_string(),
+    };
+    let len = usize::try_from(at.len).map_err(|_| corrupt("line too long"))?;
+    let mut bytes = vec![0u8; len];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut bytes, at.offset))
+        .map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+    if sha256(&bytes) != at.sha256 {
+        return Err(corrupt("changed since it was written"));
+    }
+    let line: Line = serde_json::from_slice(&bytes).map_err(|_| corrupt("not a journal line"))?;
+    match line.event {
+        Event::Issued {
+            uid: u,
+            certificate,
+            serial,
+            ..
+        } if u == uid && line.seq == at.seq => Ok((certificate, serial)),
+        _ => Err(corrupt("not the issuance the index names")),
     }
 }
 
@@ -334,8 +380,15 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
                 ),
             ));
         }
-        prev = hex::encode(sha256(bytes));
+        let hash = sha256(bytes);
+        prev = hex::encode(hash);
         seq = n;
+        let at = LineAt {
+            seq: n,
+            offset: good_len,
+            len: bytes.len() as u64,
+            sha256: hash,
+        };
         good_len += bytes.len() as u64 + 1;
         if let Some(h) = &head
             && h.seq == n
@@ -350,7 +403,7 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
                 head_seen = true;
             }
         }
-        index.record(&line.event);
+        index.record(&line.event, at);
     }
     if head.is_none() && !data.is_empty() {
         // open() seals before the first append, so a journal with lines and
@@ -385,7 +438,7 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
     })
 }
 
-type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
+type Reply = tokio::sync::oneshot::Sender<Result<LineAt, String>>;
 
 /// The append side: a writer thread with group commit.
 #[derive(Debug, Clone)]
@@ -432,9 +485,10 @@ impl Journal {
         Ok((Self { tx }, v.index))
     }
 
-    /// Append one event; resolves once it is on disk. Returns its seq.
-    /// Shared, not copied: the caller indexes the same event afterwards.
-    pub async fn append(&self, event: Arc<Event>) -> Result<u64, JournalError> {
+    /// Append one event; resolves once it is on disk. Returns where its
+    /// line is. Shared, not copied: the caller indexes the same event
+    /// afterwards.
+    pub async fn append(&self, event: Arc<Event>) -> Result<LineAt, JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send((event, tx))
@@ -445,7 +499,7 @@ impl Journal {
     }
 
     /// As [`Journal::append`], for non-async callers (init, issue).
-    pub fn append_blocking(&self, event: Event) -> Result<u64, JournalError> {
+    pub fn append_blocking(&self, event: Event) -> Result<LineAt, JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send((Arc::new(event), tx))
@@ -506,7 +560,7 @@ impl Writer {
             }
             let (seq0, prev0) = (self.seq, self.prev.clone());
             let mut buf = Vec::new();
-            let mut seqs = Vec::with_capacity(batch.len());
+            let mut lines = Vec::with_capacity(batch.len());
             for (event, _) in &batch {
                 self.seq += 1;
                 let time = time::OffsetDateTime::now_utc()
@@ -521,10 +575,16 @@ impl Writer {
                 // Serializing our own plain struct cannot fail; fall back to
                 // an empty object rather than panic if it somehow did.
                 let bytes = serde_json::to_vec(&line).unwrap_or_else(|_| b"{}".to_vec());
-                self.prev = hex::encode(sha256(&bytes));
+                let hash = sha256(&bytes);
+                self.prev = hex::encode(hash);
+                lines.push(LineAt {
+                    seq: self.seq,
+                    offset: self.len + buf.len() as u64,
+                    len: bytes.len() as u64,
+                    sha256: hash,
+                });
                 buf.extend_from_slice(&bytes);
                 buf.push(b'\n');
-                seqs.push(self.seq);
             }
             let res = self
                 .file
@@ -545,8 +605,8 @@ impl Writer {
                     let _ = self.file.set_len(self.len);
                 }
             }
-            for ((_, reply), seq) in batch.into_iter().zip(seqs) {
-                let _ = reply.send(res.as_ref().map(|()| seq).map_err(|e| e.to_string()));
+            for ((_, reply), at) in batch.into_iter().zip(lines) {
+                let _ = reply.send(res.as_ref().map(|()| at).map_err(|e| e.to_string()));
             }
         }
     }
@@ -579,6 +639,58 @@ mod tests {
         assert!(m.shards.iter().all(|s| !s.is_empty()));
     }
 
+    fn issued(uid: &str, serial: &str) -> Event {
+        Event::Issued {
+            uid: uid.into(),
+            name: format!("n-{uid}"),
+            signer_name: "example.com/x".into(),
+            requestor: "alice".into(),
+            csr_sha256: format!("{:0>64}", uid),
+            evidence: "console".into(),
+            by: vec!["root".into()],
+            caller: "console".into(),
+            serial: serial.into(),
+            not_after: "2030-01-01T00:00:00Z".into(),
+            certificate: format!("-----BEGIN CERTIFICATE-----\n{uid}\n-----END CERTIFICATE-----\n"),
+        }
+    }
+
+    #[test]
+    fn issued_lines_are_read_back_from_where_the_index_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let at_a = {
+            let (journal, _) = Journal::open(&path).unwrap();
+            journal.append_blocking(refused("r")).unwrap();
+            let at_a = journal.append_blocking(issued("a", "0a")).unwrap();
+            journal.append_blocking(issued("b", "0b")).unwrap();
+            at_a
+        };
+        let (cert, serial) = read_issued(&path, &at_a, "a").unwrap();
+        assert!(cert.contains("\na\n"), "{cert}");
+        assert_eq!(serial, "0a");
+        // The index rebuilt at start points at the same lines.
+        let v = verify(&path, false).unwrap();
+        assert_eq!(v.index.by_uid.get("a").unwrap().line, at_a);
+        let at_b = v.index.by_uid.get("b").unwrap().line;
+        assert_eq!(read_issued(&path, &at_b, "b").unwrap().1, "0b");
+        assert_eq!(v.index.by_uid.len(), 2);
+        // Another uid's line is not this uid's answer.
+        assert!(matches!(
+            read_issued(&path, &at_b, "a"),
+            Err(JournalError::Corrupt { .. })
+        ));
+        // A line changed on disk is refused, not returned.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("\"serial\":\"0a\"", "\"serial\":\"0c\""),
+        )
+        .unwrap();
+        let err = read_issued(&path, &at_a, "a").unwrap_err().to_string();
+        assert!(err.contains("changed since it was written"), "{err}");
+    }
+
     fn refused(uid: &str) -> Event {
         Event::Refused {
             uid: uid.into(),
@@ -596,7 +708,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
         let (journal, _) = Journal::open(&path).unwrap();
-        assert_eq!(journal.append_blocking(refused("a")).unwrap(), 1);
+        assert_eq!(journal.append_blocking(refused("a")).unwrap().seq, 1);
         // The next batch's line is written and fsynced, then sealing the
         // head fails (its temp file cannot be created): the append is
         // refused and its line must not stay behind, since its seq number
@@ -605,7 +717,7 @@ mod tests {
         std::fs::create_dir(&tmp).unwrap();
         assert!(journal.append_blocking(refused("b")).is_err());
         std::fs::remove_dir(&tmp).unwrap();
-        assert_eq!(journal.append_blocking(refused("c")).unwrap(), 2);
+        assert_eq!(journal.append_blocking(refused("c")).unwrap().seq, 2);
         let v = verify(&path, false).unwrap();
         assert_eq!(v.lines, 2);
         let text = std::fs::read_to_string(&path).unwrap();
