@@ -28,7 +28,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
@@ -332,9 +332,11 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(JournalError::Io(head_path(path), e)),
     };
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    // Read line by line, not the whole file at once: the journal grows
+    // with every issuance, and start-up must not need its size in memory.
+    let mut reader = match File::open(path) {
+        Ok(f) => Some(BufReader::with_capacity(1 << 16, f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(JournalError::Io(path.to_path_buf(), e)),
     };
     let mut prev = ZERO.to_string();
@@ -342,12 +344,23 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
     let mut good_len = 0u64;
     let mut index = Index::default();
     let mut head_seen = false;
-    let mut rest = data.as_slice();
-    while !rest.is_empty() {
+    let mut any = false;
+    let mut buf = Vec::new();
+    while let Some(r) = reader.as_mut() {
+        buf.clear();
+        let read = r
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+        if read == 0 {
+            break;
+        }
+        any = true;
         let n = seq + 1;
-        let (bytes, terminated) = match rest.iter().position(|b| *b == b'\n') {
-            Some(i) => (&rest[..i], true),
-            None => (rest, false),
+        let terminated = buf.last() == Some(&b'\n');
+        let bytes = if terminated {
+            &buf[..buf.len() - 1]
+        } else {
+            &buf[..]
         };
         if !terminated {
             let beyond_head = head.as_ref().is_none_or(|h| h.seq < n);
@@ -359,7 +372,6 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
                 "line is not newline-terminated (torn or truncated)".into(),
             ));
         }
-        rest = &rest[bytes.len() + 1..];
         let line: Line = serde_json::from_slice(bytes)
             .map_err(|e| corrupt(n, format!("not a journal line: {e}")))?;
         if line.seq != n {
@@ -405,7 +417,7 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
         }
         index.record(&line.event, at);
     }
-    if head.is_none() && !data.is_empty() {
+    if head.is_none() && any {
         // open() seals before the first append, so a journal with lines and
         // no head has lost it: deleting the head must not hide a truncation.
         return Err(corrupt(
