@@ -140,14 +140,7 @@ async fn callers_outside_the_allow_list_are_refused() {
     let pki = init(&[]);
     let server = serve(&pki);
     // Trusted CA, not allow-listed: PERMISSION_DENIED naming the identity.
-    let mut c = client_as(
-        &pki,
-        &server,
-        &pki.p("ca.crt"),
-        &pki.p("admin/admin.crt"),
-        &pki.p("admin/admin.key"),
-    )
-    .await;
+    let mut c = admin_client(&pki, &server).await;
     let (csr, _) = openssl_csr(&pki, "a", P256, "/CN=alice", &[]);
     let r = request("x1", &csr, CLIENT, &["client auth"], None, "alice");
     let s = c
@@ -180,14 +173,7 @@ async fn callers_outside_the_allow_list_are_refused() {
     // The signer remembers the approver's certificate as allowed; that must
     // not let anyone else in: the admin is still refused, on a new
     // connection and with a fresh request.
-    let mut c = client_as(
-        &pki,
-        &server,
-        &pki.p("ca.crt"),
-        &pki.p("admin/admin.crt"),
-        &pki.p("admin/admin.key"),
-    )
-    .await;
+    let mut c = admin_client(&pki, &server).await;
     let r2 = request("x2", &csr, CLIENT, &["client auth"], None, "alice");
     let s = c
         .sign(sign_request(r2.clone(), vec![approve(&pki, &r2)]))

@@ -147,12 +147,22 @@ pub async fn client_as(
 
 /// The approver's client (the allow-listed caller).
 pub async fn client(pki: &Pki, server: &Server) -> SignerClient<Channel> {
+    identity_client(pki, server, "approver/tls").await
+}
+
+/// The admin's client: trusted by the CA, not on the signer's allow-list.
+pub async fn admin_client(pki: &Pki, server: &Server) -> SignerClient<Channel> {
+    identity_client(pki, server, "admin/admin").await
+}
+
+/// A client with the `init` identity `<stem>.crt` / `<stem>.key`.
+async fn identity_client(pki: &Pki, server: &Server, stem: &str) -> SignerClient<Channel> {
     client_as(
         pki,
         server,
         &pki.p("ca.crt"),
-        &pki.p("approver/tls.crt"),
-        &pki.p("approver/tls.key"),
+        &pki.p(&format!("{stem}.crt")),
+        &pki.p(&format!("{stem}.key")),
     )
     .await
 }
