@@ -127,8 +127,7 @@ const IDENTITIES_MAX: usize = 4096;
 impl CertificateIdentities {
     /// [`from_certificate`], answered from memory for a certificate seen before.
     pub fn identify(&self, der: &[u8]) -> Result<Identity, AuthnError> {
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest::digest(&digest::SHA256, der).as_ref());
+        let key = certsign_signer::csr::sha256(der);
         if let Some((username, groups)) = self.seen.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(Identity {
                 username,
