@@ -3,10 +3,18 @@
 //! PostgreSQL, migrations and SQLite's lists; rusqlite serves SQLite's
 //! writer thread (`sqlite_writer`) and point reads (`sqlite_reader`).
 //!
-//! Objects are stored as the encoded proto plus indexed columns (name, uid,
-//! signer name, username, state, CONDITION column, created,
-//! resource_version, certificate expiry). SQLite runs in WAL mode with `synchronous = FULL`, so
-//! an acknowledged write survives kill -9 and power loss.
+//! A request is a row of indexed columns in `csrs` (name, uid, signer
+//! name, username, state, CONDITION column, created, resource_version,
+//! certificate expiry, forwarding schedule and lease); its encoded object
+//! is stored once per version, in the `csr_events` row of that version,
+//! and read through the row's `resource_version` ([`object_of_row!`]).
+//! Keeping the 1-3 KiB object out of the row keeps the rows small and
+//! densely packed, so a state change rewrites a small row instead of a
+//! page-sized one and writes the object once instead of twice (SQLite WAL
+//! bytes per issued certificate -22 %: docs/BENCHMARKS.md, "Fifth pass").
+//! Pruning old events keeps every event a row still points at.
+//! SQLite runs in WAL mode with `synchronous = FULL`, so an acknowledged
+//! write survives kill -9 and power loss.
 //!
 //! **Group commit.** Every write (create, update, delete, forwarding claims
 //! and reschedules, event pruning) is queued to one writer per store: on
@@ -375,7 +383,57 @@ const MIGRATIONS: &[Migration] = &[
             "DROP INDEX csrs_signer",
         ],
     },
+    // Objects live only in `csr_events` (see the module header): the
+    // current object of every row whose event was pruned is put back as
+    // that version's event, then the row's copy is dropped. SQLite also
+    // rebuilds `csr_events` keyed by its rowid (`INTEGER PRIMARY KEY`), so
+    // reading an object by version is one B-tree lookup, not two.
+    Migration {
+        version: 4,
+        sqlite: &[
+            "CREATE TABLE csr_events_v4 (resource_version INTEGER PRIMARY KEY, event_type TEXT NOT NULL, name TEXT NOT NULL, created BIGINT NOT NULL, object BLOB NOT NULL)",
+            "INSERT INTO csr_events_v4 (resource_version, event_type, name, created, object) \
+             SELECT resource_version, event_type, name, created, object FROM csr_events",
+            "INSERT INTO csr_events_v4 (resource_version, event_type, name, created, object) \
+             SELECT resource_version, 'MODIFIED', name, created, object FROM csrs \
+             WHERE resource_version NOT IN (SELECT resource_version FROM csr_events_v4)",
+            "DROP TABLE csr_events",
+            "ALTER TABLE csr_events_v4 RENAME TO csr_events",
+            "ALTER TABLE csrs DROP COLUMN object",
+        ],
+        postgres: &[
+            "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
+             SELECT c.resource_version, 'MODIFIED', c.name, c.created, c.object FROM csrs c \
+             WHERE NOT EXISTS (SELECT 1 FROM csr_events e WHERE e.resource_version = c.resource_version)",
+            "ALTER TABLE csrs DROP COLUMN object",
+        ],
+    },
 ];
+
+/// The encoded object of a `csrs` row, as an SQL expression over the row:
+/// its current version's event (see the module header). NULL only if that
+/// event is missing, which [`row_object`] reports as corruption.
+macro_rules! object_of_row {
+    () => {
+        "(SELECT csr_events.object FROM csr_events \
+         WHERE csr_events.resource_version = csrs.resource_version)"
+    };
+}
+use object_of_row;
+
+/// Deletes events older than `?1`/`$1` except those a row still reads its
+/// object from (both backends; the placeholder is the argument).
+macro_rules! prune_events {
+    ($p:literal) => {
+        concat!(
+            "DELETE FROM csr_events WHERE created < ",
+            $p,
+            " AND NOT EXISTS (SELECT 1 FROM csrs WHERE csrs.name = csr_events.name \
+             AND csrs.resource_version = csr_events.resource_version)"
+        )
+    };
+}
+use prune_events;
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -393,8 +451,23 @@ fn decode(name: &str, bytes: &[u8]) -> Result<CertificateSigningRequest, StoreEr
 
 fn row_object(row: &AnyRow) -> Result<CertificateSigningRequest, StoreError> {
     let name: String = row.try_get("name")?;
-    let bytes: Vec<u8> = row.try_get("object")?;
-    decode(&name, &bytes)
+    let bytes: Option<Vec<u8>> = row.try_get("object")?;
+    decode_stored(&name, bytes)
+}
+
+/// Decodes a row's object read through [`object_of_row!`]; a missing
+/// current event is corruption, named.
+fn decode_stored(
+    name: &str,
+    bytes: Option<Vec<u8>>,
+) -> Result<CertificateSigningRequest, StoreError> {
+    match bytes {
+        Some(b) => decode(name, &b),
+        None => Err(StoreError::Corrupt {
+            name: name.to_string(),
+            message: "the event holding its current version is missing".into(),
+        }),
+    }
 }
 
 fn name_of(csr: &CertificateSigningRequest) -> &str {
@@ -839,8 +912,8 @@ async fn create_in(
         .map(|t| t.seconds)
         .unwrap_or_else(unix_now);
     sqlx::query(with_event!(
-        "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, object, renewal, expires) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $12)",
+        "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, renewal, expires) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $10, $12)",
         "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
          VALUES ($8, 'ADDED', $1, $11, $9)"
     ))
@@ -868,10 +941,14 @@ async fn update_in(
     name: &str,
     f: &mut dyn UpdateFn,
 ) -> Result<(CertificateSigningRequest, bool), StoreError> {
-    let row = sqlx::query("SELECT name, object FROM csrs WHERE name = $1")
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT name, ",
+        object_of_row!(),
+        " AS object FROM csrs WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(row) = row else {
         return Err(StoreError::NotFound(name.to_string()));
     };
@@ -881,7 +958,7 @@ async fn update_in(
     };
     let state = state_of(&obj);
     sqlx::query(with_event!(
-        "UPDATE csrs SET state = $1, cond = $2, resource_version = $3, object = $4, \
+        "UPDATE csrs SET state = $1, cond = $2, resource_version = $3, \
          next_attempt = CASE WHEN $5 = 1 THEN 0 ELSE next_attempt END, expires = $8 WHERE name = $6",
         "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
          VALUES ($3, 'MODIFIED', $6, $7, $4)"
@@ -905,10 +982,14 @@ async fn delete_in(
     name: &str,
     expected_rv: Option<i64>,
 ) -> Result<Option<CertificateSigningRequest>, StoreError> {
-    let row = sqlx::query("SELECT name, object, resource_version FROM csrs WHERE name = $1")
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT name, ",
+        object_of_row!(),
+        " AS object, resource_version FROM csrs WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -946,12 +1027,16 @@ async fn claim_in(
     // PostgreSQL may re-run an IN subquery per outer row, and with SKIP
     // LOCKED each run can pick other rows (more than LIMIT in all): the
     // picked names are materialised once.
-    let sql = "WITH picked AS MATERIALIZED (SELECT name FROM csrs WHERE state = 'approved' \
+    let sql = concat!(
+        "WITH picked AS MATERIALIZED (SELECT name FROM csrs WHERE state = 'approved' \
          AND next_attempt <= $3 AND lease_until <= $3 ORDER BY next_attempt, created, name LIMIT $4 \
          FOR UPDATE SKIP LOCKED) \
          UPDATE csrs SET lease_owner = $1, lease_until = $2, attempts = csrs.attempts + 1 \
          FROM picked WHERE csrs.name = picked.name \
-         RETURNING csrs.name, csrs.object, csrs.renewal, csrs.attempts";
+         RETURNING csrs.name, ",
+        object_of_row!(),
+        " AS object, csrs.renewal, csrs.attempts"
+    );
     let rows = sqlx::query(sql)
         .bind(owner)
         .bind(lease_until)
@@ -1014,7 +1099,7 @@ async fn exec_in(conn: &mut AnyConnection, what: Exec) -> Result<u64, StoreError
                 .await?
         }
         Exec::Prune { cutoff } => {
-            sqlx::query("DELETE FROM csr_events WHERE created < $1")
+            sqlx::query(prune_events!("$1"))
                 .bind(cutoff)
                 .execute(&mut *conn)
                 .await?
@@ -1197,10 +1282,14 @@ impl Store {
         if let Some(r) = &self.readers {
             return r.get(name);
         }
-        let row = sqlx::query("SELECT name, object FROM csrs WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT name, ",
+            object_of_row!(),
+            " AS object FROM csrs WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(row_object).transpose()
     }
 
@@ -1220,7 +1309,11 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<CertificateSigningRequest>, StoreError> {
-        let mut sql = String::from("SELECT name, object FROM csrs WHERE 1 = 1");
+        let mut sql = String::from(concat!(
+            "SELECT name, ",
+            object_of_row!(),
+            " AS object FROM csrs WHERE 1 = 1"
+        ));
         let mut binds: Vec<String> = Vec::new();
         let mut add = |clause: &str, v: String, binds: &mut Vec<String>| {
             binds.push(v);
@@ -1276,10 +1369,11 @@ impl Store {
         };
         // Only a fixed column name and an integer are formatted in.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT name, {column} AS k, object FROM csrs WHERE state = $1 \
+            "SELECT name, {column} AS k, {object} AS object FROM csrs WHERE state = $1 \
              AND {column} >= $2 AND {column} < $3 \
              AND ({column}, name) > ($4, $5) ORDER BY {column}, name LIMIT {}",
-            limit.max(1)
+            limit.max(1),
+            object = object_of_row!(),
         )))
         .bind(state.as_str())
         .bind(range.start)

@@ -364,6 +364,54 @@ async fn suite_events_and_delete(store: Store) {
     assert_eq!(store.events_after(rv(&b), 100).await.unwrap().len(), 1);
 }
 
+/// Each object is stored once, in the event of its current version:
+/// pruning every old event keeps exactly those a row still reads from, and
+/// reads, lists, updates and forwarding claims still see whole objects.
+async fn suite_prune_keeps_current_objects(store: Store) {
+    let start = store.latest_resource_version().await.unwrap();
+    for n in ["k1", "k2", "k3"] {
+        store
+            .create(csr(n, "alice", S1), None, &guard(10))
+            .await
+            .unwrap();
+    }
+    let k1 = approve(&store, "k1").await;
+    store.delete("k3", None).await.unwrap().unwrap();
+    let k2 = store.get("k2").await.unwrap().unwrap();
+    // Everything is older than a cutoff an hour ahead: k1's ADDED, k3's
+    // ADDED and DELETED go; k1's MODIFIED and k2's ADDED stay.
+    let far = decision::now().seconds + 3600;
+    assert_eq!(store.prune_events(far).await.unwrap(), 3);
+    let left: Vec<(i64, String)> = store
+        .events_after(start, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.resource_version, e.event_type))
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            (rv(&k2), "ADDED".to_string()),
+            (rv(&k1), "MODIFIED".to_string())
+        ]
+    );
+    assert_eq!(store.get("k1").await.unwrap().unwrap(), k1);
+    assert_eq!(store.get("k2").await.unwrap().unwrap(), k2);
+    assert!(store.get("k3").await.unwrap().is_none());
+    let listed = store.list(&ListFilter::default(), None, 10).await.unwrap();
+    assert_eq!(listed, vec![k1.clone(), k2.clone()]);
+    // A second prune finds nothing more to delete.
+    assert_eq!(store.prune_events(far).await.unwrap(), 0);
+    // The claim returns the whole approved object; an update reads it.
+    let claimed = store.claim_forward_batch(0, 100, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].object, k1);
+    let k2b = approve(&store, "k2").await;
+    assert!(rv(&k2b) > rv(&k1));
+    assert_eq!(store.get("k2").await.unwrap().unwrap(), k2b);
+}
+
 fn aged(
     name: &str,
     created_ago: i64,
@@ -919,6 +967,13 @@ async fn postgres() -> Option<Store> {
 
 /// [`postgres`] with the URL that reaches the same schema.
 async fn postgres_with_url() -> Option<(Store, String)> {
+    let url = postgres_empty_schema().await?;
+    Some((Store::open(&url).await.unwrap(), url))
+}
+
+/// The URL of a fresh, empty schema in the test PostgreSQL (no store
+/// opened yet), or `None` when explicitly skipped.
+async fn postgres_empty_schema() -> Option<String> {
     let Ok(base) = std::env::var("CERTSIGN_TEST_DATABASE_URL") else {
         if std::env::var("CERTSIGN_SKIP_PG").as_deref() == Ok("1") {
             eprintln!("CERTSIGN_SKIP_PG=1: skipping the PostgreSQL store tests");
@@ -938,8 +993,7 @@ async fn postgres_with_url() -> Option<(Store, String)> {
         .unwrap();
     admin.close().await;
     let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options[search_path]={schema}");
-    Some((Store::open(&url).await.unwrap(), url))
+    Some(format!("{base}{sep}options[search_path]={schema}"))
 }
 
 macro_rules! both {
@@ -974,6 +1028,7 @@ both!(
     suite_forward_queue,
     suite_forward_queue_oldest_first,
     suite_events_and_delete,
+    suite_prune_keeps_current_objects,
     suite_cleaner_retention,
     suite_cleaner_certificate_expiry,
     suite_concurrent_writers,
@@ -1001,4 +1056,106 @@ async fn sqlite_survives_reopen_and_migrations_are_idempotent() {
         .await
         .unwrap();
     assert_eq!(mode.to_lowercase(), "wal");
+}
+
+/// A store written by a version that kept each object in its row (schema
+/// version 3) opens with every object readable: the current object of a
+/// row whose event was pruned becomes that version's event.
+#[tokio::test]
+async fn sqlite_migrates_objects_out_of_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    migrates_objects_out_of_rows(&url, "BLOB").await;
+}
+
+#[tokio::test]
+async fn postgres_migrates_objects_out_of_rows() {
+    if let Some(url) = postgres_empty_schema().await {
+        migrates_objects_out_of_rows(&url, "BYTEA").await;
+    }
+}
+
+async fn migrates_objects_out_of_rows(url: &str, blob: &str) {
+    use prost::Message as _;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    // Schema version 3, as released.
+    for sql in [
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)",
+        "INSERT INTO schema_migrations (version) VALUES (1), (2), (3)",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        "INSERT INTO counters (name, value) VALUES ('resource_version', 3)",
+        "CREATE TABLE csrs (name TEXT PRIMARY KEY, uid TEXT NOT NULL UNIQUE, signer_name TEXT NOT NULL, username TEXT NOT NULL, state TEXT NOT NULL, cond TEXT NOT NULL, created BIGINT NOT NULL, resource_version BIGINT NOT NULL, next_attempt BIGINT NOT NULL DEFAULT 0, attempts BIGINT NOT NULL DEFAULT 0, object BLOB NOT NULL, renewal BLOB NOT NULL, lease_owner TEXT NOT NULL DEFAULT '', lease_until BIGINT NOT NULL DEFAULT 0, expires BIGINT NOT NULL DEFAULT -1)",
+        "CREATE INDEX csrs_state ON csrs (state, next_attempt)",
+        "CREATE INDEX csrs_username ON csrs (username, state)",
+        "CREATE INDEX csrs_state_created ON csrs (state, created, name)",
+        "CREATE INDEX csrs_state_expires ON csrs (state, expires, name)",
+        "CREATE INDEX csrs_signer_name ON csrs (signer_name, name)",
+        "CREATE TABLE csr_events (resource_version BIGINT PRIMARY KEY, event_type TEXT NOT NULL, name TEXT NOT NULL, created BIGINT NOT NULL, object BLOB NOT NULL)",
+        "CREATE TABLE bootstrap_token_uses (id TEXT PRIMARY KEY, uses BIGINT NOT NULL)",
+    ] {
+        // Only the fixed type name of binary columns is formatted in.
+        sqlx::query(sqlx::AssertSqlSafe(sql.replace("BLOB", blob)))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let with_rv = |name: &str, rv: i64| {
+        let mut c = csr(name, "alice", S1);
+        c.metadata.as_mut().unwrap().resource_version = rv.to_string();
+        c
+    };
+    let (kept, pruned) = (with_rv("kept", 1), with_rv("pruned", 3));
+    for (c, rv, event) in [(&kept, 1, true), (&pruned, 3, false)] {
+        let name = c.metadata.as_ref().unwrap().name.clone();
+        sqlx::query(
+            "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, object, renewal) \
+             VALUES ($1, $2, $3, 'alice', 'pending', '', 0, $4, $5, $6)",
+        )
+        .bind(&name)
+        .bind(uuid_like(&name))
+        .bind(S1)
+        .bind(rv)
+        .bind(c.encode_to_vec())
+        .bind(Vec::<u8>::new())
+        .execute(&pool)
+        .await
+        .unwrap();
+        if event {
+            sqlx::query(
+                "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
+                 VALUES ($1, 'ADDED', $2, 0, $3)",
+            )
+            .bind(rv)
+            .bind(&name)
+            .bind(c.encode_to_vec())
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    pool.close().await;
+
+    let store = Store::open(url).await.unwrap();
+    assert_eq!(store.get("kept").await.unwrap().unwrap(), kept);
+    assert_eq!(store.get("pruned").await.unwrap().unwrap(), pruned);
+    let events: Vec<(i64, String)> = store
+        .events_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.resource_version, e.event_type))
+        .collect();
+    assert_eq!(
+        events,
+        vec![(1, "ADDED".to_string()), (3, "MODIFIED".to_string())]
+    );
+    // Writes go on from the stored counter.
+    let approved = approve(&store, "pruned").await;
+    assert_eq!(rv(&approved), 4);
+    assert_eq!(store.get("pruned").await.unwrap().unwrap(), approved);
+    store.close().await;
+    // And the migrated store reopens (no migration runs twice).
+    let store = Store::open(url).await.unwrap();
+    assert_eq!(store.get("pruned").await.unwrap().unwrap(), approved);
 }

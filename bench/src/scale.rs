@@ -85,7 +85,7 @@ pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> a
         .execute(&mut conn)
         .await?;
     let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
-    const BATCH: usize = 80; // 13 columns: 1040 parameters per statement (limit 32766)
+    const BATCH: usize = 80; // 11 parameters per row: 880 per statement (limit 32766)
     // The store's indexed `expires` column, as the approver computes it.
     let issued_expiry =
         certsign_approver::cleaner::expiry_column(&object(1, csr_pem, cert_pem, now));
@@ -94,21 +94,35 @@ pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> a
     while i < n {
         let rows = BATCH.min(n - i);
         let mut sql = String::from(
-            "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, object, renewal, expires) VALUES ",
+            "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, next_attempt, attempts, renewal, expires) VALUES ",
+        );
+        // Each object is stored once, as its version's event (as the
+        // approver's writer does).
+        let mut events = String::from(
+            "INSERT INTO csr_events (resource_version, event_type, name, created, object) VALUES ",
         );
         for r in 0..rows {
             if r > 0 {
                 sql.push(',');
+                events.push(',');
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)");
+            events.push_str("(?, 'ADDED', ?, ?, ?)");
         }
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut ev = sqlx::query(sqlx::AssertSqlSafe(events));
         for k in i..i + rows {
             let o = object(k, csr_pem, cert_pem, now);
             let (meta, spec) = (
                 o.metadata.clone().unwrap_or_default(),
                 o.spec.clone().unwrap_or_default(),
             );
+            let rv = i64::try_from(k + 1)?;
+            ev = ev
+                .bind(rv)
+                .bind(meta.name.clone())
+                .bind(now)
+                .bind(o.encode_to_vec());
             q = q
                 .bind(meta.name)
                 .bind(meta.uid)
@@ -117,8 +131,7 @@ pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> a
                 .bind(state_of(&o).as_str())
                 .bind(condition_column(&o))
                 .bind(now)
-                .bind(i64::try_from(k + 1)?)
-                .bind(o.encode_to_vec())
+                .bind(rv)
                 .bind(Vec::<u8>::new())
                 // The same certificate in every issued row: parsed once.
                 .bind(
@@ -130,6 +143,7 @@ pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> a
                 );
         }
         q.execute(&mut *tx).await?;
+        ev.execute(&mut *tx).await?;
         i += rows;
         if i % 100_000 == 0 {
             tx.commit().await?;

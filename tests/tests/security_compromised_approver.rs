@@ -651,19 +651,37 @@ async fn forge_in_database(
         time: Some(ts(0)),
         statement: Some(st),
     };
+    // The forged object becomes the row's new version, as the store keeps
+    // it: a version from the counter, its event holding the object, the
+    // row pointing at it; in one transaction.
     let write = |name: String, obj: CertificateSigningRequest| {
         let pool = pool.clone();
         async move {
-            let n = sqlx::query(
-                "UPDATE csrs SET state = 'approved', cond = 'Approved', next_attempt = 0, object = ?1 WHERE name = ?2",
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'resource_version'")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
+                 VALUES ((SELECT value FROM counters WHERE name = 'resource_version'), 'MODIFIED', ?2, 0, ?1)",
             )
             .bind(obj.encode_to_vec())
             .bind(&name)
-            .execute(&pool)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            let n = sqlx::query(
+                "UPDATE csrs SET state = 'approved', cond = 'Approved', next_attempt = 0, \
+                 resource_version = (SELECT value FROM counters WHERE name = 'resource_version') WHERE name = ?1",
+            )
+            .bind(&name)
+            .execute(&mut *tx)
             .await
             .unwrap()
             .rows_affected();
             assert_eq!(n, 1, "forged row {name} not written");
+            tx.commit().await.unwrap();
         }
     };
     let pending = |name: &'static str| {

@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 
 use super::{
     Answer, Counts, CreateGuard, Exec, ForwardItem, MAX_BATCH, Op, SQLITE_PRAGMAS, StoreError,
-    UpdateFn, apply_update, count_token_use, decode, decode_renewal, name_of, outcome, set_rv,
-    settle, token_counted, unix_now, update_outcome,
+    UpdateFn, apply_update, count_token_use, decode_renewal, decode_stored, name_of, object_of_row,
+    outcome, prune_events, set_rv, settle, token_counted, unix_now, update_outcome,
 };
 use crate::cleaner::expiry_column;
 use crate::decision::{condition_column, state_of};
@@ -315,8 +315,8 @@ fn create(
     let bytes = obj.encode_to_vec();
     conn.prepare_cached(
         "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, \
-         resource_version, next_attempt, attempts, object, renewal, expires) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, 0, ?9, ?10, ?11)",
+         resource_version, next_attempt, attempts, renewal, expires) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, 0, ?9, ?10)",
     )?
     .execute(params![
         name,
@@ -327,7 +327,6 @@ fn create(
         condition_column(&obj),
         created.unwrap_or_else(unix_now),
         rv,
-        bytes,
         renewal,
         expiry_column(&obj),
     ])?;
@@ -346,14 +345,18 @@ fn update(
     f: &mut dyn UpdateFn,
 ) -> Result<Result<(CertificateSigningRequest, bool), StoreError>, StoreError> {
     let decided = (|| {
-        let bytes: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT object FROM csrs WHERE name = ?1")?
+        let bytes: Option<Option<Vec<u8>>> = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                object_of_row!(),
+                " FROM csrs WHERE name = ?1"
+            ))?
             .query_row(params![name], |r| r.get(0))
             .optional()?;
         let Some(bytes) = bytes else {
             return Err(StoreError::NotFound(name.to_string()));
         };
-        let mut obj = decode(name, &bytes)?;
+        let mut obj = decode_stored(name, bytes)?;
         let reset = apply_update(name, &mut obj, f, rv)?;
         Ok((obj, reset))
     })();
@@ -365,15 +368,14 @@ fn update(
     let state = state_of(&obj);
     let bytes = obj.encode_to_vec();
     conn.prepare_cached(
-        "UPDATE csrs SET state = ?1, cond = ?2, resource_version = ?3, object = ?4, \
-         next_attempt = CASE WHEN ?5 = 1 THEN 0 ELSE next_attempt END, expires = ?6 \
-         WHERE name = ?7",
+        "UPDATE csrs SET state = ?1, cond = ?2, resource_version = ?3, \
+         next_attempt = CASE WHEN ?4 = 1 THEN 0 ELSE next_attempt END, expires = ?5 \
+         WHERE name = ?6",
     )?
     .execute(params![
         state.as_str(),
         condition_column(&obj),
         rv,
-        bytes,
         i64::from(reset_attempts),
         expiry_column(&obj),
         name,
@@ -388,8 +390,12 @@ fn delete(
     name: &str,
     expected_rv: Option<i64>,
 ) -> Result<Option<CertificateSigningRequest>, StoreError> {
-    let row: Option<(Vec<u8>, i64)> = conn
-        .prepare_cached("SELECT object, resource_version FROM csrs WHERE name = ?1")?
+    let row: Option<(Option<Vec<u8>>, i64)> = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            object_of_row!(),
+            ", resource_version FROM csrs WHERE name = ?1"
+        ))?
         .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((bytes, current_rv)) = row else {
@@ -398,7 +404,7 @@ fn delete(
     if expected_rv.is_some_and(|e| e != current_rv) {
         return Ok(None);
     }
-    let mut obj = decode(name, &bytes)?;
+    let mut obj = decode_stored(name, bytes)?;
     set_rv(&mut obj, rv);
     conn.prepare_cached("DELETE FROM csrs WHERE name = ?1")?
         .execute(params![name])?;
@@ -419,19 +425,21 @@ fn claim(
     // rows: the `(state, next_attempt)` index holds rowids (insertion order)
     // after `next_attempt`, so this order is read off the index and the scan
     // stops at the limit, where ordering by name sorted every due row.
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(concat!(
         "UPDATE csrs SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1 \
          WHERE name IN (SELECT name FROM csrs WHERE state = 'approved' \
          AND next_attempt <= ?3 AND lease_until <= ?3 ORDER BY next_attempt, rowid LIMIT ?4) \
          AND state = 'approved' AND next_attempt <= ?3 AND lease_until <= ?3 \
-         RETURNING name, object, renewal, attempts",
-    )?;
+         RETURNING name, ",
+        object_of_row!(),
+        ", renewal, attempts"
+    ))?;
     let rows = stmt.query_map(
         params![owner, lease_until, now, i64::from(limit.max(1))],
         |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Option<Vec<u8>>>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
                 r.get::<_, i64>(3)?,
             ))
@@ -441,7 +449,7 @@ fn claim(
     for row in rows {
         let (name, object, renewal, attempts) = row?;
         items.push(ForwardItem {
-            object: decode(&name, &object)?,
+            object: decode_stored(&name, object)?,
             renewal: decode_renewal(&name, Some(renewal))?,
             attempts,
         });
@@ -475,7 +483,7 @@ fn exec(conn: &Connection, what: Exec) -> Result<u64, StoreError> {
             .prepare_cached("UPDATE csrs SET expires = ?1 WHERE name = ?2 AND expires = -1")?
             .execute(params![expires, name])?,
         Exec::Prune { cutoff } => conn
-            .prepare_cached("DELETE FROM csr_events WHERE created < ?1")?
+            .prepare_cached(prune_events!("?1"))?
             .execute(params![cutoff])?,
     };
     Ok(n as u64)
