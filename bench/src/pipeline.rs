@@ -137,6 +137,8 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
         .map(|a| clients(a, &ca, &admin, o.connections))
         .collect();
     let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
+    // Parsed once: each approval is still signed afresh.
+    let admin_key = Arc::new(admin.key());
 
     let waiters: Waiters = Arc::default();
     let mut watch = admins[0][0]
@@ -182,7 +184,12 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
             users[create_on][(w / addrs.len()) % users[create_on].len()].clone(),
             admins[approve_on][(w / addrs.len()) % admins[approve_on].len()].clone(),
         );
-        let (admin, csr_pem, waiters) = (admin.clone(), csr_pem.clone(), waiters.clone());
+        let (admin, admin_key, csr_pem, waiters) = (
+            admin.clone(),
+            admin_key.clone(),
+            csr_pem.clone(),
+            waiters.clone(),
+        );
         let run = run.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut first) = (Vec::new(), 0usize, None::<String>);
@@ -201,9 +208,11 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
                         .await
                         .map_err(|e| format!("create: {}", e.message()))?
                         .into_inner();
-                    ac.approve_certificate_signing_request(grpc::approve_request(&created, &admin))
-                        .await
-                        .map_err(|e| format!("approve: {}", e.message()))?;
+                    ac.approve_certificate_signing_request(grpc::approve_request_with_key(
+                        &created, &admin, &admin_key,
+                    ))
+                    .await
+                    .map_err(|e| format!("approve: {}", e.message()))?;
                     loop {
                         match tokio::time::timeout(Duration::from_millis(250), &mut rx).await {
                             Ok(_) => return Ok(()),

@@ -270,10 +270,17 @@ pub fn statement_for(csr: &CertificateSigningRequest, decision: Decision) -> App
 
 /// Signs `st` with `ident`'s key, chain = its certificate.
 pub fn sign(st: &ApprovalStatement, ident: &Ident) -> SignedStatement {
+    sign_with_key(st, ident, &ident.key())
+}
+
+/// [`sign`] with `ident`'s key already parsed (parsing a PKCS#8 key
+/// derives its public key: a load generator signing thousands of
+/// approvals parses it once).
+pub fn sign_with_key(st: &ApprovalStatement, ident: &Ident, key: &KeyPair) -> SignedStatement {
     sign_statement(
         APPROVAL_CONTEXT,
         st.encode_to_vec(),
-        &ident.key(),
+        key,
         vec![ident.cert_der.clone()],
     )
     .unwrap()
@@ -284,9 +291,22 @@ pub fn approve_request(
     csr: &CertificateSigningRequest,
     admin: &Ident,
 ) -> ApproveCertificateSigningRequestRequest {
+    approve_request_with_key(csr, admin, &admin.key())
+}
+
+/// [`approve_request`] with `admin`'s key already parsed.
+pub fn approve_request_with_key(
+    csr: &CertificateSigningRequest,
+    admin: &Ident,
+    key: &KeyPair,
+) -> ApproveCertificateSigningRequestRequest {
     ApproveCertificateSigningRequestRequest {
         name: csr.metadata.as_ref().unwrap().name.clone(),
-        approval: Some(sign(&statement_for(csr, Decision::Approve), admin)),
+        approval: Some(sign_with_key(
+            &statement_for(csr, Decision::Approve),
+            admin,
+            key,
+        )),
         reason: String::new(),
         message: String::new(),
     }
