@@ -11,7 +11,7 @@
 //! Keeping the 1-3 KiB object out of the row keeps the rows small and
 //! densely packed, so a state change rewrites a small row instead of a
 //! page-sized one and writes the object once instead of twice (SQLite WAL
-//! bytes per issued certificate -22 %: docs/BENCHMARKS.md, "Fifth pass").
+//! bytes per issued certificate -27 %: docs/BENCHMARKS.md, "Fifth pass").
 //! Pruning old events keeps every event a row still points at.
 //! SQLite runs in WAL mode with `synchronous = FULL`, so an acknowledged
 //! write survives kill -9 and power loss.
@@ -434,6 +434,17 @@ macro_rules! prune_events {
     };
 }
 use prune_events;
+
+/// One row's object by name, for rusqlite (SQLite's writer and readers).
+const SQLITE_OBJECT_BY_NAME: &str =
+    concat!("SELECT ", object_of_row!(), " FROM csrs WHERE name = ?1");
+
+/// One row's name and object by name, for sqlx ([`row_object`]).
+const NAME_AND_OBJECT_BY_NAME: &str = concat!(
+    "SELECT name, ",
+    object_of_row!(),
+    " AS object FROM csrs WHERE name = $1"
+);
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -941,14 +952,10 @@ async fn update_in(
     name: &str,
     f: &mut dyn UpdateFn,
 ) -> Result<(CertificateSigningRequest, bool), StoreError> {
-    let row = sqlx::query(concat!(
-        "SELECT name, ",
-        object_of_row!(),
-        " AS object FROM csrs WHERE name = $1"
-    ))
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = sqlx::query(NAME_AND_OBJECT_BY_NAME)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else {
         return Err(StoreError::NotFound(name.to_string()));
     };
@@ -1229,12 +1236,15 @@ impl Store {
         }
         let applied = self.migrate_on(&mut conn).await;
         if sqlite {
-            sqlx::query("PRAGMA temp_store = MEMORY")
+            let restored = sqlx::query("PRAGMA temp_store = MEMORY")
                 .execute(&mut *conn)
-                .await?;
+                .await;
+            // A failed migration is the error to report, not the restore.
+            let applied = applied?;
+            restored?;
             // A rewrite leaves a WAL the size of the rewritten tables:
             // copy it into the database and give the space back.
-            if applied? {
+            if applied {
                 sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                     .execute(&mut *conn)
                     .await?;
@@ -1317,14 +1327,10 @@ impl Store {
         if let Some(r) = &self.readers {
             return r.get(name);
         }
-        let row = sqlx::query(concat!(
-            "SELECT name, ",
-            object_of_row!(),
-            " AS object FROM csrs WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(NAME_AND_OBJECT_BY_NAME)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(row_object).transpose()
     }
 

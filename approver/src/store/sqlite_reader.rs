@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use certsign_proto::v1::CertificateSigningRequest;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
-use super::{Event, StoreError, decode, decode_stored, object_of_row};
+use super::{Event, SQLITE_OBJECT_BY_NAME, StoreError, decode, decode_stored};
 
 /// Idle connections kept for reuse; a burst beyond this opens more and
 /// closes the extra ones afterwards.
@@ -77,11 +77,7 @@ impl Readers {
     pub(super) fn get(&self, name: &str) -> Result<Option<CertificateSigningRequest>, StoreError> {
         self.with(|c| {
             let bytes: Option<Option<Vec<u8>>> = c
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    object_of_row!(),
-                    " FROM csrs WHERE name = ?1"
-                ))?
+                .prepare_cached(SQLITE_OBJECT_BY_NAME)?
                 .query_row(params![name], |r| r.get(0))
                 .optional()?;
             bytes.map(|b| decode_stored(name, b)).transpose()

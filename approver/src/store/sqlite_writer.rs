@@ -29,9 +29,10 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::mpsc;
 
 use super::{
-    Answer, Counts, CreateGuard, Exec, ForwardItem, MAX_BATCH, Op, SQLITE_PRAGMAS, StoreError,
-    UpdateFn, apply_update, count_token_use, decode_renewal, decode_stored, name_of, object_of_row,
-    outcome, prune_events, set_rv, settle, token_counted, unix_now, update_outcome,
+    Answer, Counts, CreateGuard, Exec, ForwardItem, MAX_BATCH, Op, SQLITE_OBJECT_BY_NAME,
+    SQLITE_PRAGMAS, StoreError, UpdateFn, apply_update, count_token_use, decode_renewal,
+    decode_stored, name_of, object_of_row, outcome, prune_events, set_rv, settle, token_counted,
+    unix_now, update_outcome,
 };
 use crate::cleaner::expiry_column;
 use crate::decision::{condition_column, state_of};
@@ -346,11 +347,7 @@ fn update(
 ) -> Result<Result<(CertificateSigningRequest, bool), StoreError>, StoreError> {
     let decided = (|| {
         let bytes: Option<Option<Vec<u8>>> = conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                object_of_row!(),
-                " FROM csrs WHERE name = ?1"
-            ))?
+            .prepare_cached(SQLITE_OBJECT_BY_NAME)?
             .query_row(params![name], |r| r.get(0))
             .optional()?;
         let Some(bytes) = bytes else {
