@@ -92,6 +92,10 @@ pub enum StoreError {
     /// nothing of it was stored.
     #[error("database error: the write was not stored: {0}")]
     NotStored(String),
+    /// A read run off the async threads did not finish (it panicked or
+    /// was cancelled); nothing was changed.
+    #[error("database error: the read did not complete: {0}")]
+    ReadFailed(String),
     /// A stored object could not be decoded (database corruption).
     #[error("stored object {name:?} is corrupt: {message}")]
     Corrupt { name: String, message: String },
@@ -1383,6 +1387,15 @@ impl Store {
         sql.push_str(&format!(" ORDER BY name LIMIT {}", limit.max(1)));
         // Built only from fixed clauses and numbered placeholders; every
         // value is bound, never interpolated.
+        if let Some(r) = &self.readers {
+            // SQLite: the page is read on a reader connection in Tokio's
+            // blocking pool (a list can scan far), handed over once. Through
+            // sqlx each row crossed from its worker thread on its own and
+            // was converted twice (`AnyRow`, then the blob): 17 % of the
+            // approver during 500-object lists (docs/BENCHMARKS.md, "Fifth
+            // pass").
+            return r.list(sql, binds).await;
+        }
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for b in binds {
             q = q.bind(b);

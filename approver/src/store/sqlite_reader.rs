@@ -1,5 +1,7 @@
-//! SQLite point reads on the caller's own thread: one object by name, the
-//! change events after a resource version, the next forwarding time.
+//! SQLite reads through rusqlite: point reads on the caller's own thread
+//! (one object by name, the change events after a resource version, the
+//! next forwarding time) and pages of lists, which the store runs in
+//! Tokio's blocking pool.
 //!
 //! Why not through sqlx's pool: every sqlx SQLite statement is a hand-off to
 //! a worker thread and back, and on a 2-core VM those wake-ups were most of
@@ -7,16 +9,18 @@
 //! +8 % issued/s without them). These reads are
 //! short (an index lookup, or one page of events) and WAL lets them run
 //! beside the writer without waiting for it, so they run inline on the
-//! async task that asks. Lists, which can scan far, stay on sqlx's pool.
+//! async task that asks. A list can scan far, so it never runs inline: the
+//! store hands it to the blocking pool, one hand-off per page.
 //!
 //! Connections are opened `query_only`: this module must never write, and
 //! never hold a connection across an await (there is none here).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use certsign_proto::v1::CertificateSigningRequest;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+use tokio::sync::Semaphore;
 
 use super::{Event, SQLITE_OBJECT_BY_NAME, StoreError, decode, decode_stored};
 
@@ -24,11 +28,17 @@ use super::{Event, SQLITE_OBJECT_BY_NAME, StoreError, decode, decode_stored};
 /// closes the extra ones afterwards.
 const MAX_IDLE: usize = 4;
 
+/// Lists reading at once (as many as sqlx's SQLite pool for lists had):
+/// more wait their turn instead of each taking a blocking thread and a
+/// connection of its own.
+const LIST_SLOTS: usize = 4;
+
 /// A small pool of read-only connections to one SQLite file.
 #[derive(Debug)]
 pub(super) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    list_slots: Semaphore,
 }
 
 impl Readers {
@@ -36,6 +46,7 @@ impl Readers {
         Self {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
+            list_slots: Semaphore::new(LIST_SLOTS),
         }
     }
 
@@ -109,6 +120,41 @@ impl Readers {
                 });
             }
             Ok(events)
+        })
+    }
+
+    /// One page of a list the store built: `sql` selects the name, then
+    /// the object; `binds` fill its `$1`, `$2`, ... in order. Read in
+    /// Tokio's blocking pool, at most [`LIST_SLOTS`] at once.
+    pub(super) async fn list(
+        self: &Arc<Self>,
+        sql: String,
+        binds: Vec<String>,
+    ) -> Result<Vec<CertificateSigningRequest>, StoreError> {
+        let failed = |e: &dyn std::fmt::Display| StoreError::ReadFailed(e.to_string());
+        let _slot = self.list_slots.acquire().await.map_err(|e| failed(&e))?;
+        let readers = Arc::clone(self);
+        tokio::task::spawn_blocking(move || readers.list_page(&sql, &binds))
+            .await
+            .map_err(|e| failed(&e))?
+    }
+
+    fn list_page(
+        &self,
+        sql: &str,
+        binds: &[String],
+    ) -> Result<Vec<CertificateSigningRequest>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(binds), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+            })?;
+            let mut page = Vec::new();
+            for row in rows {
+                let (name, bytes) = row?;
+                page.push(decode_stored(&name, bytes)?);
+            }
+            Ok(page)
         })
     }
 
