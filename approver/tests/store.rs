@@ -73,6 +73,17 @@ fn names(items: &[CertificateSigningRequest]) -> Vec<String> {
         .collect()
 }
 
+/// The (resource version, event type) of up to `limit` events after `after`.
+async fn event_log(store: &Store, after: i64, limit: u32) -> Vec<(i64, String)> {
+    store
+        .events_after(after, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.resource_version, e.event_type))
+        .collect()
+}
+
 const S1: &str = "kubernetes.io/kube-apiserver-client";
 const S2: &str = "example.com/serving";
 
@@ -382,13 +393,7 @@ async fn suite_prune_keeps_current_objects(store: Store) {
     // ADDED and DELETED go; k1's MODIFIED and k2's ADDED stay.
     let far = decision::now().seconds + 3600;
     assert_eq!(store.prune_events(far).await.unwrap(), 3);
-    let left: Vec<(i64, String)> = store
-        .events_after(start, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.resource_version, e.event_type))
-        .collect();
+    let left = event_log(&store, start, 100).await;
     assert_eq!(
         left,
         vec![
@@ -705,13 +710,7 @@ async fn suite_batch_resource_version_order(store: Store) {
         vec![base + 1, base + 2, base + 3, base + 4]
     );
     assert_eq!(decision::condition_column(&approved), "Approved");
-    let kinds: Vec<(i64, String)> = store
-        .events_after(base, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.resource_version, e.event_type))
-        .collect();
+    let kinds = event_log(&store, base, 100).await;
     assert_eq!(
         kinds,
         vec![
@@ -1139,13 +1138,7 @@ async fn migrates_objects_out_of_rows(url: &str, blob: &str) {
     let store = Store::open(url).await.unwrap();
     assert_eq!(store.get("kept").await.unwrap().unwrap(), kept);
     assert_eq!(store.get("pruned").await.unwrap().unwrap(), pruned);
-    let events: Vec<(i64, String)> = store
-        .events_after(0, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.resource_version, e.event_type))
-        .collect();
+    let events = event_log(&store, 0, 10).await;
     assert_eq!(
         events,
         vec![(1, "ADDED".to_string()), (3, "MODIFIED".to_string())]
