@@ -13,7 +13,8 @@
 //! store hands it to the blocking pool, one hand-off per page.
 //!
 //! Connections are opened `query_only`: this module must never write, and
-//! never hold a connection across an await (there is none here).
+//! never hold a connection across an await (a list takes its connection
+//! inside the blocking task).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ const LIST_SLOTS: usize = 4;
 pub(super) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    list_slots: Semaphore,
+    list_slots: Arc<Semaphore>,
 }
 
 impl Readers {
@@ -46,7 +47,7 @@ impl Readers {
         Self {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
-            list_slots: Semaphore::new(LIST_SLOTS),
+            list_slots: Arc::new(Semaphore::new(LIST_SLOTS)),
         }
     }
 
@@ -132,11 +133,20 @@ impl Readers {
         binds: Vec<String>,
     ) -> Result<Vec<CertificateSigningRequest>, StoreError> {
         let failed = |e: &dyn std::fmt::Display| StoreError::ReadFailed(e.to_string());
-        let _slot = self.list_slots.acquire().await.map_err(|e| failed(&e))?;
-        let readers = Arc::clone(self);
-        tokio::task::spawn_blocking(move || readers.list_page(&sql, &binds))
+        let slot = Arc::clone(&self.list_slots)
+            .acquire_owned()
             .await
-            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?;
+        let readers = Arc::clone(self);
+        // The slot goes with the read: a caller that gives up does not free
+        // it while the read still runs.
+        tokio::task::spawn_blocking(move || {
+            let page = readers.list_page(&sql, &binds);
+            drop(slot);
+            page
+        })
+        .await
+        .map_err(|e| failed(&e))?
     }
 
     fn list_page(
