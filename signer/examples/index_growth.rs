@@ -11,6 +11,7 @@
 //! A measurement, not a test: it asserts nothing and never runs in CI.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use certsign_signer::journal::{Issued, LineAt, ShardedMap};
@@ -18,43 +19,53 @@ use certsign_signer::journal::{Issued, LineAt, ShardedMap};
 /// Entries per run: past the doublings at 114,688 and 229,376.
 const N: u64 = 300_000;
 
-/// The three maps of the index, either kind.
-trait Maps: Default {
+/// A map the index could be made of.
+trait Map<K, V>: Default {
+    fn put(&mut self, key: K, value: V);
+}
+
+impl<K: Hash + Eq, V> Map<K, V> for HashMap<K, V> {
+    fn put(&mut self, key: K, value: V) {
+        self.insert(key, value);
+    }
+}
+
+impl<K: Hash + Eq, V> Map<K, V> for ShardedMap<K, V> {
+    fn put(&mut self, key: K, value: V) {
+        self.insert(key, value);
+    }
+}
+
+/// The three maps of the index (uid → issuance, CSR hash → uid, serials),
+/// of one kind.
+#[derive(Default)]
+struct Maps<A, B, C>(A, B, C);
+
+/// Recording one issuance, as `Index::record` does.
+trait Record: Default {
     fn record(&mut self, uid: String, issued: Issued, csr: String, serial: String);
 }
 
-#[derive(Default)]
-struct Plain(
-    HashMap<String, Issued>,
-    HashMap<String, String>,
-    HashMap<String, ()>,
-);
-
-impl Maps for Plain {
+impl<A, B, C> Record for Maps<A, B, C>
+where
+    A: Map<String, Issued>,
+    B: Map<String, String>,
+    C: Map<String, ()>,
+{
     fn record(&mut self, uid: String, issued: Issued, csr: String, serial: String) {
-        self.0.insert(uid.clone(), issued);
-        self.1.insert(csr, uid);
-        self.2.insert(serial, ());
+        self.0.put(uid.clone(), issued);
+        self.1.put(csr, uid);
+        self.2.put(serial, ());
     }
 }
 
-#[derive(Default)]
-struct Sharded(
-    ShardedMap<String, Issued>,
-    ShardedMap<String, String>,
-    ShardedMap<String, ()>,
-);
-
-impl Maps for Sharded {
-    fn record(&mut self, uid: String, issued: Issued, csr: String, serial: String) {
-        self.0.insert(uid.clone(), issued);
-        self.1.insert(csr, uid);
-        self.2.insert(serial, ());
-    }
-}
+/// What the index was: one `std` map each.
+type Plain = Maps<HashMap<String, Issued>, HashMap<String, String>, HashMap<String, ()>>;
+/// What it is: 64 shards each.
+type Sharded = Maps<ShardedMap<String, Issued>, ShardedMap<String, String>, ShardedMap<String, ()>>;
 
 /// The slowest single issuance after 100,000 entries, and where.
-fn slowest<M: Maps>() -> (Duration, u64) {
+fn slowest<M: Record>() -> (Duration, u64) {
     let mut maps = M::default();
     let (mut worst, mut at) = (Duration::ZERO, 0);
     for i in 0..N {
