@@ -1,7 +1,9 @@
 //! The signer against its peer: `Sign` over real mTLS (durable journal)
 //! and `cfssl serve`'s `/api/v1/cfssl/sign`, the same CSR, the same P-256
 //! CA key, the same concurrency, measured by the same driver in one run,
-//! alternating so a drifting machine hits both alike.
+//! alternating so a drifting machine hits both alike. Each round also runs
+//! the in-process limit (1) on the same CA key between the two, so the
+//! signer's share of it is a per-round ratio too.
 //!
 //! The driver runs `concurrency` workers either closed-loop (peak) or
 //! open-loop at a fixed rate; open-loop latency is measured from each
@@ -295,6 +297,14 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     let admin = Ident::load(&dir.join("admin/admin.crt"), &dir.join("admin/admin.key"));
     let approver = Ident::load(&dir.join("approver/tls.crt"), &dir.join("approver/tls.key"));
     let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
+    // (1) on the same CA, run between the two servers in every round, so
+    // "at least half of (1)" is a per-round ratio that holds when the
+    // machine's speed drifts, like the cfssl ratio.
+    let limit = Arc::new(crate::issue::Limit::load(&dir)?);
+    limit.issue_one(0).map_err(anyhow::Error::msg)?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let cfssl = Target::Cfssl {
         addr: cfssl_addr,
         body: Arc::new(http::cfssl_sign_body(&String::from_utf8_lossy(&csr_pem))),
@@ -319,24 +329,35 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     drive(&ours(2000), o.concurrency, 1.0, None).await?;
     drive(&cfssl, o.concurrency, 1.0, None).await?;
     let (mut ours_peak, mut cfssl_peak, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut limits, mut shares) = (Vec::new(), Vec::new());
     for r in 0..o.rounds {
         let a = drive(&ours(o.pool), o.concurrency, o.secs, None).await?;
         println!("round {r} certsign peak {}", a.line());
+        let (l, secs) = (limit.clone(), o.secs);
+        let lim = tokio::task::spawn_blocking(move || l.run(cores, secs))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        println!("round {r} limit (1)     {lim:.0}/s in process on {cores} threads");
         let b = drive(&cfssl, o.concurrency, o.secs, None).await?;
         println!("round {r} cfssl    peak {}", b.line());
         ratios.push(a.rate() / b.rate().max(1e-9));
+        shares.push(a.rate() / lim.max(1e-9));
         println!(
-            "round {r} ratio {:.2}  ({})",
+            "round {r} ratio {:.2}, of the limit {:.1} %  ({})",
             ratios[r],
+            100.0 * shares[r],
             crate::machine_note()
         );
         ours_peak.push(a.rate());
         cfssl_peak.push(b.rate());
+        limits.push(lim);
     }
-    let (op, cp, ratio) = (
+    let (op, cp, ratio, lim, share) = (
         median(&mut ours_peak),
         median(&mut cfssl_peak),
         median(&mut ratios),
+        median(&mut limits),
+        median(&mut shares),
     );
     let mut table = format!(
         "| server | peak/s (median of {}) | at 50%: p50 / p99 / p99.9 ms | at 90%: p50 / p99 / p99.9 ms |\n|---|---|---|---|\n",
@@ -375,7 +396,10 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         table.push('\n');
     }
     table.push_str(&format!(
-        "\nmedian per-round ratio certsign/cfssl: {ratio:.2}\n"
+        "\nmedian per-round ratio certsign/cfssl: {ratio:.2}\n\
+         limit (1) in process on {cores} threads: {lim:.0}/s (median); \
+         median per-round certsign/limit: {:.1} %\n",
+        100.0 * share
     ));
     drop(signer);
     let _ = std::fs::remove_dir_all(&tmp);
