@@ -1,9 +1,10 @@
 //! The signer against its peer: `Sign` over real mTLS (durable journal)
 //! and `cfssl serve`'s `/api/v1/cfssl/sign`, the same CSR, the same P-256
 //! CA key, the same concurrency, measured by the same driver in one run,
-//! alternating so a drifting machine hits both alike. Each round also runs
-//! the in-process limit (1) on the same CA key between the two, so the
-//! signer's share of it is a per-round ratio too.
+//! alternating so a drifting machine hits both alike. cfssl runs twice: as
+//! it starts by default (plain HTTP) and with mutual TLS from the same CA,
+//! as the signer always runs. Each round also runs the in-process limit (1)
+//! on the same CA key, so the signer's share of it is a per-round ratio too.
 //!
 //! The driver runs `concurrency` workers either closed-loop (peak) or
 //! open-loop at a fixed rate; open-loop latency is measured from each
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use certsign_proto::v1::SignRequest;
 use certsign_proto::v1::signer_client::SignerClient;
-use certsign_tests::grpc::{self, Ident};
+use certsign_tests::grpc::{self, Ident, MintSpec};
 use tonic::transport::Channel;
 
 use crate::http;
@@ -45,6 +46,8 @@ pub enum Target {
         addr: String,
         /// The sign call body.
         body: Arc<Vec<u8>>,
+        /// Mutual TLS, or plain HTTP.
+        tls: Option<http::Tls>,
     },
 }
 
@@ -104,8 +107,8 @@ pub async fn drive(
                 pool.clone(),
                 next.clone(),
             ),
-            Target::Cfssl { addr, body } => {
-                Worker::Cfssl(http::Conn::connect(addr).await?, body.clone())
+            Target::Cfssl { addr, body, tls } => {
+                Worker::Cfssl(http::Conn::connect(addr, tls.as_ref()).await?, body.clone())
             }
         });
     }
@@ -188,22 +191,34 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Starts `cfssl serve` with the init CA on a free port; waits until it
-/// accepts connections.
-pub fn start_cfssl(dir: &Path) -> anyhow::Result<(Killed, String)> {
+/// accepts connections. With `tls` (its certificate and key files) it
+/// serves HTTPS and requires client certificates from the init CA
+/// (`-mutual-tls-ca`), as the signer does.
+pub fn start_cfssl(dir: &Path, tls: Option<(&Path, &Path)>) -> anyhow::Result<(Killed, String)> {
     let port = free_port()?;
-    let log = std::fs::File::create(dir.join("cfssl.log"))?;
-    let child = Command::new("cfssl")
-        .args(["serve", "-address", "127.0.0.1", "-port", &port.to_string()])
+    let log_name = if tls.is_some() {
+        "cfssl-mtls.log"
+    } else {
+        "cfssl.log"
+    };
+    let log = std::fs::File::create(dir.join(log_name))?;
+    let mut cmd = Command::new("cfssl");
+    cmd.args(["serve", "-address", "127.0.0.1", "-port", &port.to_string()])
         .arg("-ca")
         .arg(dir.join("ca.crt"))
         .arg("-ca-key")
-        .arg(dir.join("signer/ca.key"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| {
-            anyhow::anyhow!("cannot start cfssl (apt-get install -y golang-cfssl): {e}")
-        })?;
+        .arg(dir.join("signer/ca.key"));
+    if let Some((cert, key)) = tls {
+        cmd.arg("-tls-cert")
+            .arg(cert)
+            .arg("-tls-key")
+            .arg(key)
+            .arg("-mutual-tls-ca")
+            .arg(dir.join("ca.crt"));
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(log).spawn().map_err(|e| {
+        anyhow::anyhow!("cannot start cfssl (apt-get install -y golang-cfssl): {e}")
+    })?;
     let child = Killed(child);
     let addr = format!("127.0.0.1:{port}");
     for _ in 0..200 {
@@ -214,7 +229,7 @@ pub fn start_cfssl(dir: &Path) -> anyhow::Result<(Killed, String)> {
     }
     anyhow::bail!(
         "cfssl did not listen on {addr}; see {}",
-        dir.join("cfssl.log").display()
+        dir.join(log_name).display()
     )
 }
 
@@ -292,8 +307,18 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         &["serve", "--config", &signer_toml.to_string_lossy()],
         &dir.join("signer.log"),
     );
-    let (_cfssl, cfssl_addr) = start_cfssl(&dir)?;
     let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))?;
+    let ca_key = std::fs::read_to_string(dir.join("signer/ca.key"))?;
+    // cfssl twice: as `cfssl serve` starts by default (plain HTTP, the
+    // issue's (3)), and with mutual TLS from the same CA, as the signer
+    // always runs.
+    let (_cfssl, cfssl_addr) = start_cfssl(&dir, None)?;
+    let server = grpc::mint_with(&MintSpec::new("cfssl", &[]), &ca_pem, &ca_key);
+    let (server_crt, server_key) = (dir.join("cfssl-tls.crt"), dir.join("cfssl-tls.key"));
+    std::fs::write(&server_crt, &server.cert_pem)?;
+    std::fs::write(&server_key, &server.key_pem)?;
+    let (_cfssl_mtls, cfssl_mtls_addr) = start_cfssl(&dir, Some((&server_crt, &server_key)))?;
+    let client = grpc::mint_with(&MintSpec::new("bench-cfssl-client", &[]), &ca_pem, &ca_key);
     let admin = Ident::load(&dir.join("admin/admin.crt"), &dir.join("admin/admin.key"));
     let approver = Ident::load(&dir.join("approver/tls.crt"), &dir.join("approver/tls.key"));
     let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
@@ -305,9 +330,16 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let body = Arc::new(http::cfssl_sign_body(&String::from_utf8_lossy(&csr_pem)));
     let cfssl = Target::Cfssl {
         addr: cfssl_addr,
-        body: Arc::new(http::cfssl_sign_body(&String::from_utf8_lossy(&csr_pem))),
+        body: body.clone(),
+        tls: None,
+    };
+    let cfssl_mtls = Target::Cfssl {
+        addr: cfssl_mtls_addr,
+        body,
+        tls: Some(http::Tls::new(&ca_pem, &client.cert_pem, &client.key_pem)?),
     };
     let mut round = 0usize;
     let mut ours = |pool: usize| {
@@ -322,13 +354,15 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     };
     println!("# {}", crate::machine_note());
     println!(
-        "# concurrency {} (signer: over {} HTTP/2 connections; cfssl: {} HTTP/1.1 keep-alive connections), {} s per run",
+        "# concurrency {} (signer: over {} HTTP/2 connections; cfssl: {} HTTP/1.1 keep-alive connections, plain and mutual TLS), {} s per run",
         o.concurrency, o.connections, o.concurrency, o.secs
     );
     // Warm-up: TLS handshakes, page cache, CPU frequency.
     drive(&ours(2000), o.concurrency, 1.0, None).await?;
     drive(&cfssl, o.concurrency, 1.0, None).await?;
-    let (mut ours_peak, mut cfssl_peak, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    drive(&cfssl_mtls, o.concurrency, 1.0, None).await?;
+    let (mut ours_peak, mut cfssl_peak, mut mtls_peak) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ratios, mut mtls_ratios) = (Vec::new(), Vec::new());
     let (mut limits, mut shares) = (Vec::new(), Vec::new());
     for r in 0..o.rounds {
         let a = drive(&ours(o.pool), o.concurrency, o.secs, None).await?;
@@ -340,22 +374,31 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         println!("round {r} limit (1)     {lim:.0}/s in process on {cores} threads");
         let b = drive(&cfssl, o.concurrency, o.secs, None).await?;
         println!("round {r} cfssl    peak {}", b.line());
+        let c = drive(&cfssl_mtls, o.concurrency, o.secs, None).await?;
+        println!("round {r} cfssl mTLS peak {}", c.line());
         ratios.push(a.rate() / b.rate().max(1e-9));
+        mtls_ratios.push(a.rate() / c.rate().max(1e-9));
         shares.push(a.rate() / lim.max(1e-9));
         println!(
-            "round {r} ratio {:.2}, of the limit {:.1} %  ({})",
+            "round {r} ratio {:.2} (to cfssl over mTLS {:.2}), of the limit {:.1} %  ({})",
             ratios[r],
+            mtls_ratios[r],
             100.0 * shares[r],
             crate::machine_note()
         );
         ours_peak.push(a.rate());
         cfssl_peak.push(b.rate());
+        mtls_peak.push(c.rate());
         limits.push(lim);
     }
-    let (op, cp, ratio, lim, share) = (
+    let (op, cp, mp) = (
         median(&mut ours_peak),
         median(&mut cfssl_peak),
+        median(&mut mtls_peak),
+    );
+    let (ratio, mtls_ratio, lim, share) = (
         median(&mut ratios),
+        median(&mut mtls_ratios),
         median(&mut limits),
         median(&mut shares),
     );
@@ -366,23 +409,24 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     let mut rows = [
         format!("| certsign Sign (mTLS, journal) | {op:.0} |"),
         format!("| cfssl serve (HTTP) | {cp:.0} |"),
+        format!("| cfssl serve (mTLS) | {mp:.0} |"),
     ];
     for frac in [0.5, 0.9] {
-        let a = drive(&ours(o.pool), o.concurrency, o.secs, Some(op * frac)).await?;
-        println!(
-            "certsign at {:.0}% ({:.0}/s) {}",
-            frac * 100.0,
-            op * frac,
-            a.line()
-        );
-        let b = drive(&cfssl, o.concurrency, o.secs, Some(cp * frac)).await?;
-        println!(
-            "cfssl    at {:.0}% ({:.0}/s) {}",
-            frac * 100.0,
-            cp * frac,
-            b.line()
-        );
-        for (row, s) in rows.iter_mut().zip([&a, &b]) {
+        let mut runs = Vec::new();
+        for (name, target, peak) in [
+            ("certsign ", None, op),
+            ("cfssl    ", Some(&cfssl), cp),
+            ("cfssl mTLS", Some(&cfssl_mtls), mp),
+        ] {
+            let rate = peak * frac;
+            let s = match target {
+                None => drive(&ours(o.pool), o.concurrency, o.secs, Some(rate)).await?,
+                Some(t) => drive(t, o.concurrency, o.secs, Some(rate)).await?,
+            };
+            println!("{name} at {:.0}% ({rate:.0}/s) {}", frac * 100.0, s.line());
+            runs.push(s);
+        }
+        for (row, s) in rows.iter_mut().zip(&runs) {
             row.push_str(&format!(
                 " {:.2} / {:.2} / {:.2} |",
                 s.ms(50.0),
@@ -396,7 +440,7 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         table.push('\n');
     }
     table.push_str(&format!(
-        "\nmedian per-round ratio certsign/cfssl: {ratio:.2}\n\
+        "\nmedian per-round ratio certsign/cfssl: {ratio:.2} (to cfssl over mTLS: {mtls_ratio:.2})\n\
          limit (1) in process on {cores} threads: {lim:.0}/s (median); \
          median per-round certsign/limit: {:.1} %\n",
         100.0 * share
