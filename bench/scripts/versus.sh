@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# (2)+(3) Sign over mTLS (durable journal) vs cfssl serve, alternating, same
-# CSR, same P-256 CA key, same concurrency, one run.
+# (2)+(3) Sign over mTLS (durable journal) vs cfssl serve (plain HTTP, and
+# mutual TLS from the same CA), alternating, same CSR, same P-256 CA key,
+# same concurrency, one run; (1) in process in every round for the ratio.
 source "$(dirname "$0")/common.sh"
 command -v cfssl >/dev/null || apt-get install -y golang-cfssl >&2
 "$bench" versus --concurrency "${CONCURRENCY:-64}" --connections "${CONNECTIONS:-4}" \

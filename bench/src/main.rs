@@ -38,7 +38,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
-    /// (2)+(3) Sign over mTLS vs cfssl serve, alternating, same concurrency.
+    /// (2)+(3) Sign over mTLS vs cfssl serve (plain HTTP and mutual TLS),
+    /// alternating, same concurrency, with (1) in every round.
     Versus {
         /// Calls in flight.
         #[arg(long, default_value_t = 64)]
