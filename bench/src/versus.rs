@@ -323,9 +323,8 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     let approver = Ident::load(&dir.join("approver/tls.crt"), &dir.join("approver/tls.key"));
     let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
     // (1) on the same CA, run between the signer's and cfssl's runs in
-    // every round, so
-    // "at least half of (1)" is a per-round ratio that holds when the
-    // machine's speed drifts, like the cfssl ratio.
+    // every round, so "at least half of (1)" is a per-round ratio that
+    // holds when the machine's speed drifts, like the cfssl ratio.
     let limit = Arc::new(crate::issue::Limit::load(&dir)?);
     limit.issue_one(0).map_err(anyhow::Error::msg)?;
     let cores = std::thread::available_parallelism()
