@@ -239,12 +239,18 @@ pub fn pem_cert(der: &[u8]) -> String {
 pub fn pem_block(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
+    // Sized once: this runs for every issued certificate.
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
+    out.push_str("-----BEGIN ");
+    out.push_str(label);
+    out.push_str("-----\n");
     for chunk in b64.as_bytes().chunks(64) {
         out.push_str(&String::from_utf8_lossy(chunk));
         out.push('\n');
     }
-    out.push_str(&format!("-----END {label}-----\n"));
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
     out
 }
 
@@ -252,6 +258,18 @@ pub fn pem_block(label: &str, der: &[u8]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn pem_block_wraps_at_64_and_reads_back() {
+        use rustls_pki_types::pem::PemObject as _;
+        let der: Vec<u8> = (0..=255u8).cycle().take(700).collect();
+        let pem = pem_block("CERTIFICATE", &der);
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"), "{pem}");
+        assert!(pem.ends_with("\n-----END CERTIFICATE-----\n"), "{pem}");
+        assert!(pem.lines().all(|l| l.len() <= 64), "{pem}");
+        let back = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(back.as_ref(), der.as_slice());
+    }
 
     #[test]
     fn debug_is_redacted_and_key_must_match_a_ca() {
