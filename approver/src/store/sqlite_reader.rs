@@ -17,6 +17,7 @@
 //! inside the blocking task).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use certsign_proto::v1::CertificateSigningRequest;
@@ -40,6 +41,10 @@ pub(super) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     list_slots: Arc<Semaphore>,
+    /// Lists reading right now, and the most ever at once: the bound
+    /// [`LIST_SLOTS`] made observable (a test holds the store to it).
+    reading: AtomicUsize,
+    most_reading: AtomicUsize,
 }
 
 impl Readers {
@@ -48,6 +53,8 @@ impl Readers {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
             list_slots: Arc::new(Semaphore::new(LIST_SLOTS)),
+            reading: AtomicUsize::new(0),
+            most_reading: AtomicUsize::new(0),
         }
     }
 
@@ -141,7 +148,10 @@ impl Readers {
         // The slot goes with the read: a caller that gives up does not free
         // it while the read still runs.
         tokio::task::spawn_blocking(move || {
+            let now = readers.reading.fetch_add(1, Ordering::AcqRel) + 1;
+            readers.most_reading.fetch_max(now, Ordering::AcqRel);
             let page = readers.list_page(&sql, &binds);
+            readers.reading.fetch_sub(1, Ordering::AcqRel);
             drop(slot);
             page
         })
@@ -174,5 +184,44 @@ impl Readers {
             Ok(c.prepare_cached(super::NEXT_FORWARD_TIME)?
                 .query_row([], |r| r.get(0))?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_read_at_most_list_slots_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lists.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (name TEXT, object BLOB);")
+            .unwrap();
+        let readers = Arc::new(Readers::new(&path));
+        // A read that takes a while (counting in SQL), then finds no row.
+        let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                    WHERE x < 400000) \
+                    SELECT CAST(x AS TEXT), NULL FROM c WHERE x < 0";
+        let lists: Vec<_> = (0..3 * LIST_SLOTS)
+            .map(|_| {
+                let r = Arc::clone(&readers);
+                tokio::spawn(async move { r.list(slow.to_string(), Vec::new()).await })
+            })
+            .collect();
+        for l in lists {
+            assert!(l.await.unwrap().unwrap().is_empty());
+        }
+        // At least two at once, or the test proved nothing; never more
+        // than the slots.
+        let most = readers.most_reading.load(Ordering::Acquire);
+        assert!(
+            (2..=LIST_SLOTS).contains(&most),
+            "{} lists at once read {most} at a time (slots: {LIST_SLOTS})",
+            3 * LIST_SLOTS
+        );
+        assert_eq!(readers.reading.load(Ordering::Acquire), 0);
+        assert_eq!(readers.list_slots.available_permits(), LIST_SLOTS);
     }
 }
