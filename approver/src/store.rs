@@ -1136,8 +1136,12 @@ const SQLITE_PRAGMAS: [&str; 4] = [
     // written per page. It only serves rollbacks inside an open transaction
     // (a crash rolls the whole transaction back through the WAL), so
     // durability is unchanged.
-    "PRAGMA temp_store = MEMORY",
+    SQLITE_TEMP_STORE,
 ];
+
+/// The statement journal's place in normal operation (see
+/// [`SQLITE_PRAGMAS`]); migrations switch to a file and back to this.
+const SQLITE_TEMP_STORE: &str = "PRAGMA temp_store = MEMORY";
 
 /// Pool options with SQLite's per-connection settings.
 fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
@@ -1240,9 +1244,7 @@ impl Store {
         }
         let applied = self.migrate_on(&mut conn).await;
         if sqlite {
-            let restored = sqlx::query("PRAGMA temp_store = MEMORY")
-                .execute(&mut *conn)
-                .await;
+            let restored = sqlx::query(SQLITE_TEMP_STORE).execute(&mut *conn).await;
             // A failed migration is the error to report, not the restore.
             let applied = applied?;
             restored?;

@@ -148,10 +148,9 @@ impl Readers {
         // The slot goes with the read: a caller that gives up does not free
         // it while the read still runs.
         tokio::task::spawn_blocking(move || {
-            let now = readers.reading.fetch_add(1, Ordering::AcqRel) + 1;
-            readers.most_reading.fetch_max(now, Ordering::AcqRel);
+            let reading = Reading::start(&readers);
             let page = readers.list_page(&sql, &binds);
-            readers.reading.fetch_sub(1, Ordering::AcqRel);
+            drop(reading);
             drop(slot);
             page
         })
@@ -184,6 +183,23 @@ impl Readers {
             Ok(c.prepare_cached(super::NEXT_FORWARD_TIME)?
                 .query_row([], |r| r.get(0))?)
         })
+    }
+}
+
+/// One list read in progress, counted out when it ends, even by a panic.
+struct Reading<'a>(&'a AtomicUsize);
+
+impl<'a> Reading<'a> {
+    fn start(readers: &'a Readers) -> Self {
+        let now = readers.reading.fetch_add(1, Ordering::AcqRel) + 1;
+        readers.most_reading.fetch_max(now, Ordering::AcqRel);
+        Reading(&readers.reading)
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
