@@ -132,6 +132,13 @@ impl Limit {
 
     /// Issues on `threads` threads for `secs`: issuances per second.
     pub fn run(&self, threads: usize, secs: f64) -> Result<f64, String> {
+        self.run_counted(threads, secs)
+            .map(|(n, elapsed)| n as f64 / elapsed)
+    }
+
+    /// Issues on `threads` threads for `secs`: how many, in how many
+    /// seconds.
+    pub fn run_counted(&self, threads: usize, secs: f64) -> Result<(usize, f64), String> {
         let deadline = Duration::from_secs_f64(secs);
         let start = Instant::now();
         let counts: Vec<Result<usize, String>> = std::thread::scope(|s| {
@@ -156,6 +163,6 @@ impl Limit {
         for c in counts {
             total += c?;
         }
-        Ok(total as f64 / elapsed)
+        Ok((total, elapsed))
     }
 }

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cpu;
 pub mod http;
 pub mod issue;
 pub mod pipeline;

@@ -23,6 +23,7 @@ use certsign_proto::v1::signer_client::SignerClient;
 use certsign_tests::grpc::{self, Ident, MintSpec};
 use tonic::transport::Channel;
 
+use crate::cpu::{Meter, PerCall};
 use crate::http;
 use crate::issue::approved_requests;
 use crate::stats::Summary;
@@ -312,12 +313,14 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     // cfssl twice: as `cfssl serve` starts by default (plain HTTP, the
     // issue's (3)), and with mutual TLS from the same CA, as the signer
     // always runs.
-    let (_cfssl, cfssl_addr) = start_cfssl(&dir, None)?;
+    let (cfssl_proc, cfssl_addr) = start_cfssl(&dir, None)?;
+    let cfssl_pid = cfssl_proc.0.id();
     let server = grpc::mint_with(&MintSpec::new("cfssl", &[]), &ca_pem, &ca_key);
     let (server_crt, server_key) = (dir.join("cfssl-tls.crt"), dir.join("cfssl-tls.key"));
     std::fs::write(&server_crt, &server.cert_pem)?;
     std::fs::write(&server_key, &server.key_pem)?;
-    let (_cfssl_mtls, cfssl_mtls_addr) = start_cfssl(&dir, Some((&server_crt, &server_key)))?;
+    let (cfssl_mtls_proc, cfssl_mtls_addr) = start_cfssl(&dir, Some((&server_crt, &server_key)))?;
+    let cfssl_mtls_pid = cfssl_mtls_proc.0.id();
     let client = grpc::mint_with(&MintSpec::new("bench-cfssl-client", &[]), &ca_pem, &ca_key);
     let admin = Ident::load(&dir.join("admin/admin.crt"), &dir.join("admin/admin.key"));
     let approver = Ident::load(&dir.join("approver/tls.crt"), &dir.join("approver/tls.key"));
@@ -364,18 +367,38 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     let (mut ours_peak, mut cfssl_peak, mut mtls_peak) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios, mut mtls_ratios) = (Vec::new(), Vec::new());
     let (mut limits, mut shares) = (Vec::new(), Vec::new());
+    // CPU per call of each peak run (server + this load generator) and
+    // per certificate of the limit, per round.
+    let mut cpu: [Vec<PerCall>; 4] = Default::default();
     for r in 0..o.rounds {
-        let a = drive(&ours(o.pool), o.concurrency, o.secs, None).await?;
+        let pool = ours(o.pool);
+        let m = Meter::start(Some(signer.pid()))?;
+        let a = drive(&pool, o.concurrency, o.secs, None).await?;
+        cpu[0].push(m.per_call(a.ok)?);
         println!("round {r} certsign peak {}", a.line());
         let (l, secs) = (limit.clone(), o.secs);
-        let lim = tokio::task::spawn_blocking(move || l.run(cores, secs))
+        let m = Meter::start(None)?;
+        let (n, elapsed) = tokio::task::spawn_blocking(move || l.run_counted(cores, secs))
             .await?
             .map_err(anyhow::Error::msg)?;
+        cpu[1].push(m.per_call(n)?);
+        let lim = n as f64 / elapsed;
         println!("round {r} limit (1)     {lim:.0}/s in process on {cores} threads");
+        let m = Meter::start(Some(cfssl_pid))?;
         let b = drive(&cfssl, o.concurrency, o.secs, None).await?;
+        cpu[2].push(m.per_call(b.ok)?);
         println!("round {r} cfssl    peak {}", b.line());
+        let m = Meter::start(Some(cfssl_mtls_pid))?;
         let c = drive(&cfssl_mtls, o.concurrency, o.secs, None).await?;
+        cpu[3].push(m.per_call(c.ok)?);
         println!("round {r} cfssl mTLS peak {}", c.line());
+        println!(
+            "round {r} CPU per call (server + load generator): certsign {}; cfssl {}; cfssl mTLS {}; limit (1) {:.3} ms per certificate",
+            cpu[0][r].line(),
+            cpu[2][r].line(),
+            cpu[3][r].line(),
+            cpu[1][r].driver_ms
+        );
         ratios.push(a.rate() / b.rate().max(1e-9));
         mtls_ratios.push(a.rate() / c.rate().max(1e-9));
         shares.push(a.rate() / lim.max(1e-9));
@@ -445,6 +468,16 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
          median per-round certsign/limit: {:.1} %\n",
         100.0 * share
     ));
+    let [ours_cpu, limit_cpu, cfssl_cpu, mtls_cpu] = cpu.each_ref().map(|v| PerCall::median(v));
+    table.push_str(&format!(
+        "median CPU per call, server + load generator (ms): certsign {}; cfssl {}; cfssl mTLS {}; \
+         limit (1) {:.3} ms per certificate\n",
+        ours_cpu.line(),
+        cfssl_cpu.line(),
+        mtls_cpu.line(),
+        limit_cpu.driver_ms
+    ));
+    drop((cfssl_proc, cfssl_mtls_proc));
     drop(signer);
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(table)
