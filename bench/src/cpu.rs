@@ -5,8 +5,8 @@
 //! A rate says how fast; CPU per call says where the cores went, and it
 //! moves less than a rate when the machine's speed drifts. When the cores
 //! are saturated (`busy` near the core count) the rates of two servers
-//! driven this way are in the inverse ratio of their CPU per call (server
-//! plus load generator), which is how docs/BENCHMARKS.md reads "twice
+//! driven this way are in the inverse ratio of their CPU per call (all
+//! parts together), which is how docs/BENCHMARKS.md reads "twice
 //! cfssl". Linux only. It must never judge a test: it is a measurement.
 
 use std::sync::OnceLock;
@@ -47,89 +47,147 @@ fn clock_ticks() -> anyhow::Result<f64> {
     t.ok_or_else(|| anyhow::anyhow!("`getconf CLK_TCK` gave no clock tick rate"))
 }
 
-/// A run being metered: the server's and this process's CPU at its start.
+/// Busy CPU seconds of the whole machine (`/proc/stat`: user, nice,
+/// system, irq, softirq, steal; not idle or iowait).
+pub fn machine_busy_secs() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks = stat
+        .lines()
+        .next()
+        .and_then(machine_busy_ticks)
+        .ok_or_else(|| anyhow::anyhow!("/proc/stat: no aggregate cpu line"))?;
+    Ok(ticks as f64 / clock_ticks()?)
+}
+
+/// The busy ticks of `/proc/stat`'s aggregate `cpu` line.
+fn machine_busy_ticks(line: &str) -> Option<u64> {
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal
+    (v.len() == 8).then(|| v[0] + v[1] + v[2] + v[5] + v[6] + v[7])
+}
+
+/// A run being metered: named groups of server processes, this process
+/// (the load generator) and the whole machine, at the run's start.
 #[derive(Debug)]
-pub struct Meter {
-    server: Option<(u32, f64)>,
-    driver: f64,
+pub struct Processes {
+    groups: Vec<(String, Vec<u32>, f64)>,
+    driver: (String, f64),
+    machine: f64,
     wall: Instant,
 }
 
-/// CPU per call of one run, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PerCall {
-    /// The server process (0 when there is none: the in-process limit).
-    pub server_ms: f64,
-    /// This process: the load generator, or the limit's own work.
-    pub driver_ms: f64,
-    /// Cores busy on average over the run (server plus this process).
+/// CPU per call of one run, per process group, in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// Each group's, then this process's, then `rest of the machine`
+    /// (every other process and the kernel's own threads: a database
+    /// server, say).
+    pub parts: Vec<(String, f64)>,
+    /// Cores busy on average over the run, the whole machine.
     pub busy: f64,
 }
 
-impl Meter {
-    /// Starts metering `server` (if any) and this process.
-    pub fn start(server: Option<u32>) -> anyhow::Result<Self> {
-        let server = match server {
-            Some(pid) => Some((pid, cpu_secs(pid)?)),
-            None => None,
-        };
-        Ok(Meter {
-            server,
-            driver: cpu_secs(std::process::id())?,
+impl Processes {
+    /// Starts metering: each group's processes' CPU summed, and this
+    /// process's under `this` ("load generator", or what it runs).
+    pub fn start(groups: &[(&str, &[u32])], this: &str) -> anyhow::Result<Self> {
+        let mut g = Vec::new();
+        for (name, pids) in groups {
+            g.push((name.to_string(), pids.to_vec(), sum_cpu(pids)?));
+        }
+        Ok(Processes {
+            groups: g,
+            driver: (this.to_string(), cpu_secs(std::process::id())?),
+            machine: machine_busy_secs()?,
             wall: Instant::now(),
         })
     }
 
     /// The CPU since `start`, divided by `calls` completed calls.
-    pub fn per_call(&self, calls: usize) -> anyhow::Result<PerCall> {
+    pub fn per_call(&self, calls: usize) -> anyhow::Result<Split> {
         let wall = self.wall.elapsed().as_secs_f64();
-        let driver = cpu_secs(std::process::id())? - self.driver;
-        let server = match self.server {
-            Some((pid, before)) => cpu_secs(pid)? - before,
-            None => 0.0,
-        };
         let n = calls.max(1) as f64;
-        Ok(PerCall {
-            server_ms: 1000.0 * server / n,
-            driver_ms: 1000.0 * driver / n,
-            busy: if wall > 0.0 {
-                (server + driver) / wall
-            } else {
-                0.0
-            },
+        let machine = machine_busy_secs()? - self.machine;
+        let mut parts = Vec::new();
+        let mut ours = 0.0;
+        for (name, pids, before) in &self.groups {
+            let d = sum_cpu(pids)? - before;
+            ours += d;
+            parts.push((name.clone(), 1000.0 * d / n));
+        }
+        let driver = cpu_secs(std::process::id())? - self.driver.1;
+        ours += driver;
+        parts.push((self.driver.0.clone(), 1000.0 * driver / n));
+        // Ticks are counted per process and per CPU at different moments:
+        // a small negative rest is rounding, not time.
+        parts.push((
+            "rest of the machine".into(),
+            1000.0 * (machine - ours).max(0.0) / n,
+        ));
+        Ok(Split {
+            parts,
+            busy: if wall > 0.0 { machine / wall } else { 0.0 },
         })
     }
 }
 
-impl PerCall {
-    /// Server plus load generator.
-    pub fn total_ms(&self) -> f64 {
-        self.server_ms + self.driver_ms
-    }
+fn sum_cpu(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter().map(|p| cpu_secs(*p)).sum()
+}
 
-    /// `0.196 + 0.048 = 0.244 ms (1.95 cores busy)`.
+impl Split {
+    /// `approver 0.461, signer 0.233, load generator 0.109, rest of the
+    /// machine 0.010 = 0.813 ms (1.96 cores busy)`.
     pub fn line(&self) -> String {
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .map(|(n, ms)| format!("{n} {ms:.3}"))
+            .collect();
+        let total: f64 = self.parts.iter().map(|(_, ms)| ms).sum();
         format!(
-            "{:.3} + {:.3} = {:.3} ms ({:.2} cores busy)",
-            self.server_ms,
-            self.driver_ms,
-            self.total_ms(),
+            "{} = {total:.3} ms ({:.2} cores busy)",
+            parts.join(", "),
             self.busy
         )
     }
+}
 
-    /// The per-field medians of `v` (each field on its own).
-    pub fn median(v: &[PerCall]) -> PerCall {
-        let m = |f: fn(&PerCall) -> f64| {
+impl Split {
+    /// The per-part medians of `v` (runs with the same parts).
+    pub fn median(v: &[Split]) -> Option<Split> {
+        let first = v.first()?;
+        let m = |f: &dyn Fn(&Split) -> f64| {
             let mut x: Vec<f64> = v.iter().map(f).collect();
             x.sort_by(f64::total_cmp);
-            x.get(x.len() / 2).copied().unwrap_or(0.0)
+            x[x.len() / 2]
         };
-        PerCall {
-            server_ms: m(|p| p.server_ms),
-            driver_ms: m(|p| p.driver_ms),
-            busy: m(|p| p.busy),
-        }
+        Some(Split {
+            parts: first
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| {
+                    (
+                        name.clone(),
+                        m(&|s: &Split| s.parts.get(i).map_or(0.0, |p| p.1)),
+                    )
+                })
+                .collect(),
+            busy: m(&|s: &Split| s.busy),
+        })
+    }
+
+    /// The part named `name` (0 if there is none).
+    pub fn ms(&self, name: &str) -> f64 {
+        self.parts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |p| p.1)
     }
 }
 
@@ -149,27 +207,50 @@ mod tests {
     }
 
     #[test]
+    fn the_machine_line_adds_the_busy_columns() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let l = "cpu  100 2 30 5000 40 6 7 8 0 0";
+        assert_eq!(machine_busy_ticks(l), Some(100 + 2 + 30 + 6 + 7 + 8));
+        assert_eq!(machine_busy_ticks("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(machine_busy_ticks("cpu 1 2 3"), None);
+        assert!(machine_busy_secs().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn a_split_names_each_group_the_load_generator_and_the_rest() {
+        let me = std::process::id();
+        let p = Processes::start(&[("itself", &[me])], "load generator").unwrap();
+        let s = p.per_call(1).unwrap();
+        let names: Vec<&str> = s.parts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["itself", "load generator", "rest of the machine"]);
+        assert!(s.parts.iter().all(|(_, ms)| *ms >= 0.0));
+        assert!(s.line().ends_with("cores busy)"), "{}", s.line());
+        assert!(Processes::start(&[("gone", &[u32::MAX])], "x").is_err());
+        let runs = [s.clone(), s.clone(), s];
+        let m = Split::median(&runs).unwrap();
+        assert_eq!(m.parts.len(), 3);
+        assert!(Split::median(&[]).is_none());
+    }
+
+    #[test]
     fn this_process_spinning_is_metered() {
-        let m = Meter::start(Some(std::process::id())).unwrap();
+        let me = std::process::id();
+        let before = cpu_secs(me).unwrap();
+        let p = Processes::start(&[("server", &[me])], "load generator").unwrap();
         // Spin until /proc shows 200 ms of CPU (or give up after a minute:
         // then the reading is wrong and the assertions below fail).
         let t = Instant::now();
         let mut x = 0u64;
-        while cpu_secs(std::process::id()).unwrap() - m.driver < 0.2 && t.elapsed().as_secs() < 60 {
+        while cpu_secs(me).unwrap() - before < 0.2 && t.elapsed().as_secs() < 60 {
             for _ in 0..100_000 {
                 x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
             }
         }
-        let p = m.per_call(2).unwrap();
+        let s = p.per_call(2).unwrap();
         // 200 ms over 2 calls, seen by both readings of this process.
-        assert!(p.driver_ms >= 100.0, "driver {} ms per call", p.driver_ms);
-        assert!(p.server_ms >= 100.0, "server {} ms per call", p.server_ms);
+        assert!(s.ms("server") >= 100.0, "{}", s.line());
+        assert!(s.ms("load generator") >= 100.0, "{}", s.line());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // Both readings are this process: at most twice its cores.
-        assert!(
-            p.busy > 0.0 && p.busy <= 2.0 * cores as f64 + 0.5,
-            "busy {}",
-            p.busy
-        );
+        assert!(s.busy > 0.0 && s.busy <= cores as f64 + 0.5, "{}", s.line());
     }
 }

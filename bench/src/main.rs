@@ -158,9 +158,10 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             println!("# {}", certsign_bench::machine_note());
-            let s = rt.block_on(certsign_bench::pipeline::pipeline(&o))?;
+            let (s, cpu) = rt.block_on(certsign_bench::pipeline::pipeline(&o))?;
             println!("replicas: {replicas}");
             println!("issued (create to issued): {}", s.line());
+            println!("CPU per issued certificate: {}", cpu.line());
             println!("# {}", certsign_bench::machine_note());
         }
         Cmd::Scale {

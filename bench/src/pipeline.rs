@@ -27,6 +27,7 @@ use certsign_tests::grpc::{self, Ident, MintSpec};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+use crate::cpu::{Processes, Split};
 use crate::stats::Summary;
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
@@ -114,11 +115,14 @@ fn clients(addr: &str, ca: &str, who: &Ident, n: usize) -> Vec<ApproverClient<Ch
         .collect()
 }
 
-/// Runs the pipeline; returns the summary (latency = create to issued).
-pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
+/// Runs the pipeline; returns the summary (latency = create to issued)
+/// and the CPU per issued certificate of each process (the approvers
+/// together, the signer, this load generator, the rest of the machine:
+/// PostgreSQL's server, when it is the store).
+pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<(Summary, Split)> {
     let tmp = crate::versus::tempfile_dir()?;
     let dir = tmp.join("ca");
-    let (_signer, approver) = start_stack(&dir, o.database_url.as_deref())?;
+    let (signer, approver) = start_stack(&dir, o.database_url.as_deref())?;
     let more = start_more_replicas(&dir, o.replicas)?;
     let addrs: Vec<&str> = std::iter::once(approver.addr.as_str())
         .chain(more.iter().map(|d| d.addr.as_str()))
@@ -175,6 +179,13 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
                 .to_string()
         })
         .unwrap_or_default();
+    let approver_pids: Vec<u32> = std::iter::once(approver.pid())
+        .chain(more.iter().map(|d| d.pid()))
+        .collect();
+    let meter = Processes::start(
+        &[("approver", &approver_pids), ("signer", &[signer.pid()])],
+        "load generator",
+    )?;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(o.secs);
     let mut tasks = Vec::new();
@@ -257,9 +268,10 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<Summary> {
         first = first.or(f);
     }
     let elapsed = start.elapsed();
+    let cpu = meter.per_call(lat.len())?;
     watcher.abort();
     drop(more);
     drop(approver);
     let _ = std::fs::remove_dir_all(&tmp);
-    Ok(Summary::new(lat, errors, elapsed, first))
+    Ok((Summary::new(lat, errors, elapsed, first), cpu))
 }

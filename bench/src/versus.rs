@@ -23,7 +23,7 @@ use certsign_proto::v1::signer_client::SignerClient;
 use certsign_tests::grpc::{self, Ident, MintSpec};
 use tonic::transport::Channel;
 
-use crate::cpu::{Meter, PerCall};
+use crate::cpu::{Processes, Split};
 use crate::http;
 use crate::issue::approved_requests;
 use crate::stats::Summary;
@@ -367,38 +367,40 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     let (mut ours_peak, mut cfssl_peak, mut mtls_peak) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios, mut mtls_ratios) = (Vec::new(), Vec::new());
     let (mut limits, mut shares) = (Vec::new(), Vec::new());
-    // CPU per call of each peak run (server + this load generator) and
-    // per certificate of the limit, per round.
-    let mut cpu: [Vec<PerCall>; 4] = Default::default();
+    // CPU per call of each peak run (server, this load generator, the
+    // rest of the machine) and per certificate of the limit, per round.
+    let mut cpu: [Vec<Split>; 4] = Default::default();
+    let (signer_pid, driver) = (signer.pid(), "load generator");
     for r in 0..o.rounds {
         let pool = ours(o.pool);
-        let m = Meter::start(Some(signer.pid()))?;
+        let m = Processes::start(&[("signer", &[signer_pid])], driver)?;
         let a = drive(&pool, o.concurrency, o.secs, None).await?;
         cpu[0].push(m.per_call(a.ok)?);
         println!("round {r} certsign peak {}", a.line());
         let (l, secs) = (limit.clone(), o.secs);
-        let m = Meter::start(None)?;
+        let m = Processes::start(&[], "limit (1)")?;
         let (n, elapsed) = tokio::task::spawn_blocking(move || l.run_counted(cores, secs))
             .await?
             .map_err(anyhow::Error::msg)?;
         cpu[1].push(m.per_call(n)?);
         let lim = n as f64 / elapsed;
         println!("round {r} limit (1)     {lim:.0}/s in process on {cores} threads");
-        let m = Meter::start(Some(cfssl_pid))?;
+        let m = Processes::start(&[("cfssl", &[cfssl_pid])], driver)?;
         let b = drive(&cfssl, o.concurrency, o.secs, None).await?;
         cpu[2].push(m.per_call(b.ok)?);
         println!("round {r} cfssl    peak {}", b.line());
-        let m = Meter::start(Some(cfssl_mtls_pid))?;
+        let m = Processes::start(&[("cfssl mTLS", &[cfssl_mtls_pid])], driver)?;
         let c = drive(&cfssl_mtls, o.concurrency, o.secs, None).await?;
         cpu[3].push(m.per_call(c.ok)?);
         println!("round {r} cfssl mTLS peak {}", c.line());
-        println!(
-            "round {r} CPU per call (server + load generator): certsign {}; cfssl {}; cfssl mTLS {}; limit (1) {:.3} ms per certificate",
-            cpu[0][r].line(),
-            cpu[2][r].line(),
-            cpu[3][r].line(),
-            cpu[1][r].driver_ms
-        );
+        for (what, s) in ["certsign", "limit (1)", "cfssl", "cfssl mTLS"]
+            .iter()
+            .zip(&cpu)
+        {
+            if let Some(s) = s.last() {
+                println!("round {r} CPU per call, {what}: {}", s.line());
+            }
+        }
         ratios.push(a.rate() / b.rate().max(1e-9));
         mtls_ratios.push(a.rate() / c.rate().max(1e-9));
         shares.push(a.rate() / lim.max(1e-9));
@@ -468,15 +470,14 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
          median per-round certsign/limit: {:.1} %\n",
         100.0 * share
     ));
-    let [ours_cpu, limit_cpu, cfssl_cpu, mtls_cpu] = cpu.each_ref().map(|v| PerCall::median(v));
-    table.push_str(&format!(
-        "median CPU per call, server + load generator (ms): certsign {}; cfssl {}; cfssl mTLS {}; \
-         limit (1) {:.3} ms per certificate\n",
-        ours_cpu.line(),
-        cfssl_cpu.line(),
-        mtls_cpu.line(),
-        limit_cpu.driver_ms
-    ));
+    for (what, runs) in ["certsign", "limit (1)", "cfssl", "cfssl mTLS"]
+        .iter()
+        .zip(&cpu)
+    {
+        if let Some(s) = Split::median(runs) {
+            table.push_str(&format!("median CPU per call, {what}: {}\n", s.line()));
+        }
+    }
     drop((cfssl_proc, cfssl_mtls_proc));
     drop(signer);
     let _ = std::fs::remove_dir_all(&tmp);
