@@ -39,7 +39,8 @@ enum Cmd {
         secs: f64,
     },
     /// (2)+(3) Sign over mTLS vs cfssl serve (plain HTTP and mutual TLS),
-    /// alternating, same concurrency, with (1) in every round.
+    /// alternating, same concurrency, with (1) in every round; CPU per call
+    /// of each.
     Versus {
         /// Calls in flight.
         #[arg(long, default_value_t = 64)]
@@ -57,7 +58,8 @@ enum Cmd {
         #[arg(long, default_value_t = 40_000)]
         pool: usize,
     },
-    /// (4) create → approve → issued through the approver, many in flight.
+    /// (4) create → approve → issued through the approver, many in flight;
+    /// CPU per certificate of each process.
     Pipeline {
         /// Approver database (default: its SQLite file); e.g. postgres://certsign:certsign@127.0.0.1:5432/certsign_bench
         #[arg(long)]
