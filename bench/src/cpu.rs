@@ -1,6 +1,6 @@
-//! CPU time per call: what a run cost the server process and the load
-//! generator (this process), read from `/proc/<pid>/stat` before and
-//! after it.
+//! CPU time per call: what a run cost each server process, the load
+//! generator (this process) and the rest of the machine, read from
+//! `/proc/<pid>/stat` and `/proc/stat` before and after it.
 //!
 //! A rate says how fast; CPU per call says where the cores went, and it
 //! moves less than a rate when the machine's speed drifts. When the cores
@@ -15,7 +15,9 @@ use std::time::Instant;
 /// User + system CPU seconds of process `pid`, all its threads (the
 /// kernel adds exited threads' time to the process's).
 pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("{path} (has the process exited?): {e}"))?;
     let ticks = utime_stime(&stat)
         .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat: no utime and stime fields"))?;
     Ok(ticks as f64 / clock_ticks()?)
@@ -50,7 +52,8 @@ fn clock_ticks() -> anyhow::Result<f64> {
 /// Busy CPU seconds of the whole machine (`/proc/stat`: user, nice,
 /// system, irq, softirq, steal; not idle or iowait).
 pub fn machine_busy_secs() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
+    let stat =
+        std::fs::read_to_string("/proc/stat").map_err(|e| anyhow::anyhow!("/proc/stat: {e}"))?;
     let ticks = stat
         .lines()
         .next()
@@ -155,9 +158,7 @@ impl Split {
             self.busy
         )
     }
-}
 
-impl Split {
     /// The per-part medians of `v` (runs with the same parts).
     pub fn median(v: &[Split]) -> Option<Split> {
         let first = v.first()?;
