@@ -151,44 +151,25 @@ impl Split {
             .iter()
             .map(|(n, ms)| format!("{n} {ms:.3}"))
             .collect();
-        let total: f64 = self.parts.iter().map(|(_, ms)| ms).sum();
         format!(
-            "{} = {total:.3} ms ({:.2} cores busy)",
+            "{} = {:.3} ms ({:.2} cores busy)",
             parts.join(", "),
+            self.total_ms(),
             self.busy
         )
     }
 
-    /// The per-part medians of `v` (runs with the same parts).
+    /// The run of `v` with the median total (the upper one of an even
+    /// count): one run's parts, so they add up to what the line says.
     pub fn median(v: &[Split]) -> Option<Split> {
-        let first = v.first()?;
-        let m = |f: &dyn Fn(&Split) -> f64| {
-            let mut x: Vec<f64> = v.iter().map(f).collect();
-            x.sort_by(f64::total_cmp);
-            x[x.len() / 2]
-        };
-        Some(Split {
-            parts: first
-                .parts
-                .iter()
-                .enumerate()
-                .map(|(i, (name, _))| {
-                    (
-                        name.clone(),
-                        m(&|s: &Split| s.parts.get(i).map_or(0.0, |p| p.1)),
-                    )
-                })
-                .collect(),
-            busy: m(&|s: &Split| s.busy),
-        })
+        let mut runs: Vec<&Split> = v.iter().collect();
+        runs.sort_by(|a, b| a.total_ms().total_cmp(&b.total_ms()));
+        runs.get(runs.len() / 2).map(|s| (*s).clone())
     }
 
-    /// The part named `name` (0 if there is none).
-    pub fn ms(&self, name: &str) -> f64 {
-        self.parts
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0.0, |p| p.1)
+    /// All parts together.
+    pub fn total_ms(&self) -> f64 {
+        self.parts.iter().map(|(_, ms)| ms).sum()
     }
 }
 
@@ -227,10 +208,21 @@ mod tests {
         assert!(s.parts.iter().all(|(_, ms)| *ms >= 0.0));
         assert!(s.line().ends_with("cores busy)"), "{}", s.line());
         assert!(Processes::start(&[("gone", &[u32::MAX])], "x").is_err());
-        let runs = [s.clone(), s.clone(), s];
-        let m = Split::median(&runs).unwrap();
-        assert_eq!(m.parts.len(), 3);
         assert!(Split::median(&[]).is_none());
+        // The median is one whole run, by total (0.31, 0.30, 0.25), not
+        // each part's median (0.20 + 0.05, a run that never happened).
+        let run = |a: f64, b: f64| Split {
+            parts: vec![("server".into(), a), ("load generator".into(), b)],
+            busy: a + b,
+        };
+        let runs = [run(0.30, 0.01), run(0.10, 0.20), run(0.20, 0.05)];
+        assert_eq!(Split::median(&runs), Some(run(0.10, 0.20)));
+        assert_eq!(Split::median(&runs[..2]), Some(run(0.30, 0.01)));
+    }
+
+    /// The part named `name` of `s`.
+    fn ms(s: &Split, name: &str) -> f64 {
+        s.parts.iter().find(|(n, _)| n == name).map_or(0.0, |p| p.1)
     }
 
     #[test]
@@ -249,8 +241,8 @@ mod tests {
         }
         let s = p.per_call(2).unwrap();
         // 200 ms over 2 calls, seen by both readings of this process.
-        assert!(s.ms("server") >= 100.0, "{}", s.line());
-        assert!(s.ms("load generator") >= 100.0, "{}", s.line());
+        assert!(ms(&s, "server") >= 100.0, "{}", s.line());
+        assert!(ms(&s, "load generator") >= 100.0, "{}", s.line());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert!(s.busy > 0.0 && s.busy <= cores as f64 + 0.5, "{}", s.line());
     }

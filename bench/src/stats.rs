@@ -5,6 +5,13 @@
 
 use std::time::Duration;
 
+/// The median of `v` (the upper one of an even count; 0 for none), as
+/// the runs' medians are taken: per-round ratios, rates, CPU per call.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// The nearest-rank percentile `p` (0 < p ≤ 100) of `sorted` (ascending).
 /// `None` for no samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
@@ -89,6 +96,13 @@ mod tests {
 
     fn ms(v: &[u64]) -> Vec<Duration> {
         v.iter().map(|m| Duration::from_millis(*m)).collect()
+    }
+
+    #[test]
+    fn median_of_odd_even_and_none() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert_eq!(median(&mut []), 0.0);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 use crate::cpu::{Processes, Split};
 use crate::http;
 use crate::issue::approved_requests;
-use crate::stats::Summary;
+use crate::stats::{Summary, median};
 
 /// What to drive.
 #[derive(Debug, Clone)]
@@ -288,10 +288,8 @@ pub struct VersusOptions {
     pub pool: usize,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
+/// The runs of a round whose CPU per call is reported, in order.
+const RUNS: [&str; 4] = ["certsign", "limit (1)", "cfssl", "cfssl mTLS"];
 
 /// The whole side-by-side run, printing as it goes; returns a Markdown
 /// table.
@@ -368,7 +366,8 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     let (mut ratios, mut mtls_ratios) = (Vec::new(), Vec::new());
     let (mut limits, mut shares) = (Vec::new(), Vec::new());
     // CPU per call of each peak run (server, this load generator, the
-    // rest of the machine) and per certificate of the limit, per round.
+    // rest of the machine) and per certificate of the limit, per round,
+    // in the order of RUNS.
     let mut cpu: [Vec<Split>; 4] = Default::default();
     let (signer_pid, driver) = (signer.pid(), "load generator");
     for r in 0..o.rounds {
@@ -393,10 +392,7 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         let c = drive(&cfssl_mtls, o.concurrency, o.secs, None).await?;
         cpu[3].push(m.per_call(c.ok)?);
         println!("round {r} cfssl mTLS peak {}", c.line());
-        for (what, s) in ["certsign", "limit (1)", "cfssl", "cfssl mTLS"]
-            .iter()
-            .zip(&cpu)
-        {
+        for (what, s) in RUNS.iter().zip(&cpu) {
             if let Some(s) = s.last() {
                 println!("round {r} CPU per call, {what}: {}", s.line());
             }
@@ -470,10 +466,7 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
          median per-round certsign/limit: {:.1} %\n",
         100.0 * share
     ));
-    for (what, runs) in ["certsign", "limit (1)", "cfssl", "cfssl mTLS"]
-        .iter()
-        .zip(&cpu)
-    {
+    for (what, runs) in RUNS.iter().zip(&cpu) {
         if let Some(s) = Split::median(runs) {
             table.push_str(&format!("median CPU per call, {what}: {}\n", s.line()));
         }
