@@ -2,7 +2,7 @@
 # (4) create -> approve -> issued through the approver, on SQLite and on
 # PostgreSQL (the local cluster; role and database made as tests/run.sh does).
 source "$(dirname "$0")/common.sh"
-args=(--concurrency "${CONCURRENCY:-256}" --connections "${CONNECTIONS:-4}" --secs "${SECS:-20}")
+args=(--concurrency "${CONCURRENCY:-256}" --connections "${CONNECTIONS:-4}" --secs "${SECS:-20}" --threads "${THREADS:-1}")
 echo "## SQLite"
 "$bench" pipeline "${args[@]}"
 if command -v pg_ctlcluster >/dev/null; then

@@ -6,4 +6,4 @@
 source "$(dirname "$0")/common.sh"
 command -v cfssl >/dev/null || apt-get install -y golang-cfssl >&2
 "$bench" versus --concurrency "${CONCURRENCY:-64}" --connections "${CONNECTIONS:-4}" \
-  --secs "${SECS:-8}" --rounds "${ROUNDS:-3}" --pool "${POOL:-40000}"
+  --secs "${SECS:-8}" --rounds "${ROUNDS:-3}" --pool "${POOL:-40000}" --threads "${THREADS:-1}"

@@ -57,6 +57,10 @@ enum Cmd {
         /// Requests pre-made per signer run.
         #[arg(long, default_value_t = 40_000)]
         pool: usize,
+        /// Load generator threads: 1 runs it on one thread (a
+        /// current-thread Tokio runtime), more on a multi-thread runtime.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: u16,
     },
     /// (4) create → approve → issued through the approver, many in flight;
     /// CPU per certificate of each process.
@@ -77,6 +81,10 @@ enum Cmd {
         /// and approvals are spread over them.
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+        /// Load generator threads: 1 runs it on one thread (a
+        /// current-thread Tokio runtime), more on a multi-thread runtime.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: u16,
     },
     /// (5) An approver over a SQLite store of N requests: start-up, memory, list and get latency.
     Scale {
@@ -120,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             secs,
             rounds,
             pool,
+            threads,
         } => {
             let o = certsign_bench::versus::VersusOptions {
                 concurrency,
@@ -128,9 +137,8 @@ fn main() -> anyhow::Result<()> {
                 rounds,
                 pool,
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let rt = load_generator_runtime(threads)?;
+            println!("# load generator: {threads} thread(s)");
             let table = rt.block_on(certsign_bench::versus::versus(&o))?;
             println!("\n{table}");
         }
@@ -140,6 +148,7 @@ fn main() -> anyhow::Result<()> {
             connections,
             secs,
             replicas,
+            threads,
         } => {
             let shared = database_url
                 .as_deref()
@@ -156,10 +165,9 @@ fn main() -> anyhow::Result<()> {
                 secs,
                 replicas,
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let rt = load_generator_runtime(threads)?;
             println!("# {}", certsign_bench::machine_note());
+            println!("# load generator: {threads} thread(s)");
             let (s, cpu) = rt.block_on(certsign_bench::pipeline::pipeline(&o))?;
             println!("replicas: {replicas}");
             println!("issued (create to issued): {}", s.line());
@@ -185,6 +193,25 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The load generator's runtime. It shares the cores with the servers it
+/// measures, so its own CPU per call counts against them; on one thread
+/// (the default) a call's tasks wake each other without waking another
+/// thread, which cost a quarter less CPU per call than two workers at 256
+/// in flight on the 2-core machine (docs/BENCHMARKS.md, "Eighth pass").
+/// More threads are for machines where one cannot keep up.
+fn load_generator_runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(threads))
+            .enable_all()
+            .build()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -207,5 +234,14 @@ mod tests {
             }
         ));
         assert!(Cli::try_parse_from(["certsign-bench", "versus", "--concurrency", "x"]).is_err());
+        // The load generator runs on one thread unless told otherwise, and
+        // on at least one.
+        assert!(matches!(c.cmd, Cmd::Versus { threads: 1, .. }));
+        let c = Cli::try_parse_from(["certsign-bench", "pipeline", "--threads", "3"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Pipeline { threads: 3, .. }));
+        for cmd in ["versus", "pipeline"] {
+            let e = Cli::try_parse_from(["certsign-bench", cmd, "--threads", "0"]).unwrap_err();
+            assert!(e.to_string().contains("--threads"), "{e}");
+        }
     }
 }
