@@ -16,6 +16,14 @@
 //! once for more. Reads run beside this connection (WAL): lists on sqlx's
 //! pool, point reads inline (`sqlite_reader`).
 //!
+//! WAL checkpoints run beside the writer, on a connection and thread of
+//! their own ("store-checkpoint"), not inside a commit: SQLite's automatic
+//! checkpoint made the commit that crossed 1,000 WAL pages copy them to the
+//! database file and fsync it while every queued write waited (3–4 %
+//! of the machine idle in the pipeline benchmark: docs/BENCHMARKS.md,
+//! "Eighth pass"). A passive checkpoint waits for nobody; durability is
+//! unchanged, since a commit is durable once its WAL frames are fsynced.
+//!
 //! This module must never answer a write before its transaction committed,
 //! and never decide policy (update functions and guards come from callers).
 
@@ -45,11 +53,61 @@ pub(super) fn spawn(
     rx: mpsc::Receiver<Op>,
 ) -> Result<(), StoreError> {
     let conn = open(path)?;
+    // Commits never checkpoint; the checkpointer does (module header).
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    let checkpoint_conn = open(path)?;
+    // One pending tick is enough: the checkpointer reads the whole WAL.
+    let (tick, ticks) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || checkpointer(&checkpoint_conn, &ticks))
+        .map_err(|e| StoreError::NotStored(format!("cannot start the store checkpointer: {e}")))?;
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(conn, &counts, rx))
+        .spawn(move || writer_loop(conn, &counts, rx, &tick))
         .map_err(|e| StoreError::NotStored(format!("cannot start the store writer: {e}")))?;
     Ok(())
+}
+
+/// How often at most the checkpointer runs while commits go on: about the
+/// WAL pages SQLite's automatic checkpoint would wait for (1,000) at the
+/// pipeline benchmark's rate.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// WAL size (pages) from which the next checkpoint is a RESTART: it holds
+/// new writes while it copies what the passive ones have not (about one
+/// interval's pages) so that the next commit starts the WAL from its
+/// beginning. Passive checkpoints alone never let the WAL restart while
+/// commits keep coming: it grew past 300 MB in a 12 s benchmark run. 16,384
+/// pages (64 MiB) make that short hold about once a second at 2,400
+/// certificates per second, where SQLite's own checkpoint held every
+/// commit crossing 1,000 pages for all 1,000.
+const CHECKPOINT_RESTART_PAGES: i64 = 16 * 1024;
+
+/// Checkpoints after commits (one tick per committed batch), at most every
+/// [`CHECKPOINT_INTERVAL`]; ends when the writer does.
+fn checkpointer(conn: &Connection, ticks: &std::sync::mpsc::Receiver<()>) {
+    let mut mode = "PASSIVE";
+    while ticks.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+        let _ = ticks.try_recv();
+        // Columns: busy, pages in the WAL, pages copied to the database.
+        let r = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            r.get::<_, i64>(1)
+        });
+        match r {
+            Ok(wal) => {
+                mode = if wal >= CHECKPOINT_RESTART_PAGES {
+                    "RESTART"
+                } else {
+                    "PASSIVE"
+                };
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store: WAL checkpoint failed; retrying after the next commit")
+            }
+        }
+    }
 }
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -79,7 +137,12 @@ const COALESCE_MIN: usize = 2;
 /// answered before the commit.
 const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
-fn writer_loop(mut conn: Connection, counts: &Counts, mut rx: mpsc::Receiver<Op>) {
+fn writer_loop(
+    mut conn: Connection,
+    counts: &Counts,
+    mut rx: mpsc::Receiver<Op>,
+    tick: &std::sync::mpsc::SyncSender<()>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
         let mut next = Some(first);
@@ -88,6 +151,7 @@ fn writer_loop(mut conn: Connection, counts: &Counts, mut rx: mpsc::Receiver<Op>
             if let Op::Pause { started, release } = op {
                 if !batch.is_empty() {
                     write_batch(&mut conn, counts, std::mem::take(&mut batch));
+                    let _ = tick.try_send(());
                 }
                 let _ = started.send(());
                 // Released when the `WritePause` is dropped.
@@ -106,6 +170,8 @@ fn writer_loop(mut conn: Connection, counts: &Counts, mut rx: mpsc::Receiver<Op>
         }
         if !batch.is_empty() {
             write_batch(&mut conn, counts, batch);
+            // Full: a checkpoint is already due; it will see this commit too.
+            let _ = tick.try_send(());
         }
     }
 }
