@@ -54,7 +54,8 @@ enum Cmd {
         /// Alternating peak rounds.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Requests pre-made per signer run.
+        /// The fewest requests pre-made per signer run (more are made when
+        /// the rate seen so far needs them).
         #[arg(long, default_value_t = 40_000)]
         pool: usize,
         /// Load generator threads: 1 runs it on one thread (a

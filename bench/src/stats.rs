@@ -38,6 +38,9 @@ pub struct Summary {
     pub latencies: Vec<Duration>,
     /// The first error seen, if any.
     pub first_error: Option<String>,
+    /// The run stopped early because its pre-made requests were used up
+    /// (the rate is then over the time it ran, and `line` says so).
+    pub ran_out: bool,
 }
 
 impl Summary {
@@ -55,6 +58,7 @@ impl Summary {
             elapsed,
             latencies,
             first_error,
+            ran_out: false,
         }
     }
 
@@ -82,6 +86,12 @@ impl Summary {
             self.ok,
             self.errors
         );
+        if self.ran_out {
+            s.push_str(&format!(
+                "  (request pool used up after {:.1} s: a larger --pool measures the whole run)",
+                self.elapsed.as_secs_f64()
+            ));
+        }
         if let Some(e) = &self.first_error {
             s.push_str(&format!("  first error: {e}"));
         }
@@ -122,5 +132,17 @@ mod tests {
         assert_eq!(s.ok, 3);
         assert!((s.rate() - 1.5).abs() < 1e-9);
         assert!((s.ms(50.0) - 20.0).abs() < 1e-9);
+        assert!(!s.line().contains("used up"), "{}", s.line());
+    }
+
+    #[test]
+    fn a_run_cut_short_by_its_pool_says_so() {
+        let mut s = Summary::new(ms(&[5, 6]), 0, Duration::from_millis(2500), None);
+        s.ran_out = true;
+        assert!(
+            s.line().contains("request pool used up after 2.5 s"),
+            "{}",
+            s.line()
+        );
     }
 }

@@ -121,7 +121,7 @@ pub async fn drive(
         let ticket = ticket.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let (mut errors, mut first, mut last) = (0usize, None, start);
+            let (mut errors, mut first, mut last, mut ran_out) = (0usize, None, start, false);
             loop {
                 let begin = match rate {
                     Some(r) => {
@@ -147,30 +147,40 @@ pub async fn drive(
                         last = tokio::time::Instant::now();
                         lat.push(last - begin);
                     }
-                    Ok(false) => break,
+                    Ok(false) => {
+                        ran_out = true;
+                        break;
+                    }
                     Err(e) => {
                         errors += 1;
                         first.get_or_insert(e);
                     }
                 }
             }
-            (lat, errors, first, last)
+            (lat, errors, first, last, ran_out)
         }));
     }
-    let (mut lat, mut errors, mut first, mut last) = (Vec::new(), 0, None, start);
+    let (mut lat, mut errors, mut first, mut last, mut ran_out) =
+        (Vec::new(), 0, None, start, false);
     for t in tasks {
-        let (l, e, f, la) = t.await?;
+        let (l, e, f, la, out) = t.await?;
         lat.extend(l);
         errors += e;
         first = first.or(f);
         last = last.max(la);
+        ran_out |= out;
     }
-    let elapsed = if rate.is_some() {
+    // An open-loop run that completed its schedule is over its whole
+    // length; one cut short by a used-up pool, like a closed-loop run, is
+    // over the time until its last answer.
+    let elapsed = if rate.is_some() && !ran_out {
         end - start
     } else {
         last - start
     };
-    Ok(Summary::new(lat, errors, elapsed, first))
+    let mut summary = Summary::new(lat, errors, elapsed, first);
+    summary.ran_out = ran_out;
+    Ok(summary)
 }
 
 /// A child process killed when dropped.
@@ -255,6 +265,17 @@ pub fn sign_pool(admin: &Ident, n: usize, tag: &str) -> Vec<SignRequest> {
     })
 }
 
+/// Requests to pre-make for a signer run of `secs` seconds at up to `rate`
+/// calls per second: half as many again, for a faster minute than the one
+/// `rate` was measured in, and never fewer than `floor` (`--pool`). A run
+/// that uses its pool up stops early, so a pool sized for the machine's
+/// speed is what lets every run last its full length.
+pub fn pool_for(rate: f64, secs: f64, floor: usize) -> usize {
+    let need = (rate.max(0.0) * secs.max(0.0) * 1.5).ceil();
+    // `as` saturates at usize::MAX, which is what a huge estimate should do.
+    floor.max(need as usize)
+}
+
 /// A signer target over `connections` connections with `pool`.
 pub fn signer_target(
     addr: &str,
@@ -283,8 +304,9 @@ pub struct VersusOptions {
     pub secs: f64,
     /// Alternating peak rounds.
     pub rounds: usize,
-    /// Requests pre-made per signer run (a closed-loop run ends early
-    /// when they are used up).
+    /// The fewest requests pre-made per signer run; more are made when the
+    /// rate seen so far needs them (a run ends early when they are used up,
+    /// and says so).
     pub pool: usize,
 }
 
@@ -358,8 +380,9 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         "# concurrency {} (signer: over {} HTTP/2 connections; cfssl: {} HTTP/1.1 keep-alive connections, plain and mutual TLS), {} s per run",
         o.concurrency, o.connections, o.concurrency, o.secs
     );
-    // Warm-up: TLS handshakes, page cache, CPU frequency.
-    drive(&ours(2000), o.concurrency, 1.0, None).await?;
+    // Warm-up: TLS handshakes, page cache, CPU frequency. Its rate is the
+    // first estimate for sizing the peak runs' pools; every peak raises it.
+    let mut fastest = drive(&ours(2000), o.concurrency, 1.0, None).await?.rate();
     drive(&cfssl, o.concurrency, 1.0, None).await?;
     drive(&cfssl_mtls, o.concurrency, 1.0, None).await?;
     let (mut ours_peak, mut cfssl_peak, mut mtls_peak) = (Vec::new(), Vec::new(), Vec::new());
@@ -371,9 +394,10 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     let mut cpu: [Vec<Split>; 4] = Default::default();
     let (signer_pid, driver) = (signer.pid(), "load generator");
     for r in 0..o.rounds {
-        let pool = ours(o.pool);
+        let pool = ours(pool_for(fastest, o.secs, o.pool));
         let m = Processes::start(&[("signer", &[signer_pid])], driver)?;
         let a = drive(&pool, o.concurrency, o.secs, None).await?;
+        fastest = fastest.max(a.rate());
         cpu[0].push(m.per_call(a.ok)?);
         println!("round {r} certsign peak {}", a.line());
         let (l, secs) = (limit.clone(), o.secs);
@@ -441,7 +465,10 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         ] {
             let rate = peak * frac;
             let s = match target {
-                None => drive(&ours(o.pool), o.concurrency, o.secs, Some(rate)).await?,
+                None => {
+                    let pool = ours(pool_for(rate, o.secs, o.pool));
+                    drive(&pool, o.concurrency, o.secs, Some(rate)).await?
+                }
                 Some(t) => drive(t, o.concurrency, o.secs, Some(rate)).await?,
             };
             println!("{name} at {:.0}% ({rate:.0}/s) {}", frac * 100.0, s.line());
@@ -485,4 +512,23 @@ pub fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let p = std::env::temp_dir().join(format!("certsign-bench-{}", hex::encode(b)));
     std::fs::create_dir_all(&p)?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_cover_the_rate_seen_with_room_to_spare() {
+        // 10,000/s for 5 s needs 50,000; half as many again is 75,000.
+        assert_eq!(pool_for(10_000.0, 5.0, 40_000), 75_000);
+        // Never fewer than --pool.
+        assert_eq!(pool_for(1_000.0, 5.0, 40_000), 40_000);
+        // Rounded up, so an open-loop run's whole schedule fits.
+        assert_eq!(pool_for(3.3, 1.0, 0), 5);
+        // A missing or broken estimate falls back to --pool.
+        assert_eq!(pool_for(0.0, 5.0, 100), 100);
+        assert_eq!(pool_for(f64::NAN, 5.0, 100), 100);
+        assert_eq!(pool_for(-5.0, 5.0, 100), 100);
+    }
 }
