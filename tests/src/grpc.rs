@@ -14,8 +14,8 @@ use certsign_proto::v1::approver_client::ApproverClient;
 use certsign_proto::v1::signer_client::SignerClient;
 use certsign_proto::v1::{
     ApprovalStatement, ApproveCertificateSigningRequestRequest, CertificateSigningRequest,
-    CertificateSigningRequestSpec, CreateCertificateSigningRequestRequest, Decision, ObjectMeta,
-    SignedStatement,
+    CertificateSigningRequestSpec, CreateCertificateSigningRequestRequest, Decision,
+    GetCertificateSigningRequestRequest, ObjectMeta, SignedStatement,
 };
 use certsign_signer::evidence::{APPROVAL_CONTEXT, sign_statement};
 use prost::Message as _;
@@ -329,6 +329,44 @@ pub struct JournalIssue {
     pub caller: String,
     /// Certificate chain PEM.
     pub certificate: String,
+}
+
+/// Polls `name` every 100 ms, as `client` sees it, until it has a
+/// certificate, and returns it. Fails the test, naming the request, as soon
+/// as it ends Failed or Denied instead, or after 120 s.
+pub async fn wait_issued(
+    client: &mut ApproverClient<Channel>,
+    name: &str,
+) -> CertificateSigningRequest {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let csr = client
+            .get_certificate_signing_request(GetCertificateSigningRequestRequest {
+                name: name.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let status = csr.status.clone().unwrap_or_default();
+        if !status.certificate.is_empty() {
+            return csr;
+        }
+        let ended: Vec<_> = status
+            .conditions
+            .iter()
+            .filter(|c| c.r#type == "Failed" || c.r#type == "Denied")
+            .map(|c| (c.r#type.as_str(), c.reason.as_str(), c.message.as_str()))
+            .collect();
+        assert!(
+            ended.is_empty(),
+            "{name} ended without a certificate: {ended:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} was not issued within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Every `issued` line of a journal, in order.

@@ -13,12 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use certsign_proto::v1::approver_client::ApproverClient;
-use certsign_proto::v1::{CertificateSigningRequest, GetCertificateSigningRequestRequest};
+use certsign_proto::v1::GetCertificateSigningRequestRequest;
 use certsign_tests::grpc::{self, MintSpec, approve_request, create_request, csr};
 use certsign_tests::{Stack, bin, run_ok};
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {
@@ -43,31 +41,6 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
-
-/// Polls `name` until it has a certificate; fails the test after 120 s.
-async fn wait_issued(
-    client: &mut ApproverClient<Channel>,
-    name: &str,
-) -> CertificateSigningRequest {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let o = client
-            .get_certificate_signing_request(GetCertificateSigningRequestRequest {
-                name: name.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if o.status.as_ref().is_some_and(|s| !s.certificate.is_empty()) {
-            return o;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} was not issued within 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -219,11 +192,11 @@ async fn full_store_and_full_journal_give_clear_errors_and_recover() {
         st.conditions
     );
     std::fs::remove_file(&filler).unwrap();
-    let issued = wait_issued(&mut admin_c, "after-store").await;
+    let issued = grpc::wait_issued(&mut admin_c, "after-store").await;
     figures.push("journal_full_request_failed=false issued_after_space_returned=true".into());
     if approve_code.is_ok() {
         // Approved while the store was full: it must be issued too.
-        wait_issued(&mut admin_c, &acked[0].metadata.as_ref().unwrap().name).await;
+        grpc::wait_issued(&mut admin_c, &acked[0].metadata.as_ref().unwrap().name).await;
     }
     figures.push(format!(
         "store_full_approval_acknowledged={}",

@@ -153,38 +153,6 @@ fn conditions(csr: &CertificateSigningRequest) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Waits (generously) until `name` has a certificate, as `client` sees it.
-async fn wait_issued(
-    client: &mut ApproverClient<Channel>,
-    name: &str,
-) -> CertificateSigningRequest {
-    for _ in 0..600 {
-        let csr = client
-            .get_certificate_signing_request(GetCertificateSigningRequestRequest {
-                name: name.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if csr
-            .status
-            .as_ref()
-            .is_some_and(|s| !s.certificate.is_empty())
-        {
-            return csr;
-        }
-        assert!(
-            !conditions(&csr)
-                .iter()
-                .any(|(t, _)| t == "Failed" || t == "Denied"),
-            "{name} ended without a certificate: {:?}",
-            conditions(&csr)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} was not issued within 60 s");
-}
-
 fn code_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> Code {
     match r {
         Ok(v) => panic!("expected a refusal, got {v:?}"),
@@ -292,7 +260,7 @@ async fn auto_approve_rule_added_by_reload_approves_and_issues() {
         conditions(&after),
         vec![("Approved".to_string(), "AutoApproved".to_string())]
     );
-    let issued = wait_issued(&mut n, "node-after").await;
+    let issued = grpc::wait_issued(&mut n, "node-after").await;
     assert!(!issued.status.unwrap().certificate.is_empty());
     // The earlier request is untouched: reload does not re-judge the queue.
     let still = n
@@ -363,7 +331,7 @@ async fn approver_group_added_by_reload_may_approve() {
         vec![("Approved".to_string(), "KubectlApprove".to_string())]
     );
     // ... and the signer, with its own allow-list, issues it.
-    wait_issued(&mut a, "alice-req").await;
+    grpc::wait_issued(&mut a, "alice-req").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

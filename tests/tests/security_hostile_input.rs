@@ -15,10 +15,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use certsign_proto::v1::approver_client::ApproverClient;
 use certsign_proto::v1::{
-    CertificateSigningRequest, CreateCertificateSigningRequestRequest, Decision,
-    GetCertificateSigningRequestRequest, SignRequest,
+    CreateCertificateSigningRequestRequest, Decision, GetCertificateSigningRequestRequest,
+    SignRequest,
 };
 use certsign_tests::grpc::{self, Ident, MintSpec, approve_request, create_request, csr, sign};
 use certsign_tests::{Stack, bin, repo_root};
@@ -383,7 +382,7 @@ async fn hostile_corpus_gets_clear_errors_and_the_services_keep_serving() {
         .approve_certificate_signing_request(approve_request(&created, &admin))
         .await
         .unwrap();
-    let issued = wait_issued(&mut c, "after-corpus").await;
+    let issued = grpc::wait_issued(&mut c, "after-corpus").await;
     assert!(!issued.status.unwrap().certificate.is_empty());
     assert!(stack.approver.is_running() && stack.signer.is_running());
     for (what, log) in [
@@ -430,23 +429,6 @@ async fn hostile_corpus_gets_clear_errors_and_the_services_keep_serving() {
         bad.join("\n")
     );
     stack.approver.kill();
-}
-
-async fn wait_issued(c: &mut ApproverClient<Channel>, name: &str) -> CertificateSigningRequest {
-    for _ in 0..600 {
-        let o = c
-            .get_certificate_signing_request(GetCertificateSigningRequestRequest {
-                name: name.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if o.status.as_ref().is_some_and(|s| !s.certificate.is_empty()) {
-            return o;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} was not issued");
 }
 
 /// A CSR for `cn` padded to about `size` bytes with a non-critical private
