@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cpu;
+pub mod h2grpc;
 pub mod http;
 pub mod issue;
 pub mod pipeline;
