@@ -5,7 +5,8 @@
 //! zeros for the first line). A line is fsynced before the answer it records
 //! leaves the process; concurrent appends share one fsync (group commit: a
 //! single writer thread drains every queued line, writes them, fsyncs once;
-//! when others are appending too it first waits 2 ms once for more).
+//! when others are appending too, its oldest line waits up to 2 ms for
+//! more).
 //!
 //! Truncation: a hash chain alone cannot show that lines were cut off the
 //! end, so after every batch the writer seals the tail in a small side file
@@ -33,6 +34,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -452,11 +454,14 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<LineAt, String>>;
+/// An append waiting for the writer: the event, where to answer, and when
+/// it was queued.
+type Queued = (Arc<Event>, Reply, Instant);
 
 /// The append side: a writer thread with group commit.
 #[derive(Debug, Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<(Arc<Event>, Reply)>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl Journal {
@@ -483,7 +488,7 @@ impl Journal {
         }
         file.sync_all().map_err(io)?;
         seal(path, v.lines, &v.last_hash).map_err(io)?;
-        let (tx, rx) = mpsc::channel::<(Arc<Event>, Reply)>();
+        let (tx, rx) = mpsc::channel::<Queued>();
         let writer = Writer {
             path: path.to_path_buf(),
             file,
@@ -504,7 +509,7 @@ impl Journal {
     pub async fn append(&self, event: Arc<Event>) -> Result<LineAt, JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send((event, tx))
+            .send((event, tx, Instant::now()))
             .map_err(|_| JournalError::Stopped)?;
         rx.await
             .map_err(|_| JournalError::Stopped)?
@@ -515,7 +520,7 @@ impl Journal {
     pub fn append_blocking(&self, event: Event) -> Result<LineAt, JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send((Arc::new(event), tx))
+            .send((Arc::new(event), tx, Instant::now()))
             .map_err(|_| JournalError::Stopped)?;
         rx.blocking_recv()
             .map_err(|_| JournalError::Stopped)?
@@ -544,12 +549,22 @@ fn seal(path: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
 /// concurrent appends; a lone append (no concurrency) is written at once.
 const COALESCE_MIN: usize = 2;
 
-/// How long such a batch waits once for more lines. Each batch costs three
-/// fsyncs and a file rename (the journal, the head's temp file, the
-/// directory); under load a 2 ms wait cut the journal thread's CPU per
-/// certificate by a quarter (docs/BENCHMARKS.md, "Third pass"). Nothing is
-/// answered before its batch is on disk, so durability is unchanged.
-const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long the oldest line of such a batch may wait for more lines. Each
+/// batch costs three fsyncs and a file rename (the journal, the head's temp
+/// file, the directory); under load a 2 ms wait cut the journal thread's CPU
+/// per certificate by a quarter (docs/BENCHMARKS.md, "Third pass"). Nothing
+/// is answered before its batch is on disk, so durability is unchanged.
+const COALESCE_WAIT: Duration = Duration::from_millis(2);
+
+/// What is left of [`COALESCE_WAIT`] for a batch whose oldest line has
+/// been queued for `waited`. Counted from the line's arrival, not from when
+/// the writer picks the batch up: lines that queued while the previous
+/// batch was being flushed have already waited, and a full wait after every
+/// flush held them for the flush and the whole wait, so at a fixed number
+/// of calls in flight the cores idled (docs/BENCHMARKS.md, "Tenth pass").
+fn coalesce_wait(waited: Duration) -> Duration {
+    COALESCE_WAIT.saturating_sub(waited)
+}
 
 struct Writer {
     path: PathBuf,
@@ -561,20 +576,23 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<(Arc<Event>, Reply)>) {
+    fn run(mut self, rx: mpsc::Receiver<Queued>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
             if batch.len() >= COALESCE_MIN {
                 // Others are appending too: let more of them share this
                 // batch's fsyncs and seal.
-                std::thread::sleep(COALESCE_WAIT);
+                let rest = coalesce_wait(batch[0].2.elapsed());
+                if !rest.is_zero() {
+                    std::thread::sleep(rest);
+                }
                 batch.extend(rx.try_iter());
             }
             let (seq0, prev0) = (self.seq, self.prev.clone());
             let mut buf = Vec::new();
             let mut lines = Vec::with_capacity(batch.len());
-            for (event, _) in &batch {
+            for (event, _, _) in &batch {
                 self.seq += 1;
                 let time = time::OffsetDateTime::now_utc()
                     .format(&time::format_description::well_known::Rfc3339)
@@ -618,7 +636,7 @@ impl Writer {
                     let _ = self.file.set_len(self.len);
                 }
             }
-            for ((_, reply), at) in batch.into_iter().zip(lines) {
+            for ((_, reply, _), at) in batch.into_iter().zip(lines) {
                 let _ = reply.send(res.as_ref().map(|()| at).map_err(|e| e.to_string()));
             }
         }
@@ -714,6 +732,17 @@ mod tests {
             caller: "console".into(),
             reason: "test".into(),
         }
+    }
+
+    #[test]
+    fn a_batch_waits_for_more_lines_only_until_its_oldest_has_waited_2_ms() {
+        assert_eq!(coalesce_wait(Duration::ZERO), COALESCE_WAIT);
+        assert_eq!(
+            coalesce_wait(Duration::from_micros(1_500)),
+            Duration::from_micros(500)
+        );
+        assert_eq!(coalesce_wait(COALESCE_WAIT), Duration::ZERO);
+        assert_eq!(coalesce_wait(Duration::from_secs(1)), Duration::ZERO);
     }
 
     #[test]
