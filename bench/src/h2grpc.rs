@@ -18,8 +18,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use certsign_proto::v1::{SignRequest, SignResponse};
 use prost::Message;
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -66,20 +65,7 @@ impl Conn {
         cert_pem: &str,
         key_pem: &str,
     ) -> anyhow::Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(c?)?;
-        }
-        anyhow::ensure!(!roots.is_empty(), "no CA certificate in the CA PEM");
-        let chain =
-            CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
+        let mut config = crate::http::client_config(ca_pem, cert_pem, key_pem)?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;

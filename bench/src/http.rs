@@ -33,24 +33,33 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// A client trusting `ca_pem`, authenticating with `cert_pem` / `key_pem`.
     pub fn new(ca_pem: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(c?)?;
-        }
-        anyhow::ensure!(!roots.is_empty(), "no CA certificate in the CA PEM");
-        let chain =
-            CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
         Ok(Tls {
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(Arc::new(client_config(ca_pem, cert_pem, key_pem)?)),
         })
     }
+}
+
+/// A rustls client configuration for mutual TLS: trusts only `ca_pem`,
+/// presents `cert_pem` / `key_pem`.
+pub fn client_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "no CA certificate in the CA PEM");
+    let chain =
+        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?)
 }
 
 /// One keep-alive connection.
