@@ -366,7 +366,8 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         "# concurrency {} (signer: over {} HTTP/2 connections; cfssl: {} HTTP/1.1 keep-alive connections, plain and mutual TLS), {} s per run",
         o.concurrency, o.connections, o.concurrency, o.secs
     );
-    // Warm-up: TLS handshakes, page cache, CPU frequency. Its rate is the
+    // Warm-up: page cache, CPU frequency, both servers' first calls (every
+    // TLS handshake is made before a run's clock starts). Its rate is the
     // first estimate for sizing the peak runs' pools; every peak raises it.
     let mut fastest = drive(&ours(2000), o.concurrency, 1.0, None).await?.rate();
     drive(&cfssl, o.concurrency, 1.0, None).await?;

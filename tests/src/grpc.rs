@@ -331,10 +331,10 @@ pub struct JournalIssue {
     pub certificate: String,
 }
 
-/// Polls `name` every 100 ms, as `client` sees it, until it has a
-/// certificate, and returns it. Fails the test, naming the request, as soon
-/// as it ends Failed or Denied instead, or after 120 s.
-pub async fn wait_issued(
+/// Polls `name` every 100 ms, as `client` sees it, until it is final:
+/// it has a certificate or a Failed or Denied condition. Returns it then;
+/// fails the test, naming the request, after 120 s.
+pub async fn wait_final(
     client: &mut ApproverClient<Channel>,
     name: &str,
 ) -> CertificateSigningRequest {
@@ -348,25 +348,41 @@ pub async fn wait_issued(
             .unwrap()
             .into_inner();
         let status = csr.status.clone().unwrap_or_default();
-        if !status.certificate.is_empty() {
+        if !status.certificate.is_empty()
+            || status
+                .conditions
+                .iter()
+                .any(|c| c.r#type == "Failed" || c.r#type == "Denied")
+        {
             return csr;
         }
-        let ended: Vec<_> = status
-            .conditions
-            .iter()
-            .filter(|c| c.r#type == "Failed" || c.r#type == "Denied")
-            .map(|c| (c.r#type.as_str(), c.reason.as_str(), c.message.as_str()))
-            .collect();
-        assert!(
-            ended.is_empty(),
-            "{name} ended without a certificate: {ended:?}"
-        );
         assert!(
             std::time::Instant::now() < deadline,
-            "{name} was not issued within 120 s"
+            "{name} never finished within 120 s: {csr:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// [`wait_final`], and the request must have ended issued: fails the test,
+/// naming the request and its conditions, when it ended Failed or Denied.
+pub async fn wait_issued(
+    client: &mut ApproverClient<Channel>,
+    name: &str,
+) -> CertificateSigningRequest {
+    let csr = wait_final(client, name).await;
+    let status = csr.status.clone().unwrap_or_default();
+    let ended: Vec<_> = status
+        .conditions
+        .iter()
+        .filter(|c| c.r#type == "Failed" || c.r#type == "Denied")
+        .map(|c| (c.r#type.as_str(), c.reason.as_str(), c.message.as_str()))
+        .collect();
+    assert!(
+        !status.certificate.is_empty(),
+        "{name} ended without a certificate: {ended:?}"
+    );
+    csr
 }
 
 /// Every `issued` line of a journal, in order.

@@ -17,17 +17,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use certsign_proto::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition, Decision, DecisionRecord,
-    GetCertificateSigningRequestRequest, RenewalStatement, SignRequest, SignedStatement,
+    RenewalStatement, SignRequest, SignedStatement,
 };
 use certsign_signer::evidence::{RENEWAL_CONTEXT, sign_statement};
 use certsign_tests::Stack;
 use certsign_tests::grpc::{
     self, CLIENT_SIGNER, Ident, MintSpec, approve_request, create_request, csr, sign,
-    statement_for, ts,
+    statement_for, ts, wait_final,
 };
 use prost::Message as _;
 use sqlx::Row as _;
@@ -776,32 +776,4 @@ async fn forge_in_database(
     assert_eq!(ok, "ok");
     pool.close().await;
     (names.len(), legit.metadata.unwrap().uid)
-}
-
-/// Polls until the request has a certificate or a Failed/Denied condition.
-async fn wait_final(
-    client: &mut certsign_proto::v1::approver_client::ApproverClient<tonic::transport::Channel>,
-    name: &str,
-) -> CertificateSigningRequest {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let o = client
-            .get_certificate_signing_request(GetCertificateSigningRequestRequest {
-                name: name.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let st = o.status.clone().unwrap_or_default();
-        if !st.certificate.is_empty()
-            || st
-                .conditions
-                .iter()
-                .any(|c| c.r#type == "Failed" || c.r#type == "Denied")
-        {
-            return o;
-        }
-        assert!(Instant::now() < deadline, "{name} never finished: {o:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
