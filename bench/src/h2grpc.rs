@@ -9,9 +9,9 @@
 //! same HTTP/2 implementation tonic uses), many streams per connection.
 //!
 //! It must never count a call as a success without a `200` response, a
-//! complete length-prefixed message, `grpc-status: 0` in the trailers and
-//! a `SignResponse` that decodes with a certificate in it and is not a
-//! replay.
+//! complete length-prefixed message, `grpc-status: 0` (in the trailers, or
+//! in the head of a trailers-only answer) and a `SignResponse` that
+//! decodes with a certificate in it and is not a replay.
 
 use std::sync::Arc;
 
@@ -24,6 +24,10 @@ use tokio_rustls::TlsConnector;
 
 /// The signer's one RPC.
 pub const SIGN_PATH: &str = "/certsign.v1.Signer/Sign";
+
+/// Header values every call sends, made once rather than parsed per call.
+const GRPC: http::HeaderValue = http::HeaderValue::from_static("application/grpc");
+const TRAILERS: http::HeaderValue = http::HeaderValue::from_static("trailers");
 
 /// A unary call's request body: `message` behind gRPC's 5-byte prefix
 /// (uncompressed, big-endian length).
@@ -46,7 +50,9 @@ pub fn frame_all(requests: &[SignRequest]) -> Vec<Bytes> {
 #[derive(Clone)]
 pub struct Conn {
     send: h2::client::SendRequest<Bytes>,
-    uri: Arc<str>,
+    /// `https://<addr>/certsign.v1.Signer/Sign`, parsed once (a clone
+    /// shares its bytes).
+    uri: http::Uri,
 }
 
 impl std::fmt::Debug for Conn {
@@ -81,7 +87,7 @@ impl Conn {
         });
         Ok(Conn {
             send: send.ready().await?,
-            uri: format!("https://{addr}{SIGN_PATH}").into(),
+            uri: format!("https://{addr}{SIGN_PATH}").parse()?,
         })
     }
 
@@ -89,9 +95,9 @@ impl Conn {
     /// certificate.
     pub async fn sign(&self, body: Bytes) -> Result<(), String> {
         let e = |e: h2::Error| e.to_string();
-        let request = http::Request::post(&*self.uri)
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
+        let request = http::Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, GRPC)
+            .header(http::header::TE, TRAILERS)
             .body(())
             .map_err(|e| e.to_string())?;
         let mut send = self.send.clone().ready().await.map_err(e)?;
