@@ -14,7 +14,8 @@ use certsign_proto::v1::approver_client::ApproverClient;
 use certsign_proto::v1::signer_client::SignerClient;
 use certsign_proto::v1::{
     ApprovalStatement, ApproveCertificateSigningRequestRequest, CertificateSigningRequest,
-    CertificateSigningRequestSpec, CreateCertificateSigningRequestRequest, Decision,
+    CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+    CertificateSigningRequestStatus, CreateCertificateSigningRequestRequest, Decision,
     GetCertificateSigningRequestRequest, ObjectMeta, SignedStatement,
 };
 use certsign_signer::evidence::{APPROVAL_CONTEXT, sign_statement};
@@ -348,12 +349,7 @@ pub async fn wait_final(
             .unwrap()
             .into_inner();
         let status = csr.status.clone().unwrap_or_default();
-        if !status.certificate.is_empty()
-            || status
-                .conditions
-                .iter()
-                .any(|c| c.r#type == "Failed" || c.r#type == "Denied")
-        {
+        if !status.certificate.is_empty() || ended(&status).next().is_some() {
             return csr;
         }
         assert!(
@@ -372,10 +368,7 @@ pub async fn wait_issued(
 ) -> CertificateSigningRequest {
     let csr = wait_final(client, name).await;
     let status = csr.status.clone().unwrap_or_default();
-    let ended: Vec<_> = status
-        .conditions
-        .iter()
-        .filter(|c| c.r#type == "Failed" || c.r#type == "Denied")
+    let ended: Vec<_> = ended(&status)
         .map(|c| (c.r#type.as_str(), c.reason.as_str(), c.message.as_str()))
         .collect();
     assert!(
@@ -383,6 +376,17 @@ pub async fn wait_issued(
         "{name} ended without a certificate: {ended:?}"
     );
     csr
+}
+
+/// The conditions that end a request without a certificate: Failed and
+/// Denied.
+fn ended(
+    status: &CertificateSigningRequestStatus,
+) -> impl Iterator<Item = &CertificateSigningRequestCondition> {
+    status
+        .conditions
+        .iter()
+        .filter(|c| c.r#type == "Failed" || c.r#type == "Denied")
 }
 
 /// Every `issued` line of a journal, in order.
