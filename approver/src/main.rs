@@ -47,8 +47,13 @@ fn main() -> ExitCode {
     let Command::Serve { config, log_json } = cli.command;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: stderr is usually a file or
+    // journald, where escape codes are noise in every line an operator greps.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if log_json {
         fmt.json().init();

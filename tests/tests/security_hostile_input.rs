@@ -390,6 +390,12 @@ async fn hostile_corpus_gets_clear_errors_and_the_services_keep_serving() {
         ("approver", stack.approver.log()),
     ] {
         assert!(!log.contains("panicked"), "the {what} panicked:\n{log}");
+        // The corpus carries an ESC in a CN; logs go to files that
+        // operators read in a terminal, so it must arrive escaped.
+        assert!(
+            !log.contains('\u{1b}'),
+            "a terminal escape reached the {what}'s log:\n{log}"
+        );
     }
 
     if record {
