@@ -1,6 +1,9 @@
 //! The limit: in-process issuance with no network, through the signer
 //! library's own steps (`VerifiedCsr`, profile rules, `verify_approvals`,
-//! `validity`, `prepare`, `CaKey::sign`), on one thread and on all cores.
+//! `validity`, `prepare`, `CaKey::sign`), on one thread and on all cores;
+//! then each of those steps timed alone, and ring's P-256 verification and
+//! signature alone, so the required crypto's share of (1) is printed, not
+//! inferred.
 //!
 //! It must never skip a step the `Sign` path runs before signing; the one
 //! step left out is the journal append, which (2) measures.
@@ -130,6 +133,63 @@ impl Limit {
         Ok(cert.der.len())
     }
 
+    /// Each step of [`Limit::issue_one`] timed alone on this thread for
+    /// about `secs` each, in microseconds per certificate: where (1)'s time
+    /// goes, so a per-call budget can be checked against the required work.
+    pub fn steps(&self, secs: f64) -> Result<Steps, String> {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let (req, st) = &self.requests[0];
+        let spec = req.spec.as_ref().ok_or("no spec")?;
+        let csr = VerifiedCsr::from_pem(&spec.request).map_err(|x| e(&x))?;
+        let usages = parse_usages(&spec.usages).map_err(|x| e(&x))?;
+        let now = SystemTime::now();
+        let rng = SystemRandom::new();
+        let build = || -> Result<issue::PreparedCert, String> {
+            let window = issue::validity(
+                &self.profile,
+                spec.expiration_seconds,
+                time::OffsetDateTime::from(now),
+                self.ca.not_after(),
+            )
+            .map_err(|x| e(&x))?;
+            let mut serial = [0u8; 16];
+            rng.fill(&mut serial).map_err(|_| "rng failed")?;
+            Ok(issue::prepare(&self.ca, &csr, &usages, window, serial))
+        };
+        let csr_us = per_call_us(secs, || {
+            VerifiedCsr::from_pem(&spec.request)
+                .map(drop)
+                .map_err(|x| e(&x))
+        })?;
+        let profile_us = per_call_us(secs, || {
+            let u = parse_usages(&spec.usages).map_err(|x| e(&x))?;
+            self.profile.check(&csr, &u).map_err(|x| e(&x))
+        })?;
+        let approval_us = per_call_us(secs, || {
+            evidence::verify_approvals(
+                std::slice::from_ref(st),
+                req,
+                &self.trust,
+                &self.profile.approver_groups,
+                self.max_age,
+                self.profile.required_approvals,
+                now,
+            )
+            .map(drop)
+            .map_err(|x| e(&x))
+        })?;
+        let build_us = per_call_us(secs, || build().map(drop))?;
+        let build_sign_us =
+            per_call_us(secs, || self.ca.sign(build()?).map(drop).map_err(|x| e(&x)))?;
+        Ok(Steps {
+            csr_us,
+            profile_us,
+            approval_us,
+            build_us,
+            sign_us: (build_sign_us - build_us).max(0.0),
+        })
+    }
+
     /// Issues on `threads` threads for `secs`: issuances per second.
     pub fn run(&self, threads: usize, secs: f64) -> Result<f64, String> {
         self.run_counted(threads, secs)
@@ -164,5 +224,96 @@ impl Limit {
             total += c?;
         }
         Ok((total, elapsed))
+    }
+}
+
+/// One thread's microseconds per certificate for each step of (1).
+#[derive(Debug, Clone, Copy)]
+pub struct Steps {
+    /// `VerifiedCsr::from_pem`: parse, key and self-signature.
+    pub csr_us: f64,
+    /// Usages parsed and the profile's rules.
+    pub profile_us: f64,
+    /// `verify_approvals`: the admin's signature, chain, groups, bindings.
+    pub approval_us: f64,
+    /// Validity window, serial and TBSCertificate.
+    pub build_us: f64,
+    /// The CA's signature and the certificate assembled.
+    pub sign_us: f64,
+}
+
+impl Steps {
+    /// All steps: one certificate on one thread.
+    pub fn total_us(&self) -> f64 {
+        self.csr_us + self.profile_us + self.approval_us + self.build_us + self.sign_us
+    }
+}
+
+/// Runs `f` for about `secs` on this thread: microseconds per call.
+fn per_call_us(secs: f64, mut f: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let deadline = Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < deadline || n == 0 {
+        f()?;
+        n += 1;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(n))
+}
+
+/// The P-256 primitives alone, with ring (the signer's library), on this
+/// thread for about `secs` each: (ECDSA verification, ECDSA signature) in
+/// microseconds, over a message the size of a TBSCertificate.
+pub fn p256_primitives_us(secs: f64) -> Result<(f64, f64), String> {
+    use ring::signature::{
+        ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _,
+        UnparsedPublicKey,
+    };
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .map_err(|_| "P-256 key generation failed")?;
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| "P-256 key rejected")?;
+    let msg = [0x5a_u8; 400];
+    let sig = key.sign(&rng, &msg).map_err(|_| "P-256 signing failed")?;
+    let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref());
+    let verify = per_call_us(secs, || {
+        public
+            .verify(&msg, sig.as_ref())
+            .map_err(|_| "P-256 verification failed".to_string())
+    })?;
+    let sign = per_call_us(secs, || {
+        key.sign(&rng, &msg)
+            .map(drop)
+            .map_err(|_| "P-256 signing failed".to_string())
+    })?;
+    Ok((verify, sign))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn p256_primitives_are_timed_and_verification_costs_more_than_signing() {
+        // ring's verification is a double scalar multiplication with one
+        // unknown point, its signature one multiplication of the base point
+        // from a table: on any machine the first takes longer.
+        let (verify, sign) = p256_primitives_us(0.05).unwrap();
+        assert!(verify.is_finite() && sign.is_finite() && sign > 0.0);
+        assert!(verify > sign, "verify {verify} µs, sign {sign} µs");
+    }
+
+    #[test]
+    fn steps_sum_to_the_total() {
+        let s = Steps {
+            csr_us: 1.0,
+            profile_us: 0.5,
+            approval_us: 2.0,
+            build_us: 0.25,
+            sign_us: 4.0,
+        };
+        assert!((s.total_us() - 7.75).abs() < 1e-9);
     }
 }

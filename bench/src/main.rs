@@ -110,6 +110,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or(1);
             println!("# {}", certsign_bench::machine_note());
             println!("| CA key | 1 thread /s | {cores} threads /s |\n|---|---|---|");
+            let mut steps = Vec::new();
             for kt in key_types {
                 let tmp = certsign_bench::versus::tempfile_dir()?;
                 let dir = tmp.join("ca");
@@ -119,8 +120,27 @@ fn main() -> anyhow::Result<()> {
                 let one = limit.run(1, secs).map_err(anyhow::Error::msg)?;
                 let all = limit.run(cores, secs).map_err(anyhow::Error::msg)?;
                 println!("| {kt} | {one:.0} | {all:.0} |");
+                let s = limit.steps(secs / 5.0).map_err(anyhow::Error::msg)?;
+                steps.push(format!(
+                    "# {kt}, one thread, µs per certificate: CSR (parse, self-signature) {:.1} | usages and profile {:.1} | approval (admin's signature, chain, rules) {:.1} | certificate built {:.1} | CA signature {:.1} | sum {:.1}",
+                    s.csr_us,
+                    s.profile_us,
+                    s.approval_us,
+                    s.build_us,
+                    s.sign_us,
+                    s.total_us()
+                ));
                 let _ = std::fs::remove_dir_all(&tmp);
             }
+            for line in steps {
+                println!("{line}");
+            }
+            let (verify, sign) = certsign_bench::issue::p256_primitives_us(secs / 5.0)
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "# ring P-256 alone, one thread: ECDSA verification {verify:.1} µs, signature {sign:.1} µs; a P-256 CA's required crypto per certificate (2 verifications, 1 signature) {:.1} µs",
+                2.0 * verify + sign
+            );
             println!("# {}", certsign_bench::machine_note());
         }
         Cmd::Versus {
