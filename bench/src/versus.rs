@@ -485,6 +485,21 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
             table.push_str(&format!("median CPU per call, {what}: {}\n", s.line()));
         }
     }
+    // The 2× target as a CPU budget: at equal busy cores, twice cfssl's
+    // rate means half its CPU per call, and the signer cannot spend less
+    // than its required P-256 work, measured here alone.
+    if let (Some(ours), Some(theirs)) = (Split::median(&cpu[0]), Split::median(&cpu[2])) {
+        let (verify, sign) = tokio::task::spawn_blocking(|| crate::issue::p256_primitives_us(0.5))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        table.push_str(&format!(
+            "2× cfssl needs certsign's CPU per call at most half of cfssl's: {:.3} ms; measured {:.3} ms; \
+             of that, the signer's required P-256 work alone (2 verifications, 1 signature; ring on one thread) is {:.3} ms\n",
+            theirs.total_ms() / 2.0,
+            ours.total_ms(),
+            (2.0 * verify + sign) / 1000.0
+        ));
+    }
     drop((cfssl_proc, cfssl_mtls_proc));
     drop(signer);
     let _ = std::fs::remove_dir_all(&tmp);
