@@ -296,13 +296,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn p256_primitives_are_timed_and_verification_costs_more_than_signing() {
-        // ring's verification is a double scalar multiplication with one
-        // unknown point, its signature one multiplication of the base point
-        // from a table: on any machine the first takes longer.
-        let (verify, sign) = p256_primitives_us(0.05).unwrap();
-        assert!(verify.is_finite() && sign.is_finite() && sign > 0.0);
-        assert!(verify > sign, "verify {verify} µs, sign {sign} µs");
+    fn p256_primitives_are_timed() {
+        // Only that both operations ran and gave a time: which is faster is
+        // for the benchmark to show, not for a timed test to assert.
+        let (verify, sign) = p256_primitives_us(0.02).unwrap();
+        for t in [verify, sign] {
+            assert!(t.is_finite() && t > 0.0, "{verify} µs, {sign} µs");
+        }
     }
 
     #[test]
