@@ -11,13 +11,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use certsign_proto::v1::{CertificateSigningRequest, Decision, SignedStatement};
+use certsign_proto::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec, Decision, SignedStatement,
+};
 use certsign_signer::ca_key::CaKey;
 use certsign_signer::config::Config;
 use certsign_signer::csr::VerifiedCsr;
 use certsign_signer::evidence::{self, ApprovalTrust};
 use certsign_signer::issue;
-use certsign_signer::profile::{Profile, parse_usages};
+use certsign_signer::profile::{Profile, Usage, parse_usages};
 use certsign_tests::grpc::{self, CLIENT_SIGNER, Ident};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
@@ -98,13 +100,28 @@ impl Limit {
     /// One issuance of request `i` (cycled): every check, then the signed
     /// certificate's DER length.
     pub fn issue_one(&self, i: usize) -> Result<usize, String> {
-        let e = |e: &dyn std::fmt::Display| e.to_string();
         let (req, st) = &self.requests[i % self.requests.len()];
         let spec = req.spec.as_ref().ok_or("no spec")?;
-        let csr = VerifiedCsr::from_pem(&spec.request).map_err(|x| e(&x))?;
-        let usages = parse_usages(&spec.usages).map_err(|x| e(&x))?;
-        self.profile.check(&csr, &usages).map_err(|x| e(&x))?;
+        let csr = VerifiedCsr::from_pem(&spec.request).map_err(|x| x.to_string())?;
+        let usages = parse_usages(&spec.usages).map_err(|x| x.to_string())?;
+        self.profile
+            .check(&csr, &usages)
+            .map_err(|x| x.to_string())?;
         let now = SystemTime::now();
+        self.approval(req, st, now)?;
+        let prepared = self.build(spec, &csr, &usages, now)?;
+        let cert = self.ca.sign(prepared).map_err(|x| x.to_string())?;
+        Ok(cert.der.len())
+    }
+
+    /// The evidence step: the admin's signed approval against the
+    /// profile's groups, freshness and quorum.
+    fn approval(
+        &self,
+        req: &CertificateSigningRequest,
+        st: &SignedStatement,
+        now: SystemTime,
+    ) -> Result<(), String> {
         evidence::verify_approvals(
             std::slice::from_ref(st),
             req,
@@ -114,73 +131,56 @@ impl Limit {
             self.profile.required_approvals,
             now,
         )
-        .map_err(|x| e(&x))?;
+        .map(drop)
+        .map_err(|x| x.to_string())
+    }
+
+    /// The validity window, a fresh serial and the TBSCertificate.
+    fn build(
+        &self,
+        spec: &CertificateSigningRequestSpec,
+        csr: &VerifiedCsr,
+        usages: &[Usage],
+        now: SystemTime,
+    ) -> Result<issue::PreparedCert, String> {
         let window = issue::validity(
             &self.profile,
             spec.expiration_seconds,
             time::OffsetDateTime::from(now),
             self.ca.not_after(),
         )
-        .map_err(|x| e(&x))?;
+        .map_err(|x| x.to_string())?;
         let mut serial = [0u8; 16];
         SystemRandom::new()
             .fill(&mut serial)
             .map_err(|_| "rng failed")?;
-        let cert = self
-            .ca
-            .sign(issue::prepare(&self.ca, &csr, &usages, window, serial))
-            .map_err(|x| e(&x))?;
-        Ok(cert.der.len())
+        Ok(issue::prepare(&self.ca, csr, usages, window, serial))
     }
 
     /// Each step of [`Limit::issue_one`] timed alone on this thread for
     /// about `secs` each, in microseconds per certificate: where (1)'s time
     /// goes, so a per-call budget can be checked against the required work.
     pub fn steps(&self, secs: f64) -> Result<Steps, String> {
-        let e = |e: &dyn std::fmt::Display| e.to_string();
         let (req, st) = &self.requests[0];
         let spec = req.spec.as_ref().ok_or("no spec")?;
-        let csr = VerifiedCsr::from_pem(&spec.request).map_err(|x| e(&x))?;
-        let usages = parse_usages(&spec.usages).map_err(|x| e(&x))?;
+        let csr = VerifiedCsr::from_pem(&spec.request).map_err(|x| x.to_string())?;
+        let usages = parse_usages(&spec.usages).map_err(|x| x.to_string())?;
         let now = SystemTime::now();
-        let rng = SystemRandom::new();
-        let build = || -> Result<issue::PreparedCert, String> {
-            let window = issue::validity(
-                &self.profile,
-                spec.expiration_seconds,
-                time::OffsetDateTime::from(now),
-                self.ca.not_after(),
-            )
-            .map_err(|x| e(&x))?;
-            let mut serial = [0u8; 16];
-            rng.fill(&mut serial).map_err(|_| "rng failed")?;
-            Ok(issue::prepare(&self.ca, &csr, &usages, window, serial))
-        };
+        let build = || self.build(spec, &csr, &usages, now);
         let csr_us = per_call_us(secs, || {
             VerifiedCsr::from_pem(&spec.request)
                 .map(drop)
-                .map_err(|x| e(&x))
+                .map_err(|x| x.to_string())
         })?;
         let profile_us = per_call_us(secs, || {
-            let u = parse_usages(&spec.usages).map_err(|x| e(&x))?;
-            self.profile.check(&csr, &u).map_err(|x| e(&x))
+            let u = parse_usages(&spec.usages).map_err(|x| x.to_string())?;
+            self.profile.check(&csr, &u).map_err(|x| x.to_string())
         })?;
-        let approval_us = per_call_us(secs, || {
-            evidence::verify_approvals(
-                std::slice::from_ref(st),
-                req,
-                &self.trust,
-                &self.profile.approver_groups,
-                self.max_age,
-                self.profile.required_approvals,
-                now,
-            )
-            .map(drop)
-            .map_err(|x| e(&x))
-        })?;
+        let approval_us = per_call_us(secs, || self.approval(req, st, now))?;
         let build_us = per_call_us(secs, || build().map(drop))?;
-        let build_sign_us =
-            per_call_us(secs, || self.ca.sign(build()?).map(drop).map_err(|x| e(&x)))?;
+        let build_sign_us = per_call_us(secs, || {
+            self.ca.sign(build()?).map(drop).map_err(|x| x.to_string())
+        })?;
         Ok(Steps {
             csr_us,
             profile_us,

@@ -281,6 +281,33 @@ impl Stack {
         c
     }
 
+    /// The whole user-and-admin flow with `certctl`: `user` (cert, key)
+    /// applies the manifest file `manifest`, the admin approves `name`,
+    /// and `certctl certificate wait` writes the issued chain to `out`.
+    pub fn apply_approve_wait(
+        &self,
+        user: &(PathBuf, PathBuf),
+        manifest: &Path,
+        name: &str,
+        out: &Path,
+    ) {
+        run_ok(
+            self.certctl()
+                .arg("--cert")
+                .arg(&user.0)
+                .arg("--key")
+                .arg(&user.1)
+                .args(["apply", "-f"])
+                .arg(manifest),
+        );
+        run_ok(self.certctl().args(["certificate", "approve", name]));
+        run_ok(
+            self.certctl()
+                .args(["certificate", "wait", name, "--timeout", "60s", "--out"])
+                .arg(out),
+        );
+    }
+
     /// Makes a user identity `cn` (groups `orgs`) signed by the CA with
     /// `openssl` (setup only: the CA key is read from the init directory),
     /// returning (cert, key).

@@ -287,25 +287,8 @@ fn issue(
     });
     let manifest_path = dir.join(format!("{name}.json"));
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
-    run_ok(
-        stack
-            .certctl()
-            .arg("--cert")
-            .arg(&user.0)
-            .arg("--key")
-            .arg(&user.1)
-            .arg("apply")
-            .arg("-f")
-            .arg(&manifest_path),
-    );
-    run_ok(stack.certctl().args(["certificate", "approve", &name]));
     let cert_path = dir.join(format!("{name}.crt"));
-    run_ok(
-        stack
-            .certctl()
-            .args(["certificate", "wait", &name, "--timeout", "60s", "--out"])
-            .arg(&cert_path),
-    );
+    stack.apply_approve_wait(user, &manifest_path, &name, &cert_path);
     // Judges look at the leaf alone; the chain file carries the CA after it.
     let chain = std::fs::read_to_string(&cert_path).unwrap();
     let end = "-----END CERTIFICATE-----";

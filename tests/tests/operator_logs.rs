@@ -63,24 +63,8 @@ fn each_issuance_is_one_plain_line_naming_its_serial() {
         });
         let manifest_path = dir.join(format!("{name}.json"));
         std::fs::write(&manifest_path, manifest.to_string()).unwrap();
-        run_ok(
-            stack
-                .certctl()
-                .arg("--cert")
-                .arg(&user.0)
-                .arg("--key")
-                .arg(&user.1)
-                .args(["apply", "-f"])
-                .arg(&manifest_path),
-        );
-        run_ok(stack.certctl().args(["certificate", "approve", &name]));
         let crt = dir.join(format!("{name}.crt"));
-        run_ok(
-            stack
-                .certctl()
-                .args(["certificate", "wait", &name, "--timeout", "60s", "--out"])
-                .arg(&crt),
-        );
+        stack.apply_approve_wait(&user, &manifest_path, &name, &crt);
         serials.push(openssl_serial(&crt));
     }
     assert_ne!(serials[0], serials[1], "two issuances, one serial");
