@@ -49,8 +49,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: stderr is usually a file or
     // journald, where escape codes are noise in every line an operator greps.
+    // A non-empty NO_COLOR turns it off there too (no-color.org).
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
