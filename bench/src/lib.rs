@@ -2,9 +2,10 @@
 //! subcommands (latency statistics, the closed- and open-loop drivers, the
 //! gRPC `Sign` and cfssl HTTP targets, host facts for the record).
 //!
-//! It must never be part of a service or of the CI test run, and never
-//! report a number it did not measure: every rate is completed, checked
-//! answers over wall-clock time.
+//! It must never be part of a service, never measure in the CI test run
+//! (there `tests/smoke.rs` only checks that the commands run and report),
+//! and never report a number it did not measure: every rate is completed,
+//! checked answers over wall-clock time.
 
 #![forbid(unsafe_code)]
 

@@ -24,6 +24,9 @@ use sqlx::Connection as _;
 
 use crate::stats::Summary;
 
+/// Distinct requestors in the synthetic population.
+const REQUESTORS: usize = 10_000;
+
 const SIGNERS: [&str; 3] = [
     "kubernetes.io/kube-apiserver-client",
     "kubernetes.io/kube-apiserver-client-kubelet",
@@ -64,7 +67,7 @@ pub fn object(i: usize, csr_pem: &[u8], cert_pem: &[u8], now: i64) -> Certificat
             request: csr_pem.to_vec(),
             signer_name: SIGNERS[i % 3].into(),
             usages: vec!["digital signature".into(), "client auth".into()],
-            username: format!("user-{}", i % 10_000),
+            username: format!("user-{}", i % REQUESTORS),
             expiration_seconds: Some(86_400),
             ..Default::default()
         }),
@@ -233,9 +236,13 @@ pub async fn scale(n: usize, calls: usize, keep: Option<&Path>) -> anyhow::Resul
         "requests: {n}; database {size:.0} MiB; approver start-up (spawn to listening) {:.0} ms; RSS after start {rss0:.0} MiB\n\n| call | calls | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n",
         startup.as_secs_f64() * 1000.0
     );
-    let filters: [(&str, ListCertificateSigningRequestsRequest); 3] = [
+    // Request i belongs to user-(i % REQUESTORS): with a million requests
+    // user-4242 has 100; a smaller store measures a user it does have.
+    let user = 4242 % n.clamp(1, REQUESTORS);
+    let user_objects = n.saturating_sub(user).div_ceil(REQUESTORS);
+    let filters: [(String, ListCertificateSigningRequestsRequest); 3] = [
         (
-            "list condition=Pending, limit 100, paging on",
+            "list condition=Pending, limit 100, paging on".into(),
             ListCertificateSigningRequestsRequest {
                 condition: "Pending".into(),
                 limit: 100,
@@ -243,7 +250,7 @@ pub async fn scale(n: usize, calls: usize, keep: Option<&Path>) -> anyhow::Resul
             },
         ),
         (
-            "list signerName=kubelet-serving, limit 500, paging on",
+            "list signerName=kubelet-serving, limit 500, paging on".into(),
             ListCertificateSigningRequestsRequest {
                 signer_name: SIGNERS[2].into(),
                 limit: 500,
@@ -251,9 +258,9 @@ pub async fn scale(n: usize, calls: usize, keep: Option<&Path>) -> anyhow::Resul
             },
         ),
         (
-            "list username=user-4242 (100 objects), limit 50, paging on",
+            format!("list username=user-{user} ({user_objects} objects), limit 50, paging on"),
             ListCertificateSigningRequestsRequest {
-                username: "user-4242".into(),
+                username: format!("user-{user}"),
                 limit: 50,
                 ..Default::default()
             },

@@ -1,0 +1,121 @@
+//! The documented benchmark commands still run: `certsign-bench issue`,
+//! `pipeline` and `scale`, each for a moment against the debug build of the
+//! daemons, must exit 0 and print every part of their report with answers
+//! that were all accepted.
+//!
+//! It never judges a number's size: speed is measured by the benchmarks
+//! themselves (docs/BENCHMARKS.md), not asserted here. `versus` needs
+//! `cfssl`, which the test command does not install; its parts (the gRPC
+//! client, cfssl answer judging, CPU accounting) have unit tests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+/// Runs `certsign-bench args...`; its stdout, or a panic with both streams.
+fn bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_certsign-bench"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "certsign-bench {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The number right after `key` in `line` (e.g. `ok 123`).
+fn after(line: &str, key: &str) -> f64 {
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == key {
+            let v = words.next().unwrap_or_default();
+            return v
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .unwrap_or_else(|_| panic!("{key} is followed by {v:?} in {line:?}"));
+        }
+    }
+    panic!("no {key:?} in {line:?}")
+}
+
+/// The one line of `out` that contains `needle`, Markdown table rows
+/// aside unless `needle` is one.
+fn line_with<'a>(out: &'a str, needle: &str) -> &'a str {
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(needle) && (needle.starts_with('|') || !l.starts_with('|')))
+        .collect();
+    assert_eq!(lines.len(), 1, "{needle:?} in:\n{out}");
+    lines[0]
+}
+
+#[test]
+fn issue_prints_rates_steps_and_primitives() {
+    let out = bench(&["issue", "--key-types", "ecdsa-p256", "--secs", "0.2"]);
+    let row: Vec<&str> = line_with(&out, "| ecdsa-p256 |")
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(row.len(), 3, "{row:?}");
+    for rate in &row[1..] {
+        assert!(rate.parse::<f64>().unwrap() > 0.0, "{row:?}");
+    }
+    let steps = line_with(&out, "# ecdsa-p256, one thread, µs per certificate:");
+    for step in [
+        "CSR (parse, self-signature)",
+        "usages and profile",
+        "approval (admin's signature, chain, rules)",
+        "certificate built",
+        "CA signature",
+    ] {
+        assert!(steps.contains(step), "{steps}");
+    }
+    assert!(after(steps, "sum") > 0.0, "{steps}");
+    let primitives = line_with(&out, "# ring P-256 alone");
+    assert!(after(primitives, "verification") > 0.0, "{primitives}");
+    assert!(after(primitives, "signature") > 0.0, "{primitives}");
+}
+
+#[test]
+fn pipeline_issues_through_the_approver_without_errors() {
+    let out = bench(&[
+        "pipeline",
+        "--concurrency",
+        "16",
+        "--connections",
+        "2",
+        "--secs",
+        "1",
+    ]);
+    let issued = line_with(&out, "issued (create to issued):");
+    assert!(after(issued, "ok") > 0.0, "{issued}");
+    assert_eq!(after(issued, "errors"), 0.0, "{issued}");
+    let cpu = line_with(&out, "CPU per issued certificate:");
+    for part in ["approver", "signer", "load generator", "cores busy"] {
+        assert!(cpu.contains(part), "{cpu}");
+    }
+}
+
+#[test]
+fn scale_fills_a_store_and_reports_every_call() {
+    let out = bench(&["scale", "--requests", "3000", "--calls", "20"]);
+    for call in [
+        "list condition=Pending",
+        "list signerName=kubelet-serving",
+        "list username=",
+        "get:",
+    ] {
+        let l = line_with(&out, call);
+        assert_eq!(after(l, "ok"), 20.0, "{l}");
+        assert_eq!(after(l, "errors"), 0.0, "{l}");
+    }
+    let report = line_with(&out, "requests: 3000;");
+    assert!(report.contains("approver start-up"), "{report}");
+    let rss = line_with(&out, "resident memory after the calls:");
+    assert!(rss.contains("peak"), "{rss}");
+}
