@@ -18,6 +18,7 @@ command -v pkcs11-tool >/dev/null || need_apt+=(opensc)
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v git >/dev/null || need_apt+=(git)
 command -v setsid >/dev/null || need_apt+=(util-linux)
+command -v cfssl >/dev/null || need_apt+=(golang-cfssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,12 +1,12 @@
 //! The documented benchmark commands still run: `certsign-bench issue`,
-//! `pipeline` and `scale`, each for a moment against the debug build of the
+//! `versus`, `pipeline` and `scale`, each for a moment against the debug build of the
 //! daemons, must exit 0 and print every part of their report with answers
 //! that were all accepted.
 //!
 //! It never judges a number's size: speed is measured by the benchmarks
-//! themselves (docs/BENCHMARKS.md), not asserted here. `versus` needs
-//! `cfssl`, which the test command does not install; its parts (the gRPC
-//! client, cfssl answer judging, CPU accounting) have unit tests.
+//! themselves (docs/BENCHMARKS.md), not asserted here. `versus` runs
+//! against the real `cfssl serve` (Debian golang-cfssl, which the test
+//! command installs).
 
 #![allow(clippy::unwrap_used)]
 
@@ -118,4 +118,51 @@ fn scale_fills_a_store_and_reports_every_call() {
     assert!(report.contains("approver start-up"), "{report}");
     let rss = line_with(&out, "resident memory after the calls:");
     assert!(rss.contains("peak"), "{rss}");
+}
+
+#[test]
+fn versus_measures_certsign_cfssl_and_the_limit_in_one_run() {
+    let out = bench(&[
+        "versus",
+        "--concurrency",
+        "8",
+        "--connections",
+        "1",
+        "--secs",
+        "0.3",
+        "--rounds",
+        "1",
+        "--pool",
+        "100",
+    ]);
+    for peak in [
+        "round 0 certsign peak",
+        "round 0 cfssl    peak",
+        "round 0 cfssl mTLS peak",
+        "certsign  at 50%",
+        "cfssl     at 50%",
+        "cfssl mTLS at 50%",
+        "certsign  at 90%",
+        "cfssl     at 90%",
+        "cfssl mTLS at 90%",
+    ] {
+        let l = line_with(&out, peak);
+        assert!(after(l, "ok") > 0.0, "{l}");
+        assert_eq!(after(l, "errors"), 0.0, "{l}");
+    }
+    assert!(after(line_with(&out, "round 0 limit (1)"), "(1)") > 0.0);
+    for what in ["certsign", "limit (1)", "cfssl", "cfssl mTLS"] {
+        line_with(&out, &format!("median CPU per call, {what}:"));
+    }
+    for row in [
+        "| certsign Sign (mTLS, journal) |",
+        "| cfssl serve (HTTP) |",
+        "| cfssl serve (mTLS) |",
+    ] {
+        line_with(&out, row);
+    }
+    let ratio = line_with(&out, "median per-round ratio certsign/cfssl:");
+    assert!(after(ratio, "certsign/cfssl:") > 0.0, "{ratio}");
+    let budget = line_with(&out, "2× cfssl needs certsign's CPU per call");
+    assert!(after(budget, "measured") > 0.0, "{budget}");
 }
