@@ -207,12 +207,20 @@ impl Authority {
                     Err(_) => finish.await,
                 };
                 appended.map_err(|e| SignError::Unavailable(format!("journal: {e}")))?;
-                tracing::info!(serial = %signed.serial, caller, "issued");
+                // The object's name and uid let an operator go from a serial
+                // in the log to the request (and back); str fields are
+                // logged quoted and escaped.
+                let (name, uid) = csr
+                    .metadata
+                    .as_ref()
+                    .map_or(("", ""), |m| (m.name.as_str(), m.uid.as_str()));
+                tracing::info!(serial = %signed.serial, name, uid, caller, "issued");
                 Ok(signed)
             }
             Err(e) => {
                 let meta = csr.metadata.clone().unwrap_or_default();
                 let spec = csr.spec.clone().unwrap_or_default();
+                tracing::info!(name = meta.name.as_str(), uid = meta.uid.as_str(), caller, reason = %e, "refused");
                 let event = Event::Refused {
                     uid: meta.uid,
                     name: meta.name,
@@ -224,7 +232,6 @@ impl Authority {
                     caller: caller.to_string(),
                     reason: e.to_string(),
                 };
-                tracing::info!(caller, reason = %e, "refused");
                 // A refusal that cannot be recorded is not answered as a refusal.
                 self.journal
                     .append(Arc::new(event))

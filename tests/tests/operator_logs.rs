@@ -3,7 +3,8 @@
 //! The daemons log to stderr, which in production is a file or journald,
 //! never a terminal. Each issuance must leave one plain-text line in the
 //! signer's log that names the certificate's serial (as `openssl x509
-//! -serial` prints it) and the caller, so `grep` on a serial finds it.
+//! -serial` prints it), the request's name and uid, and the caller, so
+//! `grep` on a serial finds it and leads to the object.
 //! Neither log may carry terminal escape codes.
 
 #![allow(clippy::unwrap_used)]
@@ -65,9 +66,9 @@ fn each_issuance_is_one_plain_line_naming_its_serial() {
         std::fs::write(&manifest_path, manifest.to_string()).unwrap();
         let crt = dir.join(format!("{name}.crt"));
         stack.apply_approve_wait(&user, &manifest_path, &name, &crt);
-        serials.push(openssl_serial(&crt));
+        serials.push((openssl_serial(&crt), name));
     }
-    assert_ne!(serials[0], serials[1], "two issuances, one serial");
+    assert_ne!(serials[0].0, serials[1].0, "two issuances, one serial");
 
     let signer_log = stack.signer.log();
     let approver_log = stack.approver.log();
@@ -77,7 +78,7 @@ fn each_issuance_is_one_plain_line_naming_its_serial() {
             "the {who}'s log, written to a file, has terminal escape codes:\n{log}"
         );
     }
-    for serial in &serials {
+    for (serial, name) in &serials {
         let lines: Vec<&str> = signer_log
             .lines()
             .filter(|l| {
@@ -96,5 +97,12 @@ fn each_issuance_is_one_plain_line_naming_its_serial() {
         assert!(line.contains(" INFO "), "{line}");
         assert!(line.contains("issued"), "{line}");
         assert!(line.contains("caller=\"certsign-approver\""), "{line}");
+        // From the serial to the object: its name and uid are on the line.
+        assert!(line.contains(&format!("name=\"{name}\"")), "{line}");
+        let uid = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("uid=\""))
+            .unwrap_or_else(|| panic!("no uid in {line}"));
+        assert!(uid.trim_end_matches('"').len() >= 16, "{line}");
     }
 }
