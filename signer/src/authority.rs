@@ -220,7 +220,13 @@ impl Authority {
             Err(e) => {
                 let meta = csr.metadata.clone().unwrap_or_default();
                 let spec = csr.spec.clone().unwrap_or_default();
-                tracing::info!(name = meta.name.as_str(), uid = meta.uid.as_str(), caller, reason = %e, "refused");
+                tracing::info!(
+                    name = meta.name.as_str(),
+                    uid = meta.uid.as_str(),
+                    caller,
+                    reason = %e,
+                    "refused"
+                );
                 let event = Event::Refused {
                     uid: meta.uid,
                     name: meta.name,

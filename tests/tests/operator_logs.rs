@@ -14,8 +14,9 @@ use std::process::Command;
 use base64::Engine as _;
 use certsign_tests::{Stack, run_ok};
 
-/// The serial `openssl` reads from a PEM file, as lowercase hex without
-/// leading zeros (openssl pads to whole bytes; the log does not promise to).
+/// The serial as `openssl x509 -serial` prints it, lowercased: the log
+/// must carry exactly these digits, so `grep -i` on openssl's output finds
+/// the line (deploy/README.md, "Logs").
 fn openssl_serial(pem: &std::path::Path) -> String {
     let out = run_ok(
         Command::new("openssl")
@@ -26,7 +27,7 @@ fn openssl_serial(pem: &std::path::Path) -> String {
         .trim()
         .strip_prefix("serial=")
         .unwrap_or_else(|| panic!("openssl printed {out:?}"));
-    hex.to_ascii_lowercase().trim_start_matches('0').to_string()
+    hex.to_ascii_lowercase()
 }
 
 #[test]
@@ -82,10 +83,8 @@ fn each_issuance_is_one_plain_line_naming_its_serial() {
         let lines: Vec<&str> = signer_log
             .lines()
             .filter(|l| {
-                l.split_whitespace().any(|w| {
-                    w.strip_prefix("serial=")
-                        .is_some_and(|s| s.trim_start_matches('0') == serial)
-                })
+                l.split_whitespace()
+                    .any(|w| w.strip_prefix("serial=") == Some(serial.as_str()))
             })
             .collect();
         assert_eq!(
