@@ -1,7 +1,7 @@
 //! The documented benchmark commands still run: `certsign-bench issue`,
-//! `versus`, `pipeline` and `scale`, each for a moment against the debug build of the
-//! daemons, must exit 0 and print every part of their report with answers
-//! that were all accepted.
+//! `versus`, `pipeline` (SQLite) and `scale`, each for a moment against
+//! the debug build of the daemons, must exit 0 and print every part of
+//! their report with answers that were all accepted.
 //!
 //! It never judges a number's size: speed is measured by the benchmarks
 //! themselves (docs/BENCHMARKS.md), not asserted here. `versus` runs
