@@ -16,7 +16,8 @@
 //! - [`kube`]: Kubernetes shapes and kubectl formatting (HumanDuration, table).
 //! - [`manifest`]: `apply -f` manifest parsing and validation.
 //! - [`describe`]: `describe csr` text.
-//! - [`pkix`]: keys, subjects, PKCS#10, usages.
+//! - [`key`]: private keys (generate, load, sign).
+//! - [`pkix`]: subjects, SANs, PKCS#10, PEM, usages.
 //! - [`evidence`]: signed Approval/Renewal statements.
 //! - [`files`]: atomic file writes.
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod conn;
 pub mod describe;
 pub mod evidence;
 pub mod files;
+pub mod key;
 pub mod kube;
 pub mod manifest;
 pub mod pkix;
