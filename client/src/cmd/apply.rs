@@ -14,16 +14,16 @@ use super::common::{fetch, finish_errors, name_of, new_request};
 use crate::cli;
 use crate::config::Settings;
 use crate::conn::{self, Conn};
-use crate::emit;
 use crate::kube::RESOURCE;
 use crate::manifest::{self, Manifest};
+use crate::output::emit;
 
 /// The manifest text from a file or stdin (`-`), with kubectl's messages.
 fn read_input(path: &Path) -> Result<String> {
     if path == Path::new("-") {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .map_err(|e| anyhow!("cannot read stdin: {}", crate::io_reason(&e)))?;
+            .map_err(|e| anyhow!("cannot read stdin: {}", crate::output::io_reason(&e)))?;
         return Ok(s);
     }
     match std::fs::read(path) {
@@ -33,7 +33,11 @@ fn read_input(path: &Path) -> Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("the path {:?} does not exist", path.display().to_string())
         }
-        Err(e) => bail!("cannot read {}: {}", path.display(), crate::io_reason(&e)),
+        Err(e) => bail!(
+            "cannot read {}: {}",
+            path.display(),
+            crate::output::io_reason(&e)
+        ),
     }
 }
 

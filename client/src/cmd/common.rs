@@ -69,7 +69,7 @@ pub(super) fn finish_errors(mut errors: Vec<anyhow::Error>) -> Result<()> {
         return Ok(());
     };
     for e in errors {
-        crate::print_error(&e);
+        crate::output::print_error(&e);
     }
     Err(last)
 }

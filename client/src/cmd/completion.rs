@@ -6,7 +6,7 @@
 use anyhow::Result;
 
 use crate::cli;
-use crate::emit;
+use crate::output::emit;
 
 /// Runs `completion`.
 pub(super) fn completion(a: cli::CompletionArgs) -> Result<()> {

@@ -12,8 +12,9 @@ use super::common::{csr_resource, expiration_seconds, name_of, own_manifest, sub
 use crate::cli;
 use crate::config::Settings;
 use crate::kube::RESOURCE;
+use crate::output::emit;
 use crate::pkix::{self, PrivateKey, Subject};
-use crate::{conn, emit, files, manifest};
+use crate::{conn, files, manifest};
 
 /// Runs `create csr`.
 pub(super) async fn create(

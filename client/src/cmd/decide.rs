@@ -15,9 +15,9 @@ use super::common::{fetch, finish_errors, has_condition};
 use crate::cli;
 use crate::config::Settings;
 use crate::conn::{self, Conn};
-use crate::emit;
 use crate::evidence::StatementSigner;
 use crate::kube::RESOURCE;
+use crate::output::emit;
 
 /// Runs `certificate approve` or `certificate deny`.
 pub(super) async fn decide(

@@ -10,8 +10,8 @@ use super::common::{csr_resource, finish_errors};
 use crate::cli;
 use crate::config::Settings;
 use crate::conn;
-use crate::emit;
 use crate::kube::RESOURCE;
+use crate::output::emit;
 
 /// Runs `delete csr`.
 pub(super) async fn delete(settings: Settings, mut a: cli::DeleteArgs) -> Result<()> {

@@ -10,7 +10,7 @@ use super::common::{csr_resource, fetch, finish_errors};
 use crate::cli;
 use crate::config::Settings;
 use crate::conn;
-use crate::emit;
+use crate::output::emit;
 
 /// Runs `describe`.
 pub(super) async fn describe(settings: Settings, mut a: cli::DescribeArgs) -> Result<()> {

@@ -13,8 +13,8 @@ use super::common::{csr_resource, fetch, finish_errors, name_of};
 use crate::cli::{self, Output};
 use crate::config::Settings;
 use crate::conn;
-use crate::emit;
 use crate::kube::{self, KubeCsr, KubeList, RESOURCE};
+use crate::output::emit;
 
 /// Runs `get`.
 pub(super) async fn get(settings: Settings, mut a: cli::GetArgs) -> Result<()> {

@@ -3,7 +3,7 @@
 //! lines.
 //!
 //! Commands never leave partial files: every file goes through
-//! [`crate::files`]. Exit codes other than 1 are raised as [`crate::Failure`].
+//! [`crate::files`]. Exit codes other than 1 are raised as [`crate::output::Failure`].
 //! This module only dispatches; what several commands share is in `common`,
 //! which imports no command module.
 

@@ -26,8 +26,8 @@ use crate::evidence::StatementSigner;
 use crate::files::{self, Staged};
 use crate::kube::{self, RESOURCE};
 use crate::manifest;
+use crate::output::{Failure, emit};
 use crate::pkix::{self, PrivateKey};
-use crate::{Failure, emit};
 
 /// `--if-expires-within`: a duration or a percentage of the lifetime.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -17,8 +17,9 @@ use super::common::{has_condition, name_of};
 use crate::cli;
 use crate::config::Settings;
 use crate::conn::{self, Conn};
+use crate::files;
 use crate::kube;
-use crate::{Failure, emit, files};
+use crate::output::{Failure, emit};
 
 /// Exit code: the request was denied.
 pub const EXIT_DENIED: u8 = 2;
