@@ -31,6 +31,7 @@ pub mod authn;
 pub mod cleaner;
 pub mod config;
 pub mod decision;
+pub mod expiry;
 pub mod forwarder;
 pub mod health;
 pub mod limits;
