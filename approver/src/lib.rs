@@ -27,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod authn;
 pub mod cleaner;
 pub mod config;
