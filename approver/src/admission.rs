@@ -22,7 +22,7 @@ use crate::authn::Identity;
 use crate::config::{ApprovalMode, BootstrapToken, Config, pattern_matches};
 use crate::decision;
 use crate::limits::Limiter;
-use crate::service::error::ServiceError;
+use crate::status::ServiceError;
 use crate::store::{CreateGuard, Store};
 use crate::validation::{self, CreateInput, FieldError, Invalid, Value};
 

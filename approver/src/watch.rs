@@ -26,7 +26,7 @@ use certsign_proto::v1::{CertificateSigningRequest, WatchEvent};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::service::error::ServiceError;
+use crate::status::ServiceError;
 use crate::store::{ChangeListener, Event, ListFilter, Store};
 
 /// Page size of a watch's initial list.

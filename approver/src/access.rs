@@ -7,9 +7,9 @@
 
 use certsign_proto::v1::{CertificateSigningRequest, ListCertificateSigningRequestsRequest};
 
-use super::error::ServiceError;
 use crate::authn::Identity;
 use crate::config::Config;
+use crate::status::ServiceError;
 use crate::store::{ListFilter, Store, StoreError};
 
 pub(crate) fn not_found(name: &str) -> ServiceError {

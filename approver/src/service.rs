@@ -1,10 +1,10 @@
 //! The `certsign.v1.Approver` gRPC service: each handler authenticates,
 //! authorizes, decodes, makes one domain call and maps its error once
-//! ([`error::to_status`], the only place errors become `tonic::Status`).
+//! ([`crate::status::to_status`], the only place errors become `tonic::Status`).
 //! The domain calls live in their own modules: admission
-//! ([`crate::admission`]), decisions ([`crate::decision::record`]), watch
+//! ([`crate::admission`]), decisions ([`crate::decide`]), watch
 //! streams ([`crate::watch::stream`]), reads and deletes on the store with
-//! the access rules of [`access`]. Each RPC takes one snapshot of the
+//! the access rules of [`crate::access`]. Each RPC takes one snapshot of the
 //! configuration in force and uses only it, so a reload never splits a
 //! call.
 //!
@@ -32,20 +32,18 @@ use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::access;
 use crate::admission::Admission;
 use crate::authn::{self, AuthnError, Identity};
 use crate::config::{BootstrapToken, Config, LiveConfig};
-use crate::decision::record::Recorder;
+use crate::decide::Recorder;
 use crate::decision::{self, State};
 use crate::forwarder::Forwarder;
 use crate::limits::Limiter;
 use crate::store::Store;
 use crate::watch::{self, Hub};
 
-pub(crate) mod access;
-pub(crate) mod error;
-
-pub use error::{MAX_STATUS_MESSAGE, ServiceError, to_status};
+pub use crate::status::{MAX_STATUS_MESSAGE, ServiceError, to_status};
 
 /// Default and largest page size of List.
 const DEFAULT_PAGE: u32 = 500;

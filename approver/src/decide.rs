@@ -13,12 +13,11 @@ use std::time::SystemTime;
 use certsign_proto::v1::{CertificateSigningRequest, Decision, SignedStatement};
 use certsign_signer::evidence::{self, ApprovalTrust};
 
-use super::{Actor, DecisionInput};
+use crate::access;
 use crate::authn::Identity;
 use crate::config::Config;
-use crate::decision;
-use crate::service::access;
-use crate::service::error::ServiceError;
+use crate::decision::{self, Actor, DecisionInput};
+use crate::status::ServiceError;
 use crate::store::Store;
 
 /// What recording a decision works with besides the call itself.
