@@ -125,7 +125,7 @@ impl Admission<'_> {
                 generate_name: meta_in.generate_name,
                 // Time-ordered (UUIDv7): the store's unique index on uid then
                 // grows at its end instead of touching a random page per
-                // create (docs/BENCHMARKS.md, "Third pass"). The creation
+                // create (docs/BENCHMARKS.md). The creation
                 // time it carries is in creationTimestamp anyway.
                 uid: uuid::Uuid::now_v7().to_string(),
                 resource_version: String::new(),
