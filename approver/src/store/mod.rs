@@ -13,7 +13,7 @@
 //! name, username, state, CONDITION column, created, resource_version,
 //! certificate expiry, forwarding schedule and lease); its encoded object
 //! is stored once per version, in the `csr_events` row of that version,
-//! and read through the row's `resource_version` ([`object_of_row!`]).
+//! and read through the row's `resource_version` (`schema::object_of_row!`).
 //! Keeping the 1-3 KiB object out of the row keeps the rows small and
 //! densely packed, so a state change rewrites a small row instead of a
 //! page-sized one and writes the object once instead of twice
