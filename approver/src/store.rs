@@ -10,8 +10,8 @@
 //! and read through the row's `resource_version` ([`object_of_row!`]).
 //! Keeping the 1-3 KiB object out of the row keeps the rows small and
 //! densely packed, so a state change rewrites a small row instead of a
-//! page-sized one and writes the object once instead of twice (SQLite WAL
-//! bytes per issued certificate -27 %: docs/BENCHMARKS.md, "Fifth pass").
+//! page-sized one and writes the object once instead of twice (about a
+//! quarter fewer SQLite WAL bytes per issued certificate).
 //! Pruning old events keeps every event a row still points at.
 //! SQLite runs in WAL mode with `synchronous = FULL`, so an acknowledged
 //! write survives kill -9 and power loss.
@@ -1392,10 +1392,9 @@ impl Store {
         if let Some(r) = &self.readers {
             // SQLite: the page is read on a reader connection in Tokio's
             // blocking pool (a list can scan far), handed over once. Through
-            // sqlx each row crossed from its worker thread on its own and
-            // was converted twice (`AnyRow`, then the blob): 17 % of the
-            // approver during 500-object lists (docs/BENCHMARKS.md, "Fifth
-            // pass").
+            // sqlx each row would cross from its worker thread on its own
+            // and be converted twice (`AnyRow`, then the blob): 17 % of the
+            // approver's CPU during 500-object lists.
             return r.list(sql, binds).await;
         }
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

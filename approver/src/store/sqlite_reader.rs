@@ -4,9 +4,9 @@
 //! Tokio's blocking pool.
 //!
 //! Why not through sqlx's pool: every sqlx SQLite statement is a hand-off to
-//! a worker thread and back, and on a 2-core VM those wake-ups were most of
-//! what the sqlx reader threads spent (docs/BENCHMARKS.md, "Third pass":
-//! +8 % issued/s without them). These reads are
+//! a worker thread and back, and on a 2-core VM those wake-ups are most of
+//! what sqlx reader threads spend (the pipeline issues about 8 % more per
+//! second without them). These reads are
 //! short (an index lookup, or one page of events) and WAL lets them run
 //! beside the writer without waiting for it, so they run inline on the
 //! async task that asks. A list can scan far, so it never runs inline: the
