@@ -735,8 +735,7 @@ fn init_schema(file: &str) -> BTreeSet<String> {
         other => panic!("init writes no {other}"),
     };
     let text = std::fs::read_to_string(tmp.path().join(rel)).unwrap();
-    let table: toml::Table =
-        toml::from_str(&text).unwrap_or_else(|e| panic!("init's {file}: {e}"));
+    let table: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("init's {file}: {e}"));
     let mut keys = BTreeSet::new();
     key_paths(&table, "", &mut keys);
     assert!(!keys.is_empty(), "init wrote an empty {file}");
