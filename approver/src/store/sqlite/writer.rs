@@ -3,10 +3,10 @@
 //!
 //! Why a thread of its own: through sqlx every statement is a hand-off to
 //! sqlx's worker thread and back (two thread wake-ups); a batch of a few
-//! hundred operations made thousands of them per second, and on a 2-core
-//! machine the context switches cost more CPU than SQLite itself
-//! (docs/BENCHMARKS.md, "Second pass"). Here a batch is one hand-off in (the
-//! queue) and one answer per caller out, after the commit.
+//! hundred operations makes thousands of them per second, and on a 2-core
+//! machine the context switches cost more CPU than SQLite itself. Here a
+//! batch is one hand-off in (the queue) and one answer per caller out,
+//! after the commit.
 //!
 //! Semantics are the store's (see the parent module): one transaction per
 //! batch, each operation but an update in its own SAVEPOINT (an update
@@ -18,10 +18,10 @@
 //!
 //! WAL checkpoints run beside the writer, on a connection and thread of
 //! their own ("store-checkpoint"), not inside a commit: SQLite's automatic
-//! checkpoint made the commit that crossed 1,000 WAL pages copy them to the
-//! database file and fsync it while every queued write waited (3–4 %
-//! of the machine idle in the pipeline benchmark: docs/BENCHMARKS.md,
-//! "Eighth pass"). A passive checkpoint waits for nobody; durability is
+//! checkpoint makes the commit that crosses 1,000 WAL pages copy them to
+//! the database file and fsync it while every queued write waits (3–4 % of
+//! the machine idle in the pipeline benchmark). A passive checkpoint waits
+//! for nobody; durability is
 //! unchanged, since a commit is durable once its WAL frames are fsynced.
 //!
 //! This module must never answer a write before its transaction committed,
@@ -123,7 +123,7 @@ const COALESCE_MIN: usize = 2;
 
 /// How long such a batch waits for more operations. Under load a bigger
 /// batch shares its index pages and its fsync among more writes (fewer WAL
-/// bytes per request: docs/BENCHMARKS.md, "Third pass"), for 2 ms of
+/// bytes per request), for 2 ms of
 /// latency on each write of the batch. Durability is unchanged: nothing is
 /// answered before the commit.
 const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
@@ -218,8 +218,7 @@ fn run_batch(
         // write, and a failed write fails the whole batch: it needs no
         // savepoint. That saves two statements per update and the copies
         // of every page it touches that a savepoint keeps for a rollback
-        // (store-writer CPU per certificate -3 %: docs/BENCHMARKS.md,
-        // "Third pass").
+        // (about 3 % of the store writer's CPU per certificate).
         let guarded = !matches!(op, Op::Update { .. });
         if guarded && let Err(e) = run(conn, "SAVEPOINT op") {
             answers.push(op.unrun());
