@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::Engine as _;
+use certsign_evidence::{self as evidence, ApprovalTrust, EvidenceError};
 use certsign_proto::v1::approver_server::Approver;
 use certsign_proto::v1::{
     ApproveCertificateSigningRequestRequest, CertificateSigningRequest,
@@ -22,12 +23,11 @@ use certsign_proto::v1::{
     ListCertificateSigningRequestsRequest, ListCertificateSigningRequestsResponse, ObjectMeta,
     SignedStatement, TrustBundle, WatchCertificateSigningRequestsRequest, WatchEvent,
 };
-use certsign_signer::evidence::{self, ApprovalTrust, EvidenceError};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::authn::{self, AuthnError, Identity};
+use crate::authn::{self, AuthnError, Caller as Identity};
 use crate::config::{ApprovalMode, BootstrapToken, Config, LiveConfig, pattern_matches};
 use crate::decision::{self, Actor, DecisionError, DecisionInput, State};
 use crate::forwarder::Forwarder;
@@ -423,14 +423,15 @@ impl ApproverService {
                 "renewal: certificate_chain[0] must be the client certificate of this call".into(),
             ));
         }
-        let new_csr = certsign_signer::csr::VerifiedCsr::from_pem(&spec.request)
+        let new_csr = validation::VerifiedCsr::from_pem(&spec.request)
+            .and_then(|c| c.renewal_facts())
             .map_err(|e| ServiceError::BadRequest(format!("renewal: {e}")))?;
         let mut last = None;
         for ca in &self.shared.client_ca_der {
             match evidence::verify_renewal(
                 proof,
                 obj,
-                &new_csr,
+                new_csr.input(),
                 ca,
                 cfg.statement_max_age,
                 SystemTime::now(),

@@ -1,37 +1,19 @@
-//! Evidence checks: signed admin approvals and renewal proofs.
+//! Approval statements: an admin's signed decision on one request.
 //!
-//! This is the one place that decides whether a `SignedStatement` proves
-//! something. The signer runs it on every `Sign`; the approver calls the same
-//! functions when it records a decision, so the rules are written once.
+//! [`verify_approval`] checks ONE `ApprovalStatement`: the signature over
+//! `"certsign.v1.ApprovalStatement" || 0x00 || statement` by the key of
+//! `certificate_chain[0]`; that certificate chains to the [`ApprovalTrust`]
+//! (the rest of the chain = intermediates) and is valid both now and at
+//! `signed_at`; its groups intersect `allowed_groups`; every bound field
+//! (uid, name, csr_sha256 of the PEM's DER, signer name, usages in order,
+//! expiration_seconds, requestor) equals the request; the decision is the
+//! one expected; `signed_at` is at most `max_age` old and at most
+//! [`MAX_CLOCK_SKEW`](crate::MAX_CLOCK_SKEW) in the future; and the admin is
+//! not the requestor. [`verify_approvals`] adds a quorum of distinct admins.
+//!
 //! It must never accept a statement whose signature it has not verified
-//! before decoding it, and never trust any identity the caller supplies:
-//! identities come only from the verified certificate (CN = username,
-//! O = groups).
-//!
-//! # API
-//!
-//! - [`ApprovalTrust::from_pem`]: the approval CA bundle (`approval_ca`).
-//! - [`verify_approval`]`(signed, request, expected_decision, trust,
-//!   allowed_groups, max_age, now) -> Result<Identity, EvidenceError>`:
-//!   verifies ONE `ApprovalStatement`: signature over
-//!   `"certsign.v1.ApprovalStatement" || 0x00 || statement` by the key of
-//!   `certificate_chain[0]`; that certificate chains to `trust` (rest of the
-//!   chain = intermediates) and is valid both now and at `signed_at`; its
-//!   groups intersect `allowed_groups`; every bound field (uid, name,
-//!   csr_sha256 of the PEM's DER, signer name, usages in order,
-//!   expiration_seconds, requestor) equals `request`; the decision equals
-//!   `expected_decision`; `signed_at` is at most `max_age` old and at most
-//!   [`MAX_CLOCK_SKEW`] in the future; and the admin is not the requestor.
-//! - [`verify_approvals`]: all of the above for each statement plus a quorum
-//!   of `required` distinct admins (by username); returns the admins.
-//! - [`verify_renewal`]: a `RenewalStatement` signed by the key of the
-//!   current certificate (`certificate_chain[0]`), which must be issued by
-//!   the given CA, unexpired, with the same subject and SANs as the new CSR;
-//!   the statement binds name, csr hash, signer name and the current
-//!   certificate's hash, and must be fresh.
-//! - [`sign_statement`]: the signing side (certctl, tests).
-//!
-//! Every [`EvidenceError`] Display names the rule that failed.
+//! before decoding it, nor take an identity from anywhere but the verified
+//! certificate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,101 +21,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use certsign_proto::v1::{
     ApprovalStatement, CertificateSigningRequest, CertificateSigningRequestSpec, Decision,
-    ObjectMeta, RenewalStatement, SignedStatement,
+    ObjectMeta, SignedStatement,
 };
 use prost::Message;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, UnixTime};
-use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::csr::{self, KeyKind, Sans, VerifiedCsr};
-
-/// Signing context of an ApprovalStatement.
-pub const APPROVAL_CONTEXT: &str = "certsign.v1.ApprovalStatement";
-/// Signing context of a RenewalStatement.
-pub const RENEWAL_CONTEXT: &str = "certsign.v1.RenewalStatement";
-/// How far in the future `signed_at` may be (clock skew between hosts).
-pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
-
-/// Why evidence was refused. The Display names the rule.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EvidenceError {
-    /// The statement, its chain or a timestamp could not be decoded.
-    #[error("evidence malformed: {0}")]
-    Malformed(String),
-    /// The signature does not verify with `certificate_chain[0]`'s key.
-    #[error(
-        "evidence signature: the signature over {0}||0x00||statement does not verify with the key of certificate_chain[0]"
-    )]
-    Signature(&'static str),
-    /// The signing certificate does not chain to the trusted CA or is not
-    /// valid at the given time.
-    #[error("evidence certificate: {0}")]
-    Certificate(String),
-    /// The admin is in no group allowed for this signer name.
-    #[error(
-        "approver group: admin {user:?} (groups {groups:?}) is not in a group allowed to approve for this signer (allowed: {allowed:?})"
-    )]
-    GroupNotAllowed {
-        /// Admin username.
-        user: String,
-        /// Admin groups.
-        groups: Vec<String>,
-        /// Groups allowed by the profile.
-        allowed: Vec<String>,
-    },
-    /// A bound field differs from the request.
-    #[error("bound field: statement {0} does not match the request")]
-    FieldMismatch(&'static str),
-    /// The statement's decision is not the one needed.
-    #[error("decision: statement decision is {got:?}, expected {expected:?}")]
-    Decision {
-        /// What the statement says.
-        got: Decision,
-        /// What was needed.
-        expected: Decision,
-    },
-    /// signed_at is too old.
-    #[error(
-        "freshness: statement signed {age_secs}s ago, older than statement_max_age ({max_secs}s)"
-    )]
-    Stale {
-        /// Age in seconds.
-        age_secs: u64,
-        /// Allowed age in seconds.
-        max_secs: u64,
-    },
-    /// signed_at is in the future.
-    #[error("freshness: statement signed_at is {0}s in the future (allowed clock skew 300s)")]
-    Future(u64),
-    /// The requestor approved their own request.
-    #[error("separation of duties: the requestor {0:?} may not approve their own request")]
-    SelfApproval(String),
-    /// Not enough distinct approving admins.
-    #[error(
-        "quorum: {have} distinct admin approval(s), {need} required (the same admin counts once)"
-    )]
-    Quorum {
-        /// Distinct admins found.
-        have: usize,
-        /// Required.
-        need: usize,
-    },
-    /// Renewal: the current certificate does not match the new CSR.
-    #[error("renewal: {0}")]
-    Renewal(String),
-}
-
-/// A verified identity from a certificate: CN and O values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Subject CN.
-    pub username: String,
-    /// Subject O values, in order.
-    pub groups: Vec<String>,
-}
+use crate::cert::{Identity, csr_der_from_pem, sha256};
+use crate::statement::{
+    APPROVAL_CONTEXT, EvidenceError, check_fresh, identity_of, parse_leaf, to_system_time,
+    verify_chain_to, verify_signature,
+};
 
 /// The CA certificates admin statement certificates must chain to.
 ///
@@ -197,7 +96,7 @@ impl ApprovalTrust {
             .and_then(|d| i64::try_from(d.as_secs()).ok());
         let key = match (chain, secs) {
             ([leaf], Some(t)) => {
-                let key = csr::sha256(leaf);
+                let key = sha256(leaf);
                 let hit = self.verified.lock().ok().and_then(|m| m.get(&key).copied());
                 if hit.is_some_and(|(nb, na)| nb <= t && t <= na) {
                     return Ok(());
@@ -221,161 +120,16 @@ impl ApprovalTrust {
     }
 }
 
-/// Accepts any EKU: renewals replace client and serving certificates alike.
-#[derive(Debug)]
-struct AnyEku;
-
-impl ExtendedKeyUsageValidator for AnyEku {
-    fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
-        for id in iter {
-            id?;
-        }
-        Ok(())
-    }
-}
-
-fn verify_chain_to(
-    roots: &[CertificateDer<'static>],
-    chain: &[Vec<u8>],
-    at: SystemTime,
-    what: &str,
-) -> Result<(), EvidenceError> {
-    let leaf = chain
-        .first()
-        .ok_or_else(|| EvidenceError::Malformed("certificate_chain is empty".into()))?;
-    let leaf = CertificateDer::from(leaf.as_slice());
-    let ee = EndEntityCert::try_from(&leaf).map_err(|e| {
-        EvidenceError::Certificate(format!("certificate_chain[0] does not parse: {e}"))
-    })?;
-    let anchors = roots
-        .iter()
-        .map(|r| {
-            webpki::anchor_from_trusted_cert(r)
-                .map_err(|e| EvidenceError::Malformed(format!("trust anchor: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let intermediates: Vec<CertificateDer<'_>> = chain[1..]
-        .iter()
-        .map(|c| CertificateDer::from(c.as_slice()))
-        .collect();
-    let secs = at
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| EvidenceError::Malformed("time before 1970".into()))?;
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &anchors,
-        &intermediates,
-        UnixTime::since_unix_epoch(secs),
-        AnyEku,
-        None,
-        None,
-    )
-    .map(|_| ())
-    .map_err(|e| {
-        EvidenceError::Certificate(format!("certificate_chain[0] is not valid {what}: {e}"))
-    })
-}
-
-/// Verify `signature` over `context||0x00||msg` with the key of `cert_der`.
-fn verify_signature(
-    context: &'static str,
-    cert: &X509Certificate<'_>,
-    msg: &[u8],
-    signature: &[u8],
-) -> Result<(), EvidenceError> {
-    let spki = cert.public_key();
-    let kind = KeyKind::from_spki(spki).map_err(|e| EvidenceError::Certificate(e.to_string()))?;
-    let alg: &dyn ring::signature::VerificationAlgorithm = match kind {
-        KeyKind::P256 => &ring::signature::ECDSA_P256_SHA256_ASN1,
-        KeyKind::P384 => &ring::signature::ECDSA_P384_SHA384_ASN1,
-        KeyKind::Ed25519 => &ring::signature::ED25519,
-        KeyKind::Rsa(_) => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-    };
-    let signed = signed_bytes(context, msg);
-    ring::signature::UnparsedPublicKey::new(alg, &spki.subject_public_key.data)
-        .verify(&signed, signature)
-        .map_err(|_| EvidenceError::Signature(context))
-}
-
-fn signed_bytes(context: &str, msg: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(context.len() + 1 + msg.len());
-    v.extend_from_slice(context.as_bytes());
-    v.push(0);
-    v.extend_from_slice(msg);
-    v
-}
-
-/// Sign `statement` (an encoded Approval/RenewalStatement) with `key`,
-/// attaching `chain` (DER, the key's certificate first).
-pub fn sign_statement(
-    context: &'static str,
-    statement: Vec<u8>,
-    key: &rcgen::KeyPair,
-    chain: Vec<Vec<u8>>,
-) -> Result<SignedStatement, EvidenceError> {
-    use rcgen::SigningKey;
-    let signature = key
-        .sign(&signed_bytes(context, &statement))
-        .map_err(|e| EvidenceError::Malformed(format!("signing failed: {e}")))?;
-    Ok(SignedStatement {
-        statement,
-        signature,
-        certificate_chain: chain,
-    })
-}
-
-/// Parse `certificate_chain[0]` once for the signature check and the identity.
-fn parse_leaf(cert_der: &[u8]) -> Result<X509Certificate<'_>, EvidenceError> {
-    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| {
-        EvidenceError::Certificate(format!("certificate_chain[0] does not parse: {e}"))
-    })?;
-    Ok(cert)
-}
-
-fn identity_of(cert: &X509Certificate<'_>) -> Result<Identity, EvidenceError> {
-    let (cn, groups) = csr::name_identity(cert.subject());
-    let username = cn.ok_or_else(|| {
-        EvidenceError::Certificate("certificate_chain[0] has no subject CN".into())
-    })?;
-    Ok(Identity { username, groups })
-}
-
-fn to_system_time(ts: Option<&prost_types::Timestamp>) -> Result<SystemTime, EvidenceError> {
-    let ts = ts.ok_or_else(|| EvidenceError::Malformed("statement has no signed_at".into()))?;
-    let secs = u64::try_from(ts.seconds)
-        .map_err(|_| EvidenceError::Malformed("signed_at before 1970".into()))?;
-    let nanos = u32::try_from(ts.nanos)
-        .map_err(|_| EvidenceError::Malformed("signed_at nanos negative".into()))?;
-    Ok(UNIX_EPOCH + Duration::new(secs, nanos.min(999_999_999)))
-}
-
-fn check_fresh(
-    signed_at: SystemTime,
-    max_age: Duration,
-    now: SystemTime,
-) -> Result<(), EvidenceError> {
-    match now.duration_since(signed_at) {
-        Ok(age) if age > max_age => Err(EvidenceError::Stale {
-            age_secs: age.as_secs(),
-            max_secs: max_age.as_secs(),
-        }),
-        Ok(_) => Ok(()),
-        Err(e) if e.duration() > MAX_CLOCK_SKEW => {
-            Err(EvidenceError::Future(e.duration().as_secs()))
-        }
-        Err(_) => Ok(()),
-    }
-}
-
 /// SHA-256 of the DER inside `spec.request`'s PEM block.
 fn request_csr_sha256(request: &CertificateSigningRequest) -> Result<[u8; 32], EvidenceError> {
     let spec = request
         .spec
         .as_ref()
         .ok_or_else(|| EvidenceError::Malformed("request has no spec".into()))?;
-    let der = csr::csr_der_from_pem(&spec.request)
-        .map_err(|e| EvidenceError::Malformed(e.to_string()))?;
-    Ok(csr::sha256(&der))
+    let der = csr_der_from_pem(&spec.request).ok_or_else(|| {
+        EvidenceError::Malformed("PEM block type must be CERTIFICATE REQUEST".into())
+    })?;
+    Ok(sha256(&der))
 }
 
 /// Verify one signed ApprovalStatement against `request` (see the module
@@ -484,112 +238,6 @@ pub fn verify_approvals(
     Ok(admins)
 }
 
-/// What a verified renewal proved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenewalProof {
-    /// Identity of the certificate being replaced.
-    pub identity: Identity,
-    /// Its serial number, lowercase hex.
-    pub serial: String,
-}
-
-/// Verify a renewal: see the module header.
-pub fn verify_renewal(
-    signed: &SignedStatement,
-    request: &CertificateSigningRequest,
-    new_csr: &VerifiedCsr,
-    issuing_ca_der: &[u8],
-    max_age: Duration,
-    now: SystemTime,
-) -> Result<RenewalProof, EvidenceError> {
-    let leaf = signed
-        .certificate_chain
-        .first()
-        .ok_or_else(|| EvidenceError::Malformed("certificate_chain is empty".into()))?;
-    let cert = parse_leaf(leaf)?;
-    verify_signature(RENEWAL_CONTEXT, &cert, &signed.statement, &signed.signature)?;
-    let st = RenewalStatement::decode(signed.statement.as_slice())
-        .map_err(|e| EvidenceError::Malformed(format!("RenewalStatement: {e}")))?;
-    // Only the issuing CA itself, no intermediates: the certificate must be ours.
-    let root = vec![CertificateDer::from(issuing_ca_der.to_vec())];
-    verify_chain_to(
-        &root,
-        std::slice::from_ref(leaf),
-        now,
-        "now (renewal needs an unexpired certificate issued by this CA)",
-    )
-    .map_err(|e| EvidenceError::Renewal(e.to_string()))?;
-    let (no_meta, no_spec) = (
-        ObjectMeta::default(),
-        CertificateSigningRequestSpec::default(),
-    );
-    let meta = request.metadata.as_ref().unwrap_or(&no_meta);
-    let spec = request.spec.as_ref().unwrap_or(&no_spec);
-    let checks: [(&'static str, bool); 4] = [
-        ("request_name", st.request_name == meta.name),
-        (
-            "csr_sha256",
-            st.csr_sha256.as_slice() == new_csr.sha256().as_slice(),
-        ),
-        ("signer_name", st.signer_name == spec.signer_name),
-        (
-            "current_certificate_sha256",
-            st.current_certificate_sha256.as_slice() == csr::sha256(leaf).as_slice(),
-        ),
-    ];
-    if let Some((field, _)) = checks.iter().find(|(_, ok)| !ok) {
-        return Err(EvidenceError::FieldMismatch(field));
-    }
-    check_fresh(to_system_time(st.signed_at.as_ref())?, max_age, now)?;
-    if cert.subject().as_raw() != new_csr.subject_der() {
-        return Err(EvidenceError::Renewal(
-            "the new CSR's subject differs from the current certificate's".into(),
-        ));
-    }
-    let cert_sans = match cert.subject_alternative_name() {
-        Ok(Some(ext)) => Sans::from_general_names(&ext.value.general_names)
-            .map_err(|e| EvidenceError::Renewal(e.to_string()))?,
-        Ok(None) => Sans::default(),
-        Err(e) => {
-            return Err(EvidenceError::Renewal(format!(
-                "current certificate SAN: {e}"
-            )));
-        }
-    };
-    if cert_sans != new_csr.sans {
-        return Err(EvidenceError::Renewal(
-            "the new CSR's subjectAltNames differ from the current certificate's".into(),
-        ));
-    }
-    // A renewal may not add extended key usages the current certificate lacks.
-    if let Ok(Some(eku)) = cert.extended_key_usage() {
-        let e = &eku.value;
-        for u in &spec.usages {
-            let present = match u.as_str() {
-                "server auth" => e.server_auth,
-                "client auth" => e.client_auth,
-                "code signing" => e.code_signing,
-                "email protection" | "s/mime" => e.email_protection,
-                "timestamping" => e.time_stamping,
-                "ocsp signing" => e.ocsp_signing,
-                "any" => e.any,
-                "ipsec end system" | "ipsec tunnel" | "ipsec user" | "microsoft sgc"
-                | "netscape sgc" => false,
-                _ => true, // a key usage, not an extended one
-            };
-            if !present && !e.any {
-                return Err(EvidenceError::Renewal(format!(
-                    "usage {u:?} is not in the current certificate's extended key usages"
-                )));
-            }
-        }
-    }
-    Ok(RenewalProof {
-        identity: identity_of(&cert)?,
-        serial: hex::encode(cert.raw_serial()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -597,6 +245,7 @@ mod tests {
     use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
     use super::*;
+    use crate::statement::sign_statement;
 
     struct Pki {
         ca_der: Vec<u8>,
