@@ -19,19 +19,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use certsign_proto::v1::{
-    ApprovalStatement, CertificateSigningRequest, CertificateSigningRequestSpec, Decision,
-    ObjectMeta, SignedStatement,
-};
-use prost::Message;
+use certsign_proto::v1::{ApprovalStatement, CertificateSigningRequest, Decision, SignedStatement};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cert::{Identity, csr_der_from_pem, sha256};
 use crate::statement::{
-    APPROVAL_CONTEXT, EvidenceError, check_fresh, identity_of, parse_leaf, to_system_time,
-    verify_chain_to, verify_signature,
+    APPROVAL_CONTEXT, EvidenceError, bound, check_fresh, identity_of, open, parts, to_system_time,
+    verify_chain_to,
 };
 
 /// The CA certificates admin statement certificates must chain to.
@@ -144,20 +140,7 @@ pub fn verify_approval(
     max_age: Duration,
     now: SystemTime,
 ) -> Result<Identity, EvidenceError> {
-    let leaf = signed
-        .certificate_chain
-        .first()
-        .ok_or_else(|| EvidenceError::Malformed("certificate_chain is empty".into()))?;
-    let cert = parse_leaf(leaf)?;
-    verify_signature(
-        APPROVAL_CONTEXT,
-        &cert,
-        &signed.statement,
-        &signed.signature,
-    )?;
-    // Decode only after the signature verified: the bytes are the admin's.
-    let st = ApprovalStatement::decode(signed.statement.as_slice())
-        .map_err(|e| EvidenceError::Malformed(format!("ApprovalStatement: {e}")))?;
+    let (_, cert, st) = open::<ApprovalStatement>(signed, APPROVAL_CONTEXT)?;
     let signed_at = to_system_time(st.signed_at.as_ref())?;
     check_fresh(signed_at, max_age, now)?;
     trust.verify_chain(&signed.certificate_chain, now, "now")?;
@@ -170,19 +153,11 @@ pub fn verify_approval(
             allowed: allowed_groups.to_vec(),
         });
     }
-    let (no_meta, no_spec) = (
-        ObjectMeta::default(),
-        CertificateSigningRequestSpec::default(),
-    );
-    let meta = request.metadata.as_ref().unwrap_or(&no_meta);
-    let spec = request.spec.as_ref().unwrap_or(&no_spec);
-    let checks: [(&'static str, bool); 7] = [
+    let (meta, spec) = parts(request);
+    bound(&[
         ("request_uid", st.request_uid == meta.uid),
         ("request_name", st.request_name == meta.name),
-        (
-            "csr_sha256",
-            st.csr_sha256.as_slice() == request_csr_sha256(request)?.as_slice(),
-        ),
+        ("csr_sha256", st.csr_sha256 == request_csr_sha256(request)?),
         ("signer_name", st.signer_name == spec.signer_name),
         ("usages", st.usages == spec.usages),
         (
@@ -190,10 +165,7 @@ pub fn verify_approval(
             st.expiration_seconds == spec.expiration_seconds,
         ),
         ("requestor", st.requestor == spec.username),
-    ];
-    if let Some((field, _)) = checks.iter().find(|(_, ok)| !ok) {
-        return Err(EvidenceError::FieldMismatch(field));
-    }
+    ])?;
     let got = Decision::try_from(st.decision).unwrap_or(Decision::Unspecified);
     if got != expected {
         return Err(EvidenceError::Decision { got, expected });
@@ -246,6 +218,7 @@ mod tests {
 
     use super::*;
     use crate::statement::sign_statement;
+    use prost::Message;
 
     struct Pki {
         ca_der: Vec<u8>,

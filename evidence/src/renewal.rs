@@ -13,17 +13,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use certsign_proto::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec, ObjectMeta, RenewalStatement,
-    SignedStatement,
-};
-use prost::Message;
+use certsign_proto::v1::{CertificateSigningRequest, RenewalStatement, SignedStatement};
 use rustls_pki_types::CertificateDer;
 
 use crate::cert::{Identity, Sans, sha256};
 use crate::statement::{
-    EvidenceError, RENEWAL_CONTEXT, check_fresh, identity_of, parse_leaf, to_system_time,
-    verify_chain_to, verify_signature,
+    EvidenceError, RENEWAL_CONTEXT, bound, check_fresh, identity_of, open, parts, to_system_time,
+    verify_chain_to,
 };
 use crate::usage::Usage;
 
@@ -56,14 +52,7 @@ pub fn verify_renewal(
     max_age: Duration,
     now: SystemTime,
 ) -> Result<RenewalProof, EvidenceError> {
-    let leaf = signed
-        .certificate_chain
-        .first()
-        .ok_or_else(|| EvidenceError::Malformed("certificate_chain is empty".into()))?;
-    let cert = parse_leaf(leaf)?;
-    verify_signature(RENEWAL_CONTEXT, &cert, &signed.statement, &signed.signature)?;
-    let st = RenewalStatement::decode(signed.statement.as_slice())
-        .map_err(|e| EvidenceError::Malformed(format!("RenewalStatement: {e}")))?;
+    let (leaf, cert, st) = open::<RenewalStatement>(signed, RENEWAL_CONTEXT)?;
     // Only the issuing CA itself, no intermediates: the certificate must be ours.
     let root = vec![CertificateDer::from(issuing_ca_der.to_vec())];
     verify_chain_to(
@@ -73,27 +62,16 @@ pub fn verify_renewal(
         "now (renewal needs an unexpired certificate issued by this CA)",
     )
     .map_err(|e| EvidenceError::Renewal(e.to_string()))?;
-    let (no_meta, no_spec) = (
-        ObjectMeta::default(),
-        CertificateSigningRequestSpec::default(),
-    );
-    let meta = request.metadata.as_ref().unwrap_or(&no_meta);
-    let spec = request.spec.as_ref().unwrap_or(&no_spec);
-    let checks: [(&'static str, bool); 4] = [
+    let (meta, spec) = parts(request);
+    bound(&[
         ("request_name", st.request_name == meta.name),
-        (
-            "csr_sha256",
-            st.csr_sha256.as_slice() == new_csr.csr_sha256.as_slice(),
-        ),
+        ("csr_sha256", st.csr_sha256 == *new_csr.csr_sha256),
         ("signer_name", st.signer_name == spec.signer_name),
         (
             "current_certificate_sha256",
-            st.current_certificate_sha256.as_slice() == sha256(leaf).as_slice(),
+            st.current_certificate_sha256 == sha256(leaf),
         ),
-    ];
-    if let Some((field, _)) = checks.iter().find(|(_, ok)| !ok) {
-        return Err(EvidenceError::FieldMismatch(field));
-    }
+    ])?;
     check_fresh(to_system_time(st.signed_at.as_ref())?, max_age, now)?;
     if cert.subject().as_raw() != new_csr.subject_der {
         return Err(EvidenceError::Renewal(

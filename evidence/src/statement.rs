@@ -8,12 +8,16 @@
 //! verified, and an identity is read only from that verified certificate,
 //! never from anything the caller supplies.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
 
-use certsign_proto::v1::{Decision, SignedStatement};
+use certsign_proto::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec, Decision, ObjectMeta, SignedStatement,
+};
+use prost::Message;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cert::{Identity, KeyKind, name_identity};
@@ -137,13 +141,20 @@ pub fn sign_statement<K: StatementKey + ?Sized>(
     })
 }
 
-/// Verify `signature` over `context||0x00||msg` with the key of `cert_der`.
-pub(crate) fn verify_signature(
+/// A signed statement opened: `certificate_chain[0]` (DER and parsed) and
+/// the statement, decoded only after its signature over
+/// `context||0x00||statement` verified with that certificate's key.
+pub(crate) fn open<'a, M: Message + Default>(
+    signed: &'a SignedStatement,
     context: &'static str,
-    cert: &X509Certificate<'_>,
-    msg: &[u8],
-    signature: &[u8],
-) -> Result<(), EvidenceError> {
+) -> Result<(&'a Vec<u8>, X509Certificate<'a>, M), EvidenceError> {
+    let leaf = signed
+        .certificate_chain
+        .first()
+        .ok_or_else(|| EvidenceError::Malformed("certificate_chain is empty".into()))?;
+    let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| {
+        EvidenceError::Certificate(format!("certificate_chain[0] does not parse: {e}"))
+    })?;
     let spki = cert.public_key();
     let kind = KeyKind::from_spki(spki).map_err(|e| EvidenceError::Certificate(e.to_string()))?;
     let alg: &dyn ring::signature::VerificationAlgorithm = match kind {
@@ -152,18 +163,34 @@ pub(crate) fn verify_signature(
         KeyKind::Ed25519 => &ring::signature::ED25519,
         KeyKind::Rsa(_) => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
     };
-    let signed = signed_bytes(context, msg);
     ring::signature::UnparsedPublicKey::new(alg, &spki.subject_public_key.data)
-        .verify(&signed, signature)
-        .map_err(|_| EvidenceError::Signature(context))
+        .verify(&signed_bytes(context, &signed.statement), &signed.signature)
+        .map_err(|_| EvidenceError::Signature(context))?;
+    // The message type's name, e.g. "ApprovalStatement".
+    let name = context.trim_start_matches("certsign.v1.");
+    let statement = M::decode(signed.statement.as_slice())
+        .map_err(|e| EvidenceError::Malformed(format!("{name}: {e}")))?;
+    Ok((leaf, cert, statement))
 }
 
-/// Parse `certificate_chain[0]` once for the signature check and the identity.
-pub(crate) fn parse_leaf(cert_der: &[u8]) -> Result<X509Certificate<'_>, EvidenceError> {
-    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| {
-        EvidenceError::Certificate(format!("certificate_chain[0] does not parse: {e}"))
-    })?;
-    Ok(cert)
+/// A request's metadata and spec, empty where absent.
+pub(crate) fn parts(
+    r: &CertificateSigningRequest,
+) -> (&ObjectMeta, &CertificateSigningRequestSpec) {
+    static EMPTY: OnceLock<(ObjectMeta, CertificateSigningRequestSpec)> = OnceLock::new();
+    let empty = EMPTY.get_or_init(Default::default);
+    (
+        r.metadata.as_ref().unwrap_or(&empty.0),
+        r.spec.as_ref().unwrap_or(&empty.1),
+    )
+}
+
+/// The first bound field that differs from the request, as an error.
+pub(crate) fn bound(checks: &[(&'static str, bool)]) -> Result<(), EvidenceError> {
+    match checks.iter().find(|(_, ok)| !ok) {
+        Some((field, _)) => Err(EvidenceError::FieldMismatch(field)),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn identity_of(cert: &X509Certificate<'_>) -> Result<Identity, EvidenceError> {
@@ -208,11 +235,8 @@ pub(crate) fn check_fresh(
 struct AnyEku;
 
 impl ExtendedKeyUsageValidator for AnyEku {
-    fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
-        for id in iter {
-            id?;
-        }
-        Ok(())
+    fn validate(&self, mut iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        iter.try_for_each(|id| id.map(|_| ()))
     }
 }
 

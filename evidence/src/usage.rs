@@ -9,72 +9,63 @@
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ExtendedKeyUsage;
 
-/// One Kubernetes key usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[allow(missing_docs)] // Each variant is the Kubernetes string of the same name.
-pub enum Usage {
-    Signing,
-    DigitalSignature,
-    ContentCommitment,
-    KeyEncipherment,
-    KeyAgreement,
-    DataEncipherment,
-    CertSign,
-    CrlSign,
-    EncipherOnly,
-    DecipherOnly,
-    Any,
-    ServerAuth,
-    ClientAuth,
-    CodeSigning,
-    EmailProtection,
-    SMime,
-    IpsecEndSystem,
-    IpsecTunnel,
-    IpsecUser,
-    Timestamping,
-    OcspSigning,
-    MicrosoftSgc,
-    NetscapeSgc,
+/// Defines [`Usage`], [`NAMES`], `parse` and `as_str` from one list, so
+/// each word is written once.
+macro_rules! usages {
+    ($($word:literal => $usage:ident,)*) => {
+        /// One Kubernetes key usage.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[allow(missing_docs)] // Each variant is the Kubernetes word of the same name.
+        pub enum Usage { $($usage,)* }
+
+        /// The 23 words in Kubernetes' declaration order.
+        pub const NAMES: [&str; 23] = [$($word,)*];
+
+        impl Usage {
+            /// Parse a Kubernetes usage word.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($word => Some(Self::$usage),)*
+                    _ => None,
+                }
+            }
+
+            /// The Kubernetes word.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$usage => $word,)*
+                }
+            }
+        }
+    };
 }
 
-/// The table: every word with its usage, in Kubernetes' declaration order.
-const TABLE: [(&str, Usage); 23] = [
-    ("signing", Usage::Signing),
-    ("digital signature", Usage::DigitalSignature),
-    ("content commitment", Usage::ContentCommitment),
-    ("key encipherment", Usage::KeyEncipherment),
-    ("key agreement", Usage::KeyAgreement),
-    ("data encipherment", Usage::DataEncipherment),
-    ("cert sign", Usage::CertSign),
-    ("crl sign", Usage::CrlSign),
-    ("encipher only", Usage::EncipherOnly),
-    ("decipher only", Usage::DecipherOnly),
-    ("any", Usage::Any),
-    ("server auth", Usage::ServerAuth),
-    ("client auth", Usage::ClientAuth),
-    ("code signing", Usage::CodeSigning),
-    ("email protection", Usage::EmailProtection),
-    ("s/mime", Usage::SMime),
-    ("ipsec end system", Usage::IpsecEndSystem),
-    ("ipsec tunnel", Usage::IpsecTunnel),
-    ("ipsec user", Usage::IpsecUser),
-    ("timestamping", Usage::Timestamping),
-    ("ocsp signing", Usage::OcspSigning),
-    ("microsoft sgc", Usage::MicrosoftSgc),
-    ("netscape sgc", Usage::NetscapeSgc),
-];
-
-/// The 23 words in Kubernetes' declaration order.
-pub const NAMES: [&str; 23] = {
-    let mut out = [""; 23];
-    let mut i = 0;
-    while i < TABLE.len() {
-        out[i] = TABLE[i].0;
-        i += 1;
-    }
-    out
-};
+// The table, in Kubernetes' declaration order.
+usages! {
+    "signing" => Signing,
+    "digital signature" => DigitalSignature,
+    "content commitment" => ContentCommitment,
+    "key encipherment" => KeyEncipherment,
+    "key agreement" => KeyAgreement,
+    "data encipherment" => DataEncipherment,
+    "cert sign" => CertSign,
+    "crl sign" => CrlSign,
+    "encipher only" => EncipherOnly,
+    "decipher only" => DecipherOnly,
+    "any" => Any,
+    "server auth" => ServerAuth,
+    "client auth" => ClientAuth,
+    "code signing" => CodeSigning,
+    "email protection" => EmailProtection,
+    "s/mime" => SMime,
+    "ipsec end system" => IpsecEndSystem,
+    "ipsec tunnel" => IpsecTunnel,
+    "ipsec user" => IpsecUser,
+    "timestamping" => Timestamping,
+    "ocsp signing" => OcspSigning,
+    "microsoft sgc" => MicrosoftSgc,
+    "netscape sgc" => NetscapeSgc,
+}
 
 /// The 23 words sorted, as Kubernetes' `sets.List()` lists them in
 /// "supported values" messages.
@@ -85,19 +76,6 @@ pub fn sorted_names() -> Vec<&'static str> {
 }
 
 impl Usage {
-    /// Parse a Kubernetes usage word.
-    pub fn parse(s: &str) -> Option<Self> {
-        TABLE.iter().find(|(n, _)| *n == s).map(|(_, u)| *u)
-    }
-
-    /// The Kubernetes word.
-    pub fn as_str(self) -> &'static str {
-        TABLE
-            .iter()
-            .find(|(_, u)| *u == self)
-            .map_or("", |(n, _)| n)
-    }
-
     /// Whether a certificate's extendedKeyUsage grants this usage; `None`
     /// for the keyUsage words, which no EKU grants. The ipsec and SGC
     /// purposes count as absent (x509-parser reports no flag for them).
@@ -138,20 +116,9 @@ impl Usage {
             out.extend(bits.iter().filter(|(set, _)| *set).map(|(_, u)| *u));
         }
         if let Ok(Some(eku)) = cert.extended_key_usage() {
-            let eku = &eku.value;
-            out.extend(
-                [
-                    Any,
-                    ServerAuth,
-                    ClientAuth,
-                    CodeSigning,
-                    EmailProtection,
-                    Timestamping,
-                    OcspSigning,
-                ]
-                .into_iter()
-                .filter(|u| u.in_eku(eku) == Some(true)),
-            );
+            // In table order, one word per purpose (`s/mime` is `email protection`).
+            let granted = |u: &Usage| *u != SMime && u.in_eku(eku.value) == Some(true);
+            out.extend(NAMES.iter().filter_map(|n| Usage::parse(n)).filter(granted));
         }
         out
     }
