@@ -13,8 +13,8 @@
 //! writes last, and a failed write of it fails the batch), resource
 //! versions handed out in queue order, `synchronous = FULL`, and no answer
 //! before the commit. A batch that drained the queue under load waits 2 ms
-//! once for more. Reads run beside this connection (WAL): lists on sqlx's
-//! pool, point reads inline (`sqlite_reader`).
+//! once for more. Reads run beside this connection (WAL), on the reader
+//! connections (`reader`).
 //!
 //! WAL checkpoints run beside the writer, on a connection and thread of
 //! their own ("store-checkpoint"), not inside a commit: SQLite's automatic
@@ -28,7 +28,7 @@
 //! and never decide policy (update functions and guards come from callers).
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use certsign_proto::v1::CertificateSigningRequest;
@@ -36,26 +36,32 @@ use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::mpsc;
 
-use super::{
-    Answer, Counts, CreateGuard, Exec, ForwardItem, MAX_BATCH, Op, SQLITE_OBJECT_BY_NAME,
-    SQLITE_PRAGMAS, StoreError, UpdateFn, apply_update, count_token_use, decode_renewal,
-    decode_stored, name_of, object_of_row, outcome, prune_events, set_rv, settle, token_counted,
-    unix_now, update_outcome,
-};
-use crate::cleaner::expiry_column;
+use super::conn;
 use crate::decision::{condition_column, state_of};
+use crate::expiry::expiry_column;
+use crate::store::batch::{
+    Answer, Counts, Exec, MAX_BATCH, Op, UpdateFn, apply_update, outcome, settle, update_outcome,
+};
+use crate::store::schema::{
+    OBJECT_AND_RV_BY_NAME, OBJECT_BY_NAME, count_token_use, object_of_row, prune_events,
+};
+use crate::store::types::{
+    CreateGuard, ForwardItem, StoreError, decode_renewal, decode_stored, name_of, set_rv,
+    token_counted, unix_now,
+};
 
-/// Opens the writer's connection (the schema is already migrated) and
-/// starts its thread, which runs until every sender of `rx` is gone.
+/// Starts the writer's thread on `conn` (its schema already migrated),
+/// and the checkpointer's on a connection of its own to `path`; both run
+/// until every sender of `rx` is gone.
 pub(super) fn spawn(
+    conn: Connection,
     path: &Path,
     counts: Arc<Counts>,
     rx: mpsc::Receiver<Op>,
 ) -> Result<(), StoreError> {
-    let conn = open(path)?;
     // Commits never checkpoint; the checkpointer does (module header).
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-    let checkpoint_conn = open(path)?;
+    let checkpoint_conn = conn::open(path, false)?;
     // One pending tick is enough: the checkpointer reads the whole WAL.
     let (tick, ticks) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
@@ -108,21 +114,6 @@ fn checkpointer(conn: &Connection, ticks: &std::sync::mpsc::Receiver<()>) {
             }
         }
     }
-}
-
-fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    for pragma in SQLITE_PRAGMAS {
-        conn.execute_batch(pragma)?;
-    }
-    Ok(conn)
-}
-
-/// The file a `sqlite:` URL names, parsed the way sqlx parses it for the
-/// readers, so both open the same database.
-pub(super) fn path_of(url: &str) -> Result<PathBuf, StoreError> {
-    let opts: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
-    Ok(opts.get_filename().to_path_buf())
 }
 
 /// A batch that drained the queue with at least this many operations in
@@ -413,7 +404,7 @@ fn update(
 ) -> Result<Result<(CertificateSigningRequest, bool), StoreError>, StoreError> {
     let decided = (|| {
         let bytes: Option<Option<Vec<u8>>> = conn
-            .prepare_cached(SQLITE_OBJECT_BY_NAME)?
+            .prepare_cached(OBJECT_BY_NAME)?
             .query_row(params![name], |r| r.get(0))
             .optional()?;
         let Some(bytes) = bytes else {
@@ -454,11 +445,7 @@ fn delete(
     expected_rv: Option<i64>,
 ) -> Result<Option<CertificateSigningRequest>, StoreError> {
     let row: Option<(Option<Vec<u8>>, i64)> = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            object_of_row!(),
-            ", resource_version FROM csrs WHERE name = ?1"
-        ))?
+        .prepare_cached(OBJECT_AND_RV_BY_NAME)?
         .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((bytes, current_rv)) = row else {
