@@ -3,11 +3,11 @@
 //! PERMISSION_DENIED, so their names do not leak.
 //!
 //! This module must never take an identity from a request body: the
-//! [`Identity`] comes from authentication only.
+//! [`Caller`] comes from authentication only.
 
 use certsign_proto::v1::{CertificateSigningRequest, ListCertificateSigningRequestsRequest};
 
-use crate::authn::Identity;
+use crate::authn::Caller;
 use crate::config::Config;
 use crate::status::ServiceError;
 use crate::store::{ListFilter, Store, StoreError};
@@ -16,11 +16,11 @@ pub(crate) fn not_found(name: &str) -> ServiceError {
     StoreError::NotFound(name.to_string()).into()
 }
 
-pub(crate) fn is_admin(cfg: &Config, id: &Identity) -> bool {
+pub(crate) fn is_admin(cfg: &Config, id: &Caller) -> bool {
     id.certificate().is_some() && cfg.is_admin(&id.groups)
 }
 
-pub(crate) fn can_read(cfg: &Config, id: &Identity, csr: &CertificateSigningRequest) -> bool {
+pub(crate) fn can_read(cfg: &Config, id: &Caller, csr: &CertificateSigningRequest) -> bool {
     is_admin(cfg, id) || csr.spec.as_ref().is_some_and(|s| s.username == id.username)
 }
 
@@ -28,7 +28,7 @@ pub(crate) fn can_read(cfg: &Config, id: &Identity, csr: &CertificateSigningRequ
 pub(crate) async fn readable(
     store: &Store,
     cfg: &Config,
-    id: &Identity,
+    id: &Caller,
     name: &str,
 ) -> Result<CertificateSigningRequest, ServiceError> {
     match store.get(name).await? {
@@ -41,7 +41,7 @@ pub(crate) async fn readable(
 /// signer name, then `domain/*`. Returns the groups that may approve.
 pub(crate) fn approver_groups_for(
     cfg: &Config,
-    id: &Identity,
+    id: &Caller,
     signer_name: &str,
 ) -> Result<Vec<String>, ServiceError> {
     let groups: Vec<String> = cfg
@@ -61,7 +61,7 @@ pub(crate) fn approver_groups_for(
 /// it asked for (a non-admin asking for another user's requests).
 pub(crate) fn list_filter(
     cfg: &Config,
-    id: &Identity,
+    id: &Caller,
     req: &ListCertificateSigningRequestsRequest,
 ) -> Option<ListFilter> {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());

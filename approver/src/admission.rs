@@ -12,13 +12,13 @@
 
 use std::time::SystemTime;
 
+use certsign_evidence as evidence;
 use certsign_proto::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec, CertificateSigningRequestStatus,
     CreateCertificateSigningRequestRequest, ObjectMeta, SignedStatement,
 };
-use certsign_signer::evidence;
 
-use crate::authn::Identity;
+use crate::authn::Caller;
 use crate::config::{ApprovalMode, BootstrapToken, Config, pattern_matches};
 use crate::decision;
 use crate::limits::Limiter;
@@ -45,7 +45,7 @@ impl Admission<'_> {
     pub async fn create(
         &self,
         cfg: &Config,
-        id: Identity,
+        id: Caller,
         token: Option<BootstrapToken>,
         body: CreateCertificateSigningRequestRequest,
     ) -> Result<CertificateSigningRequest, ServiceError> {
@@ -171,7 +171,7 @@ impl Admission<'_> {
     fn check_renewal(
         &self,
         cfg: &Config,
-        id: &Identity,
+        id: &Caller,
         proof: &SignedStatement,
         obj: &CertificateSigningRequest,
         allow_renewal: bool,
@@ -193,14 +193,15 @@ impl Admission<'_> {
                 "renewal: certificate_chain[0] must be the client certificate of this call".into(),
             ));
         }
-        let new_csr = certsign_signer::csr::VerifiedCsr::from_pem(&spec.request)
+        let new_csr = validation::VerifiedCsr::from_pem(&spec.request)
+            .and_then(|c| c.renewal_facts())
             .map_err(|e| ServiceError::BadRequest(format!("renewal: {e}")))?;
         let mut last = None;
         for ca in self.client_ca_der {
             match evidence::verify_renewal(
                 proof,
                 obj,
-                &new_csr,
+                new_csr.input(),
                 ca,
                 cfg.statement_max_age,
                 SystemTime::now(),
@@ -223,7 +224,7 @@ impl Admission<'_> {
 /// condition message.
 fn auto_approve_rule(
     cfg: &Config,
-    id: &Identity,
+    id: &Caller,
     obj: &CertificateSigningRequest,
     csr: &validation::VerifiedCsr,
 ) -> Option<String> {

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use certsign_evidence::{Identity, sha256};
 use ring::digest;
 use x509_parser::prelude::*;
 
@@ -31,15 +32,23 @@ pub enum Credential {
     BootstrapToken(String),
 }
 
-/// An authenticated caller.
+/// An authenticated caller: who (the one [`Identity`] type of certsign,
+/// with `system:authenticated` among the groups) and how it proved it.
 #[derive(Debug, Clone)]
-pub struct Identity {
-    pub username: String,
-    pub groups: Vec<String>,
+pub struct Caller {
+    pub identity: Identity,
     pub credential: Credential,
 }
 
-impl Identity {
+/// `caller.username` and `caller.groups` read the identity.
+impl std::ops::Deref for Caller {
+    type Target = Identity;
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+impl Caller {
     /// The client certificate, if the caller used one.
     pub fn certificate(&self) -> Option<&[u8]> {
         match &self.credential {
@@ -78,7 +87,7 @@ pub enum AuthnError {
 }
 
 /// Identity from a verified client certificate (leaf DER).
-pub fn from_certificate(der: &[u8]) -> Result<Identity, AuthnError> {
+pub fn from_certificate(der: &[u8]) -> Result<Caller, AuthnError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| AuthnError::BadCertificate)?;
     let subject = cert.subject();
     let username = subject
@@ -98,9 +107,8 @@ pub fn from_certificate(der: &[u8]) -> Result<Identity, AuthnError> {
     if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
         groups.push(AUTHENTICATED_GROUP.to_string());
     }
-    Ok(Identity {
-        username,
-        groups,
+    Ok(Caller {
+        identity: Identity { username, groups },
         credential: Credential::Certificate(der.to_vec()),
     })
 }
@@ -118,20 +126,19 @@ pub struct CertificateIdentities {
     seen: Mutex<HashMap<[u8; 32], Remembered>>,
 }
 
-/// A remembered identity: (username, groups).
-type Remembered = (String, Vec<String>);
+/// A remembered identity.
+type Remembered = Identity;
 
 /// Certificates remembered at most (then the memory starts over).
 const IDENTITIES_MAX: usize = 4096;
 
 impl CertificateIdentities {
     /// [`from_certificate`], answered from memory for a certificate seen before.
-    pub fn identify(&self, der: &[u8]) -> Result<Identity, AuthnError> {
-        let key = certsign_signer::csr::sha256(der);
-        if let Some((username, groups)) = self.seen.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(Identity {
-                username,
-                groups,
+    pub fn identify(&self, der: &[u8]) -> Result<Caller, AuthnError> {
+        let key = sha256(der);
+        if let Some(identity) = self.seen.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(Caller {
+                identity,
                 credential: Credential::Certificate(der.to_vec()),
             });
         }
@@ -140,7 +147,7 @@ impl CertificateIdentities {
             if m.len() >= IDENTITIES_MAX {
                 m.clear();
             }
-            m.insert(key, (id.username.clone(), id.groups.clone()));
+            m.insert(key, id.identity.clone());
         }
         Ok(id)
     }
@@ -153,7 +160,7 @@ pub fn from_bearer(
     header: &str,
     tokens: &[BootstrapToken],
     now: SystemTime,
-) -> Result<(Identity, BootstrapToken), AuthnError> {
+) -> Result<(Caller, BootstrapToken), AuthnError> {
     let value = header
         .strip_prefix("Bearer ")
         .ok_or(AuthnError::MalformedToken)?
@@ -179,12 +186,14 @@ pub fn from_bearer(
         return Err(AuthnError::ExpiredToken(id.to_string()));
     }
     Ok((
-        Identity {
-            username: format!("system:bootstrap:{id}"),
-            groups: vec![
-                BOOTSTRAPPERS_GROUP.to_string(),
-                AUTHENTICATED_GROUP.to_string(),
-            ],
+        Caller {
+            identity: Identity {
+                username: format!("system:bootstrap:{id}"),
+                groups: vec![
+                    BOOTSTRAPPERS_GROUP.to_string(),
+                    AUTHENTICATED_GROUP.to_string(),
+                ],
+            },
             credential: Credential::BootstrapToken(id.to_string()),
         },
         token.clone(),

@@ -10,13 +10,13 @@
 
 use std::time::SystemTime;
 
+use certsign_evidence::{self as evidence, ApprovalTrust};
 use certsign_proto::v1::{CertificateSigningRequest, Decision, SignedStatement};
-use certsign_signer::evidence::{self, ApprovalTrust};
 
 use crate::access;
-use crate::authn::Identity;
+use crate::authn::Caller;
 use crate::config::Config;
-use crate::decision::{self, Actor, DecisionInput};
+use crate::decision::{self, DecisionInput};
 use crate::status::ServiceError;
 use crate::store::Store;
 
@@ -38,7 +38,7 @@ impl Recorder<'_> {
     fn verify_statement(
         &self,
         cfg: &Config,
-        id: &Identity,
+        id: &Caller,
         signed: &SignedStatement,
         obj: &CertificateSigningRequest,
         expected: Decision,
@@ -73,7 +73,7 @@ impl Recorder<'_> {
     pub async fn decide(
         &self,
         cfg: &Config,
-        id: Identity,
+        id: Caller,
         name: &str,
         decision: Decision,
         statement: Option<SignedStatement>,
@@ -90,10 +90,7 @@ impl Recorder<'_> {
             ))
         })?;
         let input = DecisionInput {
-            actor: Actor {
-                username: id.username.clone(),
-                groups: id.groups.clone(),
-            },
+            actor: id.identity.clone(),
             reason,
             message,
             statement: statement.clone(),

@@ -5,7 +5,7 @@
 //! CONDITION column. Conditions are only ever added, never removed, and
 //! Approved and Denied stay mutually exclusive. This module must never check
 //! who may decide (that is `decide.rs` with the config) nor verify
-//! signatures (that is `certsign_signer::evidence`); it only records.
+//! signatures (that is `certsign_evidence`); it only records.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,11 +45,7 @@ impl State {
 }
 
 /// The deciding identity.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub username: String,
-    pub groups: Vec<String>,
-}
+pub type Actor = certsign_evidence::Identity;
 
 /// Why a decision cannot be recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -55,8 +55,8 @@ pub mod watch;
 use std::future::Future;
 use std::sync::Arc;
 
+use certsign_evidence::ApprovalTrust;
 use certsign_proto::v1::approver_server::ApproverServer;
-use certsign_signer::evidence::ApprovalTrust;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 

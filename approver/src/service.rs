@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::Engine as _;
+use certsign_evidence::ApprovalTrust;
 use certsign_proto::v1::approver_server::Approver;
 use certsign_proto::v1::{
     ApproveCertificateSigningRequestRequest, CertificateSigningRequest,
@@ -26,7 +27,6 @@ use certsign_proto::v1::{
     ListCertificateSigningRequestsRequest, ListCertificateSigningRequestsResponse, TrustBundle,
     WatchCertificateSigningRequestsRequest, WatchEvent,
 };
-use certsign_signer::evidence::ApprovalTrust;
 use tokio_stream::StreamExt as _;
 use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status};
 
 use crate::access;
 use crate::admission::Admission;
-use crate::authn::{self, AuthnError, Identity};
+use crate::authn::{self, AuthnError, Caller};
 use crate::config::{BootstrapToken, Config, LiveConfig};
 use crate::decide::Recorder;
 use crate::decision::{self, State};
@@ -109,7 +109,7 @@ impl ApproverService {
         cfg: &Config,
         req: &Request<T>,
         token_use: TokenUse,
-    ) -> Result<(Identity, Option<BootstrapToken>), ServiceError> {
+    ) -> Result<(Caller, Option<BootstrapToken>), ServiceError> {
         let (id, token) = match req.peer_certs() {
             Some(certs) if !certs.is_empty() => {
                 (self.identities.identify(certs[0].as_ref())?, None)

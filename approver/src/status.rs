@@ -4,7 +4,7 @@
 //!
 //! This module must never decide anything; it only names and maps.
 
-use certsign_signer::evidence::EvidenceError;
+use certsign_evidence::EvidenceError;
 use tonic::Status;
 
 use crate::authn::AuthnError;

@@ -8,34 +8,8 @@
 
 use std::fmt;
 
+use certsign_evidence::{KeyKind, RenewalInput, Sans, sha256, usage};
 use x509_parser::prelude::*;
-
-/// The 23 key usages Kubernetes knows, in its sorted `List()` order.
-pub const VALID_USAGES: [&str; 23] = [
-    "any",
-    "cert sign",
-    "client auth",
-    "code signing",
-    "content commitment",
-    "crl sign",
-    "data encipherment",
-    "decipher only",
-    "digital signature",
-    "email protection",
-    "encipher only",
-    "ipsec end system",
-    "ipsec tunnel",
-    "ipsec user",
-    "key agreement",
-    "key encipherment",
-    "microsoft sgc",
-    "netscape sgc",
-    "ocsp signing",
-    "s/mime",
-    "server auth",
-    "signing",
-    "timestamping",
-];
 
 /// The legacy signer name the v1 API refuses on create.
 pub const LEGACY_UNKNOWN: &str = "kubernetes.io/legacy-unknown";
@@ -202,6 +176,45 @@ impl VerifiedCsr {
     pub fn der(&self) -> &[u8] {
         &self.der
     }
+
+    /// What a renewal check reads of this request. Refuses, with the
+    /// signer's texts, a key type or a subjectAltName the signer would.
+    pub fn renewal_facts(&self) -> Result<RenewalFacts, String> {
+        let (_, csr) = X509CertificationRequest::from_der(&self.der)
+            .map_err(|e| format!("x509: malformed certificate request: {e}"))?;
+        let info = &csr.certification_request_info;
+        KeyKind::from_spki(&info.subject_pki).map_err(|e| e.to_string())?;
+        let mut sans = Sans::default();
+        for ext in csr.requested_extensions().into_iter().flatten() {
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                sans = Sans::from_general_names(&san.general_names).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(RenewalFacts {
+            sha256: sha256(&self.der),
+            subject_der: info.subject.as_raw().to_vec(),
+            sans,
+        })
+    }
+}
+
+/// A verified request's hash, subject and SANs, for `verify_renewal`.
+#[derive(Debug, Clone)]
+pub struct RenewalFacts {
+    sha256: [u8; 32],
+    subject_der: Vec<u8>,
+    sans: Sans,
+}
+
+impl RenewalFacts {
+    /// The input `certsign_evidence::verify_renewal` takes.
+    pub fn input(&self) -> RenewalInput<'_> {
+        RenewalInput {
+            csr_sha256: &self.sha256,
+            subject_der: &self.subject_der,
+            sans: &self.sans,
+        }
+    }
 }
 
 /// Decode the first PEM block of `data`: (label, DER). Text before the
@@ -263,11 +276,14 @@ pub fn validate_create(input: &CreateInput<'_>) -> Result<VerifiedCsr, Vec<Field
         });
     }
     for (i, u) in input.usages.iter().enumerate() {
-        if !VALID_USAGES.contains(&u.as_str()) {
+        if usage::Usage::parse(u).is_none() {
             errs.push(FieldError::NotSupported {
                 field: format!("spec.usages[{i}]"),
                 value: Value::Str(u.clone()),
-                supported: VALID_USAGES.iter().map(|s| s.to_string()).collect(),
+                supported: usage::sorted_names()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
             });
         }
     }

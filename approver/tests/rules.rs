@@ -87,7 +87,7 @@ async fn create_validation_rules_and_texts() {
     // A CSR whose signature does not verify.
     let tampered = {
         use base64::Engine as _;
-        let der = certsign_signer::csr::csr_der_from_pem(pem.as_bytes()).unwrap();
+        let der = certsign_evidence::csr_der_from_pem(pem.as_bytes()).unwrap();
         let mut der = der.to_vec();
         let n = der.len();
         der[n - 5] ^= 0x55;
@@ -341,7 +341,7 @@ fn token_table(
 ) -> toml::Value {
     let mut t = toml::Table::new();
     t.insert("id".into(), id.into());
-    let h = certsign_signer::csr::sha256(secret.as_bytes());
+    let h = certsign_evidence::sha256(secret.as_bytes());
     t.insert("secret_sha256".into(), hex::encode(h).into());
     t.insert("expires".into(), expires.into());
     t.insert(

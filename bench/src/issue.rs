@@ -11,13 +11,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use certsign_evidence::{self as evidence, ApprovalTrust};
 use certsign_proto::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec, Decision, SignedStatement,
 };
 use certsign_signer::ca_key::CaKey;
 use certsign_signer::config::Config;
 use certsign_signer::csr::VerifiedCsr;
-use certsign_signer::evidence::{self, ApprovalTrust};
 use certsign_signer::issue;
 use certsign_signer::profile::{Profile, Usage, parse_usages};
 use certsign_tests::grpc::{self, CLIENT_SIGNER, Ident};

@@ -1,25 +1,23 @@
 //! Signed statements: the admin's ApprovalStatement and the holder's
-//! RenewalStatement (ARCHITECTURE.md "Evidence").
+//! RenewalStatement (ARCHITECTURE.md "Evidence"), signed with the caller's
+//! own key and certificate files.
 //!
-//! The signature covers `context || 0x00 || statement_bytes`, with the key of
-//! `certificate_chain[0]`. This module never sends anything; it only proves,
-//! with the caller's own key, what the caller decided.
+//! The contexts and the exact bytes signed are `certsign_evidence`'s, the
+//! same the signer and the approver verify. This module never sends
+//! anything; it only proves, with the caller's own key, what the caller
+//! decided.
 
 use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Result, anyhow, bail};
+use certsign_evidence::{APPROVAL_CONTEXT, RENEWAL_CONTEXT, sha256, signed_bytes};
 use certsign_proto::v1 as pb;
 use prost::Message as _;
 use x509_parser::prelude::FromDer;
 
 use crate::conn;
 use crate::pkix::{self, PrivateKey};
-
-/// Context string of an ApprovalStatement signature.
-pub const APPROVAL_CONTEXT: &[u8] = b"certsign.v1.ApprovalStatement";
-/// Context string of a RenewalStatement signature.
-pub const RENEWAL_CONTEXT: &[u8] = b"certsign.v1.RenewalStatement";
 
 /// A key with its certificate chain (leaf first).
 #[derive(Debug)]
@@ -28,15 +26,6 @@ pub struct StatementSigner {
     pub key: PrivateKey,
     /// DER certificates from the certificate file, leaf first.
     pub chain: Vec<Vec<u8>>,
-}
-
-/// The exact bytes that are signed.
-pub fn signed_bytes(context: &[u8], statement: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(context.len() + 1 + statement.len());
-    msg.extend_from_slice(context);
-    msg.push(0);
-    msg.extend_from_slice(statement);
-    msg
 }
 
 impl StatementSigner {
@@ -85,7 +74,7 @@ impl StatementSigner {
             .ok_or_else(|| anyhow!("no certificate for the signing key"))
     }
 
-    fn sign(&self, context: &[u8], statement: Vec<u8>) -> Result<pb::SignedStatement> {
+    fn sign(&self, context: &str, statement: Vec<u8>) -> Result<pb::SignedStatement> {
         let signature = self.key.sign(&signed_bytes(context, &statement))?;
         Ok(pb::SignedStatement {
             statement,
@@ -116,9 +105,9 @@ impl StatementSigner {
     ) -> Result<pb::SignedStatement> {
         let statement = pb::RenewalStatement {
             request_name: request_name.to_string(),
-            csr_sha256: pkix::sha256(csr_der),
+            csr_sha256: sha256(csr_der).to_vec(),
             signer_name: signer_name.to_string(),
-            current_certificate_sha256: pkix::sha256(self.leaf()?),
+            current_certificate_sha256: sha256(self.leaf()?).to_vec(),
             signed_at: Some(now.into()),
         };
         let mut signed = self.sign(RENEWAL_CONTEXT, statement.encode_to_vec())?;
@@ -153,7 +142,7 @@ pub fn approval_statement(
     Ok(pb::ApprovalStatement {
         request_uid: meta.uid.clone(),
         request_name: meta.name.clone(),
-        csr_sha256: pkix::sha256(&der),
+        csr_sha256: sha256(&der).to_vec(),
         signer_name: spec.signer_name.clone(),
         usages: spec.usages.clone(),
         expiration_seconds: spec.expiration_seconds,
@@ -198,7 +187,7 @@ mod tests {
             .approval(&csr, pb::Decision::Approve, SystemTime::now())
             .unwrap();
         let st = pb::ApprovalStatement::decode(signed.statement.as_slice()).unwrap();
-        assert_eq!(st.csr_sha256, pkix::sha256(&der));
+        assert_eq!(st.csr_sha256, sha256(&der));
         assert_eq!(st.requestor, "bob");
         assert_eq!(st.expiration_seconds, Some(600));
         assert_eq!(st.decision, pb::Decision::Approve as i32);

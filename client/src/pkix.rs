@@ -346,39 +346,13 @@ pub fn certs_der_from_pem(pem: &[u8]) -> Vec<Vec<u8>> {
 
 /// SHA-256 digest.
 pub fn sha256(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
+    certsign_evidence::sha256(data).to_vec()
 }
 
 // === Usages ===
 
 /// Kubernetes' 23 key usage strings (`certificates.k8s.io/v1` KeyUsage).
-pub const KNOWN_USAGES: &[&str] = &[
-    "signing",
-    "digital signature",
-    "content commitment",
-    "key encipherment",
-    "key agreement",
-    "data encipherment",
-    "cert sign",
-    "crl sign",
-    "encipher only",
-    "decipher only",
-    "any",
-    "server auth",
-    "client auth",
-    "code signing",
-    "email protection",
-    "s/mime",
-    "ipsec end system",
-    "ipsec tunnel",
-    "ipsec user",
-    "timestamping",
-    "ocsp signing",
-    "microsoft sgc",
-    "netscape sgc",
-];
+pub const KNOWN_USAGES: &[&str] = &certsign_evidence::usage::NAMES;
 
 /// Splits and checks `--usages` values ("digital signature,client auth").
 pub fn parse_usages(values: &[String]) -> Result<Vec<String>> {
@@ -417,45 +391,8 @@ pub(crate) fn quoted_list(items: &[&str]) -> String {
 
 /// Maps a certificate's KeyUsage and ExtendedKeyUsage back to Kubernetes strings.
 pub fn usages_of_certificate(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(Some(ku)) = cert.key_usage() {
-        let ku = &ku.value;
-        let bits = [
-            (ku.digital_signature(), "digital signature"),
-            (ku.non_repudiation(), "content commitment"),
-            (ku.key_encipherment(), "key encipherment"),
-            (ku.key_agreement(), "key agreement"),
-            (ku.data_encipherment(), "data encipherment"),
-            (ku.key_cert_sign(), "cert sign"),
-            (ku.crl_sign(), "crl sign"),
-            (ku.encipher_only(), "encipher only"),
-            (ku.decipher_only(), "decipher only"),
-        ];
-        out.extend(
-            bits.iter()
-                .filter(|(set, _)| *set)
-                .map(|(_, s)| s.to_string()),
-        );
-    }
-    if let Ok(Some(eku)) = cert.extended_key_usage() {
-        let eku = &eku.value;
-        let purposes = [
-            (eku.any, "any"),
-            (eku.server_auth, "server auth"),
-            (eku.client_auth, "client auth"),
-            (eku.code_signing, "code signing"),
-            (eku.email_protection, "email protection"),
-            (eku.time_stamping, "timestamping"),
-            (eku.ocsp_signing, "ocsp signing"),
-        ];
-        out.extend(
-            purposes
-                .iter()
-                .filter(|(set, _)| *set)
-                .map(|(_, s)| s.to_string()),
-        );
-    }
-    out
+    let usages = certsign_evidence::Usage::of_certificate(cert);
+    usages.into_iter().map(|u| u.as_str().to_string()).collect()
 }
 
 /// SANs of a certificate, as request SANs (for a renewal).

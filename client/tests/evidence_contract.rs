@@ -1,5 +1,5 @@
-//! certctl's signed statements and CSRs checked by the signer's own verifier
-//! (`certsign_signer::evidence`, the code the signer and approver run), with
+//! certctl's signed statements and CSRs checked by the shared verifier
+//! (`certsign_evidence`, the code the signer and approver run), with
 //! admin keys of every supported kind, including ones made by `openssl`
 //! (PKCS#1 RSA, SEC1 EC) that certctl must load itself.
 
@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use certctl::evidence::StatementSigner;
 use certctl::pkix::{self, KeyType};
+use certsign_evidence::{
+    ApprovalTrust, KeyKind, RenewalInput, Sans, sha256, verify_approval, verify_renewal,
+};
 use certsign_proto::v1 as pb;
-use certsign_signer::csr::VerifiedCsr;
-use certsign_signer::evidence::{ApprovalTrust, verify_approval, verify_renewal};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -299,14 +300,19 @@ fn renewals_verify_with_the_signers_rules() {
         )
         .unwrap();
         assert_eq!(r.key.key_type(), Some(kind));
-        let csr = VerifiedCsr::from_der(&r.csr_der).unwrap();
+        let (csr_sha256, subject_der, csr_sans) = renewal_facts(&r.csr_der);
+        let csr = RenewalInput {
+            csr_sha256: &csr_sha256,
+            subject_der: &subject_der,
+            sans: &csr_sans,
+        };
         let mut req = request("alice-renew-1", "alice");
         req.spec.as_mut().unwrap().request =
             pkix::pem_encode("CERTIFICATE REQUEST", &r.csr_der).into_bytes();
         let proof = verify_renewal(
             &r.statement,
             &req,
-            &csr,
+            csr,
             &ca.der,
             Duration::from_secs(3600),
             now,
@@ -321,7 +327,7 @@ fn renewals_verify_with_the_signers_rules() {
             verify_renewal(
                 &r.statement,
                 &renamed,
-                &csr,
+                csr,
                 &ca.der,
                 Duration::from_secs(3600),
                 now
@@ -329,4 +335,24 @@ fn renewals_verify_with_the_signers_rules() {
             .is_err()
         );
     }
+}
+
+/// What the signer reads of a new CSR for a renewal, after checking its
+/// self-signature and key kind as the signer does.
+fn renewal_facts(der: &[u8]) -> ([u8; 32], Vec<u8>, Sans) {
+    use x509_parser::certification_request::X509CertificationRequest;
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::FromDer;
+    let (rest, csr) = X509CertificationRequest::from_der(der).unwrap();
+    assert!(rest.is_empty());
+    csr.verify_signature().unwrap();
+    let info = &csr.certification_request_info;
+    KeyKind::from_spki(&info.subject_pki).unwrap();
+    let mut sans = Sans::default();
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        if let ParsedExtension::SubjectAlternativeName(s) = ext {
+            sans = Sans::from_general_names(&s.general_names).unwrap();
+        }
+    }
+    (sha256(der), info.subject.as_raw().to_vec(), sans)
 }

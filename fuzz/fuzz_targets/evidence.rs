@@ -1,4 +1,4 @@
-//! Fuzz target: evidence verification (`certsign_signer::evidence`), the
+//! Fuzz target: evidence verification (`certsign_evidence`), the
 //! code that decides whether a signed statement proves an approval or a
 //! renewal.
 //!
@@ -20,7 +20,7 @@ use certsign_proto::v1::{
     SignedStatement,
 };
 use certsign_signer::csr::VerifiedCsr;
-use certsign_signer::evidence::{
+use certsign_evidence::{
     APPROVAL_CONTEXT, ApprovalTrust, RENEWAL_CONTEXT, sign_statement, verify_approval,
     verify_renewal,
 };
@@ -97,7 +97,7 @@ fn check(f: &Fixture, s: &SignedStatement, may_accept: bool) {
     let day = Duration::from_secs(86400);
     let now = SystemTime::now();
     let a = verify_approval(s, &f.request, Decision::Approve, &f.trust, &groups, day, now);
-    let r = verify_renewal(s, &f.request, &f.csr, &f.ca_der, day, now);
+    let r = verify_renewal(s, &f.request, f.csr.renewal_input(), &f.ca_der, day, now);
     if !may_accept {
         assert!(a.is_err() && r.is_err(), "accepted a statement nobody signed");
     }

@@ -19,10 +19,10 @@ use time::OffsetDateTime;
 use crate::ca_key::{CaKey, CaKeyError};
 use crate::config::Config;
 use crate::csr::{self, VerifiedCsr};
-use crate::evidence::{self, ApprovalTrust};
 use crate::issue;
 use crate::journal::{self, Event, Index, Journal, JournalError, LineAt};
 use crate::profile::{ApprovalMode, parse_usages};
+use certsign_evidence::{self as evidence, ApprovalTrust};
 
 /// A refusal or failure of `Sign`, by gRPC meaning. Messages name the rule.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -358,9 +358,15 @@ impl Authority {
                         "renewal: this CSR was already issued under uid {other:?}"
                     )));
                 }
-                let proof =
-                    evidence::verify_renewal(r, req, &csr, self.ca.cert_der(), max_age, now)
-                        .map_err(refused)?;
+                let proof = evidence::verify_renewal(
+                    r,
+                    req,
+                    csr.renewal_input(),
+                    self.ca.cert_der(),
+                    max_age,
+                    now,
+                )
+                .map_err(refused)?;
                 (
                     "renewal",
                     vec![format!(

@@ -7,22 +7,17 @@
 //! extension except the SAN list (checked later against the profile);
 //! basicConstraints CA:TRUE is refused outright, everything else is dropped.
 
-use std::net::IpAddr;
-
-use rustls_pki_types::pem::{PemObject, SectionKind};
+use certsign_evidence::RenewalInput;
+pub use certsign_evidence::{KeyKind, MIN_RSA_BITS, Sans, name_identity, sha256};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, OID_SIG_ED25519, OID_X509_COMMON_NAME,
-    OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_SUBJECT_ALT_NAME,
+    OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, OID_X509_COMMON_NAME, OID_X509_EXT_BASIC_CONSTRAINTS,
+    OID_X509_EXT_SUBJECT_ALT_NAME,
 };
 use x509_parser::prelude::FromDer;
-use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
-
-/// Minimum RSA modulus size accepted anywhere (CSR keys, admin keys).
-pub const MIN_RSA_BITS: usize = 2048;
+use x509_parser::x509::X509Name;
 
 /// Why a CSR was refused. Display texts follow Kubernetes where it has one.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -55,54 +50,6 @@ pub enum CsrError {
     Subject(String),
 }
 
-/// Public key algorithms this system accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    /// ECDSA on NIST P-256.
-    P256,
-    /// ECDSA on NIST P-384.
-    P384,
-    /// Ed25519.
-    Ed25519,
-    /// RSA with this many modulus bits (always >= [`MIN_RSA_BITS`]).
-    Rsa(usize),
-}
-
-impl KeyKind {
-    /// Classify a SubjectPublicKeyInfo, refusing anything not allowed.
-    pub fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Self, CsrError> {
-        let alg = &spki.algorithm.algorithm;
-        if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok());
-            match curve {
-                Some(c) if c == OID_EC_P256 => Ok(Self::P256),
-                Some(c) if c == OID_NIST_EC_P384 => Ok(Self::P384),
-                Some(c) => Err(CsrError::KeyType(format!("ECDSA on curve {c}"))),
-                None => Err(CsrError::KeyType("ECDSA without a named curve".into())),
-            }
-        } else if *alg == OID_SIG_ED25519 {
-            Ok(Self::Ed25519)
-        } else if *alg == OID_PKCS1_RSAENCRYPTION {
-            let bits = spki.parsed().map(|k| k.key_size()).unwrap_or(0);
-            if bits < MIN_RSA_BITS {
-                return Err(CsrError::KeyType(format!("RSA-{bits} is too small")));
-            }
-            Ok(Self::Rsa(bits))
-        } else {
-            Err(CsrError::KeyType(format!("algorithm {alg}")))
-        }
-    }
-
-    /// Whether keyEncipherment makes sense for this key (RSA key transport only).
-    pub fn can_encipher_keys(self) -> bool {
-        matches!(self, Self::Rsa(_))
-    }
-}
-
 /// A parsed, signature-checked, key-checked certificate request.
 #[derive(Debug, Clone)]
 pub struct VerifiedCsr {
@@ -119,74 +66,9 @@ pub struct VerifiedCsr {
     pub sans: Sans,
 }
 
-/// Subject alternative names, by type.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Sans {
-    /// dNSName entries.
-    pub dns: Vec<String>,
-    /// iPAddress entries.
-    pub ips: Vec<IpAddr>,
-    /// uniformResourceIdentifier entries.
-    pub uris: Vec<String>,
-    /// rfc822Name entries.
-    pub emails: Vec<String>,
-}
-
-impl Sans {
-    /// True when there is no SAN at all.
-    pub fn is_empty(&self) -> bool {
-        self.dns.is_empty() && self.ips.is_empty() && self.uris.is_empty() && self.emails.is_empty()
-    }
-
-    /// Read SANs from a parsed extension list (also used for certificates).
-    /// A name with a control character (NUL above all: `good.example\0.evil`
-    /// reads as `good.example` to C string code) is refused.
-    pub fn from_general_names(names: &[GeneralName<'_>]) -> Result<Self, CsrError> {
-        let mut sans = Self::default();
-        let text = |kind: &str, v: &str| {
-            if v.chars().any(char::is_control) {
-                Err(CsrError::San(format!(
-                    "{kind} {v:?} contains a control character"
-                )))
-            } else {
-                Ok(v.to_owned())
-            }
-        };
-        for name in names {
-            match name {
-                GeneralName::DNSName(d) => sans.dns.push(text("dNSName", d)?),
-                GeneralName::RFC822Name(e) => sans.emails.push(text("rfc822Name", e)?),
-                GeneralName::URI(u) => sans.uris.push(text("URI", u)?),
-                GeneralName::IPAddress(b) => sans.ips.push(match b.len() {
-                    4 => IpAddr::from(
-                        <[u8; 4]>::try_from(*b).map_err(|_| CsrError::San("IP".into()))?,
-                    ),
-                    16 => IpAddr::from(
-                        <[u8; 16]>::try_from(*b).map_err(|_| CsrError::San("IP".into()))?,
-                    ),
-                    n => return Err(CsrError::San(format!("IP address of {n} bytes"))),
-                }),
-                other => return Err(CsrError::San(format!("{other:?}"))),
-            }
-        }
-        Ok(sans)
-    }
-}
-
 /// Decode the first PEM block, which must be a CERTIFICATE REQUEST, to DER.
 pub fn csr_der_from_pem(pem: &[u8]) -> Result<Vec<u8>, CsrError> {
-    match <(SectionKind, Vec<u8>)>::from_pem_slice(pem) {
-        Ok((SectionKind::Csr, der)) => Ok(der),
-        _ => Err(CsrError::NotPem),
-    }
-}
-
-/// SHA-256 of some bytes.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    certsign_evidence::csr_der_from_pem(pem).ok_or(CsrError::NotPem)
 }
 
 /// Refuses a subject that parsers could read differently: an attribute
@@ -225,21 +107,6 @@ pub fn check_subject(name: &X509Name<'_>) -> Result<(), CsrError> {
     Ok(())
 }
 
-/// Subject CN and O values of an X.509 name.
-pub fn name_identity(name: &X509Name<'_>) -> (Option<String>, Vec<String>) {
-    let cn = name
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .map(str::to_owned);
-    let orgs = name
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok())
-        .map(str::to_owned)
-        .collect();
-    (cn, orgs)
-}
-
 impl VerifiedCsr {
     /// Parse `spec.request` (PEM), check key type/size, refuse CA:TRUE and
     /// verify the self-signature.
@@ -263,7 +130,7 @@ impl VerifiedCsr {
         }
         // Key checks come before the signature so that RSA-1024 is named as
         // such rather than as a signature failure.
-        let key = KeyKind::from_spki(&info.subject_pki)?;
+        let key = KeyKind::from_spki(&info.subject_pki).map_err(|e| CsrError::KeyType(e.0))?;
         let sig_alg = &req.signature_algorithm.algorithm;
         if *sig_alg == OID_PKCS1_SHA1WITHRSA || *sig_alg == OID_SHA1_WITH_RSA {
             return Err(CsrError::Signature(
@@ -305,7 +172,8 @@ impl VerifiedCsr {
                 } else if ext.oid == OID_X509_EXT_SUBJECT_ALT_NAME {
                     match ext.parsed_extension() {
                         ParsedExtension::SubjectAlternativeName(san) => {
-                            sans = Sans::from_general_names(&san.general_names)?;
+                            sans = Sans::from_general_names(&san.general_names)
+                                .map_err(|e| CsrError::San(e.0))?;
                         }
                         _ => return Err(CsrError::San("unreadable extension".into())),
                     }
@@ -346,6 +214,14 @@ impl VerifiedCsr {
     /// The key type.
     pub fn key(&self) -> KeyKind {
         self.key
+    }
+    /// What a renewal check reads of this request.
+    pub fn renewal_input(&self) -> RenewalInput<'_> {
+        RenewalInput {
+            csr_sha256: &self.sha256,
+            subject_der: &self.subject_der,
+            sans: &self.sans,
+        }
     }
 }
 

@@ -11,7 +11,6 @@
 //! - [`config`]: `signer.toml`, strict and validated.
 //! - [`csr`]: `VerifiedCsr` (parse, key policy, self-signature).
 //! - [`profile`]: signing profiles, Kubernetes' built-in signer rules.
-//! - [`evidence`]: signed approvals and renewal proofs (shared with the approver).
 //! - [`ca_key`]: the CA key (permission check, redacted, zeroized source).
 //! - [`pkcs11`]: the CA key in a PKCS#11 token (RFC 7512 URI, session pool).
 //! - [`issue`]: `PreparedCert` → `IssuedCert` (DER built here, CA:FALSE always).
@@ -27,7 +26,6 @@ pub mod authority;
 pub mod ca_key;
 pub mod config;
 pub mod csr;
-pub mod evidence;
 pub mod harden;
 pub mod init;
 pub mod issue;

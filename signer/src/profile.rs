@@ -12,74 +12,7 @@ use serde::Deserialize;
 
 use crate::csr::VerifiedCsr;
 
-/// Kubernetes' key usage strings (certificates.k8s.io/v1 KeyUsage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[allow(missing_docs)] // Each variant is the Kubernetes string of the same name.
-pub enum Usage {
-    Signing,
-    DigitalSignature,
-    ContentCommitment,
-    KeyEncipherment,
-    KeyAgreement,
-    DataEncipherment,
-    CertSign,
-    CrlSign,
-    EncipherOnly,
-    DecipherOnly,
-    Any,
-    ServerAuth,
-    ClientAuth,
-    CodeSigning,
-    EmailProtection,
-    SMime,
-    IpsecEndSystem,
-    IpsecTunnel,
-    IpsecUser,
-    Timestamping,
-    OcspSigning,
-    MicrosoftSgc,
-    NetscapeSgc,
-}
-
-const USAGE_NAMES: [(&str, Usage); 23] = [
-    ("signing", Usage::Signing),
-    ("digital signature", Usage::DigitalSignature),
-    ("content commitment", Usage::ContentCommitment),
-    ("key encipherment", Usage::KeyEncipherment),
-    ("key agreement", Usage::KeyAgreement),
-    ("data encipherment", Usage::DataEncipherment),
-    ("cert sign", Usage::CertSign),
-    ("crl sign", Usage::CrlSign),
-    ("encipher only", Usage::EncipherOnly),
-    ("decipher only", Usage::DecipherOnly),
-    ("any", Usage::Any),
-    ("server auth", Usage::ServerAuth),
-    ("client auth", Usage::ClientAuth),
-    ("code signing", Usage::CodeSigning),
-    ("email protection", Usage::EmailProtection),
-    ("s/mime", Usage::SMime),
-    ("ipsec end system", Usage::IpsecEndSystem),
-    ("ipsec tunnel", Usage::IpsecTunnel),
-    ("ipsec user", Usage::IpsecUser),
-    ("timestamping", Usage::Timestamping),
-    ("ocsp signing", Usage::OcspSigning),
-    ("microsoft sgc", Usage::MicrosoftSgc),
-    ("netscape sgc", Usage::NetscapeSgc),
-];
-
-impl Usage {
-    /// Parse a Kubernetes usage string.
-    pub fn parse(s: &str) -> Option<Self> {
-        USAGE_NAMES.iter().find(|(n, _)| *n == s).map(|(_, u)| *u)
-    }
-    /// The Kubernetes string.
-    pub fn as_str(self) -> &'static str {
-        USAGE_NAMES
-            .iter()
-            .find(|(_, u)| *u == self)
-            .map_or("", |(n, _)| n)
-    }
-}
+pub use certsign_evidence::Usage;
 
 /// Validate `spec.usages` as Kubernetes' API does (required, known, unique).
 pub fn parse_usages(usages: &[String]) -> Result<Vec<Usage>, ProfileError> {

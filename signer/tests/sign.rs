@@ -5,8 +5,8 @@
 
 mod common;
 
+use certsign_evidence::{RENEWAL_CONTEXT, sign_statement};
 use certsign_proto::v1::{Decision, RenewalStatement};
-use certsign_signer::evidence::{RENEWAL_CONTEXT, sign_statement};
 use common::*;
 use prost::Message;
 use rustls_pki_types::pem::PemObject;
@@ -250,9 +250,9 @@ async fn renewal_is_proven_by_the_current_certificate() {
         let der = certsign_signer::csr::csr_der_from_pem(csr).unwrap();
         let st = RenewalStatement {
             request_name: req.metadata.clone().unwrap().name,
-            csr_sha256: certsign_signer::csr::sha256(&der).to_vec(),
+            csr_sha256: certsign_evidence::sha256(&der).to_vec(),
             signer_name: CLIENT.into(),
-            current_certificate_sha256: certsign_signer::csr::sha256(&cur_der).to_vec(),
+            current_certificate_sha256: certsign_evidence::sha256(&cur_der).to_vec(),
             signed_at: Some(now_ts(0)),
         };
         let proof = sign_statement(
@@ -297,12 +297,12 @@ async fn renewal_is_proven_by_the_current_certificate() {
         spec.usages = vec!["client auth".into(), "server auth".into()];
         let st = RenewalStatement {
             request_name: csr.metadata.clone().unwrap().name,
-            csr_sha256: certsign_signer::csr::sha256(
+            csr_sha256: certsign_evidence::sha256(
                 &certsign_signer::csr::csr_der_from_pem(&srv).unwrap(),
             )
             .to_vec(),
             signer_name: "certsign.io/identity".into(),
-            current_certificate_sha256: certsign_signer::csr::sha256(&cur_der).to_vec(),
+            current_certificate_sha256: certsign_evidence::sha256(&cur_der).to_vec(),
             signed_at: Some(now_ts(0)),
         };
         req.renewal = Some(

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use certsign_evidence::{APPROVAL_CONTEXT, sign_statement};
 use certsign_proto::v1::approver_client::ApproverClient;
 use certsign_proto::v1::signer_client::SignerClient;
 use certsign_proto::v1::{
@@ -18,7 +19,6 @@ use certsign_proto::v1::{
     CertificateSigningRequestStatus, CreateCertificateSigningRequestRequest, Decision,
     GetCertificateSigningRequestRequest, ObjectMeta, SignedStatement,
 };
-use certsign_signer::evidence::{APPROVAL_CONTEXT, sign_statement};
 use prost::Message as _;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -255,11 +255,11 @@ pub fn ts(offset_secs: i64) -> prost_types::Timestamp {
 pub fn statement_for(csr: &CertificateSigningRequest, decision: Decision) -> ApprovalStatement {
     let meta = csr.metadata.clone().unwrap();
     let spec = csr.spec.clone().unwrap();
-    let der = certsign_signer::csr::csr_der_from_pem(&spec.request).unwrap();
+    let der = certsign_evidence::csr_der_from_pem(&spec.request).unwrap();
     ApprovalStatement {
         request_uid: meta.uid,
         request_name: meta.name,
-        csr_sha256: certsign_signer::csr::sha256(&der).to_vec(),
+        csr_sha256: certsign_evidence::sha256(&der).to_vec(),
         signer_name: spec.signer_name,
         usages: spec.usages,
         expiration_seconds: spec.expiration_seconds,

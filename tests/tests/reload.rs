@@ -34,7 +34,7 @@ fn token(id: &str) -> toml::Value {
     t.insert("id".into(), id.into());
     t.insert(
         "secret_sha256".into(),
-        hex::encode(certsign_signer::csr::sha256(SECRET.as_bytes())).into(),
+        hex::encode(certsign_evidence::sha256(SECRET.as_bytes())).into(),
     );
     t.insert("expires".into(), "2099-01-01T00:00:00Z".into());
     t.insert(

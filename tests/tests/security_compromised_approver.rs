@@ -19,11 +19,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use certsign_evidence::{RENEWAL_CONTEXT, sign_statement};
 use certsign_proto::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition, Decision, DecisionRecord,
     RenewalStatement, SignRequest, SignedStatement,
 };
-use certsign_signer::evidence::{RENEWAL_CONTEXT, sign_statement};
 use certsign_tests::Stack;
 use certsign_tests::grpc::{
     self, CLIENT_SIGNER, Ident, MintSpec, approve_request, create_request, csr, sign,
@@ -452,10 +452,9 @@ async fn a_compromised_approver_obtains_no_certificate() {
         let renewal = |name: &str, der: &[u8], signer_name: &str| {
             let st = RenewalStatement {
                 request_name: name.into(),
-                csr_sha256: certsign_signer::csr::sha256(der).to_vec(),
+                csr_sha256: certsign_evidence::sha256(der).to_vec(),
                 signer_name: signer_name.into(),
-                current_certificate_sha256: certsign_signer::csr::sha256(&approver.cert_der)
-                    .to_vec(),
+                current_certificate_sha256: certsign_evidence::sha256(&approver.cert_der).to_vec(),
                 signed_at: Some(ts(0)),
             };
             sign_statement(

@@ -506,7 +506,7 @@ async fn user_boundary_others_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_token_boundary() {
-    let secret = |s: &str| hex::encode(certsign_signer::csr::sha256(s.as_bytes()));
+    let secret = |s: &str| hex::encode(certsign_evidence::sha256(s.as_bytes()));
     let token = |id: &str, sec: &str, expires: &str, signers: &[&str], max: i64| {
         let mut t = toml::Table::new();
         t.insert("id".into(), id.into());

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use certsign_evidence as evidence;
 use certsign_proto::v1::approver_client::ApproverClient;
 use certsign_proto::v1::{
     ApprovalStatement, ApproveCertificateSigningRequestRequest, CertificateSigningRequest,
@@ -22,7 +23,6 @@ use certsign_proto::v1::{
     GetCertificateSigningRequestRequest, ObjectMeta, RenewalStatement, SignedStatement,
     WatchCertificateSigningRequestsRequest,
 };
-use certsign_signer::evidence;
 use prost::Message as _;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -345,8 +345,8 @@ pub fn unix_now() -> i64 {
 }
 
 pub fn csr_sha256(pem: &[u8]) -> Vec<u8> {
-    let der = certsign_signer::csr::csr_der_from_pem(pem).unwrap();
-    certsign_signer::csr::sha256(&der).to_vec()
+    let der = certsign_evidence::csr_der_from_pem(pem).unwrap();
+    certsign_evidence::sha256(&der).to_vec()
 }
 
 /// `admin` signs a statement with `decision` about `csr`.
@@ -386,7 +386,7 @@ pub fn renewal(holder: &User, name: &str, csr_pem: &str, signer: &str) -> Signed
         request_name: name.into(),
         csr_sha256: csr_sha256(csr_pem.as_bytes()),
         signer_name: signer.into(),
-        current_certificate_sha256: certsign_signer::csr::sha256(&holder.cert_der).to_vec(),
+        current_certificate_sha256: certsign_evidence::sha256(&holder.cert_der).to_vec(),
         signed_at: Some(prost_types::Timestamp {
             seconds: unix_now(),
             nanos: 0,

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use certsign_evidence::{APPROVAL_CONTEXT, sign_statement};
 use certsign_proto::v1::signer_client::SignerClient;
 use certsign_proto::v1::{
     ApprovalStatement, CertificateSigningRequest, CertificateSigningRequestSpec, Decision,
     ObjectMeta, SignRequest, SignedStatement,
 };
-use certsign_signer::evidence::{APPROVAL_CONTEXT, sign_statement};
 use prost::Message;
 use rcgen::KeyPair;
 use rustls_pki_types::CertificateDer;
@@ -245,11 +245,11 @@ pub fn now_ts(offset_secs: i64) -> prost_types::Timestamp {
 pub fn statement_for(req: &CertificateSigningRequest) -> ApprovalStatement {
     let meta = req.metadata.clone().unwrap();
     let spec = req.spec.clone().unwrap();
-    let der = certsign_signer::csr::csr_der_from_pem(&spec.request).unwrap();
+    let der = certsign_evidence::csr_der_from_pem(&spec.request).unwrap();
     ApprovalStatement {
         request_uid: meta.uid,
         request_name: meta.name,
-        csr_sha256: certsign_signer::csr::sha256(&der).to_vec(),
+        csr_sha256: certsign_evidence::sha256(&der).to_vec(),
         signer_name: spec.signer_name,
         usages: spec.usages,
         expiration_seconds: spec.expiration_seconds,

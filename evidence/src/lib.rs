@@ -1,0 +1,36 @@
+//! certsign evidence: what proves that a certificate may be issued, written
+//! once for the signer, the approver and certctl.
+//!
+//! - [`statement`]: the signing contexts, the exact bytes signed,
+//!   [`sign_statement`] and [`EvidenceError`] (every Display names a rule).
+//! - [`approval`]: [`verify_approval`] / [`verify_approvals`] of an admin's
+//!   `ApprovalStatement` against an [`ApprovalTrust`].
+//! - [`renewal`]: [`verify_renewal`] of a holder's `RenewalStatement`.
+//! - [`cert`]: the [`Identity`] read from a certificate (CN = username,
+//!   O = groups), key kinds, SANs, SHA-256.
+//! - [`usage`]: Kubernetes' 23 key usage words, one table.
+//!
+//! It must never accept a statement whose signature it has not verified,
+//! never take an identity from anything but a verified certificate, and
+//! never hold a CA key, sign a certificate or talk to the network: it is a
+//! library of pure checks that every component can link.
+
+#![forbid(unsafe_code)]
+
+pub mod approval;
+pub mod cert;
+pub mod renewal;
+pub mod statement;
+pub mod usage;
+
+pub use approval::{ApprovalTrust, verify_approval, verify_approvals};
+pub use cert::{
+    Identity, KeyKind, KeyTypeError, MIN_RSA_BITS, SanError, Sans, csr_der_from_pem, name_identity,
+    sha256,
+};
+pub use renewal::{RenewalInput, RenewalProof, verify_renewal};
+pub use statement::{
+    APPROVAL_CONTEXT, EvidenceError, MAX_CLOCK_SKEW, RENEWAL_CONTEXT, StatementKey, sign_statement,
+    signed_bytes,
+};
+pub use usage::Usage;
