@@ -1,6 +1,6 @@
 //! The limit: in-process issuance with no network, through the signer
 //! library's own steps (`VerifiedCsr`, profile rules, `verify_approvals`,
-//! `validity`, `prepare`, `CaKey::sign`), on one thread and on all cores;
+//! `validity`, `prepare`, `issue::sign`), on one thread and on all cores;
 //! then each of those steps timed alone, and ring's P-256 verification and
 //! signature alone, so the required crypto's share of (1) is printed, not
 //! inferred.
@@ -11,10 +11,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use certsign_keys::CaKey;
 use certsign_proto::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec, Decision, SignedStatement,
 };
-use certsign_signer::ca_key::CaKey;
 use certsign_signer::config::Config;
 use certsign_signer::csr::VerifiedCsr;
 use certsign_signer::evidence::{self, ApprovalTrust};
@@ -110,7 +110,7 @@ impl Limit {
         let now = SystemTime::now();
         self.approval(req, st, now)?;
         let prepared = self.build(spec, &csr, &usages, now)?;
-        let cert = self.ca.sign(prepared).map_err(|x| x.to_string())?;
+        let cert = issue::sign(&self.ca, prepared).map_err(|x| x.to_string())?;
         Ok(cert.der.len())
     }
 
@@ -154,7 +154,7 @@ impl Limit {
         SystemRandom::new()
             .fill(&mut serial)
             .map_err(|_| "rng failed")?;
-        Ok(issue::prepare(&self.ca, csr, usages, window, serial))
+        issue::prepare(&self.ca, csr, usages, window, serial).map_err(|x| x.to_string())
     }
 
     /// Each step of [`Limit::issue_one`] timed alone on this thread for
@@ -179,7 +179,9 @@ impl Limit {
         let approval_us = per_call_us(secs, || self.approval(req, st, now))?;
         let build_us = per_call_us(secs, || build().map(drop))?;
         let build_sign_us = per_call_us(secs, || {
-            self.ca.sign(build()?).map(drop).map_err(|x| x.to_string())
+            issue::sign(&self.ca, build()?)
+                .map(drop)
+                .map_err(|x| x.to_string())
         })?;
         Ok(Steps {
             csr_us,

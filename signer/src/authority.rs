@@ -16,13 +16,13 @@ use certsign_proto::v1::{CertificateSigningRequest, SignRequest, SignedStatement
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
-use crate::ca_key::{CaKey, CaKeyError};
 use crate::config::Config;
 use crate::csr::{self, VerifiedCsr};
 use crate::evidence::{self, ApprovalTrust};
 use crate::issue;
 use crate::journal::{self, Event, Index, Journal, JournalError, LineAt};
 use crate::profile::{ApprovalMode, parse_usages};
+use certsign_keys::{CaError as CaKeyError, CaKey};
 
 /// A refusal or failure of `Sign`, by gRPC meaning. Messages name the rule.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl Authority {
 
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> String {
-        self.ca.cert_pem()
+        self.ca.cert_pem().to_string()
     }
 
     /// Sign a request from an allow-listed caller.
@@ -399,10 +399,10 @@ impl Authority {
         )
         .map_err(|e| SignError::Refused(e.to_string()))?;
         let serial = self.fresh_serial()?;
-        let cert = self
-            .ca
-            .sign(issue::prepare(&self.ca, &csr, &usages, window, serial))
-            .map_err(|e| SignError::Unavailable(e.to_string()))?;
+        let prepared = issue::prepare(&self.ca, &csr, &usages, window, serial)
+            .map_err(|e| SignError::Refused(e.to_string()))?;
+        let cert =
+            issue::sign(&self.ca, prepared).map_err(|e| SignError::Unavailable(e.to_string()))?;
         let not_after = cert
             .not_after
             .format(&time::format_description::well_known::Rfc3339)

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use certsign_keys::KeySource as CaKeySource;
+use certsign_keys::Pkcs11Uri;
 use serde::Deserialize;
 
-use crate::pkcs11::Pkcs11Uri;
 use crate::profile::{ApprovalMode, Builtin, CustomRules, Profile, Rules, Usage};
 
 /// A config problem, naming the key.
@@ -89,15 +90,6 @@ struct RawProfile {
     common_name_prefix: Option<String>,
     allowed_organizations: Option<Vec<String>>,
     forbidden_organizations: Option<Vec<String>>,
-}
-
-/// Where the CA private key is: a file or a key in a PKCS#11 token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CaKeySource {
-    /// A PKCS#8 PEM file, mode 0600.
-    File(PathBuf),
-    /// An RFC 7512 URI (`pkcs11:token=…;object=…?module-path=…&pin-source=…`).
-    Pkcs11(Pkcs11Uri),
 }
 
 /// The validated signer configuration. Paths are absolute.

@@ -35,10 +35,13 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
+use der::Encode;
+use der::asn1::UintRef;
 use ring::signature::{self, UnparsedPublicKey};
+use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
-use crate::issue::{integer, tlv};
+use crate::{KeyError, KeySigner, SigAlg};
 
 /// A PKCS#11 failure, with the URI (never the PIN) in the message.
 #[derive(Debug, thiserror::Error)]
@@ -84,23 +87,15 @@ impl std::fmt::Display for Pkcs11Uri {
 }
 
 fn pct_decode(s: &str, what: &str) -> Result<Vec<u8>, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("{what}: bad percent-encoding in {s:?}"))?;
-            out.push(h);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    // percent-encoding passes a stray '%' through; RFC 7512 does not allow one.
+    let stray = s.split('%').skip(1).any(|rest| {
+        rest.get(..2)
+            .is_none_or(|h| !h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if stray {
+        return Err(format!("{what}: bad percent-encoding in {s:?}"));
     }
-    Ok(out)
+    Ok(percent_encoding::percent_decode_str(s).collect())
 }
 
 fn pct_str(s: &str, what: &str) -> Result<String, String> {
@@ -301,6 +296,22 @@ impl Scheme {
     }
 }
 
+/// SEQUENCE { INTEGER, INTEGER }: an ECDSA signature (r, s) or an
+/// RSAPublicKey (n, e), from unsigned big-endian bytes.
+#[derive(der::Sequence)]
+struct TwoIntegers<'a> {
+    a: UintRef<'a>,
+    b: UintRef<'a>,
+}
+
+fn two_integers(a: &[u8], b: &[u8]) -> der::Result<Vec<u8>> {
+    TwoIntegers {
+        a: UintRef::new(a)?,
+        b: UintRef::new(b)?,
+    }
+    .to_der()
+}
+
 /// Sign `msg` in `session` and return the X.509 signature value.
 fn sign_with(
     session: &Session,
@@ -318,7 +329,7 @@ fn sign_with(
             let raw = session.sign(&Mechanism::Ecdsa, key, d.as_ref())?;
             // Raw r‖s, each half the field size → SEQUENCE { INTEGER r, INTEGER s }.
             let (r, s) = raw.split_at(raw.len() / 2);
-            Ok(tlv(0x30, &[integer(r), integer(s)].concat()))
+            two_integers(r, s).map_err(|_| CkError::InvalidValue)
         }
         Scheme::RsaSha256 => session.sign(&Mechanism::Sha256RsaPkcs, key, msg),
     }
@@ -498,6 +509,7 @@ pub struct TokenKey {
     uri: Pkcs11Uri,
     pin: AuthPin,
     scheme: Scheme,
+    spki: Vec<u8>,
     spki_key: Vec<u8>,
     pool: usize,
     live: RwLock<Live>,
@@ -520,20 +532,22 @@ const SESSION_WAIT: Duration = Duration::from_secs(30);
 
 impl TokenKey {
     /// Load the module, log in, find the key and check it against the CA
-    /// certificate's public key (`spki_key`: the subjectPublicKey bits).
-    pub fn open(
-        uri: &Pkcs11Uri,
-        scheme: Scheme,
-        spki_key: &[u8],
-        sessions: usize,
-    ) -> Result<Self, TokenError> {
+    /// certificate's public key (`spki`: its SubjectPublicKeyInfo, DER).
+    pub fn open(uri: &Pkcs11Uri, spki: &[u8], sessions: usize) -> Result<Self, TokenError> {
+        let (_, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki)
+            .map_err(|e| fail(format!("CA certificate: {e}")))?;
+        let scheme = Scheme::from_spki(&parsed).ok_or_else(|| {
+            fail("CA certificate: a token CA key must be ECDSA P-256, P-384 or RSA")
+        })?;
+        let spki_key = parsed.subject_public_key.data.to_vec();
         let pin = read_pin(&uri.pin_source)?;
-        let (module, session) = Module::open(uri, &pin, scheme, spki_key)?;
+        let (module, session) = Module::open(uri, &pin, scheme, &spki_key)?;
         Ok(Self {
             uri: uri.clone(),
             pin,
             scheme,
-            spki_key: spki_key.to_vec(),
+            spki: spki.to_vec(),
+            spki_key,
             pool: sessions.max(1),
             live: RwLock::new(Live {
                 module: Some(module),
@@ -710,6 +724,22 @@ impl TokenKey {
     }
 }
 
+impl KeySigner for TokenKey {
+    fn algorithm(&self) -> SigAlg {
+        match self.scheme {
+            Scheme::EcdsaP256 => SigAlg::EcdsaP256,
+            Scheme::EcdsaP384 => SigAlg::EcdsaP384,
+            Scheme::RsaSha256 => SigAlg::RsaSha256,
+        }
+    }
+    fn public_key_der(&self) -> &[u8] {
+        &self.spki
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        TokenKey::sign(self, msg).map_err(|e| KeyError(e.to_string()))
+    }
+}
+
 /// A key just generated in a token, able to self-sign the CA certificate
 /// through rcgen (`init --ca-key-uri`).
 pub struct GeneratedKey {
@@ -727,9 +757,6 @@ impl std::fmt::Debug for GeneratedKey {
             .finish()
     }
 }
-
-const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
 /// Create the CA key pair inside the token named by `uri`. Refuses when an
 /// object with the same label or id already exists (never overwrite a CA key).
@@ -776,12 +803,13 @@ pub fn generate(uri: &Pkcs11Uri, scheme: Scheme) -> Result<GeneratedKey, TokenEr
     common(&mut private);
     let mech = match scheme {
         Scheme::EcdsaP256 | Scheme::EcdsaP384 => {
-            let oid = if scheme == Scheme::EcdsaP256 {
-                OID_P256
+            let curve = if scheme == Scheme::EcdsaP256 {
+                const_oid::db::rfc5912::SECP_256_R_1
             } else {
-                OID_P384
+                const_oid::db::rfc5912::SECP_384_R_1
             };
-            public.push(Attribute::EcParams(oid.to_vec()));
+            let params = curve.to_der().map_err(|e| fail(e.to_string()))?;
+            public.push(Attribute::EcParams(params));
             private.push(Attribute::KeyType(KeyType::EC));
             Mechanism::EccKeyPairGen
         }
@@ -824,7 +852,7 @@ fn public_key(session: &Session, h: ObjectHandle, scheme: Scheme) -> Result<Vec<
     }
     match scheme {
         Scheme::RsaSha256 => match (n, e) {
-            (Some(n), Some(e)) => Ok(tlv(0x30, &[integer(&n), integer(&e)].concat())),
+            (Some(n), Some(e)) => two_integers(&n, &e).map_err(|e| e.to_string()),
             _ => Err("the token did not return the RSA public key".into()),
         },
         _ => {

@@ -1,11 +1,11 @@
 //! Signer rate with a file CA key beside the same with the key in SoftHSM2.
 //!
-//! `cargo run --release -p certsign-signer --example sign_bench [-- N]`
+//! `cargo run --release -p certsign-setup --example sign_bench [-- N]`
 //!
 //! Creates its own throwaway SoftHSM2 token (private SOFTHSM2_CONF in a temp
 //! dir, then re-runs itself with it set), runs `init` in-process for each CA
 //! key type with a file key and with `--ca-key-uri`, and measures, in process:
-//! - CA signatures: `issue::prepare` + `CaKey::sign` from 1 and 4 threads;
+//! - CA signatures: `issue::prepare` + `issue::sign` from 1 and 4 threads;
 //! - `Sign` end to end: `Authority::sign_with` (CSR checks, profile,
 //!   certificate, signature, journal fsynced with group commit), 32 at once.
 //!
@@ -18,15 +18,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+use certsign_keys::{CaKey, Pkcs11Uri};
+use certsign_setup::console::console_issue;
+use certsign_setup::init::{IDENTITY_SIGNER, InitOptions, KeyType, Listen, RsaBits, init};
 use certsign_signer::authority::Authority;
-use certsign_signer::ca_key::CaKey;
 use certsign_signer::config::Config;
 use certsign_signer::csr::VerifiedCsr;
-use certsign_signer::init::{
-    IDENTITY_SIGNER, InitOptions, KeyType, Listen, RsaBits, console_issue, init,
-};
 use certsign_signer::issue;
-use certsign_signer::pkcs11::Pkcs11Uri;
 use certsign_signer::profile::Usage;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -152,8 +150,9 @@ fn raw_rates(pki: &Path, n: usize) -> (f64, f64) {
                             &[Usage::DigitalSignature, Usage::ClientAuth],
                             window,
                             serial,
-                        );
-                        ca.sign(p).unwrap();
+                        )
+                        .unwrap();
+                        issue::sign(&ca, p).unwrap();
                     }
                 });
             }
