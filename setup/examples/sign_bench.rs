@@ -129,6 +129,7 @@ fn raw_rates(pki: &Path, n: usize) -> (f64, f64) {
     let config = Config::load(&pki.join("signer/signer.toml")).unwrap();
     let ca = Arc::new(CaKey::open(&config.ca_cert, &config.ca_key, 4).unwrap());
     let csr = Arc::new(VerifiedCsr::from_pem(&csrs(1)[0]).unwrap());
+    let profile = config.profile(IDENTITY_SIGNER).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let window = (
         now - time::Duration::minutes(5),
@@ -141,17 +142,12 @@ fn raw_rates(pki: &Path, n: usize) -> (f64, f64) {
             for _ in 0..threads {
                 let (ca, csr) = (ca.clone(), csr.clone());
                 s.spawn(move || {
+                    let usages = [Usage::DigitalSignature, Usage::ClientAuth];
+                    let checked = profile.check(&csr, &usages).unwrap();
                     for i in 0..per {
                         let mut serial = [0x11u8; 16];
                         serial[..8].copy_from_slice(&(i as u64).to_be_bytes());
-                        let p = issue::prepare(
-                            &ca,
-                            &csr,
-                            &[Usage::DigitalSignature, Usage::ClientAuth],
-                            window,
-                            serial,
-                        )
-                        .unwrap();
+                        let p = issue::prepare(&ca, checked, window, serial).unwrap();
                         issue::sign(&ca, p).unwrap();
                     }
                 });

@@ -38,8 +38,9 @@ use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
 
-use crate::csr::{self, VerifiedCsr};
-use crate::profile::{Profile, Usage};
+use crate::csr;
+use crate::journal::Serial;
+use crate::profile::{Checked, Profile, Usage};
 
 const BACKDATE: Duration = Duration::from_secs(300);
 const SHORT: Duration = Duration::from_secs(8 * 3600);
@@ -91,7 +92,7 @@ impl BuilderProfile for Leaf {
 /// A certificate ready to be signed. Only [`prepare`] makes one.
 pub struct PreparedCert {
     builder: CertificateBuilder<Leaf>,
-    serial_hex: String,
+    serial: Serial,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 }
@@ -99,7 +100,7 @@ pub struct PreparedCert {
 impl std::fmt::Debug for PreparedCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PreparedCert")
-            .field("serial", &self.serial_hex)
+            .field("serial", &self.serial)
             .field("not_after", &self.not_after)
             .finish()
     }
@@ -112,8 +113,8 @@ pub struct IssuedCert {
     pub der: Vec<u8>,
     /// The certificate then the CA certificate, PEM.
     pub pem_chain: String,
-    /// Serial, lowercase hex.
-    pub serial_hex: String,
+    /// Serial.
+    pub serial: Serial,
     /// Validity start.
     pub not_before: OffsetDateTime,
     /// Validity end.
@@ -160,15 +161,15 @@ fn x509_time(t: OffsetDateTime) -> Result<Time, IssueError> {
     Time::try_from(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).map_err(encode)
 }
 
-/// Build the certificate for `csr` with `usages`, valid `window`, with
+/// Build the certificate for a checked request, valid `window`, with
 /// `serial` (16 random bytes; the top bit is cleared so it is positive).
 pub fn prepare(
     ca: &CaKey,
-    csr: &VerifiedCsr,
-    usages: &[Usage],
+    checked: Checked<'_>,
     window: (OffsetDateTime, OffsetDateTime),
     mut serial: [u8; 16],
 ) -> Result<PreparedCert, IssueError> {
+    let (csr, usages) = (checked.csr(), checked.usages());
     serial[0] &= 0x7f;
     let subject = Name::from_der(csr.subject_der()).map_err(encode)?;
     let empty_subject = subject.is_empty();
@@ -179,7 +180,7 @@ pub fn prepare(
     let validity = Validity::new(x509_time(window.0)?, x509_time(window.1)?);
     let spki = SubjectPublicKeyInfoOwned::from_der(csr.spki_der()).map_err(encode)?;
     let serial_number = SerialNumber::new(&serial).map_err(encode)?;
-    let serial_hex = hex::encode(serial_number.as_bytes());
+    let serial = Serial::from_bytes(serial_number.as_bytes());
     let mut b = CertificateBuilder::new(leaf, serial_number, validity, spki).map_err(encode)?;
     let mut add = |ext: Result<Extension, der::Error>| -> Result<(), IssueError> {
         b.add_extension(ext.map_err(encode)?).map_err(encode)
@@ -234,7 +235,7 @@ pub fn prepare(
     add((false, &aki).to_extension(none, no))?;
     Ok(PreparedCert {
         builder: b,
-        serial_hex,
+        serial,
         not_before: window.0,
         not_after: window.1,
     })
@@ -253,7 +254,7 @@ pub fn sign(ca: &CaKey, mut p: PreparedCert) -> Result<IssuedCert, IssueError> {
     Ok(IssuedCert {
         pem_chain: format!("{pem}{}", ca.cert_pem()),
         der,
-        serial_hex: p.serial_hex,
+        serial: p.serial,
         not_before: p.not_before,
         not_after: p.not_after,
     })
