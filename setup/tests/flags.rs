@@ -1,6 +1,8 @@
 //! The daemon's global flags and exit codes: `--help`, `--version`,
 //! `--log-format text|json` (the approver's switch), and exit 64 for a
 //! configuration that does not load, as the approver does.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
