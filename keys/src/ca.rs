@@ -7,7 +7,7 @@
 //! and signs raw bytes; it never decides what those bytes are, and its
 //! `Debug` never shows key material.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use der::Decode;
 use der::asn1::BitString;
@@ -20,29 +20,16 @@ use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::file::FileKey;
-use crate::pkcs11::TokenKey;
-use crate::{KeyError, KeySigner, KeySource, SigAlg};
+use crate::interface::{CaError, KeyError, KeySigner, SigAlg};
+use crate::pkcs11::{Pkcs11Uri, TokenKey};
 
-/// Why the CA could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CaError {
-    /// The key file's mode lets group or others read it.
-    #[error(
-        "CA key {path} has mode {mode:o}: it must not be accessible by group or others; fix: chmod 600 {path}"
-    )]
-    Permissions {
-        /// Path of the key file.
-        path: std::path::PathBuf,
-        /// Its mode bits.
-        mode: u32,
-    },
-    /// I/O error reading a file.
-    #[error("{0}: {1}")]
-    Io(std::path::PathBuf, std::io::Error),
-    /// The key or certificate is unusable.
-    #[error("{0}")]
-    Invalid(String),
+/// Where the CA private key is: a file or a key in a PKCS#11 token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A PKCS#8 PEM file, mode 0600.
+    File(PathBuf),
+    /// An RFC 7512 URI (`pkcs11:token=…;object=…?module-path=…&pin-source=…`).
+    Pkcs11(Pkcs11Uri),
 }
 
 /// The CA: signing key plus the certificate facts issuance needs.
@@ -122,7 +109,8 @@ impl CaKey {
                 bad("no subjectKeyIdentifier (needed for the issued certificates' AKI)")
             })?;
         let subject = Name::from_der(cert.subject().as_raw()).map_err(|e| bad(&e.to_string()))?;
-        let cert_pem = crate::pem("CERTIFICATE", &cert_der).map_err(|e| bad(&e.to_string()))?;
+        let cert_pem =
+            crate::interface::pem("CERTIFICATE", &cert_der).map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
             subject,
             not_after: cert.validity().not_after.to_datetime(),
@@ -216,7 +204,7 @@ mod tests {
     #[test]
     fn pem_wraps_at_64_and_reads_back() {
         let der: Vec<u8> = (0..=255u8).cycle().take(700).collect();
-        let pem = crate::pem("CERTIFICATE", &der).unwrap();
+        let pem = crate::interface::pem("CERTIFICATE", &der).unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"), "{pem}");
         assert!(pem.ends_with("\n-----END CERTIFICATE-----\n"), "{pem}");
         assert!(pem.lines().all(|l| l.len() <= 64), "{pem}");

@@ -10,8 +10,7 @@ use std::path::Path;
 use rcgen::{KeyPair, PublicKeyData};
 use zeroize::Zeroizing;
 
-use crate::ca::CaError;
-use crate::{KeyError, KeySigner, SigAlg};
+use crate::interface::{CaError, KeyError, KeySigner, SigAlg};
 
 /// A CA key read from a file.
 pub struct FileKey {

@@ -41,7 +41,7 @@ use ring::signature::{self, UnparsedPublicKey};
 use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
-use crate::{KeyError, KeySigner, SigAlg};
+use crate::interface::{KeyError, KeySigner, SigAlg};
 
 /// A PKCS#11 failure, with the URI (never the PIN) in the message.
 #[derive(Debug, thiserror::Error)]
