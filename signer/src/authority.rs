@@ -21,10 +21,9 @@ use certsign_keys::{CaError as CaKeyError, CaKey};
 use crate::config::Config;
 use crate::csr::{self, CsrError, VerifiedCsr};
 use crate::evidence::{self, ApprovalTrust, EvidenceError};
+use crate::ids::{EvidenceKind, Serial, Uid};
 use crate::issue::{self, IssueError};
-use crate::journal::{
-    self, Event, EvidenceKind, Index, Journal, JournalError, LineAt, Serial, Uid,
-};
+use crate::journal::{self, Event, Index, Journal, JournalError, LineAt};
 use crate::profile::{ApprovalMode, ProfileError, parse_usages};
 
 /// A refusal or failure of `Sign`. Messages name the rule; `service.rs`

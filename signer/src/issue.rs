@@ -39,7 +39,7 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
 
 use crate::csr;
-use crate::journal::Serial;
+use crate::ids::Serial;
 use crate::profile::{Checked, Profile, Usage};
 
 const BACKDATE: Duration = Duration::from_secs(300);

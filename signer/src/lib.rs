@@ -19,6 +19,7 @@
 //! - [`authority`]: one `Sign` decision, end to end.
 //! - [`service`]: the tonic service, mTLS allow-list, Error → Status.
 //! - [`daemon`]: `serve` and `audit verify`, what the binary calls.
+//! - [`ids`]: `Uid`, `Serial`, `EvidenceKind`.
 //! - [`harden`]: no_new_privs, no core dumps, memory locking.
 
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod csr;
 pub mod daemon;
 pub mod evidence;
 pub mod harden;
+pub mod ids;
 pub mod issue;
 pub mod journal;
 pub mod profile;

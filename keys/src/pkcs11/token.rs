@@ -1,37 +1,17 @@
-//! The CA key in a PKCS#11 token (an HSM, or SoftHSM2 for tests).
+//! The CA key in a token: loading the module, logging in, finding and
+//! probing the key, and signing through a pool of sessions with recovery.
 //!
-//! - [`Pkcs11Uri`]: an RFC 7512 URI (`pkcs11:token=…;object=…?module-path=…&pin-source=…`).
-//!   The PIN comes from `pin-source` only: `file:/abs/path` (RFC 7512) or
-//!   `env:NAME` (our extension). `pin-value` is refused: a PIN must never sit
-//!   in a configuration file. Unknown attributes are refused (fail closed).
-//! - [`TokenKey`]: the signing key behind the same interface as a file key.
-//!   Signing goes through a pool of sessions (`pkcs11_sessions` in
-//!   signer.toml), so concurrent `Sign` calls do not serialize on one
-//!   session (`Session` is not `Sync`). When the module fails, the call is
-//!   retried once after a full re-initialization (close sessions, finalize,
-//!   reload, log in, find the key, check it); if that fails too the caller
-//!   gets an error it maps to UNAVAILABLE, and the next call tries again, so
-//!   the signer recovers by itself when the token returns.
-//! - [`generate`]: `init --ca-key-uri` creates the key inside the token, so
-//!   it never exists outside it.
-//!
-//! Every key found is checked by signing a probe and verifying it with ring
-//! against the CA certificate's public key, so a wrong object, a wrong token
-//! or a broken signature encoding cannot go unnoticed; and every signature
-//! the token returns is verified the same way before a certificate uses it.
-//! ECDSA: modules often lack `ECDSA-SHA256`, so we hash on the host, call
-//! raw `ECDSA` and DER-encode r‖s. RSA uses `SHA256-RSA-PKCS`.
-//! This module never logs or displays the PIN; `AuthPin` is zeroized on drop.
+//! Every signature the token returns is verified before use. This module
+//! never logs or displays the PIN.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -41,6 +21,7 @@ use ring::signature::{self, UnparsedPublicKey};
 use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
+use super::uri::{PinSource, Pkcs11Uri};
 use crate::interface::{KeyError, KeySigner, SigAlg};
 
 /// A PKCS#11 failure, with the URI (never the PIN) in the message.
@@ -48,171 +29,12 @@ use crate::interface::{KeyError, KeySigner, SigAlg};
 #[error("{0}")]
 pub struct TokenError(String);
 
-fn fail(m: impl Into<String>) -> TokenError {
+pub(super) fn fail(m: impl Into<String>) -> TokenError {
     TokenError(m.into())
 }
 
-/// Where the PIN comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PinSource {
-    /// A file (absolute path), mode 0600 or stricter; trailing newline ignored.
-    File(PathBuf),
-    /// An environment variable of the signer process.
-    Env(String),
-}
-
-/// A parsed RFC 7512 URI naming a private key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pkcs11Uri {
-    text: String,
-    /// `module-path`: the PKCS#11 library to load.
-    pub module_path: PathBuf,
-    /// `token`: the token label.
-    pub token: String,
-    /// `serial`: the token serial number, when several tokens share a label.
-    pub serial: Option<String>,
-    /// `object`: the key's label.
-    pub object: Option<String>,
-    /// `id`: the key's CKA_ID bytes.
-    pub id: Option<Vec<u8>>,
-    /// `pin-source`.
-    pub pin_source: PinSource,
-}
-
-impl std::fmt::Display for Pkcs11Uri {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Safe to show: pin-value is refused at parse time.
-        f.write_str(&self.text)
-    }
-}
-
-fn pct_decode(s: &str, what: &str) -> Result<Vec<u8>, String> {
-    // percent-encoding passes a stray '%' through; RFC 7512 does not allow one.
-    let stray = s.split('%').skip(1).any(|rest| {
-        rest.get(..2)
-            .is_none_or(|h| !h.bytes().all(|b| b.is_ascii_hexdigit()))
-    });
-    if stray {
-        return Err(format!("{what}: bad percent-encoding in {s:?}"));
-    }
-    Ok(percent_encoding::percent_decode_str(s).collect())
-}
-
-fn pct_str(s: &str, what: &str) -> Result<String, String> {
-    String::from_utf8(pct_decode(s, what)?).map_err(|_| format!("{what}: not UTF-8"))
-}
-
-impl Pkcs11Uri {
-    /// Is this text meant as a PKCS#11 URI (rather than a file path)?
-    pub fn is_uri(s: &str) -> bool {
-        s.starts_with("pkcs11:")
-    }
-
-    /// Parse a URI; errors name the attribute and the rule.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let rest = s
-            .strip_prefix("pkcs11:")
-            .ok_or("a PKCS#11 URI starts with \"pkcs11:\"")?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (mut token, mut serial, mut object, mut id) = (None, None, None, None);
-        for attr in path.split(';').filter(|a| !a.is_empty()) {
-            let (k, v) = attr
-                .split_once('=')
-                .ok_or_else(|| format!("{attr:?}: an attribute is name=value"))?;
-            let dup = || format!("{k}: given twice");
-            match k {
-                "token" if token.is_none() => token = Some(pct_str(v, k)?),
-                "serial" if serial.is_none() => serial = Some(pct_str(v, k)?),
-                "object" if object.is_none() => object = Some(pct_str(v, k)?),
-                "id" if id.is_none() => id = Some(pct_decode(v, k)?),
-                "type" if v == "private" => {}
-                "type" => {
-                    return Err(format!(
-                        "type={v}: the CA key is a private key (type=private)"
-                    ));
-                }
-                "token" | "serial" | "object" | "id" => return Err(dup()),
-                _ => {
-                    return Err(format!(
-                        "unsupported path attribute {k:?} (supported: token, serial, object, id, type)"
-                    ));
-                }
-            }
-        }
-        let (mut module, mut pin) = (None, None);
-        for attr in query.split('&').filter(|a| !a.is_empty()) {
-            let (k, v) = attr.split_once('=').unwrap_or((attr, ""));
-            match k {
-                "pin-value" => {
-                    return Err("pin-value: a PIN is never accepted in the configuration; use pin-source=file:/path/to/pin (mode 0600) or pin-source=env:NAME".into());
-                }
-                "module-path" if module.is_none() => module = Some(PathBuf::from(pct_str(v, k)?)),
-                "pin-source" if pin.is_none() => {
-                    let v = pct_str(v, k)?;
-                    pin = Some(if let Some(name) = v.strip_prefix("env:") {
-                        if name.is_empty() {
-                            return Err("pin-source=env:NAME: NAME is empty".into());
-                        }
-                        PinSource::Env(name.to_string())
-                    } else {
-                        // file:/p, file:///p and a bare absolute path.
-                        let p = v
-                            .strip_prefix("file://")
-                            .or_else(|| v.strip_prefix("file:"))
-                            .unwrap_or(&v);
-                        if !p.starts_with('/') {
-                            return Err(format!(
-                                "pin-source={v}: use file:/absolute/path or env:NAME"
-                            ));
-                        }
-                        PinSource::File(PathBuf::from(p))
-                    });
-                }
-                "module-path" | "pin-source" => return Err(format!("{k}: given twice")),
-                "module-name" => return Err(
-                    "module-name: not supported; give module-path (the library's absolute path)"
-                        .into(),
-                ),
-                _ => {
-                    return Err(format!(
-                        "unsupported query attribute {k:?} (supported: module-path, pin-source)"
-                    ));
-                }
-            }
-        }
-        let module_path = module
-            .ok_or("module-path: required (e.g. ?module-path=/usr/lib/softhsm/libsofthsm2.so)")?;
-        if !module_path.is_absolute() {
-            return Err("module-path: must be an absolute path".into());
-        }
-        if object.is_none() && id.is_none() {
-            return Err("object or id: required to name the key".into());
-        }
-        Ok(Self {
-            text: s.to_string(),
-            module_path,
-            token: token.ok_or("token: required (the token label)")?,
-            serial,
-            object,
-            id,
-            pin_source: pin.ok_or("pin-source: required (file:/path/to/pin or env:NAME)")?,
-        })
-    }
-
-    fn key_template(&self, class: ObjectClass) -> Vec<Attribute> {
-        let mut t = vec![Attribute::Class(class), Attribute::Token(true)];
-        if let Some(l) = &self.object {
-            t.push(Attribute::Label(l.as_bytes().to_vec()));
-        }
-        if let Some(id) = &self.id {
-            t.push(Attribute::Id(id.clone()));
-        }
-        t
-    }
-}
-
 /// Read the PIN named by `pin-source`.
-fn read_pin(src: &PinSource) -> Result<AuthPin, TokenError> {
+pub(super) fn read_pin(src: &PinSource) -> Result<AuthPin, TokenError> {
     let raw = match src {
         PinSource::File(p) => {
             let meta = std::fs::metadata(p)
@@ -242,7 +64,7 @@ fn read_pin(src: &PinSource) -> Result<AuthPin, TokenError> {
     Ok(AuthPin::from(pin.to_string()))
 }
 
-fn ck(what: &str, e: &CkError) -> String {
+pub(super) fn ck(what: &str, e: &CkError) -> String {
     match e {
         CkError::Pkcs11(rv, f) => {
             let f = f.to_string();
@@ -304,7 +126,7 @@ struct TwoIntegers<'a> {
     b: UintRef<'a>,
 }
 
-fn two_integers(a: &[u8], b: &[u8]) -> der::Result<Vec<u8>> {
+pub(super) fn two_integers(a: &[u8], b: &[u8]) -> der::Result<Vec<u8>> {
     TwoIntegers {
         a: UintRef::new(a)?,
         b: UintRef::new(b)?,
@@ -313,7 +135,7 @@ fn two_integers(a: &[u8], b: &[u8]) -> der::Result<Vec<u8>> {
 }
 
 /// Sign `msg` in `session` and return the X.509 signature value.
-fn sign_with(
+pub(super) fn sign_with(
     session: &Session,
     key: ObjectHandle,
     scheme: Scheme,
@@ -342,7 +164,7 @@ struct Module {
     key: ObjectHandle,
 }
 
-fn load_module(uri: &Pkcs11Uri) -> Result<Pkcs11, TokenError> {
+pub(super) fn load_module(uri: &Pkcs11Uri) -> Result<Pkcs11, TokenError> {
     let m = uri.module_path.display();
     // The module runs inside the CA's process: one that others may rewrite
     // would let them sign with the CA key.
@@ -361,7 +183,7 @@ fn load_module(uri: &Pkcs11Uri) -> Result<Pkcs11, TokenError> {
     }
 }
 
-fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, TokenError> {
+pub(super) fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, TokenError> {
     let m = uri.module_path.display();
     let slots = ctx
         .get_slots_with_token()
@@ -396,7 +218,7 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, TokenError> {
     }
 }
 
-fn open_session(
+pub(super) fn open_session(
     ctx: &Pkcs11,
     slot: Slot,
     pin: &AuthPin,
@@ -427,7 +249,7 @@ fn open_session(
     }
 }
 
-fn find_one(
+pub(super) fn find_one(
     session: &Session,
     uri: &Pkcs11Uri,
     class: ObjectClass,
@@ -520,7 +342,7 @@ pub struct TokenKey {
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenKey")
-            .field("uri", &self.uri.text)
+            .field("uri", &self.uri.to_string())
             .field("pin", &"[REDACTED]")
             .field("sessions", &self.pool)
             .finish()
@@ -737,240 +559,5 @@ impl KeySigner for TokenKey {
     }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
         TokenKey::sign(self, msg).map_err(|e| KeyError(e.to_string()))
-    }
-}
-
-/// A key just generated in a token, able to self-sign the CA certificate
-/// through rcgen (`init --ca-key-uri`).
-pub struct GeneratedKey {
-    ctx: Pkcs11,
-    session: Mutex<Session>,
-    key: ObjectHandle,
-    scheme: Scheme,
-    public: Vec<u8>,
-}
-
-impl std::fmt::Debug for GeneratedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeneratedKey")
-            .field("scheme", &self.scheme)
-            .finish()
-    }
-}
-
-/// Create the CA key pair inside the token named by `uri`. Refuses when an
-/// object with the same label or id already exists (never overwrite a CA key).
-pub fn generate(uri: &Pkcs11Uri, scheme: Scheme) -> Result<GeneratedKey, TokenError> {
-    let pin = read_pin(&uri.pin_source)?;
-    let ctx = load_module(uri)?;
-    let slot = find_slot(&ctx, uri)?;
-    let session = open_session(&ctx, slot, &pin, uri, true)?;
-    for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
-        if !find_one(&session, uri, class)?.is_empty() {
-            return Err(fail(format!(
-                "{uri}: the token already holds a key with this label/id; refusing to overwrite a CA key"
-            )));
-        }
-    }
-    let mut id = uri.id.clone().unwrap_or_default();
-    if id.is_empty() {
-        id = vec![0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-            .map_err(|_| fail("random number generator failed"))?;
-    }
-    let label = uri.object.clone().unwrap_or_else(|| "certsign-ca".into());
-    let common = |v: &mut Vec<Attribute>| {
-        v.push(Attribute::Token(true));
-        v.push(Attribute::Label(label.as_bytes().to_vec()));
-        v.push(Attribute::Id(id.clone()));
-    };
-    let mut public = vec![
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
-        Attribute::Wrap(false),
-    ];
-    common(&mut public);
-    // Sign only: no decrypt/unwrap/derive (SoftHSM would default some to true).
-    let mut private = vec![
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-    ];
-    common(&mut private);
-    let mech = match scheme {
-        Scheme::EcdsaP256 | Scheme::EcdsaP384 => {
-            let curve = if scheme == Scheme::EcdsaP256 {
-                const_oid::db::rfc5912::SECP_256_R_1
-            } else {
-                const_oid::db::rfc5912::SECP_384_R_1
-            };
-            let params = curve.to_der().map_err(|e| fail(e.to_string()))?;
-            public.push(Attribute::EcParams(params));
-            private.push(Attribute::KeyType(KeyType::EC));
-            Mechanism::EccKeyPairGen
-        }
-        Scheme::RsaSha256 => {
-            public.push(Attribute::ModulusBits(3072.into()));
-            public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
-            Mechanism::RsaPkcsKeyPairGen
-        }
-    };
-    let (pub_h, key) = session
-        .generate_key_pair(&mech, &public, &private)
-        .map_err(|e| fail(ck(&format!("{uri}: generating the key"), &e)))?;
-    let public = public_key(&session, pub_h, scheme).map_err(|e| fail(format!("{uri}: {e}")))?;
-    Ok(GeneratedKey {
-        ctx,
-        session: Mutex::new(session),
-        key,
-        scheme,
-        public,
-    })
-}
-
-/// The public key bits rcgen wants: the EC point, or RSAPublicKey DER.
-fn public_key(session: &Session, h: ObjectHandle, scheme: Scheme) -> Result<Vec<u8>, String> {
-    let types = match scheme {
-        Scheme::RsaSha256 => vec![AttributeType::Modulus, AttributeType::PublicExponent],
-        _ => vec![AttributeType::EcPoint],
-    };
-    let attrs = session
-        .get_attributes(h, &types)
-        .map_err(|e| ck("reading the public key", &e))?;
-    let (mut n, mut e, mut point) = (None, None, None);
-    for a in attrs {
-        match a {
-            Attribute::Modulus(v) => n = Some(v),
-            Attribute::PublicExponent(v) => e = Some(v),
-            Attribute::EcPoint(v) => point = Some(v),
-            _ => {}
-        }
-    }
-    match scheme {
-        Scheme::RsaSha256 => match (n, e) {
-            (Some(n), Some(e)) => two_integers(&n, &e).map_err(|e| e.to_string()),
-            _ => Err("the token did not return the RSA public key".into()),
-        },
-        _ => {
-            let v = point.ok_or("the token did not return the EC point")?;
-            let len = if scheme == Scheme::EcdsaP256 { 65 } else { 97 };
-            // Usually a DER OCTET STRING around the point; some modules give it bare.
-            if v.len() == len + 2 && v[0] == 0x04 && usize::from(v[1]) == len {
-                Ok(v[2..].to_vec())
-            } else if v.len() == len && v[0] == 0x04 {
-                Ok(v)
-            } else {
-                Err("the token returned an EC point of unexpected form".into())
-            }
-        }
-    }
-}
-
-impl GeneratedKey {
-    /// Close the session and finalize the module (before the signer opens it again).
-    pub fn close(self) {
-        drop(self.session);
-        let _ = self.ctx.finalize();
-    }
-}
-
-impl rcgen::PublicKeyData for GeneratedKey {
-    fn der_bytes(&self) -> &[u8] {
-        &self.public
-    }
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        match self.scheme {
-            Scheme::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            Scheme::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-            Scheme::RsaSha256 => &rcgen::PKCS_RSA_SHA256,
-        }
-    }
-}
-
-impl rcgen::SigningKey for GeneratedKey {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        let s = self
-            .session
-            .lock()
-            .map_err(|_| rcgen::Error::RemoteKeyError)?;
-        sign_with(&s, self.key, self.scheme, msg).map_err(|_| rcgen::Error::RemoteKeyError)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    const M: &str = "module-path=/usr/lib/softhsm/libsofthsm2.so";
-
-    #[test]
-    fn parses_rfc7512_uris() {
-        let u = Pkcs11Uri::parse(&format!(
-            "pkcs11:token=signer%20ca;object=ca;id=%01%02;type=private?{M}&pin-source=file:/etc/pin"
-        ))
-        .unwrap();
-        assert_eq!(u.token, "signer ca");
-        assert_eq!(u.object.as_deref(), Some("ca"));
-        assert_eq!(u.id, Some(vec![1, 2]));
-        assert_eq!(u.pin_source, PinSource::File("/etc/pin".into()));
-        let u = Pkcs11Uri::parse(&format!(
-            "pkcs11:token=t;object=ca?{M}&pin-source=env:CA_PIN"
-        ))
-        .unwrap();
-        assert_eq!(u.pin_source, PinSource::Env("CA_PIN".into()));
-        let u = Pkcs11Uri::parse(&format!(
-            "pkcs11:token=t;object=ca?{M}&pin-source=file:///p"
-        ))
-        .unwrap();
-        assert_eq!(u.pin_source, PinSource::File("/p".into()));
-    }
-
-    #[test]
-    fn refuses_pins_in_the_uri_and_unknown_attributes() {
-        let e =
-            Pkcs11Uri::parse(&format!("pkcs11:token=t;object=ca?{M}&pin-value=1234")).unwrap_err();
-        assert!(e.starts_with("pin-value: a PIN is never accepted"), "{e}");
-        for (uri, want) in [
-            (
-                format!("pkcs11:token=t;object=ca?{M}"),
-                "pin-source: required",
-            ),
-            (
-                "pkcs11:token=t;object=ca?pin-source=env:X".to_string(),
-                "module-path: required",
-            ),
-            (
-                format!("pkcs11:object=ca?{M}&pin-source=env:X"),
-                "token: required",
-            ),
-            (
-                format!("pkcs11:token=t?{M}&pin-source=env:X"),
-                "object or id",
-            ),
-            (
-                format!("pkcs11:token=t;object=ca;slot-id=1?{M}&pin-source=env:X"),
-                "\"slot-id\"",
-            ),
-            (
-                format!("pkcs11:token=t;object=ca?{M}&pin-source=file:pin"),
-                "file:/absolute/path",
-            ),
-            (
-                format!("pkcs11:token=t;object=ca;type=cert?{M}&pin-source=env:X"),
-                "type=cert",
-            ),
-            (
-                format!("pkcs11:token=%zz;object=ca?{M}&pin-source=env:X"),
-                "percent-encoding",
-            ),
-        ] {
-            let e = Pkcs11Uri::parse(&uri).unwrap_err();
-            assert!(e.contains(want), "{uri}: {e}");
-        }
     }
 }
