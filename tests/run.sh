@@ -71,6 +71,15 @@ log "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo deny: bans, licenses, sources (deny.toml, offline)"
 cargo deny --offline --locked check bans licenses sources
+# cargo-deny sees the workspace's unified features; `cargo tree -p` resolves
+# each shipped service's build on its own, as `cargo build -p` does.
+for p in certsign-approver certctl; do
+  if cargo tree --locked -p "$p" -e normal,build --prefix none |
+    grep -E '^(rcgen|cryptoki|certsign-signer|certsign-keys|certsign-setup) '; then
+    echo "$p must not depend on the signer side (above)" >&2
+    exit 1
+  fi
+done
 log "cargo build (binaries the tests drive)"
 cargo build --workspace --locked --bins
 log "cargo test"

@@ -1,6 +1,6 @@
 //! The limit: in-process issuance with no network, through the signer
 //! library's own steps (`VerifiedCsr`, profile rules, `verify_approvals`,
-//! `validity`, `prepare`, `CaKey::sign`), on one thread and on all cores;
+//! `validity`, `prepare`, `issue::sign`), on one thread and on all cores;
 //! then each of those steps timed alone, and ring's P-256 verification and
 //! signature alone, so the required crypto's share of (1) is printed, not
 //! inferred.
@@ -12,14 +12,14 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use certsign_evidence::{self as evidence, ApprovalTrust};
+use certsign_keys::CaKey;
 use certsign_proto::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec, Decision, SignedStatement,
 };
-use certsign_signer::ca_key::CaKey;
 use certsign_signer::config::Config;
 use certsign_signer::csr::VerifiedCsr;
 use certsign_signer::issue;
-use certsign_signer::profile::{Profile, Usage, parse_usages};
+use certsign_signer::profile::{Checked, Profile, parse_usages};
 use certsign_tests::grpc::{self, CLIENT_SIGNER, Ident};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
@@ -104,13 +104,14 @@ impl Limit {
         let spec = req.spec.as_ref().ok_or("no spec")?;
         let csr = VerifiedCsr::from_pem(&spec.request).map_err(|x| x.to_string())?;
         let usages = parse_usages(&spec.usages).map_err(|x| x.to_string())?;
-        self.profile
+        let checked = self
+            .profile
             .check(&csr, &usages)
             .map_err(|x| x.to_string())?;
         let now = SystemTime::now();
         self.approval(req, st, now)?;
-        let prepared = self.build(spec, &csr, &usages, now)?;
-        let cert = self.ca.sign(prepared).map_err(|x| x.to_string())?;
+        let prepared = self.build(spec, checked, now)?;
+        let cert = issue::sign(&self.ca, prepared).map_err(|x| x.to_string())?;
         Ok(cert.der.len())
     }
 
@@ -139,8 +140,7 @@ impl Limit {
     fn build(
         &self,
         spec: &CertificateSigningRequestSpec,
-        csr: &VerifiedCsr,
-        usages: &[Usage],
+        checked: Checked<'_>,
         now: SystemTime,
     ) -> Result<issue::PreparedCert, String> {
         let window = issue::validity(
@@ -154,7 +154,7 @@ impl Limit {
         SystemRandom::new()
             .fill(&mut serial)
             .map_err(|_| "rng failed")?;
-        Ok(issue::prepare(&self.ca, csr, usages, window, serial))
+        issue::prepare(&self.ca, checked, window, serial).map_err(|x| x.to_string())
     }
 
     /// Each step of [`Limit::issue_one`] timed alone on this thread for
@@ -166,7 +166,11 @@ impl Limit {
         let csr = VerifiedCsr::from_pem(&spec.request).map_err(|x| x.to_string())?;
         let usages = parse_usages(&spec.usages).map_err(|x| x.to_string())?;
         let now = SystemTime::now();
-        let build = || self.build(spec, &csr, &usages, now);
+        let checked = self
+            .profile
+            .check(&csr, &usages)
+            .map_err(|x| x.to_string())?;
+        let build = || self.build(spec, checked, now);
         let csr_us = per_call_us(secs, || {
             VerifiedCsr::from_pem(&spec.request)
                 .map(drop)
@@ -174,12 +178,17 @@ impl Limit {
         })?;
         let profile_us = per_call_us(secs, || {
             let u = parse_usages(&spec.usages).map_err(|x| x.to_string())?;
-            self.profile.check(&csr, &u).map_err(|x| x.to_string())
+            self.profile
+                .check(&csr, &u)
+                .map(drop)
+                .map_err(|x| x.to_string())
         })?;
         let approval_us = per_call_us(secs, || self.approval(req, st, now))?;
         let build_us = per_call_us(secs, || build().map(drop))?;
         let build_sign_us = per_call_us(secs, || {
-            self.ca.sign(build()?).map(drop).map_err(|x| x.to_string())
+            issue::sign(&self.ca, build()?)
+                .map(drop)
+                .map_err(|x| x.to_string())
         })?;
         Ok(Steps {
             csr_us,

@@ -16,22 +16,40 @@ use certsign_proto::v1::{CertificateSigningRequest, SignRequest, SignedStatement
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
-use crate::ca_key::{CaKey, CaKeyError};
-use crate::config::Config;
-use crate::csr::{self, VerifiedCsr};
-use crate::issue;
-use crate::journal::{self, Event, Index, Journal, JournalError, LineAt};
-use crate::profile::{ApprovalMode, parse_usages};
-use certsign_evidence::{self as evidence, ApprovalTrust};
+use certsign_evidence::{self as evidence, ApprovalTrust, EvidenceError};
+use certsign_keys::{CaError as CaKeyError, CaKey};
 
-/// A refusal or failure of `Sign`, by gRPC meaning. Messages name the rule.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+use crate::config::Config;
+use crate::csr::{self, CsrError, VerifiedCsr};
+use crate::ids::{EvidenceKind, Serial, Uid};
+use crate::issue::{self, IssueError};
+use crate::journal::{self, Event, Index, Journal, JournalError, LineAt};
+use crate::profile::{ApprovalMode, ProfileError, parse_usages};
+
+/// A refusal or failure of `Sign`. Messages name the rule; `service.rs`
+/// maps each to a gRPC status in one function.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
-    /// The request is malformed (INVALID_ARGUMENT).
+    /// The request's shape is wrong (INVALID_ARGUMENT).
     #[error("{0}")]
     Invalid(String),
-    /// A policy or evidence rule failed (FAILED_PRECONDITION).
+    /// The CSR is unusable (INVALID_ARGUMENT).
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    /// A usage or profile rule failed.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The evidence does not prove approval (FAILED_PRECONDITION).
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+    /// The certificate could not be built or signed.
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    /// The journal failed (UNAVAILABLE; retry).
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// A signer rule failed (FAILED_PRECONDITION).
     #[error("{0}")]
     Refused(String),
     /// The uid was issued for another CSR (ALREADY_EXISTS).
@@ -40,7 +58,7 @@ pub enum SignError {
     /// The same uid is being signed right now (ABORTED; retry).
     #[error("{0}")]
     Busy(String),
-    /// Journal or key unusable (UNAVAILABLE; retry).
+    /// Internal state unusable (UNAVAILABLE; retry).
     #[error("{0}")]
     Unavailable(String),
 }
@@ -79,8 +97,8 @@ pub enum Evidence<'a> {
 pub struct Signed {
     /// Certificate then CA, PEM.
     pub certificate: String,
-    /// Serial, hex.
-    pub serial: String,
+    /// Serial.
+    pub serial: Serial,
     /// True when the uid was already issued and the journaled result returned.
     pub replayed: bool,
 }
@@ -88,7 +106,7 @@ pub struct Signed {
 #[derive(Debug, Default)]
 struct State {
     index: Index,
-    pending: HashSet<String>,
+    pending: HashSet<Uid>,
 }
 
 /// The signing authority: config, CA key, approval trust, journal.
@@ -104,7 +122,7 @@ pub struct Authority {
 /// Removes a uid from the in-flight set however `sign` ends.
 struct Reservation {
     state: Arc<Mutex<State>>,
-    uid: String,
+    uid: Uid,
 }
 
 impl Drop for Reservation {
@@ -151,7 +169,7 @@ impl Authority {
 
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> String {
-        self.ca.cert_pem()
+        self.ca.cert_pem().to_string()
     }
 
     /// Sign a request from an allow-listed caller.
@@ -206,7 +224,7 @@ impl Authority {
                         .map_err(|e| SignError::Unavailable(format!("journal task: {e}")))?,
                     Err(_) => finish.await,
                 };
-                appended.map_err(|e| SignError::Unavailable(format!("journal: {e}")))?;
+                appended?;
                 // The object's name and uid let an operator go from a serial
                 // in the log to the request (and back); str fields are
                 // logged quoted and escaped.
@@ -228,7 +246,7 @@ impl Authority {
                     "refused"
                 );
                 let event = Event::Refused {
-                    uid: meta.uid,
+                    uid: Uid(meta.uid),
                     name: meta.name,
                     signer_name: spec.signer_name,
                     requestor: spec.username,
@@ -239,10 +257,7 @@ impl Authority {
                     reason: e.to_string(),
                 };
                 // A refusal that cannot be recorded is not answered as a refusal.
-                self.journal
-                    .append(Arc::new(event))
-                    .await
-                    .map_err(|je| SignError::Unavailable(format!("journal: {je}")))?;
+                self.journal.append(Arc::new(event)).await?;
                 Err(e)
             }
         }
@@ -276,24 +291,24 @@ impl Authority {
         if meta.name.is_empty() {
             return Err(invalid("metadata.name: Required value"));
         }
-        let csr =
-            VerifiedCsr::from_pem(&spec.request).map_err(|e| SignError::Invalid(e.to_string()))?;
+        let csr = VerifiedCsr::from_pem(&spec.request)?;
         let hash = hex::encode(csr.sha256());
+        let uid = Uid(meta.uid.clone());
         let reservation = {
             let mut st = self.lock()?;
-            if let Some(done) = st.index.by_uid.get(&meta.uid) {
+            if let Some(done) = st.index.by_uid.get(&uid) {
                 if done.csr_sha256 == hash {
                     let at = done.line;
                     // The journal is read back outside the lock.
                     drop(st);
-                    return self.replay(&at, &meta.uid);
+                    return self.replay(&at, &uid);
                 }
                 return Err(SignError::AlreadyExists(format!(
                     "uid {:?} was already issued for another CSR; a uid is signed at most once",
                     meta.uid
                 )));
             }
-            if !st.pending.insert(meta.uid.clone()) {
+            if !st.pending.insert(uid.clone()) {
                 return Err(SignError::Busy(format!(
                     "uid {:?} is being signed right now; retry",
                     meta.uid
@@ -301,7 +316,7 @@ impl Authority {
             }
             Reservation {
                 state: self.state.clone(),
-                uid: meta.uid.clone(),
+                uid: uid.clone(),
             }
         };
         let profile = self.config.profile(&spec.signer_name).ok_or_else(|| {
@@ -310,15 +325,13 @@ impl Authority {
                 spec.signer_name
             ))
         })?;
-        let usages = parse_usages(&spec.usages).map_err(|e| SignError::Invalid(e.to_string()))?;
+        let usages = parse_usages(&spec.usages)?;
         if let Some(s) = spec.expiration_seconds.filter(|s| *s < 600) {
             return Err(SignError::Invalid(format!(
                 "spec.expirationSeconds: Invalid value: {s}: may not specify a duration less than 600 seconds (10 minutes)"
             )));
         }
-        profile
-            .check(&csr, &usages)
-            .map_err(|e| SignError::Refused(e.to_string()))?;
+        let checked = profile.check(&csr, &usages)?;
         // The signer's own clients are minted only at its console: otherwise an
         // approved user CSR naming "certsign-approver" would become a Sign caller.
         let allowed = &self.config.allowed_clients;
@@ -335,9 +348,8 @@ impl Authority {
         }
 
         let max_age = self.config.statement_max_age;
-        let refused = |e: evidence::EvidenceError| SignError::Refused(e.to_string());
         let (kind, by) = match ev {
-            Evidence::Console(user) => ("console", vec![user.to_string()]),
+            Evidence::Console(user) => (EvidenceKind::Console, vec![user.to_string()]),
             Evidence::Request {
                 renewal: Some(r), ..
             } => {
@@ -347,13 +359,7 @@ impl Authority {
                         profile.signer_name
                     )));
                 }
-                if let Some(other) = self
-                    .lock()?
-                    .index
-                    .by_csr
-                    .get(&hash)
-                    .filter(|u| **u != meta.uid)
-                {
+                if let Some(other) = self.lock()?.index.by_csr.get(&hash).filter(|u| **u != uid) {
                     return Err(SignError::Refused(format!(
                         "renewal: this CSR was already issued under uid {other:?}"
                     )));
@@ -365,10 +371,9 @@ impl Authority {
                     self.ca.cert_der(),
                     max_age,
                     now,
-                )
-                .map_err(refused)?;
+                )?;
                 (
-                    "renewal",
+                    EvidenceKind::Renewal,
                     vec![format!(
                         "{} serial {}",
                         proof.identity.username, proof.serial
@@ -376,7 +381,7 @@ impl Authority {
                 )
             }
             Evidence::Request { .. } if profile.approval == ApprovalMode::Approver => {
-                ("approver", vec![caller.to_string()])
+                (EvidenceKind::Approver, vec![caller.to_string()])
             }
             Evidence::Request { approvals, .. } => {
                 let admins = evidence::verify_approvals(
@@ -387,10 +392,9 @@ impl Authority {
                     max_age,
                     profile.required_approvals,
                     now,
-                )
-                .map_err(refused)?;
+                )?;
                 (
-                    "approvals",
+                    EvidenceKind::Approvals,
                     admins.into_iter().map(|a| a.username).collect(),
                 )
             }
@@ -402,33 +406,29 @@ impl Authority {
             spec.expiration_seconds,
             now_odt,
             self.ca.not_after(),
-        )
-        .map_err(|e| SignError::Refused(e.to_string()))?;
+        )?;
         let serial = self.fresh_serial()?;
-        let cert = self
-            .ca
-            .sign(issue::prepare(&self.ca, &csr, &usages, window, serial))
-            .map_err(|e| SignError::Unavailable(e.to_string()))?;
+        let cert = issue::sign(&self.ca, issue::prepare(&self.ca, checked, window, serial)?)?;
         let not_after = cert
             .not_after
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         let event = Event::Issued {
-            uid: meta.uid.clone(),
+            uid,
             name: meta.name.clone(),
             signer_name: spec.signer_name.clone(),
             requestor: spec.username.clone(),
             csr_sha256: hash,
-            evidence: kind.to_string(),
+            evidence: kind,
             by,
             caller: caller.to_string(),
-            serial: cert.serial_hex.clone(),
+            serial: cert.serial.clone(),
             not_after,
             certificate: cert.pem_chain.clone(),
         };
         let signed = Signed {
             certificate: cert.pem_chain,
-            serial: cert.serial_hex,
+            serial: cert.serial,
             replayed: false,
         };
         Ok(Decision::Issue(Arc::new(event), signed, reservation))
@@ -438,11 +438,10 @@ impl Authority {
     /// chain and serial, read back from its journal line (the index keeps
     /// only where that line is). A line that cannot be read back intact is
     /// UNAVAILABLE, never a second issuance: the uid stays taken.
-    fn replay(&self, at: &LineAt, uid: &str) -> Result<Decision, SignError> {
-        let (certificate, serial) =
-            journal::read_issued(&self.config.journal, at, uid).map_err(|e| {
-                tracing::error!(uid, error = %e, "reading back an issued line failed");
-                SignError::Unavailable(format!("journal: {e}"))
+    fn replay(&self, at: &LineAt, uid: &Uid) -> Result<Decision, SignError> {
+        let (certificate, serial) = journal::read_issued(&self.config.journal, at, uid)
+            .inspect_err(|e| {
+                tracing::error!(uid = %uid, error = %e, "reading back an issued line failed");
             })?;
         Ok(Decision::Replay(Signed {
             certificate,
@@ -465,7 +464,12 @@ impl Authority {
             if s[0] == 0 {
                 continue;
             }
-            if !self.lock()?.index.serials.contains_key(&hex::encode(s)) {
+            if !self
+                .lock()?
+                .index
+                .serials
+                .contains_key(&Serial::from_bytes(&s))
+            {
                 return Ok(s);
             }
         }

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use certsign_keys::KeySource as CaKeySource;
+use certsign_keys::Pkcs11Uri;
 use serde::Deserialize;
 
-use crate::pkcs11::Pkcs11Uri;
 use crate::profile::{ApprovalMode, Builtin, CustomRules, Profile, Rules, Usage};
 
 /// A config problem, naming the key.
@@ -89,15 +90,6 @@ struct RawProfile {
     common_name_prefix: Option<String>,
     allowed_organizations: Option<Vec<String>>,
     forbidden_organizations: Option<Vec<String>>,
-}
-
-/// Where the CA private key is: a file or a key in a PKCS#11 token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CaKeySource {
-    /// A PKCS#8 PEM file, mode 0600.
-    File(PathBuf),
-    /// An RFC 7512 URI (`pkcs11:token=…;object=…?module-path=…&pin-source=…`).
-    Pkcs11(Pkcs11Uri),
 }
 
 /// The validated signer configuration. Paths are absolute.
@@ -204,40 +196,66 @@ impl Config {
     }
 }
 
-fn usages(key: &str, v: Option<Vec<String>>, default: &[Usage]) -> Result<Vec<Usage>, String> {
+/// A `[[profiles]]` entry that does not validate: the key and the rule.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {rule}")]
+struct ProfileKeyError {
+    key: &'static str,
+    rule: String,
+}
+
+fn bad(key: &'static str, rule: impl Into<String>) -> ProfileKeyError {
+    ProfileKeyError {
+        key,
+        rule: rule.into(),
+    }
+}
+
+fn usages(
+    key: &'static str,
+    v: Option<Vec<String>>,
+    default: &[Usage],
+) -> Result<Vec<Usage>, ProfileKeyError> {
     match v {
         None => Ok(default.to_vec()),
         Some(v) => v
             .iter()
-            .map(|s| Usage::parse(s).ok_or_else(|| format!("{key}: unknown usage {s:?}")))
+            .map(|s| Usage::parse(s).ok_or_else(|| bad(key, format!("unknown usage {s:?}"))))
             .collect(),
     }
 }
 
-fn profile(p: RawProfile) -> Result<Profile, String> {
+fn profile(p: RawProfile) -> Result<Profile, ProfileKeyError> {
     let name = p.signer_name;
     if name.split('/').count() != 2 || name.starts_with('/') || name.ends_with('/') {
-        return Err(format!(
-            "signer_name: {name:?} must be of the form 'example.com/signer-name'"
+        return Err(bad(
+            "signer_name",
+            format!("{name:?} must be of the form 'example.com/signer-name'"),
         ));
     }
     if p.approval == ApprovalMode::Signed
         && (p.required_approvals == 0 || p.approver_groups.is_empty())
     {
-        return Err("approver_groups/required_approvals: approval = \"signed\" needs at least one group and one approval".into());
+        return Err(bad(
+            "approver_groups/required_approvals",
+            "approval = \"signed\" needs at least one group and one approval",
+        ));
     }
     if p.max_lifetime < Duration::from_secs(600) {
-        return Err("max_lifetime: must be at least 10m".into());
+        return Err(bad("max_lifetime", "must be at least 10m"));
     }
     if p.default_lifetime > p.max_lifetime || p.default_lifetime < Duration::from_secs(600) {
-        return Err("default_lifetime: must be between 10m and max_lifetime".into());
+        return Err(bad(
+            "default_lifetime",
+            "must be between 10m and max_lifetime",
+        ));
     }
     let rules = match p.builtin {
         Some(b) => {
             if b.name() != name {
-                return Err(format!(
-                    "builtin: {:?} must equal signer_name {name:?}",
-                    b.name()
+                return Err(bad(
+                    "builtin",
+                    format!("{:?} must equal signer_name {name:?}", b.name()),
                 ));
             }
             let custom = [
@@ -255,8 +273,9 @@ fn profile(p: RawProfile) -> Result<Profile, String> {
                 ),
             ];
             if let Some((k, _)) = custom.iter().find(|(_, set)| *set) {
-                return Err(format!(
-                    "{k}: not allowed with builtin (Kubernetes' rules are fixed)"
+                return Err(bad(
+                    k,
+                    "not allowed with builtin (Kubernetes' rules are fixed)",
                 ));
             }
             Rules::Builtin(b)
@@ -269,9 +288,9 @@ fn profile(p: RawProfile) -> Result<Profile, String> {
                 &[DigitalSignature, KeyEncipherment, ClientAuth, ServerAuth],
             )?;
             if let Some(u) = allowed.iter().find(|u| matches!(u, CertSign | CrlSign)) {
-                return Err(format!(
-                    "allowed_usages: {:?} is never issued (CA:FALSE only)",
-                    u.as_str()
+                return Err(bad(
+                    "allowed_usages",
+                    format!("{:?} is never issued (CA:FALSE only)", u.as_str()),
                 ));
             }
             Rules::Custom(CustomRules {

@@ -1,13 +1,12 @@
 //! Certificate construction: `VerifiedCsr` + profile decision → `PreparedCert`
-//! → `IssuedCert` (signed by `CaKey`).
+//! → `IssuedCert` (signed by the CA key through `certsign-keys`).
 //!
-//! The TBSCertificate is written here in DER rather than through rcgen's
-//! `CertificateParams`, because rcgen's `DistinguishedName` is a map and
-//! cannot carry a subject with several O values (Kubernetes groups); we copy
-//! the CSR's subject Name and SubjectPublicKeyInfo byte for byte and write
-//! every extension ourselves. Nothing the CSR requested is copied except the
-//! checked SANs. This module must never emit CA:TRUE: basicConstraints is
-//! always the critical, empty sequence (CA:FALSE).
+//! The certificate is built with RustCrypto's x509-cert builder: the subject
+//! is the CSR's subject Name decoded and re-encoded unchanged (so several O
+//! values, Kubernetes groups, survive), the SubjectPublicKeyInfo is the
+//! CSR's, and every extension is an x509-cert extension type. Nothing the
+//! CSR requested is copied except the checked SANs. This module must never
+//! emit CA:TRUE: basicConstraints is always critical and CA:FALSE.
 //!
 //! Key usage: keyEncipherment is set only for RSA keys. EC and Ed25519 keys
 //! cannot encipher keys (RSA key transport), so a requested "key
@@ -19,13 +18,29 @@
 //! at 10 minutes; notBefore = now − 5 min; notAfter = now + ttl when ttl <
 //! 8 h, else now + ttl − 5 min; capped at the CA's notAfter.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use certsign_keys::CaKey;
+use der::asn1::{Ia5String, OctetString};
+use der::{Decode, Encode};
+use spki::{ObjectIdentifier, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use time::OffsetDateTime;
+use x509_cert::builder::profile::BuilderProfile;
+use x509_cert::builder::{Builder, CertificateBuilder};
+use x509_cert::certificate::TbsCertificate;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectAltName, SubjectKeyIdentifier,
+};
+use x509_cert::ext::{Extension, ToExtension};
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
 
-use crate::ca_key::{CaKey, pem_cert};
-use crate::csr::{self, VerifiedCsr};
-use crate::profile::{Profile, Usage};
+use crate::csr;
+use crate::ids::Serial;
+use crate::profile::{Checked, Profile, Usage};
 
 const BACKDATE: Duration = Duration::from_secs(300);
 const SHORT: Duration = Duration::from_secs(8 * 3600);
@@ -38,18 +53,57 @@ pub enum IssueError {
     /// The CA has expired (Kubernetes' texts).
     #[error("{0}")]
     CaExpired(String),
+    /// A field could not be encoded (e.g. a non-ASCII name in an IA5String).
+    #[error("encoding the certificate: {0}")]
+    Encode(String),
     /// The CA key failed to sign.
     #[error("signing failed: {0}")]
     Sign(String),
 }
 
+fn encode(e: impl std::fmt::Display) -> IssueError {
+    IssueError::Encode(e.to_string())
+}
+
+/// The issuer, subject and extensions of one leaf certificate.
+struct Leaf {
+    issuer: Name,
+    subject: Name,
+}
+
+impl BuilderProfile for Leaf {
+    fn get_issuer(&self, _subject: &Name) -> Name {
+        self.issuer.clone()
+    }
+    fn get_subject(&self) -> Name {
+        self.subject.clone()
+    }
+    fn build_extensions(
+        &self,
+        _spk: SubjectPublicKeyInfoRef<'_>,
+        _issuer_spk: SubjectPublicKeyInfoRef<'_>,
+        _tbs: &TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<Extension>> {
+        // Every extension is added explicitly by `prepare`.
+        Ok(Vec::new())
+    }
+}
+
 /// A certificate ready to be signed. Only [`prepare`] makes one.
-#[derive(Debug)]
 pub struct PreparedCert {
-    tbs: Vec<u8>,
-    serial: Vec<u8>,
+    builder: CertificateBuilder<Leaf>,
+    serial: Serial,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for PreparedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCert")
+            .field("serial", &self.serial)
+            .field("not_after", &self.not_after)
+            .finish()
+    }
 }
 
 /// A signed certificate.
@@ -59,8 +113,8 @@ pub struct IssuedCert {
     pub der: Vec<u8>,
     /// The certificate then the CA certificate, PEM.
     pub pem_chain: String,
-    /// Serial, lowercase hex.
-    pub serial_hex: String,
+    /// Serial.
+    pub serial: Serial,
     /// Validity start.
     pub not_before: OffsetDateTime,
     /// Validity end.
@@ -101,243 +155,149 @@ pub fn validity(
     Ok((not_before, not_after))
 }
 
-/// Build the TBSCertificate for `csr` with `usages`, valid `window`.
-/// `serial` is 16 random bytes; the top bit is cleared so it is positive.
+/// Whole seconds (X.509 times carry no fractions).
+fn x509_time(t: OffsetDateTime) -> Result<Time, IssueError> {
+    let secs = u64::try_from(t.unix_timestamp()).map_err(encode)?;
+    Time::try_from(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).map_err(encode)
+}
+
+/// Build the certificate for a checked request, valid `window`, with
+/// `serial` (16 random bytes; the top bit is cleared so it is positive).
 pub fn prepare(
     ca: &CaKey,
-    csr: &VerifiedCsr,
-    usages: &[Usage],
+    checked: Checked<'_>,
     window: (OffsetDateTime, OffsetDateTime),
     mut serial: [u8; 16],
-) -> PreparedCert {
+) -> Result<PreparedCert, IssueError> {
+    let (csr, usages) = (checked.csr(), checked.usages());
     serial[0] &= 0x7f;
-    let mut exts = Vec::new();
-    // basicConstraints, critical, CA:FALSE (cA DEFAULT FALSE is omitted in DER).
-    exts.push(extension(OID_BC, true, &tlv(0x30, &[])));
+    let subject = Name::from_der(csr.subject_der()).map_err(encode)?;
+    let empty_subject = subject.is_empty();
+    let leaf = Leaf {
+        issuer: ca.subject().clone(),
+        subject,
+    };
+    let validity = Validity::new(x509_time(window.0)?, x509_time(window.1)?);
+    let spki = SubjectPublicKeyInfoOwned::from_der(csr.spki_der()).map_err(encode)?;
+    let serial_number = SerialNumber::new(&serial).map_err(encode)?;
+    let serial = Serial::from_bytes(serial_number.as_bytes());
+    let mut b = CertificateBuilder::new(leaf, serial_number, validity, spki).map_err(encode)?;
+    let mut add = |ext: Result<Extension, der::Error>| -> Result<(), IssueError> {
+        b.add_extension(ext.map_err(encode)?).map_err(encode)
+    };
+    let (none, no) = (&Name::default(), &[][..]);
+    add((
+        true,
+        &BasicConstraints {
+            ca: false,
+            path_len_constraint: None,
+        },
+    )
+        .to_extension(none, no))?;
     if let Some(ku) = key_usage(usages, csr.key().can_encipher_keys()) {
-        exts.push(extension(OID_KU, true, &ku));
+        add((true, &ku).to_extension(none, no))?;
     }
-    let mut ekus: Vec<&[u8]> = Vec::new();
+    let mut ekus: Vec<ObjectIdentifier> = Vec::new();
     let mut sorted = usages.to_vec();
     sorted.sort();
-    for u in sorted {
-        if let Some(oid) = eku_oid(u)
-            && !ekus.contains(&oid)
-        {
+    for oid in sorted.into_iter().filter_map(eku_oid) {
+        if !ekus.contains(&oid) {
             ekus.push(oid);
         }
     }
     if !ekus.is_empty() {
-        exts.push(extension(OID_EKU, false, &tlv(0x30, &ekus.concat())));
+        add((false, &ExtendedKeyUsage(ekus)).to_extension(none, no))?;
     }
     if !csr.sans.is_empty() {
+        let ia5 = |s: &String| Ia5String::new(s).map_err(encode);
         let mut names = Vec::new();
         for d in &csr.sans.dns {
-            names.extend(tlv(0x82, d.as_bytes()));
+            names.push(GeneralName::DnsName(ia5(d)?));
         }
         for e in &csr.sans.emails {
-            names.extend(tlv(0x81, e.as_bytes()));
+            names.push(GeneralName::Rfc822Name(ia5(e)?));
         }
         for u in &csr.sans.uris {
-            names.extend(tlv(0x86, u.as_bytes()));
+            names.push(GeneralName::UniformResourceIdentifier(ia5(u)?));
         }
-        for ip in &csr.sans.ips {
-            let bytes = match ip {
-                std::net::IpAddr::V4(a) => a.octets().to_vec(),
-                std::net::IpAddr::V6(a) => a.octets().to_vec(),
-            };
-            names.extend(tlv(0x87, &bytes));
-        }
+        names.extend(csr.sans.ips.iter().map(|ip| GeneralName::from(*ip)));
         // RFC 5280: with an empty subject the SAN extension must be critical.
-        let empty_subject = csr.subject_der().len() <= 2;
-        exts.push(extension(OID_SAN, empty_subject, &tlv(0x30, &names)));
+        add((empty_subject, &SubjectAltName(names)).to_extension(none, no))?;
     }
     // SKI: first 160 bits of SHA-256 of the SubjectPublicKeyInfo.
-    let ski = csr::sha256(csr.spki_der());
-    exts.push(extension(OID_SKI, false, &tlv(0x04, &ski[..20])));
-    exts.push(extension(OID_AKI, false, &tlv(0x30, &tlv(0x80, ca.ski()))));
-
-    let serial_int = integer(&serial);
-    let tbs = tlv(
-        0x30,
-        &[
-            &[0xa0, 0x03, 0x02, 0x01, 0x02][..], // [0] EXPLICIT version v3
-            &serial_int,
-            ca.sig_alg(),
-            ca.subject_der(),
-            &tlv(0x30, &[time_der(window.0), time_der(window.1)].concat()),
-            csr.subject_der(),
-            csr.spki_der(),
-            &tlv(0xa3, &tlv(0x30, &exts.concat())),
-        ]
-        .concat(),
-    );
-    PreparedCert {
-        tbs,
-        serial: serial.to_vec(),
+    let ski = OctetString::new(&csr::sha256(csr.spki_der())[..20]).map_err(encode)?;
+    add((false, &SubjectKeyIdentifier(ski)).to_extension(none, no))?;
+    let aki = AuthorityKeyIdentifier {
+        key_identifier: Some(OctetString::new(ca.ski()).map_err(encode)?),
+        authority_cert_issuer: None,
+        authority_cert_serial_number: None,
+    };
+    add((false, &aki).to_extension(none, no))?;
+    Ok(PreparedCert {
+        builder: b,
+        serial,
         not_before: window.0,
         not_after: window.1,
-    }
-}
-
-impl CaKey {
-    /// Sign a prepared certificate (consumes it: one preparation, one signature).
-    pub fn sign(&self, p: PreparedCert) -> Result<IssuedCert, IssueError> {
-        let sig = self
-            .sign_raw(&p.tbs)
-            .map_err(|e| IssueError::Sign(e.to_string()))?;
-        let mut bits = vec![0u8];
-        bits.extend(sig);
-        let der = tlv(
-            0x30,
-            &[p.tbs.as_slice(), self.sig_alg(), &tlv(0x03, &bits)].concat(),
-        );
-        let pem_chain = format!("{}{}", pem_cert(&der), self.cert_pem());
-        let serial_hex = hex::encode(strip_zeros(&p.serial));
-        Ok(IssuedCert {
-            der,
-            pem_chain,
-            serial_hex,
-            not_before: p.not_before,
-            not_after: p.not_after,
-        })
-    }
-}
-
-// === DER helpers ===
-
-const OID_BC: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x13];
-const OID_KU: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x0f];
-const OID_EKU: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x25];
-const OID_SAN: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x11];
-const OID_SKI: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x0e];
-const OID_AKI: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x23];
-
-fn eku_oid(u: Usage) -> Option<&'static [u8]> {
-    use Usage::*;
-    const KP: [u8; 9] = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03];
-    const fn kp(n: u8) -> [u8; 10] {
-        [
-            KP[0], KP[1], KP[2], KP[3], KP[4], KP[5], KP[6], KP[7], KP[8], n,
-        ]
-    }
-    const SERVER: [u8; 10] = kp(1);
-    const CLIENT: [u8; 10] = kp(2);
-    const CODE: [u8; 10] = kp(3);
-    const EMAIL: [u8; 10] = kp(4);
-    const IPSEC_ES: [u8; 10] = kp(5);
-    const IPSEC_TUN: [u8; 10] = kp(6);
-    const IPSEC_USER: [u8; 10] = kp(7);
-    const TIMESTAMP: [u8; 10] = kp(8);
-    const OCSP: [u8; 10] = kp(9);
-    Some(match u {
-        Any => &[0x06, 0x04, 0x55, 0x1d, 0x25, 0x00],
-        ServerAuth => &SERVER,
-        ClientAuth => &CLIENT,
-        CodeSigning => &CODE,
-        EmailProtection | SMime => &EMAIL,
-        IpsecEndSystem => &IPSEC_ES,
-        IpsecTunnel => &IPSEC_TUN,
-        IpsecUser => &IPSEC_USER,
-        Timestamping => &TIMESTAMP,
-        OcspSigning => &OCSP,
-        MicrosoftSgc => &[
-            0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x0a, 0x03, 0x03,
-        ],
-        NetscapeSgc => &[
-            0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x86, 0xf8, 0x42, 0x04, 0x01,
-        ],
-        _ => return None,
     })
 }
 
-/// keyUsage value (a DER BIT STRING), or None when no bit is set.
-fn key_usage(usages: &[Usage], rsa: bool) -> Option<Vec<u8>> {
+/// Sign a prepared certificate (consumes it: one preparation, one signature).
+pub fn sign(ca: &CaKey, mut p: PreparedCert) -> Result<IssuedCert, IssueError> {
+    let tbs = p.builder.finalize(ca).map_err(encode)?;
+    let sig = ca.sign(&tbs).map_err(|e| IssueError::Sign(e.to_string()))?;
+    let cert = p
+        .builder
+        .assemble(sig.to_bitstring().map_err(encode)?, ca)
+        .map_err(encode)?;
+    let der = cert.to_der().map_err(encode)?;
+    let pem = certsign_keys::pem("CERTIFICATE", &der).map_err(encode)?;
+    Ok(IssuedCert {
+        pem_chain: format!("{pem}{}", ca.cert_pem()),
+        der,
+        serial: p.serial,
+        not_before: p.not_before,
+        not_after: p.not_after,
+    })
+}
+
+/// The extendedKeyUsage OID of a usage (None for keyUsage bits).
+fn eku_oid(u: Usage) -> Option<ObjectIdentifier> {
     use Usage::*;
-    let mut bits: u16 = 0;
+    let dotted = match u {
+        Any => "2.5.29.37.0",
+        ServerAuth => "1.3.6.1.5.5.7.3.1",
+        ClientAuth => "1.3.6.1.5.5.7.3.2",
+        CodeSigning => "1.3.6.1.5.5.7.3.3",
+        EmailProtection | SMime => "1.3.6.1.5.5.7.3.4",
+        IpsecEndSystem => "1.3.6.1.5.5.7.3.5",
+        IpsecTunnel => "1.3.6.1.5.5.7.3.6",
+        IpsecUser => "1.3.6.1.5.5.7.3.7",
+        Timestamping => "1.3.6.1.5.5.7.3.8",
+        OcspSigning => "1.3.6.1.5.5.7.3.9",
+        MicrosoftSgc => "1.3.6.1.4.1.311.10.3.3",
+        NetscapeSgc => "2.16.840.1.113730.4.1",
+        _ => return None,
+    };
+    ObjectIdentifier::new(dotted).ok()
+}
+
+/// keyUsage, or None when no bit is set.
+fn key_usage(usages: &[Usage], rsa: bool) -> Option<KeyUsage> {
+    use Usage::*;
+    let mut bits = der::flagset::FlagSet::<KeyUsages>::default();
     for u in usages {
-        let bit = match u {
-            Signing | DigitalSignature => 0,
-            ContentCommitment => 1,
-            KeyEncipherment if rsa => 2,
-            DataEncipherment => 3,
-            KeyAgreement => 4,
-            EncipherOnly => 7,
-            DecipherOnly => 8,
+        bits |= match u {
+            Signing | DigitalSignature => KeyUsages::DigitalSignature,
+            ContentCommitment => KeyUsages::NonRepudiation,
+            KeyEncipherment if rsa => KeyUsages::KeyEncipherment,
+            DataEncipherment => KeyUsages::DataEncipherment,
+            KeyAgreement => KeyUsages::KeyAgreement,
+            EncipherOnly => KeyUsages::EncipherOnly,
+            DecipherOnly => KeyUsages::DecipherOnly,
             _ => continue,
         };
-        bits |= 0x8000 >> bit;
     }
-    if bits == 0 {
-        return None;
-    }
-    // DER named bit list: drop trailing zero bits.
-    let used = 16 - bits.trailing_zeros() as usize;
-    let bytes = bits.to_be_bytes();
-    let len = used.div_ceil(8);
-    let mut v = vec![u8::try_from(len * 8 - used).unwrap_or(0)];
-    v.extend_from_slice(&bytes[..len]);
-    Some(tlv(0x03, &v))
-}
-
-fn extension(oid: &[u8], critical: bool, value: &[u8]) -> Vec<u8> {
-    let crit: &[u8] = if critical { &[0x01, 0x01, 0xff] } else { &[] };
-    tlv(0x30, &[oid, crit, &tlv(0x04, value)].concat())
-}
-
-fn strip_zeros(b: &[u8]) -> &[u8] {
-    let n = b
-        .iter()
-        .take_while(|x| **x == 0)
-        .count()
-        .min(b.len().saturating_sub(1));
-    &b[n..]
-}
-
-/// DER INTEGER from non-negative big-endian bytes.
-pub(crate) fn integer(b: &[u8]) -> Vec<u8> {
-    let b = strip_zeros(b);
-    let mut v = Vec::with_capacity(b.len() + 1);
-    if b.first().is_some_and(|x| x & 0x80 != 0) {
-        v.push(0);
-    }
-    v.extend_from_slice(b);
-    tlv(0x02, &v)
-}
-
-/// UTCTime before 2050, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5).
-fn time_der(t: OffsetDateTime) -> Vec<u8> {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let rest = format!(
-        "{:02}{:02}{:02}{:02}{:02}Z",
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    if t.year() < 2050 {
-        tlv(0x17, format!("{:02}{rest}", t.year() % 100).as_bytes())
-    } else {
-        tlv(0x18, format!("{:04}{rest}", t.year()).as_bytes())
-    }
-}
-
-/// One DER TLV.
-pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let len = content.len();
-    let mut v = Vec::with_capacity(len + 6);
-    v.push(tag);
-    if len < 0x80 {
-        v.push(len as u8);
-    } else {
-        let lb = len.to_be_bytes();
-        let lb = strip_zeros(&lb);
-        v.push(0x80 | lb.len() as u8);
-        v.extend_from_slice(lb);
-    }
-    v.extend_from_slice(content);
-    v
+    (!bits.is_empty()).then_some(KeyUsage(bits))
 }
 
 #[cfg(test)]
@@ -402,20 +362,22 @@ mod tests {
     }
 
     #[test]
-    fn der_helpers_are_minimal() {
-        assert_eq!(integer(&[0, 0, 0x80]), vec![0x02, 0x02, 0x00, 0x80]);
-        assert_eq!(integer(&[0, 0x7f]), vec![0x02, 0x01, 0x7f]);
-        assert_eq!(tlv(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
+    fn key_usage_bits_are_minimal_der() {
+        let der = |ku: Option<KeyUsage>| ku.unwrap().to_der().unwrap();
         // digitalSignature only: one byte, 7 unused bits.
         assert_eq!(
-            key_usage(&[Usage::DigitalSignature], false).unwrap(),
+            der(key_usage(&[Usage::DigitalSignature], false)),
             vec![0x03, 0x02, 0x07, 0x80]
         );
         // keyEncipherment is dropped for non-RSA keys.
         assert_eq!(key_usage(&[Usage::KeyEncipherment], false), None);
         assert_eq!(
-            key_usage(&[Usage::DigitalSignature, Usage::KeyEncipherment], true).unwrap(),
+            der(key_usage(
+                &[Usage::DigitalSignature, Usage::KeyEncipherment],
+                true
+            )),
             vec![0x03, 0x02, 0x05, 0xa0]
         );
+        assert!(eku_oid(Usage::NetscapeSgc).is_some() && eku_oid(Usage::Signing).is_none());
     }
 }

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::csr::sha256;
+use crate::ids::{EvidenceKind, Serial, Uid};
 
 /// A journal problem.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,7 @@ pub enum Event {
     /// A certificate was issued.
     Issued {
         /// metadata.uid (the idempotency key).
-        uid: String,
+        uid: Uid,
         /// metadata.name.
         name: String,
         /// spec.signer_name.
@@ -78,14 +79,14 @@ pub enum Event {
         requestor: String,
         /// SHA-256 of the CSR DER, hex.
         csr_sha256: String,
-        /// How approval was proven: "approvals", "renewal", "approver", "console".
-        evidence: String,
+        /// How approval was proven.
+        evidence: EvidenceKind,
         /// Who: the approving admins, the renewed serial, or the OS user.
         by: Vec<String>,
         /// The allow-listed caller (or "console").
         caller: String,
         /// Serial, hex.
-        serial: String,
+        serial: Serial,
         /// Validity end, RFC 3339.
         not_after: String,
         /// The certificate then the CA, PEM.
@@ -94,7 +95,7 @@ pub enum Event {
     /// A request was refused.
     Refused {
         /// metadata.uid.
-        uid: String,
+        uid: Uid,
         /// metadata.name.
         name: String,
         /// spec.signer_name.
@@ -170,11 +171,11 @@ pub struct LineAt {
 #[derive(Debug, Default)]
 pub struct Index {
     /// uid → issuance.
-    pub by_uid: ShardedMap<String, Issued>,
+    pub by_uid: ShardedMap<Uid, Issued>,
     /// CSR hash → uid.
-    pub by_csr: ShardedMap<String, String>,
+    pub by_csr: ShardedMap<String, Uid>,
     /// Every serial issued.
-    pub serials: ShardedMap<String, ()>,
+    pub serials: ShardedMap<Serial, ()>,
 }
 
 /// Shards per index map.
@@ -270,7 +271,7 @@ impl Index {
 /// The certificate chain and serial of the issued line at `at`, read back
 /// from the journal for a retried request. Refuses a line whose bytes no
 /// longer hash to what was written, or that is not `uid`'s issuance.
-pub fn read_issued(path: &Path, at: &LineAt, uid: &str) -> Result<(String, String), JournalError> {
+pub fn read_issued(path: &Path, at: &LineAt, uid: &Uid) -> Result<(String, Serial), JournalError> {
     let corrupt = |msg: &str| JournalError::Corrupt {
         path: path.to_path_buf(),
         line: at.seq,
@@ -291,7 +292,7 @@ pub fn read_issued(path: &Path, at: &LineAt, uid: &str) -> Result<(String, Strin
             certificate,
             serial,
             ..
-        } if u == uid && line.seq == at.seq => Ok((certificate, serial)),
+        } if u == *uid && line.seq == at.seq => Ok((certificate, serial)),
         _ => Err(corrupt("not the issuance the index names")),
     }
 }
@@ -453,7 +454,7 @@ pub fn verify(path: &Path, allow_torn_tail: bool) -> Result<Verified, JournalErr
     })
 }
 
-type Reply = tokio::sync::oneshot::Sender<Result<LineAt, String>>;
+type Reply = tokio::sync::oneshot::Sender<Result<LineAt, JournalError>>;
 /// An append waiting for the writer: the event, where to answer, and when
 /// it was queued.
 type Queued = (Arc<Event>, Reply, Instant);
@@ -511,9 +512,7 @@ impl Journal {
         self.tx
             .send((event, tx, Instant::now()))
             .map_err(|_| JournalError::Stopped)?;
-        rx.await
-            .map_err(|_| JournalError::Stopped)?
-            .map_err(|e| JournalError::Io(PathBuf::new(), std::io::Error::other(e)))
+        rx.await.map_err(|_| JournalError::Stopped)?
     }
 
     /// As [`Journal::append`], for non-async callers (init, issue).
@@ -522,9 +521,7 @@ impl Journal {
         self.tx
             .send((Arc::new(event), tx, Instant::now()))
             .map_err(|_| JournalError::Stopped)?;
-        rx.blocking_recv()
-            .map_err(|_| JournalError::Stopped)?
-            .map_err(|e| JournalError::Io(PathBuf::new(), std::io::Error::other(e)))
+        rx.blocking_recv().map_err(|_| JournalError::Stopped)?
     }
 }
 
@@ -637,7 +634,12 @@ impl Writer {
                 }
             }
             for ((_, reply, _), at) in batch.into_iter().zip(lines) {
-                let _ = reply.send(res.as_ref().map(|()| at).map_err(|e| e.to_string()));
+                let _ = reply.send(res.as_ref().map(|()| at).map_err(|e| {
+                    JournalError::Io(
+                        self.path.clone(),
+                        std::io::Error::new(e.kind(), e.to_string()),
+                    )
+                }));
             }
         }
     }
@@ -677,7 +679,7 @@ mod tests {
             signer_name: "example.com/x".into(),
             requestor: "alice".into(),
             csr_sha256: format!("{:0>64}", uid),
-            evidence: "console".into(),
+            evidence: EvidenceKind::Console,
             by: vec!["root".into()],
             caller: "console".into(),
             serial: serial.into(),
@@ -697,18 +699,21 @@ mod tests {
             journal.append_blocking(issued("b", "0b")).unwrap();
             at_a
         };
-        let (cert, serial) = read_issued(&path, &at_a, "a").unwrap();
+        let (cert, serial) = read_issued(&path, &at_a, &"a".into()).unwrap();
         assert!(cert.contains("\na\n"), "{cert}");
-        assert_eq!(serial, "0a");
+        assert_eq!(serial, "0a".into());
         // The index rebuilt at start points at the same lines.
         let v = verify(&path, false).unwrap();
         assert_eq!(v.index.by_uid.get("a").unwrap().line, at_a);
         let at_b = v.index.by_uid.get("b").unwrap().line;
-        assert_eq!(read_issued(&path, &at_b, "b").unwrap().1, "0b");
+        assert_eq!(
+            read_issued(&path, &at_b, &"b".into()).unwrap().1,
+            "0b".into()
+        );
         assert_eq!(v.index.by_uid.len(), 2);
         // Another uid's line is not this uid's answer.
         assert!(matches!(
-            read_issued(&path, &at_b, "a"),
+            read_issued(&path, &at_b, &"a".into()),
             Err(JournalError::Corrupt { .. })
         ));
         // A line changed on disk is refused, not returned.
@@ -718,7 +723,9 @@ mod tests {
             text.replace("\"serial\":\"0a\"", "\"serial\":\"0c\""),
         )
         .unwrap();
-        let err = read_issued(&path, &at_a, "a").unwrap_err().to_string();
+        let err = read_issued(&path, &at_a, &"a".into())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("changed since it was written"), "{err}");
     }
 

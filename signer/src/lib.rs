@@ -11,25 +11,27 @@
 //! - [`config`]: `signer.toml`, strict and validated.
 //! - [`csr`]: `VerifiedCsr` (parse, key policy, self-signature).
 //! - [`profile`]: signing profiles, Kubernetes' built-in signer rules.
-//! - [`ca_key`]: the CA key (permission check, redacted, zeroized source).
-//! - [`pkcs11`]: the CA key in a PKCS#11 token (RFC 7512 URI, session pool).
-//! - [`issue`]: `PreparedCert` → `IssuedCert` (DER built here, CA:FALSE always).
+//! - [`issue`]: `PreparedCert` → `IssuedCert` (x509-cert builder, CA:FALSE always).
 //! - [`journal`]: hash-chained, fsynced, group-committed journal = audit log.
 //! - [`authority`]: one `Sign` decision, end to end.
 //! - [`service`]: the tonic service, mTLS allow-list, Error → Status.
+//! - [`daemon`]: `serve` and `audit verify`, what the binary calls.
+//! - [`ids`]: `Uid`, `Serial`, `EvidenceKind`.
 //! - [`harden`]: no_new_privs, no core dumps, memory locking.
-//! - [`init`]: `certsign-signer init`, the local deployment.
+//!
+//! Evidence checks (signed approvals, renewal proofs) are `certsign-evidence`,
+//! shared with the approver and certctl; the CA key itself (file or PKCS#11
+//! token) is `certsign-keys`.
 
 #![forbid(unsafe_code)]
 
 pub mod authority;
-pub mod ca_key;
 pub mod config;
 pub mod csr;
+pub mod daemon;
 pub mod harden;
-pub mod init;
+pub mod ids;
 pub mod issue;
 pub mod journal;
-pub mod pkcs11;
 pub mod profile;
 pub mod service;

@@ -142,6 +142,26 @@ pub struct Profile {
     pub default_lifetime: Duration,
 }
 
+/// Proof that a CSR and its usages passed a profile's rules. Only
+/// [`Profile::check`] makes one, and `issue::prepare` requires it, so no
+/// certificate is built from an unchecked request.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'a> {
+    csr: &'a VerifiedCsr,
+    usages: &'a [Usage],
+}
+
+impl<'a> Checked<'a> {
+    /// The checked request.
+    pub fn csr(&self) -> &'a VerifiedCsr {
+        self.csr
+    }
+    /// The checked usages.
+    pub fn usages(&self) -> &'a [Usage] {
+        self.usages
+    }
+}
+
 const NODE_PREFIX: &str = "system:node:";
 
 fn policy(msg: impl Into<String>) -> ProfileError {
@@ -154,7 +174,11 @@ fn set_eq(a: &[Usage], b: &[Usage]) -> bool {
 
 impl Profile {
     /// Check a CSR and its requested usages against this profile.
-    pub fn check(&self, csr: &VerifiedCsr, usages: &[Usage]) -> Result<(), ProfileError> {
+    pub fn check<'a>(
+        &self,
+        csr: &'a VerifiedCsr,
+        usages: &'a [Usage],
+    ) -> Result<Checked<'a>, ProfileError> {
         use Usage::*;
         // Signer-wide rule, before any profile: never a CA-capable certificate.
         if let Some(u) = usages.iter().find(|u| matches!(u, CertSign | CrlSign)) {
@@ -252,7 +276,7 @@ impl Profile {
             }
             Rules::Custom(r) => self.check_custom(r, csr, usages)?,
         }
-        Ok(())
+        Ok(Checked { csr, usages })
     }
 
     fn check_custom(

@@ -23,6 +23,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::authority::{Authority, SignError};
 use crate::csr;
+use crate::issue::IssueError;
+use crate::profile::ProfileError;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -39,15 +41,24 @@ pub enum ServeError {
     Reflection(String),
 }
 
-/// The one mapping from [`SignError`] to a gRPC status.
+/// The one mapping from [`SignError`] to a gRPC status: a malformed
+/// request is INVALID_ARGUMENT, a rule it breaks FAILED_PRECONDITION, a
+/// used uid ALREADY_EXISTS, a uid in flight ABORTED, and anything worth a
+/// retry (journal, key, state) UNAVAILABLE.
 pub fn to_status(e: &SignError) -> Status {
+    use SignError::*;
     let msg = e.to_string();
     match e {
-        SignError::Invalid(_) => Status::invalid_argument(msg),
-        SignError::Refused(_) => Status::failed_precondition(msg),
-        SignError::AlreadyExists(_) => Status::already_exists(msg),
-        SignError::Busy(_) => Status::aborted(msg),
-        SignError::Unavailable(_) => Status::unavailable(msg),
+        Invalid(_) | Csr(_) | Profile(ProfileError::Request(_)) => Status::invalid_argument(msg),
+        Refused(_)
+        | Profile(_)
+        | Evidence(_)
+        | Issue(IssueError::CaExpired(_) | IssueError::Encode(_)) => {
+            Status::failed_precondition(msg)
+        }
+        AlreadyExists(_) => Status::already_exists(msg),
+        Busy(_) => Status::aborted(msg),
+        Issue(_) | Journal(_) | Unavailable(_) => Status::unavailable(msg),
     }
 }
 
@@ -134,7 +145,7 @@ impl Signer for SignerService {
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(SignResponse {
             certificate: signed.certificate.into_bytes(),
-            serial_number: signed.serial,
+            serial_number: signed.serial.0,
             replayed: signed.replayed,
         }))
     }

@@ -52,7 +52,7 @@ fn instructions(text: &str) -> Vec<(String, String)> {
 /// The binary names the workspace's crates declare in `[[bin]]`.
 fn workspace_binaries() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for krate in ["signer", "approver", "client"] {
+    for krate in ["setup", "approver", "client"] {
         let manifest: toml::Table = toml::from_str(&read(&format!("{krate}/Cargo.toml"))).unwrap();
         for b in manifest
             .get("bin")

@@ -1,11 +1,11 @@
 //! Signer rate with a file CA key beside the same with the key in SoftHSM2.
 //!
-//! `cargo run --release -p certsign-signer --example sign_bench [-- N]`
+//! `cargo run --release -p certsign-setup --example sign_bench [-- N]`
 //!
 //! Creates its own throwaway SoftHSM2 token (private SOFTHSM2_CONF in a temp
 //! dir, then re-runs itself with it set), runs `init` in-process for each CA
 //! key type with a file key and with `--ca-key-uri`, and measures, in process:
-//! - CA signatures: `issue::prepare` + `CaKey::sign` from 1 and 4 threads;
+//! - CA signatures: `issue::prepare` + `issue::sign` from 1 and 4 threads;
 //! - `Sign` end to end: `Authority::sign_with` (CSR checks, profile,
 //!   certificate, signature, journal fsynced with group commit), 32 at once.
 //!
@@ -18,15 +18,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+use certsign_keys::{CaKey, Pkcs11Uri};
+use certsign_setup::console::console_issue;
+use certsign_setup::init::{IDENTITY_SIGNER, InitOptions, KeyType, Listen, RsaBits, init};
 use certsign_signer::authority::Authority;
-use certsign_signer::ca_key::CaKey;
 use certsign_signer::config::Config;
 use certsign_signer::csr::VerifiedCsr;
-use certsign_signer::init::{
-    IDENTITY_SIGNER, InitOptions, KeyType, Listen, RsaBits, console_issue, init,
-};
 use certsign_signer::issue;
-use certsign_signer::pkcs11::Pkcs11Uri;
 use certsign_signer::profile::Usage;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -131,6 +129,7 @@ fn raw_rates(pki: &Path, n: usize) -> (f64, f64) {
     let config = Config::load(&pki.join("signer/signer.toml")).unwrap();
     let ca = Arc::new(CaKey::open(&config.ca_cert, &config.ca_key, 4).unwrap());
     let csr = Arc::new(VerifiedCsr::from_pem(&csrs(1)[0]).unwrap());
+    let profile = config.profile(IDENTITY_SIGNER).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let window = (
         now - time::Duration::minutes(5),
@@ -143,17 +142,13 @@ fn raw_rates(pki: &Path, n: usize) -> (f64, f64) {
             for _ in 0..threads {
                 let (ca, csr) = (ca.clone(), csr.clone());
                 s.spawn(move || {
+                    let usages = [Usage::DigitalSignature, Usage::ClientAuth];
+                    let checked = profile.check(&csr, &usages).unwrap();
                     for i in 0..per {
                         let mut serial = [0x11u8; 16];
                         serial[..8].copy_from_slice(&(i as u64).to_be_bytes());
-                        let p = issue::prepare(
-                            &ca,
-                            &csr,
-                            &[Usage::DigitalSignature, Usage::ClientAuth],
-                            window,
-                            serial,
-                        );
-                        ca.sign(p).unwrap();
+                        let p = issue::prepare(&ca, checked, window, serial).unwrap();
+                        issue::sign(&ca, p).unwrap();
                     }
                 });
             }

@@ -324,7 +324,7 @@ pub fn sign_request(
 pub fn write_leaf(pki: &Pki, name: &str, pem: &[u8]) -> PathBuf {
     let der = CertificateDer::from_pem_slice(pem).unwrap();
     let path = pki.p(&format!("{name}.crt"));
-    std::fs::write(&path, certsign_signer::ca_key::pem_cert(&der)).unwrap();
+    std::fs::write(&path, certsign_keys::pem("CERTIFICATE", &der).unwrap()).unwrap();
     path
 }
 

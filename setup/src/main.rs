@@ -1,26 +1,31 @@
-//! `certsign-signer`: thin entry point; all logic lives in the library.
+//! `certsign-signer`: thin entry point. Serving and auditing live in the
+//! signer library (`certsign_signer::daemon`), set-up in this crate.
 //!
 //! Commands (hand-parsed, no clap: the signer keeps its dependency list short):
 //!   init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri pkcs11:…] [--signer-listen ADDR] [--approver-listen ADDR]
 //!   serve --config FILE
 //!   audit verify --config FILE
 //!   issue --config FILE --csr CSR.pem --signer-name S --usages "u1,u2" [--expiration 24h] --out CERT.pem
-//! Exit codes: 0 ok, 64 usage error, 1 any other failure. `serve` prints
-//! `listening on <addr>` on stdout once it accepts connections; logs go to
-//! stderr (JSON when CERTSIGN_LOG_FORMAT=json).
+//! Global flags: `--log-format text|json` (also `CERTSIGN_LOG_FORMAT`; the
+//! flag wins), `--help`, `--version`.
+//! Exit codes: 0 ok, 64 usage error or a configuration that does not load,
+//! 1 any other failure. `serve` prints `listening on <addr>` on stdout once
+//! it accepts connections; logs go to stderr. This binary never decides
+//! anything about a request: it parses, sets up logging and calls.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
+use certsign_keys::Pkcs11Uri;
+use certsign_setup::console::console_issue;
+use certsign_setup::init::{InitOptions, KeyType, Listen, init};
 use certsign_signer::authority::Authority;
 use certsign_signer::config::Config;
-use certsign_signer::init::{InitOptions, KeyType, Listen, console_issue, init};
-use certsign_signer::pkcs11::Pkcs11Uri;
-use certsign_signer::{harden, journal, service};
+use certsign_signer::daemon::{self, DaemonError};
+use certsign_signer::harden;
 
-const USAGE: &str = "usage:
+const USAGE: &str = "usage: certsign-signer [--log-format text|json] [--help] [--version] COMMAND
   certsign-signer init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri \"pkcs11:token=T;object=O?module-path=M&pin-source=file:/P\"] [--signer-listen ADDR] [--approver-listen ADDR]
   certsign-signer serve --config FILE
   certsign-signer audit verify --config FILE
@@ -140,9 +145,54 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
     }
 }
 
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("--log-format {s:?}: use text or json")),
+        }
+    }
+}
+
+/// Takes `--log-format` (anywhere on the line) out of `args`.
+fn log_format(args: &mut Vec<String>) -> Result<LogFormat, String> {
+    let mut format = match std::env::var("CERTSIGN_LOG_FORMAT") {
+        Ok(v) if !v.is_empty() => {
+            LogFormat::parse(&v).map_err(|e| format!("CERTSIGN_LOG_FORMAT: {e}"))?
+        }
+        _ => LogFormat::Text,
+    };
+    while let Some(i) = args.iter().position(|a| a == "--log-format") {
+        let v = args.get(i + 1).ok_or("--log-format needs a value")?;
+        format = LogFormat::parse(v)?;
+        args.drain(i..i + 2);
+    }
+    Ok(format)
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmd = match parse(&args) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!("certsign-signer {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let parsed = log_format(&mut args).and_then(|f| Ok((f, parse(&args)?)));
+    let (format, cmd) = match parsed {
         Ok(c) => c,
         Err(e) => {
             eprintln!("certsign-signer: {e}\n{USAGE}");
@@ -160,10 +210,9 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_ansi(colour)
         .with_writer(std::io::stderr);
-    if std::env::var("CERTSIGN_LOG_FORMAT").as_deref() == Ok("json") {
-        fmt.json().init();
-    } else {
-        fmt.init();
+    match format {
+        LogFormat::Json => fmt.json().init(),
+        LogFormat::Text => fmt.init(),
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -179,29 +228,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("certsign-signer: {e}");
-            ExitCode::FAILURE
+            match e {
+                DaemonError::Config(_) => ExitCode::from(64),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
 
-async fn run(cmd: Cmd) -> Result<(), String> {
+fn failed(e: impl std::fmt::Display) -> DaemonError {
+    DaemonError::Failed(e.to_string())
+}
+
+async fn run(cmd: Cmd) -> Result<(), DaemonError> {
     match cmd {
         Cmd::Init(o) => {
-            init(&o).await?;
+            init(&o).await.map_err(failed)?;
             println!("initialized {}", o.dir.display());
             Ok(())
         }
-        Cmd::Serve(path) => serve(&path).await,
+        Cmd::Serve(path) => daemon::serve(&path).await,
         Cmd::AuditVerify(path) => {
-            let config = Config::load(&path).map_err(|e| e.to_string())?;
-            // A torn line after the sealed head is a write in progress (or a
-            // crash before any answer), not tampering.
-            let v = journal::verify(&config.journal, true).map_err(|e| e.to_string())?;
-            println!(
-                "journal {}: {} lines, chain and sealed head intact",
-                config.journal.display(),
-                v.lines
-            );
+            println!("{}", daemon::audit_verify(&path)?);
             Ok(())
         }
         Cmd::Issue {
@@ -212,40 +260,16 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             expiration,
             out,
         } => {
-            harden::harden_process().map_err(|e| format!("hardening failed: {e}"))?;
-            let config = Config::load(&config).map_err(|e| e.to_string())?;
-            let authority = Authority::open(config).map_err(|e| e.to_string())?;
-            let csr = std::fs::read(&csr).map_err(|e| format!("{}: {e}", csr.display()))?;
-            let cert = console_issue(&authority, csr, &signer_name, usages, expiration).await?;
-            std::fs::write(&out, cert).map_err(|e| format!("{}: {e}", out.display()))?;
+            harden::harden_process().map_err(|e| failed(format!("hardening failed: {e}")))?;
+            let config = Config::load(&config)?;
+            let authority = Authority::open(config).map_err(failed)?;
+            let csr = std::fs::read(&csr).map_err(|e| failed(format!("{}: {e}", csr.display())))?;
+            let cert = console_issue(&authority, csr, &signer_name, usages, expiration)
+                .await
+                .map_err(failed)?;
+            std::fs::write(&out, cert).map_err(|e| failed(format!("{}: {e}", out.display())))?;
             println!("wrote {}", out.display());
             Ok(())
         }
     }
-}
-
-async fn serve(path: &std::path::Path) -> Result<(), String> {
-    harden::harden_process().map_err(|e| format!("hardening failed: {e}"))?;
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    let listen = config.listen;
-    let authority = Arc::new(Authority::open(config).map_err(|e| e.to_string())?);
-    harden::lock_memory();
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("listen {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("listening on {addr}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-    };
-    service::serve(authority, listener, shutdown)
-        .await
-        .map_err(|e| e.to_string())
 }

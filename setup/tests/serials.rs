@@ -8,9 +8,9 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use certsign_setup::console::console_issue;
 use certsign_signer::authority::Authority;
 use certsign_signer::config::Config;
-use certsign_signer::init::console_issue;
 use common::*;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;

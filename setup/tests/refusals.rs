@@ -240,7 +240,7 @@ async fn bad_csr_signature() {
     let mut der = certsign_signer::csr::csr_der_from_pem(&f.csr).unwrap();
     let n = der.len();
     der[n - 3] ^= 1;
-    let bad = certsign_signer::ca_key::pem_block("CERTIFICATE REQUEST", &der);
+    let bad = certsign_keys::pem("CERTIFICATE REQUEST", &der).unwrap();
     let r = request("b", bad.as_bytes(), CLIENT, &["client auth"], None, "alice");
     let s = f.refused(r.clone(), vec![approve(&f.pki, &r)]).await;
     has(

@@ -1,0 +1,563 @@
+//! The CA key in a token: loading the module, logging in, finding and
+//! probing the key, and signing through a pool of sessions with recovery.
+//!
+//! Every signature the token returns is verified before use. This module
+//! never logs or displays the PIN.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::Duration;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use der::Encode;
+use der::asn1::UintRef;
+use ring::signature::{self, UnparsedPublicKey};
+use x509_parser::prelude::FromDer;
+use zeroize::Zeroizing;
+
+use super::uri::{PinSource, Pkcs11Uri};
+use crate::interface::{KeyError, KeySigner, SigAlg};
+
+/// A PKCS#11 failure, with the URI (never the PIN) in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenError(String);
+
+pub(super) fn fail(m: impl Into<String>) -> TokenError {
+    TokenError(m.into())
+}
+
+/// Read the PIN named by `pin-source`.
+pub(super) fn read_pin(src: &PinSource) -> Result<AuthPin, TokenError> {
+    let raw = match src {
+        PinSource::File(p) => {
+            let meta = std::fs::metadata(p)
+                .map_err(|e| fail(format!("pin-source {}: {e}", p.display())))?;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(fail(format!(
+                    "pin-source {0} has mode {mode:o}: it must not be accessible by group or others; fix: chmod 600 {0}",
+                    p.display()
+                )));
+            }
+            Zeroizing::new(
+                std::fs::read_to_string(p)
+                    .map_err(|e| fail(format!("pin-source {}: {e}", p.display())))?,
+            )
+        }
+        PinSource::Env(n) => Zeroizing::new(std::env::var(n).map_err(|_| {
+            fail(format!(
+                "pin-source=env:{n}: the environment variable {n} is not set"
+            ))
+        })?),
+    };
+    let pin = raw.trim_end_matches(['\n', '\r']);
+    if pin.is_empty() {
+        return Err(fail("pin-source: the PIN is empty"));
+    }
+    Ok(AuthPin::from(pin.to_string()))
+}
+
+pub(super) fn ck(what: &str, e: &CkError) -> String {
+    match e {
+        CkError::Pkcs11(rv, f) => {
+            let f = f.to_string();
+            let f = f.trim_start_matches("Function::");
+            format!("{what}: C_{f} returned {rv:?}")
+        }
+        other => format!("{what}: {other}"),
+    }
+}
+
+/// The signature scheme, from the CA certificate's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// ECDSA P-256 with SHA-256.
+    EcdsaP256,
+    /// ECDSA P-384 with SHA-384.
+    EcdsaP384,
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    RsaSha256,
+}
+
+impl Scheme {
+    fn mechanism(self) -> MechanismType {
+        match self {
+            Self::EcdsaP256 | Self::EcdsaP384 => MechanismType::ECDSA,
+            Self::RsaSha256 => MechanismType::SHA256_RSA_PKCS,
+        }
+    }
+    fn verify_alg(self) -> &'static dyn signature::VerificationAlgorithm {
+        match self {
+            Self::EcdsaP256 => &signature::ECDSA_P256_SHA256_ASN1,
+            Self::EcdsaP384 => &signature::ECDSA_P384_SHA384_ASN1,
+            Self::RsaSha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        }
+    }
+    /// From a SubjectPublicKeyInfo's algorithm OID and curve.
+    pub fn from_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<Self> {
+        let alg = spki.algorithm.algorithm.to_id_string();
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string());
+        match (alg.as_str(), curve.as_deref()) {
+            ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7")) => Some(Self::EcdsaP256),
+            ("1.2.840.10045.2.1", Some("1.3.132.0.34")) => Some(Self::EcdsaP384),
+            ("1.2.840.113549.1.1.1", _) => Some(Self::RsaSha256),
+            _ => None,
+        }
+    }
+}
+
+/// SEQUENCE { INTEGER, INTEGER }: an ECDSA signature (r, s) or an
+/// RSAPublicKey (n, e), from unsigned big-endian bytes.
+#[derive(der::Sequence)]
+struct TwoIntegers<'a> {
+    a: UintRef<'a>,
+    b: UintRef<'a>,
+}
+
+pub(super) fn two_integers(a: &[u8], b: &[u8]) -> der::Result<Vec<u8>> {
+    TwoIntegers {
+        a: UintRef::new(a)?,
+        b: UintRef::new(b)?,
+    }
+    .to_der()
+}
+
+/// Sign `msg` in `session` and return the X.509 signature value.
+pub(super) fn sign_with(
+    session: &Session,
+    key: ObjectHandle,
+    scheme: Scheme,
+    msg: &[u8],
+) -> Result<Vec<u8>, CkError> {
+    match scheme {
+        Scheme::EcdsaP256 | Scheme::EcdsaP384 => {
+            let d = if scheme == Scheme::EcdsaP256 {
+                ring::digest::digest(&ring::digest::SHA256, msg)
+            } else {
+                ring::digest::digest(&ring::digest::SHA384, msg)
+            };
+            let raw = session.sign(&Mechanism::Ecdsa, key, d.as_ref())?;
+            // Raw r‖s, each half the field size → SEQUENCE { INTEGER r, INTEGER s }.
+            let (r, s) = raw.split_at(raw.len() / 2);
+            two_integers(r, s).map_err(|_| CkError::InvalidValue)
+        }
+        Scheme::RsaSha256 => session.sign(&Mechanism::Sha256RsaPkcs, key, msg),
+    }
+}
+
+/// A loaded, initialized module with the key found and checked.
+struct Module {
+    ctx: Pkcs11,
+    slot: Slot,
+    key: ObjectHandle,
+}
+
+pub(super) fn load_module(uri: &Pkcs11Uri) -> Result<Pkcs11, TokenError> {
+    let m = uri.module_path.display();
+    // The module runs inside the CA's process: one that others may rewrite
+    // would let them sign with the CA key.
+    let meta = std::fs::metadata(&uri.module_path)
+        .map_err(|e| fail(format!("PKCS#11 module {m}: {e}")))?;
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(fail(format!(
+            "PKCS#11 module {m} is writable by group or others; fix: chmod go-w {m}"
+        )));
+    }
+    let ctx = Pkcs11::new(&uri.module_path)
+        .map_err(|e| fail(format!("PKCS#11 module {m}: cannot load: {e}")))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
+        Err(e) => Err(fail(ck(&format!("PKCS#11 module {m}"), &e))),
+    }
+}
+
+pub(super) fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, TokenError> {
+    let m = uri.module_path.display();
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| fail(ck(&format!("PKCS#11 module {m}"), &e)))?;
+    let mut found = Vec::new();
+    let mut labels = Vec::new();
+    for s in slots {
+        let Ok(info) = ctx.get_token_info(s) else {
+            continue;
+        };
+        let label = info.label().trim_end().to_string();
+        if label == uri.token
+            && uri
+                .serial
+                .as_ref()
+                .is_none_or(|want| info.serial_number().trim_end() == want)
+        {
+            found.push(s);
+        }
+        labels.push(label);
+    }
+    match found.as_slice() {
+        [s] => Ok(*s),
+        [] => Err(fail(format!(
+            "PKCS#11 module {m}: no token labelled {:?} (tokens present: {labels:?})",
+            uri.token
+        ))),
+        _ => Err(fail(format!(
+            "PKCS#11 module {m}: several tokens labelled {:?}; add serial= to the URI",
+            uri.token
+        ))),
+    }
+}
+
+pub(super) fn open_session(
+    ctx: &Pkcs11,
+    slot: Slot,
+    pin: &AuthPin,
+    uri: &Pkcs11Uri,
+    rw: bool,
+) -> Result<Session, TokenError> {
+    let t = &uri.token;
+    let s = if rw {
+        ctx.open_rw_session(slot)
+    } else {
+        ctx.open_ro_session(slot)
+    }
+    .map_err(|e| fail(ck(&format!("token {t:?}: opening a session"), &e)))?;
+    match s.login(UserType::User, Some(pin)) {
+        // Login state is per application and token: later sessions share it.
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(s),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(fail(format!(
+            "token {t:?}: the PIN is incorrect (from {}); check the pin-source",
+            match &uri.pin_source {
+                PinSource::File(p) => format!("file {}", p.display()),
+                PinSource::Env(n) => format!("environment variable {n}"),
+            }
+        ))),
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(fail(format!(
+            "token {t:?}: the user PIN is locked; unlock it with the token's SO tools"
+        ))),
+        Err(e) => Err(fail(ck(&format!("token {t:?}: login"), &e))),
+    }
+}
+
+pub(super) fn find_one(
+    session: &Session,
+    uri: &Pkcs11Uri,
+    class: ObjectClass,
+) -> Result<Vec<ObjectHandle>, TokenError> {
+    session
+        .find_objects(&uri.key_template(class))
+        .map_err(|e| fail(ck(&format!("token {:?}: finding the key", uri.token), &e)))
+}
+
+/// Check the key by signing a probe and verifying it against `spki_key`.
+fn probe(
+    session: &Session,
+    key: ObjectHandle,
+    scheme: Scheme,
+    spki_key: &[u8],
+    uri: &Pkcs11Uri,
+) -> Result<(), TokenError> {
+    let msg = b"certsign CA key check";
+    let sig = sign_with(session, key, scheme, msg)
+        .map_err(|e| fail(ck(&format!("{uri}: test signature"), &e)))?;
+    UnparsedPublicKey::new(scheme.verify_alg(), spki_key)
+        .verify(msg, &sig)
+        .map_err(|_| {
+            fail(format!(
+                "{uri}: the key in the token does not match the CA certificate"
+            ))
+        })
+}
+
+impl Module {
+    fn open(
+        uri: &Pkcs11Uri,
+        pin: &AuthPin,
+        scheme: Scheme,
+        spki_key: &[u8],
+    ) -> Result<(Self, Session), TokenError> {
+        let ctx = load_module(uri)?;
+        let slot = find_slot(&ctx, uri)?;
+        // get_mechanism_info, not the whole list: cryptoki logs every
+        // mechanism of the list it does not know as an error.
+        if ctx.get_mechanism_info(slot, scheme.mechanism()).is_err() {
+            return Err(fail(format!(
+                "token {:?}: the module does not offer {} (needed for a {scheme:?} CA key)",
+                uri.token,
+                scheme.mechanism()
+            )));
+        }
+        let session = open_session(&ctx, slot, pin, uri, false)?;
+        let keys = find_one(&session, uri, ObjectClass::PRIVATE_KEY)?;
+        let key = match keys.as_slice() {
+            [k] => *k,
+            [] => return Err(fail(format!("{uri}: no such private key in the token"))),
+            _ => {
+                return Err(fail(format!(
+                    "{uri}: several private keys match; add id= to the URI"
+                )));
+            }
+        };
+        probe(&session, key, scheme, spki_key, uri)?;
+        Ok((Self { ctx, slot, key }, session))
+    }
+}
+
+#[derive(Default)]
+struct Idle {
+    sessions: Vec<Session>,
+    /// Sessions open now, idle or in use (≤ pool size).
+    open: usize,
+}
+
+struct Live {
+    module: Option<Module>,
+    generation: u64,
+    last_error: String,
+}
+
+/// The CA's private key in a token, signed through a session pool.
+pub struct TokenKey {
+    uri: Pkcs11Uri,
+    pin: AuthPin,
+    scheme: Scheme,
+    spki: Vec<u8>,
+    spki_key: Vec<u8>,
+    pool: usize,
+    live: RwLock<Live>,
+    idle: Mutex<Idle>,
+    freed: Condvar,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("uri", &self.uri.to_string())
+            .field("pin", &"[REDACTED]")
+            .field("sessions", &self.pool)
+            .finish()
+    }
+}
+
+/// How long a `Sign` waits for a free session before giving up.
+const SESSION_WAIT: Duration = Duration::from_secs(30);
+
+impl TokenKey {
+    /// Load the module, log in, find the key and check it against the CA
+    /// certificate's public key (`spki`: its SubjectPublicKeyInfo, DER).
+    pub fn open(uri: &Pkcs11Uri, spki: &[u8], sessions: usize) -> Result<Self, TokenError> {
+        let (_, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki)
+            .map_err(|e| fail(format!("CA certificate: {e}")))?;
+        let scheme = Scheme::from_spki(&parsed).ok_or_else(|| {
+            fail("CA certificate: a token CA key must be ECDSA P-256, P-384 or RSA")
+        })?;
+        let spki_key = parsed.subject_public_key.data.to_vec();
+        let pin = read_pin(&uri.pin_source)?;
+        let (module, session) = Module::open(uri, &pin, scheme, &spki_key)?;
+        Ok(Self {
+            uri: uri.clone(),
+            pin,
+            scheme,
+            spki: spki.to_vec(),
+            spki_key,
+            pool: sessions.max(1),
+            live: RwLock::new(Live {
+                module: Some(module),
+                generation: 0,
+                last_error: String::new(),
+            }),
+            idle: Mutex::new(Idle {
+                sessions: vec![session],
+                open: 1,
+            }),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// The scheme (from the CA certificate).
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// Sign `msg`, returning the X.509 signature value. On failure the module
+    /// is re-initialized and the signature tried once more.
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, TokenError> {
+        let (generation, err) = match self.try_sign(msg) {
+            Ok(sig) => return Ok(sig),
+            // Busy pool or poisoned state: re-initializing would not help.
+            Err((None, e)) => return Err(e),
+            Err((Some(g), e)) => (g, e),
+        };
+        tracing::warn!(uri = %self.uri, error = %err, "PKCS#11 signing failed; re-initializing the module");
+        if let Err(re) = self.recover(generation) {
+            return Err(fail(format!(
+                "the CA key's token is unavailable: {err}; re-initializing failed: {re}; the signer retries on the next request"
+            )));
+        }
+        self.try_sign(msg).map_err(|(_, e)| {
+            fail(format!(
+                "the CA key's token is unavailable: {e}; the signer retries on the next request"
+            ))
+        })
+    }
+
+    /// One attempt. The error carries the module generation it failed in,
+    /// or `None` when the module is not to blame.
+    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, (Option<u64>, TokenError)> {
+        let live = self
+            .live
+            .read()
+            .map_err(|_| (None, fail("token state poisoned")))?;
+        let generation = live.generation;
+        let module = live
+            .module
+            .as_ref()
+            .ok_or_else(|| (Some(generation), fail(live.last_error.clone())))?;
+        let session = self.checkout(module, generation)?;
+        let signed = sign_with(&session, module.key, self.scheme, msg)
+            .map_err(|e| fail(ck(&format!("{}", self.uri), &e)))
+            .and_then(|sig| {
+                // Every signature is verified before it is used: a faulty
+                // module must not yield a bad certificate, and a faulty
+                // RSA-CRT signature would even leak the key (Lenstra).
+                UnparsedPublicKey::new(self.scheme.verify_alg(), &self.spki_key)
+                    .verify(msg, &sig)
+                    .map(|()| sig)
+                    .map_err(|_| {
+                        fail(format!(
+                            "{}: the token returned a signature that does not verify; refused",
+                            self.uri
+                        ))
+                    })
+            });
+        match signed {
+            Ok(sig) => {
+                self.checkin(Some(session));
+                Ok(sig)
+            }
+            Err(e) => {
+                // Closed now, while the module is still initialized.
+                drop(session);
+                self.checkin(None);
+                Err((Some(generation), e))
+            }
+        }
+    }
+
+    fn checkout(
+        &self,
+        module: &Module,
+        generation: u64,
+    ) -> Result<Session, (Option<u64>, TokenError)> {
+        let mut idle = self
+            .idle
+            .lock()
+            .map_err(|_| (None, fail("session pool poisoned")))?;
+        loop {
+            if let Some(s) = idle.sessions.pop() {
+                return Ok(s);
+            }
+            if idle.open < self.pool {
+                idle.open += 1;
+                drop(idle);
+                return open_session(&module.ctx, module.slot, &self.pin, &self.uri, false)
+                    .map_err(|e| {
+                        self.checkin(None);
+                        (Some(generation), e)
+                    });
+            }
+            let (guard, timeout) = self
+                .freed
+                .wait_timeout(idle, SESSION_WAIT)
+                .map_err(|_| (None, fail("session pool poisoned")))?;
+            idle = guard;
+            if timeout.timed_out() && idle.sessions.is_empty() && idle.open >= self.pool {
+                return Err((
+                    None,
+                    fail(format!(
+                        "all {} PKCS#11 sessions stayed busy for {SESSION_WAIT:?}",
+                        self.pool
+                    )),
+                ));
+            }
+        }
+    }
+
+    /// Return a session to the pool (`None`: it was closed).
+    fn checkin(&self, s: Option<Session>) {
+        if let Ok(mut idle) = self.idle.lock() {
+            match s {
+                Some(s) => idle.sessions.push(s),
+                None => idle.open = idle.open.saturating_sub(1),
+            }
+        }
+        self.freed.notify_one();
+    }
+
+    /// Re-initialize the module unless another call already did since `seen`.
+    fn recover(&self, seen: u64) -> Result<(), TokenError> {
+        let mut live = self
+            .live
+            .write()
+            .map_err(|_| fail("token state poisoned"))?;
+        if live.generation != seen && live.module.is_some() {
+            return Ok(());
+        }
+        // No signature is in flight (they hold the read lock): close every
+        // session before finalizing, so no stale handle outlives the module.
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.sessions.clear();
+            idle.open = 0;
+        }
+        if let Some(old) = live.module.take() {
+            let _ = old.ctx.finalize();
+        }
+        live.generation = live.generation.wrapping_add(1);
+        match Module::open(&self.uri, &self.pin, self.scheme, &self.spki_key) {
+            Ok((module, session)) => {
+                live.module = Some(module);
+                self.checkin_new(session);
+                tracing::info!(uri = %self.uri, "PKCS#11 module re-initialized; signing again");
+                Ok(())
+            }
+            Err(e) => {
+                live.last_error = format!("{e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn checkin_new(&self, s: Session) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.open += 1;
+            idle.sessions.push(s);
+        }
+        self.freed.notify_one();
+    }
+}
+
+impl KeySigner for TokenKey {
+    fn algorithm(&self) -> SigAlg {
+        match self.scheme {
+            Scheme::EcdsaP256 => SigAlg::EcdsaP256,
+            Scheme::EcdsaP384 => SigAlg::EcdsaP384,
+            Scheme::RsaSha256 => SigAlg::RsaSha256,
+        }
+    }
+    fn public_key_der(&self) -> &[u8] {
+        &self.spki
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        TokenKey::sign(self, msg).map_err(|e| KeyError(e.to_string()))
+    }
+}

@@ -1,0 +1,15 @@
+//! certsign set-up: everything the `certsign-signer` binary does that is not
+//! serving.
+//!
+//! - [`init`]: `certsign-signer init`, a complete local deployment.
+//! - [`console`]: console issuance (`certsign-signer issue`, init's own
+//!   identities) through the signer's normal `Sign` path.
+//!
+//! The binary (`src/main.rs`) also calls the daemon library for `serve` and
+//! `audit verify`. This crate never signs outside the authority and never
+//! prints or logs a private key.
+
+#![forbid(unsafe_code)]
+
+pub mod console;
+pub mod init;
