@@ -2,14 +2,15 @@
 //!
 //! Parses arguments, loads the config, sets up logging (stderr; stdout
 //! carries only the `listening on <addr>` line), starts the approver and
-//! maps failures to exit codes (64 for usage or configuration errors). On
+//! maps failures to exit codes (64 for usage or configuration errors).
+//! `--log-format text|json` (or `CERTSIGN_LOG_FORMAT`) is the signer's switch too. On
 //! SIGHUP it reloads the config file it was started with (see `reload`).
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 // mimalloc instead of glibc's malloc: the approver allocates and frees
 // across its runtime's threads on every request (protobuf messages, TLS
@@ -25,8 +26,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "The certsign approver: CSR queue, decisions, forwarding to the signer"
 )]
 struct Cli {
+    /// Log lines as plain text or JSON (the signer takes the same switch).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CERTSIGN_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,15 +52,29 @@ enum Command {
         /// Path of approver.toml.
         #[arg(long)]
         config: PathBuf,
-        /// Log as JSON lines.
-        #[arg(long)]
+        /// Same as `--log-format json`.
+        #[arg(long, hide = true)]
         log_json: bool,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 64 (EX_USAGE) like configuration errors, as the
+    // signer's do; --help and --version print and exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return if usage {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let Command::Serve { config, log_json } = cli.command;
+    let log_json = log_json || cli.log_format == LogFormat::Json;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: stderr is usually a file or
