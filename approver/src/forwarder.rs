@@ -35,6 +35,7 @@ use crate::decision;
 use crate::store::{ForwardItem, Store, StoreError, UpdateError};
 use crate::validation::first_pem_block;
 use crate::watch::Hub;
+use rustls_pki_types::pem::SectionKind;
 
 /// Why the forwarder could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -316,7 +317,7 @@ impl Worker {
                 Ok(resp) => {
                     let cert = resp.into_inner().certificate;
                     return match first_pem_block(&cert) {
-                        Some((label, _)) if label == "CERTIFICATE" => Outcome::Issued(cert),
+                        Some((SectionKind::Certificate, _)) => Outcome::Issued(cert),
                         _ => Outcome::Refused(
                             "the signer returned no CERTIFICATE PEM block".to_string(),
                         ),

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use certsign_evidence::{KeyKind, RenewalInput, Sans, sha256, usage};
+use rustls_pki_types::pem::{PemObject, SectionKind};
 use x509_parser::prelude::*;
 
 /// The legacy signer name the v1 API refuses on create.
@@ -142,11 +143,10 @@ impl VerifiedCsr {
     /// Parse the first PEM block and verify its self-signature; the error
     /// text is Kubernetes' `ParseCSR` message where it has one.
     pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
-        let block = first_pem_block(pem).ok_or("PEM block type must be CERTIFICATE REQUEST")?;
-        if block.0 != "CERTIFICATE REQUEST" {
-            return Err("PEM block type must be CERTIFICATE REQUEST".into());
-        }
-        let der = block.1;
+        let der = match first_pem_block(pem) {
+            Some((SectionKind::Csr, der)) => der,
+            _ => return Err("PEM block type must be CERTIFICATE REQUEST".into()),
+        };
         let (rest, csr) = X509CertificationRequest::from_der(&der)
             .map_err(|e| format!("x509: malformed certificate request: {e}"))?;
         if !rest.is_empty() {
@@ -217,28 +217,11 @@ impl RenewalFacts {
     }
 }
 
-/// Decode the first PEM block of `data`: (label, DER). Text before the
-/// block is tolerated (RFC 7468 §5.2), as Go's `pem.Decode` does.
-pub fn first_pem_block(data: &[u8]) -> Option<(String, Vec<u8>)> {
-    let text = std::str::from_utf8(data).ok()?;
-    let start = text.find("-----BEGIN ")?;
-    let after = &text[start + "-----BEGIN ".len()..];
-    let label_end = after.find("-----")?;
-    let label = &after[..label_end];
-    let body_start = &after[label_end + 5..];
-    let end_marker = format!("-----END {label}-----");
-    let end = body_start.find(&end_marker)?;
-    let body: String = body_start[..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let der = decode_base64(&body)?;
-    Some((label.to_string(), der))
-}
-
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(s).ok()
+/// Decode the first PEM block of `data` that has a known label: (kind, DER).
+/// Text before the block is tolerated (RFC 7468 §5.2), as Go's `pem.Decode`
+/// does; rustls-pki-types is the one PEM decoder.
+pub fn first_pem_block(data: &[u8]) -> Option<(SectionKind, Vec<u8>)> {
+    <(SectionKind, Vec<u8>)>::from_pem_slice(data).ok()
 }
 
 /// What create validation reads from the submitted object.
