@@ -51,6 +51,16 @@ pub fn channel(addr: &str, ca_pem: &str, ident: Option<&Ident>) -> Channel {
         .connect_lazy()
 }
 
+/// [`channel`] with no connect or request deadline (a test that judges
+/// how a call ends, not how long it takes).
+pub fn lazy_channel(addr: &str, ca_pem: &str, ident: Option<&Ident>) -> Channel {
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls(ca_pem, ident))
+        .unwrap()
+        .connect_lazy()
+}
+
 /// A channel to `addr` trusting `ca_pem`, connected now and with no
 /// request deadline (long Watch streams).
 pub async fn connect(addr: &str, ca_pem: &str, ident: Option<&Ident>) -> Channel {
