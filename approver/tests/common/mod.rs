@@ -124,6 +124,19 @@ impl Stack {
     pub async fn client(&self, user: &User) -> ApproverClient<Channel> {
         client(&self.pki, &self.approver.addr, Some(user)).await
     }
+
+    /// The init admin and a user `cn` (no groups), each with a client:
+    /// (admin, admin's client, user, user's client).
+    pub async fn admin_and_user(
+        &self,
+        cn: &str,
+    ) -> (User, ApproverClient<Channel>, User, ApproverClient<Channel>) {
+        let admin = self.pki.admin();
+        let user = self.pki.user(cn, &[]);
+        let u = self.client(&user).await;
+        let adm = self.client(&admin).await;
+        (admin, adm, user, u)
+    }
 }
 
 /// A tonic client over TLS to `addr`; with a client certificate if `user`.
@@ -253,4 +266,23 @@ pub fn leaf_pem(chain: &[u8]) -> String {
     let s = String::from_utf8(chain.to_vec()).unwrap();
     let end = s.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
     format!("{}\n", &s[..end])
+}
+
+/// `c` creates the request `req`; it must be accepted. Returns the stored
+/// object.
+pub async fn create(
+    c: &mut ApproverClient<Channel>,
+    req: CreateCertificateSigningRequestRequest,
+) -> CertificateSigningRequest {
+    c.create_certificate_signing_request(req)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A create request for a client certificate (`client auth`, no lifetime
+/// asked) with a fresh CSR for `cn`.
+pub fn client_csr(name: &str, cn: &str) -> CreateCertificateSigningRequestRequest {
+    let (pem, _) = make_csr(cn, &[], &[]);
+    new_csr(name, &pem, APISERVER_CLIENT, &["client auth"], None)
 }
