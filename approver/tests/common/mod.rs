@@ -8,14 +8,14 @@
 //! The binaries are looked up in `target/<profile>/`; the test command runs
 //! `cargo build --workspace --bins` first, so both exist.
 
-#![allow(clippy::unwrap_used, dead_code, unused_imports)]
+#![allow(clippy::unwrap_used, dead_code, unused_imports)] // each test binary uses a part
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use certsign_proto::v1::approver_client::ApproverClient;
 use certsign_proto::v1::{
-    ApprovalStatement, ApproveCertificateSigningRequestRequest, CertificateSigningRequest,
+    ApproveCertificateSigningRequestRequest, CertificateSigningRequest,
     CertificateSigningRequestSpec, CreateCertificateSigningRequestRequest, Decision,
     GetCertificateSigningRequestRequest, ObjectMeta, RenewalStatement, SignedStatement,
 };
@@ -203,19 +203,7 @@ pub fn statement(
     csr: &CertificateSigningRequest,
     decision: Decision,
 ) -> SignedStatement {
-    let meta = csr.metadata.clone().unwrap();
-    let spec = csr.spec.clone().unwrap();
-    let st = ApprovalStatement {
-        request_uid: meta.uid,
-        request_name: meta.name,
-        csr_sha256: csr_sha256(&spec.request),
-        signer_name: spec.signer_name,
-        usages: spec.usages,
-        expiration_seconds: spec.expiration_seconds,
-        requestor: spec.username,
-        decision: decision as i32,
-        signed_at: now(),
-    };
+    let st = grpc::statement_for(csr, decision);
     sign_approval(&st, &admin.key(), vec![admin.cert_der.clone()])
 }
 

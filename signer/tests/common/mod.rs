@@ -4,7 +4,7 @@
 //! statements signed with the admin key `init` wrote. What is here is only
 //! the signer's vocabulary over the harness (this package's binary, Sign
 //! requests, leaf files).
-#![allow(clippy::unwrap_used, dead_code, unused_imports)]
+#![allow(clippy::unwrap_used, dead_code, unused_imports)] // each test binary uses a part
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +15,7 @@ use certsign_proto::v1::{
     ApprovalStatement, CertificateSigningRequest, CertificateSigningRequestSpec, Decision,
     ObjectMeta, SignRequest, SignedStatement,
 };
-use certsign_tests::evidence::{csr_sha256, sign_approval};
+use certsign_tests::evidence::sign_approval;
 use certsign_tests::grpc::lazy_channel;
 use certsign_tests::pki::{Ident, MintSpec};
 use certsign_tests::process::{Daemon, Spawn};
@@ -200,19 +200,7 @@ pub fn now_ts(offset_secs: i64) -> prost_types::Timestamp {
 
 /// The ApprovalStatement that matches `req`.
 pub fn statement_for(req: &CertificateSigningRequest) -> ApprovalStatement {
-    let meta = req.metadata.clone().unwrap();
-    let spec = req.spec.clone().unwrap();
-    ApprovalStatement {
-        request_uid: meta.uid,
-        request_name: meta.name,
-        csr_sha256: csr_sha256(&spec.request),
-        signer_name: spec.signer_name,
-        usages: spec.usages,
-        expiration_seconds: spec.expiration_seconds,
-        requestor: spec.username,
-        decision: Decision::Approve as i32,
-        signed_at: Some(now_ts(0)),
-    }
+    certsign_tests::grpc::statement_for(req, Decision::Approve)
 }
 
 pub fn sign_with(st: &ApprovalStatement, key: &KeyPair, cert_der: Vec<u8>) -> SignedStatement {
