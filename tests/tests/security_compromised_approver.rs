@@ -66,6 +66,9 @@ fn sign_req(csr: CertificateSigningRequest, approvals: Vec<SignedStatement>) -> 
     }
 }
 
+/// An edit of a request after it was approved.
+type Change = fn(&mut CertificateSigningRequest);
+
 /// One way to ask for a certificate nobody approved, and how the signer
 /// must refuse it.
 struct Attempt {
@@ -183,7 +186,7 @@ async fn a_compromised_approver_obtains_no_certificate() {
         // A field of the request changed under a fresh, genuine approval.
         let r = fresh("m5", "uid-5", CLIENT_SIGNER);
         let st = approved_by(&r, &admin);
-        let changes: [(&str, fn(&mut CertificateSigningRequest), &str); 6] = [
+        let changes: [(&str, Change, &str); 6] = [
             (
                 "swap the CSR under a genuine approval",
                 |r| r.spec.as_mut().unwrap().request = csr("m5", &[]).1,
