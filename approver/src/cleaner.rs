@@ -9,13 +9,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use certsign_proto::v1::CertificateSigningRequest;
-use x509_parser::prelude::*;
-
 use crate::config::Retention;
 use crate::decision::{self, APPROVED, DENIED, FAILED, State};
+pub use crate::expiry::expiry_column;
+use crate::expiry::not_after;
 use crate::store::{PageBy, Store, StoreError};
-use crate::validation::first_pem_block;
+use certsign_proto::v1::CertificateSigningRequest;
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
@@ -29,26 +28,9 @@ fn older_than(ts: Option<&prost_types::Timestamp>, age: Duration, now: i64) -> b
     }
 }
 
-/// The notAfter (unix seconds) of the request's certificate, if it has one
-/// that parses.
-fn not_after(csr: &CertificateSigningRequest) -> Option<i64> {
-    let status = csr.status.as_ref()?;
-    let (_, der) = first_pem_block(&status.certificate)?;
-    let (_, cert) = X509Certificate::from_der(&der).ok()?;
-    Some(cert.validity().not_after.timestamp())
-}
-
 fn cert_expired(csr: &CertificateSigningRequest, now: i64) -> bool {
     // Unparseable: never "expired" (Kubernetes #103823 looped on this).
     not_after(csr).is_some_and(|t| t < now)
-}
-
-/// The store's indexed `expires` column for `csr`: its certificate's
-/// notAfter, or 0 when it has no readable certificate (never expires by
-/// certificate). At least 1 for a certificate, so 0 and the store's -1
-/// ("not computed") stay distinct.
-pub fn expiry_column(csr: &CertificateSigningRequest) -> i64 {
-    not_after(csr).map_or(0, |t| t.max(1))
 }
 
 /// Whether `csr` is due for deletion at `now` (unix seconds).

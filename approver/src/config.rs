@@ -8,12 +8,20 @@
 //! with a malformed id, an auto-approval rule for a signer name that requires
 //! signed approvals). [`LiveConfig`] holds the configuration in force so a
 //! reload (`reload.rs`) can swap it whole; [`Config::restart_only_changes`]
-//! names the keys a reload cannot apply.
+//! names the keys a reload cannot apply. The file's shape is `file`, the
+//! syntax of names, tokens and database URLs `syntax`; this module checks
+//! the values and builds the [`Config`].
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
+mod file;
+mod syntax;
+
+use file::RawConfig;
+pub use file::{ApprovalMode, AutoApproveRule, Limits, Retention};
+use syntax::{is_signer_name_pattern, resolve_database_url};
+pub use syntax::{is_token_id, is_token_secret, pattern_matches};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -35,187 +43,6 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-}
-
-/// How approval of a signer name is proven to the signer. Mirrors the
-/// signer's profile `approval` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApprovalMode {
-    /// Admins sign `ApprovalStatement`s; the signer checks them itself.
-    Signed,
-    /// The signer trusts the approver's decision; auto-approval rules apply.
-    Approver,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    listen: String,
-    tls_cert: PathBuf,
-    tls_key: PathBuf,
-    client_ca: PathBuf,
-    trust_bundle: PathBuf,
-    #[serde(default = "default_database_url")]
-    database_url: String,
-    #[serde(default = "default_true")]
-    reflection: bool,
-    signer: RawSigner,
-    #[serde(default)]
-    signer_names: Vec<RawSignerName>,
-    #[serde(default)]
-    limits: Limits,
-    #[serde(default)]
-    retention: Retention,
-    #[serde(default)]
-    bootstrap_tokens: Vec<RawBootstrapToken>,
-    #[serde(default)]
-    auto_approve: Vec<AutoApproveRule>,
-    #[serde(default = "default_statement_max_age", with = "humantime_serde")]
-    statement_max_age: Duration,
-}
-
-fn default_statement_max_age() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-
-fn default_database_url() -> String {
-    "sqlite://approver.db".to_string()
-}
-
-fn default_true() -> bool {
-    true
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSigner {
-    endpoints: Vec<String>,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    #[serde(default = "default_rpc_timeout", with = "humantime_serde")]
-    timeout: Duration,
-}
-
-fn default_rpc_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSignerName {
-    name: String,
-    approval: ApprovalMode,
-    #[serde(default = "default_one")]
-    required_approvals: u32,
-    #[serde(default)]
-    approver_groups: Vec<String>,
-    #[serde(default)]
-    allow_renewal: bool,
-}
-
-fn default_one() -> u32 {
-    1
-}
-
-/// Resource limits; every field has a safe default.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Largest accepted `spec.request` (PEM bytes).
-    pub max_request_bytes: usize,
-    /// Most requests without any condition one requestor may have at once.
-    pub max_pending_per_requestor: u32,
-    /// Sustained RPCs per second per authenticated identity.
-    pub requests_per_second: u32,
-    /// Burst allowance per identity (default: `requests_per_second`).
-    pub burst: Option<u32>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_request_bytes: 65536,
-            max_pending_per_requestor: 100,
-            requests_per_second: 50,
-            burst: None,
-        }
-    }
-}
-
-/// How long finished or stale requests are kept (Kubernetes' csrcleaner
-/// defaults).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Retention {
-    /// Issued requests: this long after approval (or once the certificate
-    /// has expired, whichever is first).
-    #[serde(with = "humantime_serde")]
-    pub issued: Duration,
-    #[serde(with = "humantime_serde")]
-    pub denied: Duration,
-    #[serde(with = "humantime_serde")]
-    pub failed: Duration,
-    /// Requests without any condition, counted from creation.
-    #[serde(with = "humantime_serde")]
-    pub pending: Duration,
-    /// Approved requests that never got a certificate, counted from approval.
-    #[serde(with = "humantime_serde")]
-    pub approved_unissued: Duration,
-    /// How often the cleaner runs.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        let hour = Duration::from_secs(3600);
-        Self {
-            issued: hour,
-            denied: hour,
-            failed: hour,
-            pending: 24 * hour,
-            approved_unissued: 24 * hour,
-            interval: Duration::from_secs(600),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBootstrapToken {
-    id: String,
-    secret_sha256: String,
-    expires: String,
-    signer_names: Vec<String>,
-    max_uses: u32,
-}
-
-/// An auto-approval rule (`[[auto_approve]]`). A new request is approved
-/// automatically (reason `AutoApproved`) when every condition of one rule
-/// holds. Rules apply only to signer names configured `approval =
-/// "approver"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AutoApproveRule {
-    /// Signer names (exact, or `domain/*`) the rule covers.
-    pub signer_names: Vec<String>,
-    /// The requestor must be in one of these groups (empty: any group).
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// The requestor's username must be one of these (empty: any user).
-    #[serde(default)]
-    pub usernames: Vec<String>,
-    /// The CSR's subject CN must equal the requestor's username.
-    #[serde(default)]
-    pub cn_equals_username: bool,
-    /// Every CSR subject O must be one of these (empty: no check).
-    #[serde(default)]
-    pub allowed_organizations: Vec<String>,
-    /// Condition message for requests this rule approves.
-    #[serde(default)]
-    pub message: Option<String>,
 }
 
 /// One signer name this deployment serves (exact, or a `domain/*` pattern).
@@ -395,7 +222,7 @@ impl Config {
         let mut tokens: Vec<BootstrapToken> = Vec::new();
         for (i, t) in raw.bootstrap_tokens.into_iter().enumerate() {
             let key = format!("bootstrap_tokens[{i}]");
-            if !is_token_part(&t.id, 6) {
+            if !is_token_id(&t.id) {
                 return Err(invalid(
                     &format!("{key}.id"),
                     format!("{:?} must match [a-z0-9]{{6}}", t.id),
@@ -623,81 +450,6 @@ impl LiveConfig {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = config.clone();
         config
     }
-}
-
-/// Whether `pattern` (exact or `domain/*`) covers `signer_name`.
-pub fn pattern_matches(pattern: &str, signer_name: &str) -> bool {
-    if pattern == signer_name {
-        return true;
-    }
-    match (pattern.strip_suffix("/*"), signer_name.split_once('/')) {
-        (Some(domain), Some((name_domain, _))) => domain == name_domain,
-        _ => false,
-    }
-}
-
-fn is_signer_name_pattern(name: &str) -> bool {
-    let Some((domain, path)) = name.split_once('/') else {
-        return false;
-    };
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    domain.contains('.')
-        && domain.split('.').all(label_ok)
-        && !path.is_empty()
-        && !path.contains('/')
-        && (path == "*" || !path.contains('*'))
-}
-
-fn is_token_part(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
-/// Whether `s` is a well-formed bootstrap token secret (`[a-z0-9]{16}`).
-pub fn is_token_secret(s: &str) -> bool {
-    is_token_part(s, 16)
-}
-
-/// Whether `s` is a well-formed bootstrap token id (`[a-z0-9]{6}`).
-pub fn is_token_id(s: &str) -> bool {
-    is_token_part(s, 6)
-}
-
-/// Resolve a relative SQLite path against the config directory; leave
-/// other URLs untouched. `mode=rwc` is added so a fresh deployment starts.
-fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(url.to_string());
-    }
-    let Some(rest) = url.strip_prefix("sqlite:") else {
-        return Err(format!("{url:?} must start with sqlite:// or postgres://"));
-    };
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    let (file, query) = match rest.split_once('?') {
-        Some((f, q)) => (f, Some(q)),
-        None => (rest, None),
-    };
-    if file.is_empty() || file == ":memory:" {
-        return Err("an in-memory SQLite database would lose every request on restart".into());
-    }
-    let file_path = Path::new(file);
-    let full = if file_path.is_absolute() {
-        file_path.to_path_buf()
-    } else {
-        base.join(file_path)
-    };
-    let query = match query {
-        Some(q) if q.contains("mode=") => q.to_string(),
-        Some(q) => format!("{q}&mode=rwc"),
-        None => "mode=rwc".to_string(),
-    };
-    Ok(format!("sqlite://{}?{query}", full.display()))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! distinct admins), deny, fail, issue, and the derived state and kubectl
 //! CONDITION column. Conditions are only ever added, never removed, and
 //! Approved and Denied stay mutually exclusive. This module must never check
-//! who may decide (that is `service.rs` with the config) nor verify
+//! who may decide (that is `decide.rs` with the config) nor verify
 //! signatures (that is `certsign_signer::evidence`); it only records.
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -14,28 +14,39 @@
 //! - [`config`]: `approver.toml`, strict and validated.
 //! - [`authn`]: who is calling.
 //! - [`validation`]: Kubernetes' create rules and texts.
-//! - [`store`]: sqlx (SQLite / PostgreSQL), the only persistence.
+//! - [`store`]: SQLite (rusqlite) or PostgreSQL (sqlx), the only
+//!   persistence.
+//! - [`expiry`]: a request's certificate expiry (the store's `expires`).
 //! - [`decision`]: approve / deny / fail / issue transitions.
+//! - [`decide`]: records an admin's decision (Approve, Deny).
+//! - [`admission`]: what Create admits, and how it is stored.
+//! - [`access`]: who may read and decide what.
 //! - [`forwarder`]: approved requests to the signer.
 //! - [`health`]: gRPC health follows the database.
 //! - [`cleaner`]: Kubernetes' retention.
 //! - [`watch`]: change events fan-out.
 //! - [`limits`]: rate and size limits.
 //! - [`reload`]: SIGHUP configuration reload of the parts that may change.
-//! - [`service`]: the gRPC service; the only Error → Status mapping.
+//! - [`service`]: the gRPC service's handlers.
+//! - [`status`]: the only Error → Status mapping.
 //! - [`tls`]: rustls server and signer-client configuration.
 
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod admission;
 pub mod authn;
 pub mod cleaner;
 pub mod config;
+pub mod decide;
 pub mod decision;
+pub mod expiry;
 pub mod forwarder;
 pub mod health;
 pub mod limits;
 pub mod reload;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod validation;

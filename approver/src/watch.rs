@@ -11,17 +11,26 @@
 //! read from the last seen version catches up. A slow backstop poll covers
 //! anything else.
 //!
-//! A subscriber that falls too far behind is told so (its stream ends with
-//! an error and the client re-lists), never silently skipped. This module
-//! must never decide who may see an event; the service filters each event by
-//! what the caller may read.
+//! A caller's watch ([`stream`]) subscribes first, then (if asked) sends
+//! the current objects as ADDED, then every later event, skipping what the
+//! initial list already showed. A subscriber that falls too far behind is
+//! told so (its stream ends with an error and the client re-lists), never
+//! silently skipped. This module must never decide who may see an event;
+//! the service passes the filter of what the caller may read.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, broadcast};
+use certsign_proto::v1::{CertificateSigningRequest, WatchEvent};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 
-use crate::store::{ChangeListener, Event, Store};
+use crate::status::ServiceError;
+use crate::store::{ChangeListener, Event, ListFilter, Store};
+
+/// Page size of a watch's initial list.
+const INITIAL_PAGE: u32 = 500;
 
 /// Backstop poll with a listener (PostgreSQL): notifications normally wake
 /// the hub long before this.
@@ -111,6 +120,106 @@ async fn relay(mut listener: ChangeListener, wake: Arc<Notify>) {
                 wake.notify_one();
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+fn name_of(csr: &CertificateSigningRequest) -> &str {
+    csr.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
+}
+
+/// One caller's watch: the events `matches` lets through, preceded (with
+/// `initial`) by the current objects as ADDED. Subscribes before listing,
+/// so nothing falls between the two; an event no newer than what the list
+/// showed of its object is skipped. Ends with [`ServiceError::WatchLagged`]
+/// when the caller falls too far behind.
+pub fn stream(
+    hub: &Hub,
+    store: Store,
+    initial: bool,
+    matches: impl Fn(&CertificateSigningRequest) -> bool + Send + Sync + 'static,
+) -> ReceiverStream<Result<WatchEvent, ServiceError>> {
+    let mut events = hub.subscribe();
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut seen: HashMap<String, i64> = HashMap::new();
+        if initial
+            && send_initial(&store, &matches, &tx, &mut seen)
+                .await
+                .is_err()
+        {
+            return;
+        }
+        loop {
+            let ev = match events.recv().await {
+                Ok(ev) => ev,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = tx.send(Err(ServiceError::WatchLagged)).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if !matches(&ev.object) {
+                continue;
+            }
+            if seen
+                .get(name_of(&ev.object))
+                .is_some_and(|rv| *rv >= ev.resource_version)
+            {
+                continue;
+            }
+            let out = WatchEvent {
+                r#type: ev.event_type.clone(),
+                object: Some(ev.object.clone()),
+            };
+            if tx.send(Ok(out)).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// The current objects `matches` lets through, as ADDED, page by page;
+/// records each one's resource version in `seen`. `Err` when the watch is
+/// over (the caller left, or the list failed and that was sent).
+async fn send_initial(
+    store: &Store,
+    matches: &(impl Fn(&CertificateSigningRequest) -> bool + Sync),
+    tx: &mpsc::Sender<Result<WatchEvent, ServiceError>>,
+    seen: &mut HashMap<String, i64>,
+) -> Result<(), ()> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = match store
+            .list(&ListFilter::default(), after.as_deref(), INITIAL_PAGE)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return Err(());
+            }
+        };
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some(name_of(last).to_string());
+        for c in page {
+            if !matches(&c) {
+                continue;
+            }
+            let rv = c
+                .metadata
+                .as_ref()
+                .and_then(|m| m.resource_version.parse().ok())
+                .unwrap_or(0);
+            seen.insert(name_of(&c).to_string(), rv);
+            let ev = WatchEvent {
+                r#type: "ADDED".into(),
+                object: Some(c),
+            };
+            tx.send(Ok(ev)).await.map_err(|_| ())?;
         }
     }
 }

@@ -20,9 +20,8 @@ async fn fresh_schema_url() -> Option<String> {
              set CERTSIGN_SKIP_PG=1 to skip explicitly"
         );
     };
-    sqlx::any::install_default_drivers();
     let schema = format!("r_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::AnyPool::connect(&base).await.unwrap();
+    let pool = sqlx::PgPool::connect(&base).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&pool)
         .await
@@ -135,9 +134,8 @@ async fn health_follows_the_database() {
     };
     // A database of its own, so that refusing its connections touches
     // nothing else.
-    sqlx::any::install_default_drivers();
     let db = format!("h_{}", uuid::Uuid::new_v4().simple());
-    let admin_pool = sqlx::AnyPool::connect(&base).await.unwrap();
+    let admin_pool = sqlx::PgPool::connect(&base).await.unwrap();
     let exec = |sql: String| {
         let pool = admin_pool.clone();
         async move {

@@ -39,9 +39,8 @@ impl Db {
                  set CERTSIGN_SKIP_PG=1 to skip explicitly"
             );
         };
-        sqlx::any::install_default_drivers();
         let name = format!("rs_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+        let admin = sqlx::PgPool::connect(&base).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&admin)
             .await
@@ -52,7 +51,7 @@ impl Db {
     }
 
     async fn drop_now(self) {
-        let admin = sqlx::AnyPool::connect(&self.base).await.unwrap();
+        let admin = sqlx::PgPool::connect(&self.base).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
@@ -367,8 +366,7 @@ async fn the_listener_recovers_from_a_dropped_connection() {
     // The server drops the listening connection (a restart, a proxy, an
     // administrator): the listener reports it (or an error), and then
     // listens again.
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let admin = sqlx::PgPool::connect(&db.url).await.unwrap();
     let killed = sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND query LIKE 'LISTEN%'",

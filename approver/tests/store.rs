@@ -765,12 +765,9 @@ async fn batch_failure_stores_nothing(store: Store, url: &str, fail_sql: &[&str]
         .create(csr("k0", "alice", S1), None, &guard(100))
         .await
         .unwrap();
-    let raw = sqlx::AnyPool::connect(url).await.unwrap();
+    let raw = Raw::connect(url).await;
     for s in fail_sql {
-        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
-            .execute(&raw)
-            .await
-            .unwrap();
+        raw.exec(s, &[]).await;
     }
     let base = store.latest_resource_version().await.unwrap();
     let before = store.writer_stats();
@@ -803,16 +800,82 @@ async fn batch_failure_stores_nothing(store: Store, url: &str, fail_sql: &[&str]
     assert_eq!(store.latest_resource_version().await.unwrap(), base);
     assert!(store.events_after(base, 100).await.unwrap().is_empty());
     // The writer goes on once the cause is gone.
-    sqlx::query(sqlx::AssertSqlSafe(undo.to_string()))
-        .execute(&raw)
-        .await
-        .unwrap();
+    raw.exec(undo, &[]).await;
     let k1 = store
         .create(csr("k1", "alice", S1), None, &guard(100))
         .await
         .unwrap();
     assert_eq!(rv(&k1), base + 1);
     raw.close().await;
+}
+
+/// A value bound to raw SQL.
+enum Val {
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Val::Int(v) => v.to_sql(),
+            Val::Text(v) => v.to_sql(),
+            Val::Blob(v) => v.to_sql(),
+        }
+    }
+}
+
+/// Raw SQL beside the store, through each backend's own driver
+/// (placeholders `$1`, `$2`, ... on both).
+enum Raw {
+    Sqlite(rusqlite::Connection),
+    Postgres(sqlx::PgPool),
+}
+
+impl Raw {
+    async fn connect(url: &str) -> Self {
+        if url.starts_with("sqlite:") {
+            Raw::Sqlite(sqlite_raw(url))
+        } else {
+            Raw::Postgres(sqlx::PgPool::connect(url).await.unwrap())
+        }
+    }
+
+    async fn exec(&self, sql: &str, binds: &[Val]) {
+        match self {
+            Raw::Sqlite(c) => {
+                c.execute(sql, rusqlite::params_from_iter(binds)).unwrap();
+            }
+            Raw::Postgres(pool) => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+                for b in binds {
+                    q = match b {
+                        Val::Int(v) => q.bind(*v),
+                        Val::Text(v) => q.bind(v.clone()),
+                        Val::Blob(v) => q.bind(v.clone()),
+                    };
+                }
+                q.execute(pool).await.unwrap();
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Raw::Postgres(pool) = self {
+            pool.close().await;
+        }
+    }
+}
+
+/// A connection of its own to the SQLite file a store URL names.
+fn sqlite_raw(url: &str) -> rusqlite::Connection {
+    let rest = url.strip_prefix("sqlite://").unwrap();
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    conn
 }
 
 /// Rows stored before the `expires` column existed (-1) are looked at by
@@ -833,22 +896,21 @@ async fn sqlite_cleaner_fills_in_expiry_of_older_rows() {
             .await
             .unwrap();
     }
-    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE csrs SET expires = -1")
-        .execute(&raw)
-        .await
-        .unwrap();
+    let raw = sqlite_raw(&url);
+    raw.execute("UPDATE csrs SET expires = -1", []).unwrap();
     let deleted = certsign_approver::cleaner::sweep(&store, &Default::default())
         .await
         .unwrap();
     assert_eq!(deleted, 1);
     assert!(store.get("old-expired").await.unwrap().is_none());
-    let expires: i64 = sqlx::query_scalar("SELECT expires FROM csrs WHERE name = 'old-valid'")
-        .fetch_one(&raw)
-        .await
+    let expires: i64 = raw
+        .query_row(
+            "SELECT expires FROM csrs WHERE name = 'old-valid'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(expires, now + 3600);
-    raw.close().await;
 }
 
 /// Commits are copied from the WAL into the database file while the store
@@ -914,15 +976,14 @@ async fn sqlite_failed_update_write_fails_its_batch() {
         .create(csr("u0", "alice", S1), None, &guard(100))
         .await
         .unwrap();
-    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+    let raw = sqlite_raw(&url);
     // The row update succeeds, then its change event is refused.
-    sqlx::query(
+    raw.execute(
         "CREATE TRIGGER boom BEFORE INSERT ON csr_events \
          WHEN NEW.event_type = 'MODIFIED' AND NEW.name = 'u0' \
          BEGIN SELECT RAISE(ABORT, 'boom: no event for u0'); END",
+        [],
     )
-    .execute(&raw)
-    .await
     .unwrap();
     let base = store.latest_resource_version().await.unwrap();
     let pause = store.pause_writes().await.unwrap();
@@ -951,17 +1012,14 @@ async fn sqlite_failed_update_write_fails_its_batch() {
     assert_eq!(store.latest_resource_version().await.unwrap(), base);
     assert!(store.events_after(base, 10).await.unwrap().is_empty());
     // Once the cause is gone the same writes go through.
-    sqlx::query("DROP TRIGGER boom")
-        .execute(&raw)
-        .await
-        .unwrap();
+    raw.execute("DROP TRIGGER boom", []).unwrap();
     let u0 = approve(&store, "u0").await;
     assert_eq!(decision::condition_column(&u0), "Approved");
     store
         .create(csr("u1", "alice", S1), None, &guard(100))
         .await
         .unwrap();
-    raw.close().await;
+    raw.close().unwrap();
 }
 
 #[tokio::test]
@@ -1017,9 +1075,8 @@ async fn postgres_empty_schema() -> Option<String> {
              (tests/run.sh starts one); set CERTSIGN_SKIP_PG=1 to skip them explicitly"
         );
     };
-    sqlx::any::install_default_drivers();
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
         .await
@@ -1084,9 +1141,8 @@ async fn sqlite_survives_reopen_and_migrations_are_idempotent() {
     let store = Store::open(&url).await.unwrap();
     let got = store.get("k1").await.unwrap().unwrap();
     assert_eq!(decision::condition_column(&got), "Approved");
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&sqlx::AnyPool::connect(&url).await.unwrap())
-        .await
+    let mode: String = sqlite_raw(&url)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode.to_lowercase(), "wal");
 }
@@ -1110,8 +1166,7 @@ async fn postgres_migrates_objects_out_of_rows() {
 
 async fn migrates_objects_out_of_rows(url: &str, blob: &str) {
     use prost::Message as _;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let pool = Raw::connect(url).await;
     // Schema version 3, as released.
     for sql in [
         "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)",
@@ -1128,10 +1183,7 @@ async fn migrates_objects_out_of_rows(url: &str, blob: &str) {
         "CREATE TABLE bootstrap_token_uses (id TEXT PRIMARY KEY, uses BIGINT NOT NULL)",
     ] {
         // Only the fixed type name of binary columns is formatted in.
-        sqlx::query(sqlx::AssertSqlSafe(sql.replace("BLOB", blob)))
-            .execute(&pool)
-            .await
-            .unwrap();
+        pool.exec(&sql.replace("BLOB", blob), &[]).await;
     }
     let with_rv = |name: &str, rv: i64| {
         let mut c = csr(name, "alice", S1);
@@ -1141,30 +1193,30 @@ async fn migrates_objects_out_of_rows(url: &str, blob: &str) {
     let (kept, pruned) = (with_rv("kept", 1), with_rv("pruned", 3));
     for (c, rv, event) in [(&kept, 1, true), (&pruned, 3, false)] {
         let name = c.metadata.as_ref().unwrap().name.clone();
-        sqlx::query(
+        pool.exec(
             "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, resource_version, object, renewal) \
              VALUES ($1, $2, $3, 'alice', 'pending', '', 0, $4, $5, $6)",
+            &[
+                Val::Text(name.clone()),
+                Val::Text(uuid_like(&name)),
+                Val::Text(S1.to_string()),
+                Val::Int(rv),
+                Val::Blob(c.encode_to_vec()),
+                Val::Blob(Vec::new()),
+            ],
         )
-        .bind(&name)
-        .bind(uuid_like(&name))
-        .bind(S1)
-        .bind(rv)
-        .bind(c.encode_to_vec())
-        .bind(Vec::<u8>::new())
-        .execute(&pool)
-        .await
-        .unwrap();
+        .await;
         if event {
-            sqlx::query(
+            pool.exec(
                 "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
                  VALUES ($1, 'ADDED', $2, 0, $3)",
+                &[
+                    Val::Int(rv),
+                    Val::Text(name.clone()),
+                    Val::Blob(c.encode_to_vec()),
+                ],
             )
-            .bind(rv)
-            .bind(&name)
-            .bind(c.encode_to_vec())
-            .execute(&pool)
-            .await
-            .unwrap();
+            .await;
         }
     }
     pool.close().await;

@@ -217,8 +217,8 @@ fn main() -> anyhow::Result<()> {
 /// The load generator's runtime. It shares the cores with the servers it
 /// measures, so its own CPU per call counts against them; on one thread
 /// (the default) a call's tasks wake each other without waking another
-/// thread, which cost about a fifth less CPU per call than two workers at 256
-/// in flight on the 2-core machine (docs/BENCHMARKS.md, "Eighth pass").
+/// thread, which costs about a fifth less CPU per call than two workers at
+/// 256 in flight on a 2-core machine.
 /// More threads are for machines where one cannot keep up.
 fn load_generator_runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
     if threads == 1 {

@@ -20,7 +20,7 @@ use certsign_proto::v1::{
 };
 use certsign_tests::grpc::{self, Ident};
 use prost::Message as _;
-use sqlx::Connection as _;
+use rusqlite::types::Value;
 
 use crate::stats::Summary;
 
@@ -83,16 +83,16 @@ pub fn object(i: usize, csr_pem: &[u8], cert_pem: &[u8], now: i64) -> Certificat
 /// with `n` requests.
 pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> anyhow::Result<()> {
     Store::open(url).await?.close().await;
-    let mut conn = sqlx::SqliteConnection::connect(url).await?;
-    sqlx::query("PRAGMA synchronous = OFF")
-        .execute(&mut conn)
-        .await?;
+    let rest = url.strip_prefix("sqlite://").unwrap_or(url);
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch("PRAGMA synchronous = OFF")?;
     let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
     const BATCH: usize = 80; // 11 parameters per row: 880 per statement (limit 32766)
     // The store's indexed `expires` column, as the approver computes it.
     let issued_expiry =
         certsign_approver::cleaner::expiry_column(&object(1, csr_pem, cert_pem, now));
-    let mut tx = conn.begin().await?;
+    let mut tx = conn.transaction()?;
     let mut i = 0;
     while i < n {
         let rows = BATCH.min(n - i);
@@ -112,8 +112,8 @@ pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> a
             sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)");
             events.push_str("(?, 'ADDED', ?, ?, ?)");
         }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        let mut ev = sqlx::query(sqlx::AssertSqlSafe(events));
+        let mut q: Vec<Value> = Vec::with_capacity(rows * 10);
+        let mut ev: Vec<Value> = Vec::with_capacity(rows * 4);
         for k in i..i + rows {
             let o = object(k, csr_pem, cert_pem, now);
             let (meta, spec) = (
@@ -121,49 +121,48 @@ pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> a
                 o.spec.clone().unwrap_or_default(),
             );
             let rv = i64::try_from(k + 1)?;
-            ev = ev
-                .bind(rv)
-                .bind(meta.name.clone())
-                .bind(now)
-                .bind(o.encode_to_vec());
-            q = q
-                .bind(meta.name)
-                .bind(meta.uid)
-                .bind(spec.signer_name)
-                .bind(spec.username)
-                .bind(state_of(&o).as_str())
-                .bind(condition_column(&o))
-                .bind(now)
-                .bind(rv)
-                .bind(Vec::<u8>::new())
+            ev.extend([
+                Value::Integer(rv),
+                Value::Text(meta.name.clone()),
+                Value::Integer(now),
+                Value::Blob(o.encode_to_vec()),
+            ]);
+            q.extend([
+                Value::Text(meta.name),
+                Value::Text(meta.uid),
+                Value::Text(spec.signer_name),
+                Value::Text(spec.username),
+                Value::Text(state_of(&o).as_str().to_string()),
+                Value::Text(condition_column(&o)),
+                Value::Integer(now),
+                Value::Integer(rv),
+                Value::Blob(Vec::new()),
                 // The same certificate in every issued row: parsed once.
-                .bind(
+                Value::Integer(
                     if o.status.as_ref().is_some_and(|s| !s.certificate.is_empty()) {
                         issued_expiry
                     } else {
                         0
                     },
-                );
+                ),
+            ]);
         }
-        q.execute(&mut *tx).await?;
-        ev.execute(&mut *tx).await?;
+        tx.execute(&sql, rusqlite::params_from_iter(q))?;
+        tx.execute(&events, rusqlite::params_from_iter(ev))?;
         i += rows;
         if i % 100_000 == 0 {
-            tx.commit().await?;
-            tx = conn.begin().await?;
+            tx.commit()?;
+            tx = conn.transaction()?;
             eprintln!("  {i} rows");
         }
     }
-    sqlx::query("UPDATE counters SET value = ? WHERE name = 'resource_version'")
-        .bind(i64::try_from(n)?)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&mut conn)
-        .await?;
-    sqlx::query("ANALYZE").execute(&mut conn).await?;
-    conn.close().await?;
+    tx.execute(
+        "UPDATE counters SET value = ?1 WHERE name = 'resource_version'",
+        [i64::try_from(n)?],
+    )?;
+    tx.commit()?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE")?;
+    conn.close().map_err(|(_, e)| e)?;
     Ok(())
 }
 

@@ -34,7 +34,7 @@ impl ConfigFile {
             anyhow!(
                 "cannot read config {}: {}",
                 path.display(),
-                crate::io_reason(&e)
+                crate::output::io_reason(&e)
             )
         })?;
         // toml's message names the offending key (also for unknown keys).

@@ -50,7 +50,7 @@ pub fn read_file(what: &str, path: &Path) -> Result<Vec<u8>> {
         anyhow!(
             "cannot read {what} {}: {}",
             path.display(),
-            crate::io_reason(&e)
+            crate::output::io_reason(&e)
         )
     })
 }
@@ -141,7 +141,7 @@ pub fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
     let mut last = one_line(&current.to_string());
     loop {
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            return crate::io_reason(io);
+            return crate::output::io_reason(io);
         }
         match current.source() {
             Some(next) => {

@@ -51,15 +51,26 @@ pub fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<Staged> {
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(|e| anyhow!("cannot write {}: {}", path.display(), crate::io_reason(&e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "cannot write {}: {}",
+                path.display(),
+                crate::output::io_reason(&e)
+            )
+        })?;
     let write = |tmp: &mut tempfile::NamedTempFile| -> std::io::Result<()> {
         tmp.write_all(contents)?;
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(mode))?;
         tmp.as_file().sync_all()
     };
-    write(&mut tmp)
-        .map_err(|e| anyhow!("cannot write {}: {}", path.display(), crate::io_reason(&e)))?;
+    write(&mut tmp).map_err(|e| {
+        anyhow!(
+            "cannot write {}: {}",
+            path.display(),
+            crate::output::io_reason(&e)
+        )
+    })?;
     Ok(Staged {
         tmp,
         target: path.to_path_buf(),
@@ -86,7 +97,7 @@ impl Staged {
                 Ok(())
             }
             Err(e) => {
-                let reason = crate::io_reason(&e.error);
+                let reason = crate::output::io_reason(&e.error);
                 match e.file.keep() {
                     Ok((_, kept)) => Err(anyhow!(
                         "cannot write {}: {reason} (the new content was kept in {})",

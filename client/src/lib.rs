@@ -16,9 +16,12 @@
 //! - [`kube`]: Kubernetes shapes and kubectl formatting (HumanDuration, table).
 //! - [`manifest`]: `apply -f` manifest parsing and validation.
 //! - [`describe`]: `describe csr` text.
-//! - [`pkix`]: keys, subjects, PKCS#10, usages.
+//! - [`key`]: private keys (generate, load, sign).
+//! - [`pkix`]: subjects, SANs, PKCS#10, PEM, usages.
 //! - [`evidence`]: signed Approval/Renewal statements.
 //! - [`files`]: atomic file writes.
+//! - [`output`]: stdout, one-line errors and exit codes (imported by the
+//!   modules above; it imports none of them).
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -28,9 +31,13 @@ pub mod conn;
 pub mod describe;
 pub mod evidence;
 pub mod files;
+pub mod key;
 pub mod kube;
 pub mod manifest;
+pub mod output;
 pub mod pkix;
+
+pub use output::{Failure, emit, io_reason, print_error};
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -55,49 +62,6 @@ fn usage_error_line(rendered: &str) -> String {
     } else {
         format!("error: {line}")
     }
-}
-
-/// An error with a specific exit code (e.g. `certificate wait`: 2 denied,
-/// 3 failed, 4 timed out).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Failure {
-    /// The process exit code.
-    pub code: u8,
-    /// The one-line message.
-    pub message: String,
-}
-
-/// An io error in a few words (`connection refused`, `No such file or directory`).
-pub fn io_reason(e: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match e.kind() {
-        ErrorKind::ConnectionRefused => "connection refused".into(),
-        ErrorKind::NotFound => "No such file or directory".into(),
-        ErrorKind::PermissionDenied => "permission denied".into(),
-        ErrorKind::TimedOut => "timed out".into(),
-        _ => {
-            let s = e.to_string();
-            // Drop " (os error N)": it helps nobody reading one line.
-            match s.find(" (os error") {
-                Some(i) => s[..i].to_string(),
-                None => s,
-            }
-        }
-    }
-}
-
-/// Writes to stdout; a closed pipe (`certctl get csr | head -1`) is not an error.
-pub fn emit(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-}
-
-/// Prints `error: ...` as one line on stderr.
-pub fn print_error(e: &anyhow::Error) {
-    let msg = format!("{e:#}");
-    let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-    let _ = writeln!(std::io::stderr().lock(), "error: {msg}");
 }
 
 /// The whole program: parse, run, print the error, pick the exit code.

@@ -1,53 +1,37 @@
-//! Keys, subjects, PKCS#10 requests and Kubernetes usage strings.
+//! Subjects, subject alternative names, PKCS#10 requests, PEM and Kubernetes
+//! usage strings.
 //!
-//! The request is DER-encoded here rather than with rcgen's `serialize_request`
-//! because rcgen keeps one value per attribute type (a subject with two `O`
-//! groups could not be expressed) and because a renewal must repeat the
-//! current certificate's subject byte for byte. This module never writes
-//! files and never talks to the network.
+//! Requests are built from RustCrypto `x509-cert` types and encoded with
+//! `der`; a subject keeps every attribute in the order written (two `O`
+//! groups stay two RDNs), and a renewal repeats the current certificate's
+//! subject byte for byte. PEM is read with rustls-pki-types and written with
+//! `der`'s pem-rfc7468. This module never writes files and never talks to the
+//! network.
 
 use std::net::IpAddr;
 
-use anyhow::{Context, Result, anyhow, bail};
-use rcgen::{KeyPair, PublicKeyData, SigningKey};
-use ring::signature::RsaKeyPair;
-use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
+use anyhow::{Result, anyhow, bail};
+use const_oid::ObjectIdentifier;
+use const_oid::db::{rfc3280, rfc4519};
+use der::asn1::{Any, BitString, Ia5String, OctetString, SetOfVec};
+use der::{Decode as _, Encode as _, Tag};
+use rustls_pki_types::pem::PemObject;
+use x509_cert::attr::{Attribute as X509Attribute, AttributeTypeAndValue};
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
 
-// === DER ===
+pub use crate::key::{KeyType, PrivateKey};
 
-/// Encodes one tag-length-value.
-pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
+/// PEM label of a PKCS#10 request (`CERTIFICATE REQUEST`).
+pub const CSR_PEM_LABEL: &str = <CertReq as der::pem::PemLabel>::PEM_LABEL;
+
+/// A DER encoding error as one line.
+fn der_error(what: &str) -> impl FnOnce(der::Error) -> anyhow::Error + '_ {
+    move |e| anyhow!("cannot encode the {what}: {e}")
 }
-
-fn seq(parts: &[&[u8]]) -> Vec<u8> {
-    tlv(0x30, &parts.concat())
-}
-
-fn oid(content: &[u8]) -> Vec<u8> {
-    tlv(0x06, content)
-}
-
-const OID_EXTENSION_REQUEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e];
-const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
-const OID_ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
-const OID_ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
-const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
-const OID_RSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
-const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 
 // === Subject ===
 
@@ -56,69 +40,60 @@ const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 pub struct Attribute {
     /// The short name as openssl prints it (`CN`, `O`, ...).
     pub short: &'static str,
-    oid: &'static [u8],
-    /// DER string tag: UTF8String, PrintableString or IA5String.
-    string_tag: u8,
+    oid: ObjectIdentifier,
+    /// DER string type: UTF8String, PrintableString or IA5String.
+    string_tag: Tag,
     /// The value.
     pub value: String,
 }
 
-const UTF8: u8 = 0x0c;
-const PRINTABLE: u8 = 0x13;
-const IA5: u8 = 0x16;
-
-/// Attribute types accepted in `--subject`: names (as openssl spells them, matched
-/// case-insensitively), OID content bytes and the string type used.
-const ATTRIBUTE_TYPES: &[(&[&str], &str, &[u8], u8)] = &[
-    (&["CN", "commonName"], "CN", &[0x55, 0x04, 0x03], UTF8),
-    (&["O", "organizationName"], "O", &[0x55, 0x04, 0x0a], UTF8),
+/// Attribute types accepted in `--subject`: names (as openssl spells them,
+/// matched case-insensitively), the short name, the OID and the string type.
+const ATTRIBUTE_TYPES: &[(&[&str], &str, ObjectIdentifier, Tag)] = &[
+    (&["CN", "commonName"], "CN", rfc4519::CN, Tag::Utf8String),
+    (&["O", "organizationName"], "O", rfc4519::O, Tag::Utf8String),
     (
         &["OU", "organizationalUnitName"],
         "OU",
-        &[0x55, 0x04, 0x0b],
-        UTF8,
+        rfc4519::OU,
+        Tag::Utf8String,
     ),
-    (&["C", "countryName"], "C", &[0x55, 0x04, 0x06], PRINTABLE),
+    (&["C", "countryName"], "C", rfc4519::C, Tag::PrintableString),
     (
         &["ST", "stateOrProvinceName"],
         "ST",
-        &[0x55, 0x04, 0x08],
-        UTF8,
+        rfc4519::ST,
+        Tag::Utf8String,
     ),
-    (&["L", "localityName"], "L", &[0x55, 0x04, 0x07], UTF8),
+    (&["L", "localityName"], "L", rfc4519::L, Tag::Utf8String),
     (
         &["STREET", "streetAddress"],
         "STREET",
-        &[0x55, 0x04, 0x09],
-        UTF8,
+        rfc4519::STREET,
+        Tag::Utf8String,
     ),
     (
         &["serialNumber"],
         "serialNumber",
-        &[0x55, 0x04, 0x05],
-        PRINTABLE,
+        rfc4519::SERIAL_NUMBER,
+        Tag::PrintableString,
     ),
-    (&["title"], "title", &[0x55, 0x04, 0x0c], UTF8),
-    (&["GN", "givenName"], "GN", &[0x55, 0x04, 0x2a], UTF8),
-    (&["SN", "surname"], "SN", &[0x55, 0x04, 0x04], UTF8),
+    (&["title"], "title", rfc4519::TITLE, Tag::Utf8String),
+    (&["GN", "givenName"], "GN", rfc4519::GN, Tag::Utf8String),
+    (&["SN", "surname"], "SN", rfc4519::SN, Tag::Utf8String),
     (
         &["emailAddress"],
         "emailAddress",
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01],
-        IA5,
+        rfc3280::EMAIL_ADDRESS,
+        Tag::Ia5String,
     ),
     (
         &["DC", "domainComponent"],
         "DC",
-        &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19],
-        IA5,
+        rfc4519::DC,
+        Tag::Ia5String,
     ),
-    (
-        &["UID", "userId"],
-        "UID",
-        &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01],
-        UTF8,
-    ),
+    (&["UID", "userId"], "UID", rfc4519::UID, Tag::Utf8String),
 ];
 
 /// A subject distinguished name, encoded in the order written (one attribute
@@ -127,6 +102,8 @@ const ATTRIBUTE_TYPES: &[(&[&str], &str, &[u8], u8)] = &[
 pub struct Subject {
     /// The attributes in order.
     pub attributes: Vec<Attribute>,
+    /// The DER `Name`, encoded once when parsed.
+    der: Vec<u8>,
 }
 
 impl Subject {
@@ -177,7 +154,7 @@ impl Subject {
             if value.is_empty() {
                 bail!("invalid --subject {text:?}: {short} has an empty value");
             }
-            if *string_tag != UTF8 && !value.is_ascii() {
+            if *string_tag != Tag::Utf8String && !value.is_ascii() {
                 bail!("invalid --subject {text:?}: {short} must be ASCII");
             }
             if *short == "C" && value.len() != 2 {
@@ -185,7 +162,7 @@ impl Subject {
             }
             attributes.push(Attribute {
                 short,
-                oid,
+                oid: *oid,
                 string_tag: *string_tag,
                 value: value.to_string(),
             });
@@ -193,20 +170,29 @@ impl Subject {
         if attributes.is_empty() {
             bail!("invalid --subject {text:?}: no attributes");
         }
-        Ok(Self { attributes })
+        let der = Self::encode(&attributes)
+            .map_err(|e| anyhow!("invalid --subject {text:?}: cannot encode it ({e})"))?;
+        Ok(Self { attributes, der })
+    }
+
+    /// The `RDNSequence` of `attributes`, one attribute per RDN.
+    fn encode(attributes: &[Attribute]) -> der::Result<Vec<u8>> {
+        let mut rdns = RdnSequence::default();
+        for a in attributes {
+            // The value is copied as typed; the checks in `parse` (ASCII for
+            // PrintableString and IA5String) are the ones certctl applies.
+            let atv = AttributeTypeAndValue {
+                oid: a.oid,
+                value: Any::new(a.string_tag, a.value.as_bytes())?,
+            };
+            rdns.push(RelativeDistinguishedName::try_from(vec![atv])?);
+        }
+        rdns.to_der()
     }
 
     /// The DER `Name`.
     pub fn to_der(&self) -> Vec<u8> {
-        let rdns: Vec<Vec<u8>> = self
-            .attributes
-            .iter()
-            .map(|a| {
-                let atv = seq(&[&oid(a.oid), &tlv(a.string_tag, a.value.as_bytes())]);
-                tlv(0x31, &atv)
-            })
-            .collect();
-        tlv(0x30, &rdns.concat())
+        self.der.clone()
     }
 }
 
@@ -226,14 +212,15 @@ pub enum San {
 }
 
 impl San {
-    fn to_der(&self) -> Vec<u8> {
-        match self {
-            San::Dns(d) => tlv(0x82, d.as_bytes()),
-            San::Ip(IpAddr::V4(ip)) => tlv(0x87, &ip.octets()),
-            San::Ip(IpAddr::V6(ip)) => tlv(0x87, &ip.octets()),
-            San::Uri(u) => tlv(0x86, u.as_bytes()),
-            San::Email(e) => tlv(0x81, e.as_bytes()),
-        }
+    fn to_general_name(&self) -> Result<GeneralName> {
+        let ia5 =
+            |s: &str| Ia5String::new(s).map_err(|_| anyhow!("SAN {s:?} is not ASCII (IA5String)"));
+        Ok(match self {
+            San::Dns(d) => GeneralName::DnsName(ia5(d)?),
+            San::Ip(ip) => GeneralName::from(*ip),
+            San::Uri(u) => GeneralName::UniformResourceIdentifier(ia5(u)?),
+            San::Email(e) => GeneralName::Rfc822Name(ia5(e)?),
+        })
     }
 }
 
@@ -278,184 +265,66 @@ pub fn sans_from_flags(
     Ok(sans)
 }
 
-// === Keys ===
-
-/// Key types certctl can generate (ring cannot generate RSA keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KeyType {
-    /// ECDSA on P-256 with SHA-256 (the default).
-    P256,
-    /// ECDSA on P-384 with SHA-384.
-    P384,
-    /// Ed25519.
-    Ed25519,
-}
-
-impl KeyType {
-    fn alg(self) -> &'static rcgen::SignatureAlgorithm {
-        match self {
-            KeyType::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            KeyType::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-            KeyType::Ed25519 => &rcgen::PKCS_ED25519,
-        }
-    }
-}
-
-/// A private key that can sign requests and statements.
-pub enum PrivateKey {
-    /// ECDSA P-256/P-384 or Ed25519 (and RSA from PKCS#8), through rcgen/ring.
-    Rcgen(KeyPair),
-    /// RSA from a PKCS#1 file, through ring directly.
-    Rsa(RsaKeyPair),
-}
-
-impl std::fmt::Debug for PrivateKey {
-    // Never print key material.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PrivateKey(<redacted>)")
-    }
-}
-
-impl PrivateKey {
-    /// Generates a new key.
-    pub fn generate(kind: KeyType) -> Result<Self> {
-        let kp = KeyPair::generate_for(kind.alg()).context("cannot generate key")?;
-        Ok(Self::Rcgen(kp))
-    }
-
-    /// Loads a PEM private key: PKCS#8, SEC1 (`EC PRIVATE KEY`) or PKCS#1 RSA.
-    pub fn from_pem(pem: &[u8]) -> Result<Self> {
-        let der = PrivateKeyDer::from_pem_slice(pem)
-            .map_err(|e| anyhow!("no usable PEM private key ({e})"))?;
-        match &der {
-            PrivateKeyDer::Pkcs8(_) => KeyPair::try_from(&der).map(Self::Rcgen).map_err(|_| {
-                anyhow!("unsupported private key (need ECDSA P-256/P-384, Ed25519 or RSA)")
-            }),
-            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der())
-                .map(Self::Rsa)
-                .map_err(|e| anyhow!("unusable RSA private key: {e}")),
-            PrivateKeyDer::Sec1(k) => {
-                // ring reads EC keys only inside PKCS#8: wrap the SEC1 structure,
-                // trying each supported curve (ring rejects a mismatched one).
-                for curve in [OID_P256, OID_P384] {
-                    let alg = seq(&[&oid(OID_EC_PUBLIC_KEY), &oid(curve)]);
-                    let pkcs8 = seq(&[&[0x02, 0x01, 0x00], &alg, &tlv(0x04, k.secret_sec1_der())]);
-                    let wrapped = PrivateKeyDer::Pkcs8(pkcs8.into());
-                    if let Ok(kp) = KeyPair::try_from(&wrapped) {
-                        return Ok(Self::Rcgen(kp));
-                    }
-                }
-                bail!("unsupported EC private key (need P-256 or P-384)")
-            }
-            _ => bail!("unsupported private key format"),
-        }
-    }
-
-    /// The PKCS#8 PEM of a generated key.
-    pub fn pkcs8_pem(&self) -> Result<String> {
-        match self {
-            Self::Rcgen(kp) => Ok(kp.serialize_pem()),
-            Self::Rsa(_) => bail!("cannot serialize a PKCS#1 RSA key"),
-        }
-    }
-
-    /// The public key bits as carried in a SubjectPublicKeyInfo BIT STRING.
-    pub fn public_key_raw(&self) -> Vec<u8> {
-        match self {
-            Self::Rcgen(kp) => kp.public_key_raw().to_vec(),
-            Self::Rsa(kp) => ring::signature::KeyPair::public_key(kp).as_ref().to_vec(),
-        }
-    }
-
-    /// The key type, if certctl can generate another of it.
-    pub fn key_type(&self) -> Option<KeyType> {
-        match self {
-            Self::Rcgen(kp) if kp.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 => {
-                Some(KeyType::P256)
-            }
-            Self::Rcgen(kp) if kp.algorithm() == &rcgen::PKCS_ECDSA_P384_SHA384 => {
-                Some(KeyType::P384)
-            }
-            Self::Rcgen(kp) if kp.algorithm() == &rcgen::PKCS_ED25519 => Some(KeyType::Ed25519),
-            _ => None,
-        }
-    }
-
-    /// Signs `msg` with the algorithm that follows the key (ECDSA P-256/SHA-256,
-    /// P-384/SHA-384 DER, Ed25519, RSA PKCS#1 v1.5 SHA-256).
-    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
-        match self {
-            Self::Rcgen(kp) => kp.sign(msg).map_err(|e| anyhow!("cannot sign: {e}")),
-            Self::Rsa(kp) => {
-                let rng = ring::rand::SystemRandom::new();
-                let mut sig = vec![0u8; kp.public().modulus_len()];
-                kp.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, msg, &mut sig)
-                    .map_err(|_| anyhow!("cannot sign with the RSA key"))?;
-                Ok(sig)
-            }
-        }
-    }
-
-    fn signature_algorithm_der(&self) -> Vec<u8> {
-        match self {
-            Self::Rcgen(kp) if kp.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 => {
-                seq(&[&oid(OID_ECDSA_SHA256)])
-            }
-            Self::Rcgen(kp) if kp.algorithm() == &rcgen::PKCS_ECDSA_P384_SHA384 => {
-                seq(&[&oid(OID_ECDSA_SHA384)])
-            }
-            Self::Rcgen(kp) if kp.algorithm() == &rcgen::PKCS_ED25519 => seq(&[&oid(OID_ED25519)]),
-            _ => seq(&[&oid(OID_RSA_SHA256), &[0x05, 0x00]]),
-        }
-    }
-
-    fn subject_public_key_info(&self) -> Result<Vec<u8>> {
-        match self {
-            Self::Rcgen(kp) => Ok(kp.subject_public_key_info()),
-            Self::Rsa(_) => bail!("renewing RSA keys is not supported"),
-        }
-    }
-}
-
 // === PKCS#10 ===
 
-/// Builds and signs a PKCS#10 request. `subject_der` is a DER `Name`.
-pub fn build_csr(key: &PrivateKey, subject_der: &[u8], sans: &[San]) -> Result<Vec<u8>> {
-    let spki = key.subject_public_key_info()?;
-    let attributes = if sans.is_empty() {
-        tlv(0xa0, &[])
-    } else {
-        let names: Vec<Vec<u8>> = sans.iter().map(San::to_der).collect();
-        let san_ext = seq(&[
-            &oid(OID_SUBJECT_ALT_NAME),
-            &tlv(0x04, &seq(&[&names.concat()])),
-        ]);
-        let extensions = seq(&[&san_ext]);
-        let attr = seq(&[&oid(OID_EXTENSION_REQUEST), &tlv(0x31, &extensions)]);
-        tlv(0xa0, &attr)
+/// The request's attributes: an extensionRequest with the SANs, or none.
+fn request_attributes(sans: &[San]) -> Result<SetOfVec<X509Attribute>> {
+    let mut attributes = SetOfVec::new();
+    if sans.is_empty() {
+        return Ok(attributes);
+    }
+    let names = sans
+        .iter()
+        .map(San::to_general_name)
+        .collect::<Result<Vec<_>>>()?;
+    let san = SubjectAltName(names)
+        .to_der()
+        .map_err(der_error("subject alternative names"))?;
+    let extension = Extension {
+        extn_id: <SubjectAltName as const_oid::AssociatedOid>::OID,
+        critical: false,
+        extn_value: OctetString::new(san).map_err(der_error("subject alternative names"))?,
     };
-    let info = seq(&[&[0x02, 0x01, 0x00], subject_der, &spki, &attributes]);
-    let signature = key.sign(&info)?;
-    let mut bits = vec![0u8];
-    bits.extend_from_slice(&signature);
-    Ok(seq(&[
-        &info,
-        &key.signature_algorithm_der(),
-        &tlv(0x03, &bits),
-    ]))
+    let attribute = X509Attribute::try_from(ExtensionReq(vec![extension]))
+        .map_err(der_error("extension request"))?;
+    attributes
+        .insert(attribute)
+        .map_err(der_error("extension request"))?;
+    Ok(attributes)
 }
 
-/// PEM-encodes DER with the given label (64-column base64 lines).
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
+/// Builds and signs a PKCS#10 request. `subject_der` is a DER `Name`, which the
+/// request repeats byte for byte.
+pub fn build_csr(key: &PrivateKey, subject_der: &[u8], sans: &[San]) -> Result<Vec<u8>> {
+    let subject =
+        Name::from_der(subject_der).map_err(|e| anyhow!("cannot read the subject: {e}"))?;
+    if subject.to_der().ok().as_deref() != Some(subject_der) {
+        bail!("the subject is not in canonical DER; it cannot be repeated byte for byte");
     }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject,
+        public_key: key.subject_public_key_info()?,
+        attributes: request_attributes(sans)?,
+    };
+    let info_der = info.to_der().map_err(der_error("request"))?;
+    let signature = key.sign(&info_der)?;
+    CertReq {
+        info,
+        algorithm: key.signature_algorithm(),
+        signature: BitString::from_bytes(&signature).map_err(der_error("signature"))?,
+    }
+    .to_der()
+    .map_err(der_error("request"))
+}
+
+/// PEM-encodes DER with the given label (RFC 7468: 64-column base64 lines, LF).
+///
+/// pem-rfc7468 fails only on a malformed label (certctl passes its constants)
+/// or a length past `usize`; either gives an empty string, which no PEM
+/// reader accepts.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap_or_default()
 }
 
 /// The DER of the first `CERTIFICATE REQUEST` block of a PEM document.
@@ -695,9 +564,10 @@ mod tests {
             assert_eq!(info.subject.to_string(), "CN=alice, O=dev, O=ops");
             let exts = csr.requested_extensions().unwrap().count();
             assert_eq!(exts, 1);
-            // rcgen accepts it too (the signer parses with rcgen/x509-parser).
-            let pem = pem_encode("CERTIFICATE REQUEST", &der);
-            rcgen::CertificateSigningRequestParams::from_pem(&pem).unwrap();
+            // x509-cert's strict DER decoder reads it back to the same bytes.
+            let pem = pem_encode(CSR_PEM_LABEL, &der);
+            let again = CertReq::from_der(&csr_der_from_pem(pem.as_bytes()).unwrap()).unwrap();
+            assert_eq!(again.to_der().unwrap(), der);
         }
     }
 
@@ -723,11 +593,80 @@ mod tests {
         assert_eq!(KNOWN_USAGES.len(), 23);
     }
 
+    /// An Ed25519 key (openssl genpkey, PKCS#8 v1) and the request certctl
+    /// made with it for the subject and SANs below before the encoder was
+    /// x509-cert: Ed25519 signatures are deterministic, so the whole request
+    /// must come out byte for byte the same.
+    const GOLDEN_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEILjMczrx5HML89laUDwo2Y+zqljnsjeUkEoklRp26DO/\n-----END PRIVATE KEY-----\n";
+    const GOLDEN_SUBJECT: &str =
+        "/CN=alice/O=dev/O=ops/C=DE/emailAddress=a@example.com/DC=example/serialNumber=x_1";
+    const GOLDEN_CSR: &str = "3082015b3082010d020100307e310e300c06035504030c05616c696365310c300a060355040a0c03646576310c300a060355040a0c036f7073310b3009060355040613024445311c301a06092a864886f70d010901160d61406578616d706c652e636f6d31173015060a0992268993f22c64011916076578616d706c65310c300a06035504051303785f31302a300506032b657003210056988bff01e553b337ee4ca16f3c13556c685587d5249d6d7cebb31b90d3e50ca05c305a06092a864886f70d01090e314d304b30490603551d11044230408209612e6578616d706c6587040a000001871000000000000000000000000000000001860c7370696666653a2f2f782f79810d61406578616d706c652e636f6d300506032b65700341003d0cd1c5e9bcc762d4b6c1c1b49104dea19f7f2dc3ea48071e8945372b557b15b2032c744249e5fa1affcd899809f0f5bd071a9993a2d89dc7b20f76b65dd705";
+    const GOLDEN_PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBWzCCAQ0CAQAwfjEOMAwGA1UEAwwFYWxpY2UxDDAKBgNVBAoMA2RldjEMMAoG\nA1UECgwDb3BzMQswCQYDVQQGEwJERTEcMBoGCSqGSIb3DQEJARYNYUBleGFtcGxl\nLmNvbTEXMBUGCgmSJomT8ixkARkWB2V4YW1wbGUxDDAKBgNVBAUTA3hfMTAqMAUG\nAytlcAMhAFaYi/8B5VOzN+5MoW88E1VsaFWH1SSdbXzrsxuQ0+UMoFwwWgYJKoZI\nhvcNAQkOMU0wSzBJBgNVHREEQjBAgglhLmV4YW1wbGWHBAoAAAGHEAAAAAAAAAAA\nAAAAAAAAAAGGDHNwaWZmZTovL3gveYENYUBleGFtcGxlLmNvbTAFBgMrZXADQQA9\nDNHF6bzHYtS2wcG0kQTeoZ9/LcPqSAceiUU3K1V7FbIDLHRCSeX6Gv/NiZgJ8PW9\nBxqZk6LYnceyD3a2XdcF\n-----END CERTIFICATE REQUEST-----\n";
+    const GOLDEN_CSR_NO_SANS: &str = "3081fe3081b1020100307e310e300c06035504030c05616c696365310c300a060355040a0c03646576310c300a060355040a0c036f7073310b3009060355040613024445311c301a06092a864886f70d010901160d61406578616d706c652e636f6d31173015060a0992268993f22c64011916076578616d706c65310c300a06035504051303785f31302a300506032b657003210056988bff01e553b337ee4ca16f3c13556c685587d5249d6d7cebb31b90d3e50ca000300506032b6570034100ec9aba03283a4a0ad63e0f6ddaff71544d6793c625fe7febb8dcc8e9805c3c59130c3bdd02405e2fb14193742aae156cfb94c1f4b9f1ce3ac9a1013cdd49b80c";
+
     #[test]
-    fn long_der_lengths() {
-        let v = tlv(0x04, &[0u8; 300]);
-        assert_eq!(&v[..4], &[0x04, 0x82, 0x01, 0x2c]);
-        let v = tlv(0x04, &[0u8; 200]);
-        assert_eq!(&v[..3], &[0x04, 0x81, 200]);
+    fn requests_are_byte_for_byte_the_known_encoding() {
+        let key = PrivateKey::from_pem(GOLDEN_KEY.as_bytes()).unwrap();
+        assert_eq!(key.key_type(), Some(KeyType::Ed25519));
+        assert_eq!(key.pkcs8_pem().unwrap().as_str(), GOLDEN_KEY);
+        let subject = Subject::parse(GOLDEN_SUBJECT).unwrap();
+        let sans = sans_from_flags(
+            &["a.example".into()],
+            &["10.0.0.1".into(), "::1".into()],
+            &["spiffe://x/y".into()],
+            &["a@example.com".into()],
+        )
+        .unwrap();
+        let der = build_csr(&key, &subject.to_der(), &sans).unwrap();
+        assert_eq!(hex::encode(&der), GOLDEN_CSR);
+        let pem = pem_encode(CSR_PEM_LABEL, &der);
+        assert_eq!(pem, GOLDEN_PEM);
+        assert_eq!(csr_der_from_pem(pem.as_bytes()).unwrap(), der);
+        let der = build_csr(&key, &subject.to_der(), &[]).unwrap();
+        assert_eq!(hex::encode(&der), GOLDEN_CSR_NO_SANS);
+    }
+
+    /// The same for ECDSA (whose signatures are random): the signed part and
+    /// the signature algorithm are the known bytes, and the signature verifies.
+    #[test]
+    fn ecdsa_requests_keep_the_known_info_and_algorithm() {
+        use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, UnparsedPublicKey};
+        let cases = [
+            (
+                "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgN8hEVQl828CKJFEl\nQDCTEl5xSRXRHY1tpdGYZUnA/zqhRANCAARaMxd7Sz1RZ5gv9rR0F3qMiK+Gcvcr\nnE3GJAxVL3X+C9BXcdUCKWwqp/IRJsryN7RApjkTADYsJnsUHb1ZStJd\n-----END PRIVATE KEY-----\n",
+                KeyType::P256,
+                &ECDSA_P256_SHA256_ASN1,
+                "3082013c020100307e310e300c06035504030c05616c696365310c300a060355040a0c03646576310c300a060355040a0c036f7073310b3009060355040613024445311c301a06092a864886f70d010901160d61406578616d706c652e636f6d31173015060a0992268993f22c64011916076578616d706c65310c300a06035504051303785f313059301306072a8648ce3d020106082a8648ce3d030107034200045a33177b4b3d5167982ff6b474177a8c88af8672f72b9c4dc6240c552f75fe0bd05771d502296c2aa7f21126caf237b440a6391300362c267b141dbd594ad25da05c305a06092a864886f70d01090e314d304b30490603551d11044230408209612e6578616d706c6587040a000001871000000000000000000000000000000001860c7370696666653a2f2f782f79810d61406578616d706c652e636f6d",
+                "300a06082a8648ce3d040302",
+            ),
+            (
+                "-----BEGIN PRIVATE KEY-----\nMIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBZbn65kjTRGmIa6EZa\nD+tRRmGa0bPHRfbGc41s5NB4L7p/KIK+lohduLgklpteKn2hZANiAAT6RVSaOt42\nvxcW/txQq6sbdG4Y3zh+uQAFl7leKC1j6dkmrM7TGOYjwSbx92Hsk/hzbqV9Vh2W\n04CDPPPLosc/9NhAl8D62jHAnqtl4Sy7PyLKqP2rb/8ay9vbFShnWEE=\n-----END PRIVATE KEY-----\n",
+                KeyType::P384,
+                &ECDSA_P384_SHA384_ASN1,
+                "30820159020100307e310e300c06035504030c05616c696365310c300a060355040a0c03646576310c300a060355040a0c036f7073310b3009060355040613024445311c301a06092a864886f70d010901160d61406578616d706c652e636f6d31173015060a0992268993f22c64011916076578616d706c65310c300a06035504051303785f313076301006072a8648ce3d020106052b8104002203620004fa45549a3ade36bf1716fedc50abab1b746e18df387eb9000597b95e282d63e9d926acced318e623c126f1f761ec93f8736ea57d561d96d380833cf3cba2c73ff4d84097c0fada31c09eab65e12cbb3f22caa8fdab6fff1acbdbdb1528675841a05c305a06092a864886f70d01090e314d304b30490603551d11044230408209612e6578616d706c6587040a000001871000000000000000000000000000000001860c7370696666653a2f2f782f79810d61406578616d706c652e636f6d",
+                "300a06082a8648ce3d040303",
+            ),
+        ];
+        let subject = Subject::parse(GOLDEN_SUBJECT).unwrap();
+        let sans = sans_from_flags(
+            &["a.example".into()],
+            &["10.0.0.1".into(), "::1".into()],
+            &["spiffe://x/y".into()],
+            &["a@example.com".into()],
+        )
+        .unwrap();
+        for (pem, kind, verify, info, alg) in cases {
+            let key = PrivateKey::from_pem(pem.as_bytes()).unwrap();
+            assert_eq!(key.key_type(), Some(kind));
+            assert_eq!(key.pkcs8_pem().unwrap().as_str(), pem);
+            let der = build_csr(&key, &subject.to_der(), &sans).unwrap();
+            let csr = CertReq::from_der(&der).unwrap();
+            let info_der = csr.info.to_der().unwrap();
+            assert_eq!(hex::encode(&info_der), info);
+            assert_eq!(hex::encode(csr.algorithm.to_der().unwrap()), alg);
+            UnparsedPublicKey::new(verify, key.public_key_raw())
+                .verify(&info_der, csr.signature.raw_bytes())
+                .unwrap();
+        }
     }
 }

@@ -551,17 +551,17 @@ const COALESCE_MIN: usize = 2;
 
 /// How long the oldest line of such a batch may wait for more lines. Each
 /// batch costs three fsyncs and a file rename (the journal, the head's temp
-/// file, the directory); under load a 2 ms wait cut the journal thread's CPU
-/// per certificate by a quarter (docs/BENCHMARKS.md, "Third pass"). Nothing
-/// is answered before its batch is on disk, so durability is unchanged.
+/// file, the directory); under load a 2 ms wait cuts the journal thread's
+/// CPU per certificate by about a quarter. Nothing is answered before its
+/// batch is on disk, so durability is unchanged.
 const COALESCE_WAIT: Duration = Duration::from_millis(2);
 
 /// What is left of [`COALESCE_WAIT`] for a batch whose oldest line has
 /// been queued for `waited`. Counted from the line's arrival, not from when
 /// the writer picks the batch up: lines that queued while the previous
 /// batch was being flushed have already waited, and a full wait after every
-/// flush held them for the flush and the whole wait, so at a fixed number
-/// of calls in flight the cores idled (docs/BENCHMARKS.md, "Tenth pass").
+/// flush would hold them for the flush and the whole wait, leaving the cores
+/// idle at a fixed number of calls in flight.
 fn coalesce_wait(waited: Duration) -> Duration {
     COALESCE_WAIT.saturating_sub(waited)
 }

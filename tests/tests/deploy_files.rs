@@ -2,10 +2,10 @@
 //! secret-free), the Kubernetes manifests (parsed as YAML the way Kubernetes
 //! reads them, then checked structurally: kinds, labels the NetworkPolicy
 //! selects, securityContext), and the example configs (every key commented,
-//! the schema ARCHITECTURE.md gives; deploy_configs.rs runs them).
+//! every key `init` writes; deploy_configs.rs runs them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use certsign_tests::repo_root;
+use certsign_tests::{bin, repo_root};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -710,37 +710,33 @@ fn approver_has_service_store_and_secret_tls() {
 
 // --- example configs ---------------------------------------------------------
 
-/// The key paths of the TOML blocks ARCHITECTURE.md gives for a config file
-/// (every ```toml block under its `### `file`` heading).
-fn architecture_schema(file: &str) -> BTreeSet<String> {
-    let arch = read("ARCHITECTURE.md");
-    let heading = format!("### `{file}`");
-    let start = arch
-        .find(&heading)
-        .unwrap_or_else(|| panic!("ARCHITECTURE.md lacks {heading}"));
-    let section = &arch[start + heading.len()..];
-    // Up to the next heading (a line "## " or "### "; TOML comments inside
-    // the blocks start with "# ").
-    let end = [section.find("\n## "), section.find("\n### ")]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(section.len());
-    let section = &section[..end];
-    let mut keys = BTreeSet::new();
-    let mut rest = section;
-    while let Some(open) = rest.find("```toml") {
-        let body = &rest[open + "```toml".len()..];
-        let close = body.find("```").expect("unterminated ```toml block");
-        let table: toml::Table = toml::from_str(&body[..close])
-            .unwrap_or_else(|e| panic!("ARCHITECTURE.md {file}: {e}"));
-        key_paths(&table, "", &mut keys);
-        rest = &body[close + 3..];
-    }
+/// The key paths of a config file as `certsign-signer init` writes it: the
+/// schema every deployment starts from (ARCHITECTURE.md links the examples
+/// rather than reprinting it).
+fn init_schema(file: &str) -> BTreeSet<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin("certsign-signer"))
+        .arg("init")
+        .arg("--dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
     assert!(
-        !keys.is_empty(),
-        "no ```toml block for {file} in ARCHITECTURE.md"
+        out.status.success(),
+        "certsign-signer init: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let rel = match file {
+        "signer.toml" => "signer/signer.toml",
+        "approver.toml" => "approver/approver.toml",
+        "certctl.toml" => "admin/certctl.toml",
+        other => panic!("init writes no {other}"),
+    };
+    let text = std::fs::read_to_string(tmp.path().join(rel)).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("init's {file}: {e}"));
+    let mut keys = BTreeSet::new();
+    key_paths(&table, "", &mut keys);
+    assert!(!keys.is_empty(), "init wrote an empty {file}");
     keys
 }
 
@@ -778,14 +774,14 @@ fn example_configs_follow_architecture_and_comment_every_key() {
             toml::from_str(&text).unwrap_or_else(|e| panic!("{example} is not TOML: {e}"));
         let mut have = BTreeSet::new();
         key_paths(&parsed, "", &mut have);
-        let want = architecture_schema(schema);
-        // Everything ARCHITECTURE.md documents is shown; extra keys are
-        // the binaries' own (deploy_configs.rs proves the binaries, which
-        // deny unknown keys, accept them).
+        let want = init_schema(schema);
+        // Everything init writes is shown; extra keys are the binaries'
+        // own (deploy_configs.rs proves the binaries, which deny unknown
+        // keys, accept them).
         let missing: Vec<&String> = want.difference(&have).collect();
         assert!(
             missing.is_empty(),
-            "{example}: lacks ARCHITECTURE.md's {schema} keys {missing:?}"
+            "{example}: lacks the {schema} keys init writes {missing:?}"
         );
 
         // Every key (and table header) has a comment line right above it.

@@ -417,13 +417,12 @@ impl Schema {
                  set CERTSIGN_SKIP_PG=1 to skip explicitly"
             );
         };
-        sqlx::any::install_default_drivers();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
         let name = format!("reload_{}_{nanos}", std::process::id());
-        let pool = sqlx::AnyPool::connect(&base).await.unwrap();
+        let pool = sqlx::PgPool::connect(&base).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
             .execute(&pool)
             .await
@@ -435,7 +434,7 @@ impl Schema {
     }
 
     async fn drop(self) {
-        let pool = sqlx::AnyPool::connect(&self.base).await.unwrap();
+        let pool = sqlx::PgPool::connect(&self.base).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP SCHEMA {} CASCADE",
             self.name

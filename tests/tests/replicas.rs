@@ -101,8 +101,7 @@ fn with_database(base: &str, db: &str) -> String {
 }
 
 async fn admin_exec(base: &str, sql: String) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(base).await.unwrap();
+    let pool = sqlx::PgPool::connect(base).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .execute(&pool)
         .await
@@ -127,8 +126,7 @@ impl Db {
         let (url, sql) = (self.url.clone(), sql.to_string());
         std::thread::spawn(move || {
             grpc::block_on(async move {
-                sqlx::any::install_default_drivers();
-                let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
                 let v: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .fetch_all(&pool)
                     .await
@@ -146,8 +144,7 @@ impl Db {
         let (url, sql) = (self.url.clone(), sql.to_string());
         std::thread::spawn(move || {
             grpc::block_on(async move {
-                sqlx::any::install_default_drivers();
-                let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
                 let v: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .fetch_all(&pool)
                     .await

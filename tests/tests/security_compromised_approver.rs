@@ -30,7 +30,6 @@ use certsign_tests::grpc::{
     statement_for, ts, wait_final,
 };
 use prost::Message as _;
-use sqlx::Row as _;
 use tonic::Code;
 
 const IDENTITY_SIGNER: &str = "certsign.io/identity";
@@ -577,16 +576,8 @@ async fn forge_in_database(
     let user = stack.mint(&MintSpec::new("mallory", &[]));
     let mut client = stack.approver_client(Some(&user));
     let mut admin_client = stack.approver_client(Some(admin));
-    let url = format!("sqlite://{}", stack.db_path().display());
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            url.parse::<sqlx::sqlite::SqliteConnectOptions>()
-                .unwrap()
-                .busy_timeout(Duration::from_secs(30)),
-        )
-        .await
-        .unwrap();
+    let db = rusqlite::Connection::open(stack.db_path()).unwrap();
+    db.busy_timeout(Duration::from_secs(30)).unwrap();
 
     // A legitimately issued request through the approver, to steal from.
     let (_, pem) = csr("mallory", &[]);
@@ -627,34 +618,27 @@ async fn forge_in_database(
     // it: a version from the counter, its event holding the object, the
     // row pointing at it; in one transaction.
     let write = |name: String, obj: CertificateSigningRequest| {
-        let pool = pool.clone();
-        async move {
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'resource_version'")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            sqlx::query(
-                "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
-                 VALUES ((SELECT value FROM counters WHERE name = 'resource_version'), 'MODIFIED', ?2, 0, ?1)",
-            )
-            .bind(obj.encode_to_vec())
-            .bind(&name)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-            let n = sqlx::query(
+        let tx = db.unchecked_transaction().unwrap();
+        tx.execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'resource_version'",
+            [],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
+             VALUES ((SELECT value FROM counters WHERE name = 'resource_version'), 'MODIFIED', ?2, 0, ?1)",
+            rusqlite::params![obj.encode_to_vec(), name],
+        )
+        .unwrap();
+        let n = tx
+            .execute(
                 "UPDATE csrs SET state = 'approved', cond = 'Approved', next_attempt = 0, \
                  resource_version = (SELECT value FROM counters WHERE name = 'resource_version') WHERE name = ?1",
+                rusqlite::params![name],
             )
-            .bind(&name)
-            .execute(&mut *tx)
-            .await
-            .unwrap()
-            .rows_affected();
-            assert_eq!(n, 1, "forged row {name} not written");
-            tx.commit().await.unwrap();
-        }
+            .unwrap();
+        assert_eq!(n, 1, "forged row {name} not written");
+        tx.commit().unwrap();
     };
     let pending = |name: &'static str| {
         let mut client = client.clone();
@@ -694,7 +678,7 @@ async fn forge_in_database(
     ] {
         let mut o = pending(name).await;
         mark_approved(&mut o, decisions);
-        write(name.into(), o).await;
+        write(name.into(), o);
         names.push(name);
     }
     // 4. Swap the CSR under the issued request's approval, with the issued
@@ -703,7 +687,7 @@ async fn forge_in_database(
     o.status.as_mut().unwrap().certificate.clear();
     o.spec.as_mut().unwrap().request = csr("mallory", &[]).1;
     let row_name = "legit".to_string();
-    write(row_name, o).await;
+    write(row_name, o);
     names.push("legit");
     // 5. A new request whose uid is rewritten to the issued direct-Sign
     //    uid, with that request's CSR swapped for a new one and its
@@ -711,7 +695,7 @@ async fn forge_in_database(
     let mut o = pending("forged-uid").await;
     o.metadata.as_mut().unwrap().uid = issued_req.metadata.as_ref().unwrap().uid.clone();
     mark_approved(&mut o, Some(vec![forged_record(issued_approval.clone())]));
-    write("forged-uid".into(), o).await;
+    write("forged-uid".into(), o);
     names.push("forged-uid");
     // 6. A forged admin decision whose statement is signed by the approver's
     //    own key.
@@ -721,7 +705,7 @@ async fn forge_in_database(
         &stack.approver_ident(),
     );
     mark_approved(&mut o, Some(vec![forged_record(stmt)]));
-    write("forged-approver-key".into(), o).await;
+    write("forged-approver-key".into(), o);
     names.push("forged-approver-key");
 
     for name in &names {
@@ -740,12 +724,10 @@ async fn forge_in_database(
         println!("refused (database): {name:<30} {}", failed.message);
     }
     // The database the attacker wrote is still a valid database.
-    let ok: String = sqlx::query("PRAGMA integrity_check")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .get(0);
+    let ok: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
-    pool.close().await;
+    drop(db);
     (names.len(), legit.metadata.unwrap().uid)
 }

@@ -1,16 +1,14 @@
-//! SQLite reads through rusqlite: point reads on the caller's own thread
-//! (one object by name, the change events after a resource version, the
-//! next forwarding time) and pages of lists, which the store runs in
-//! Tokio's blocking pool.
+//! SQLite reads: point reads on the caller's own thread (one object or
+//! renewal by name, the change events after a resource version, the next
+//! forwarding time, counters) and pages (lists, cleaner pages), which run
+//! in Tokio's blocking pool.
 //!
-//! Why not through sqlx's pool: every sqlx SQLite statement is a hand-off to
-//! a worker thread and back, and on a 2-core VM those wake-ups were most of
-//! what the sqlx reader threads spent (docs/BENCHMARKS.md, "Third pass":
-//! +8 % issued/s without them). These reads are
-//! short (an index lookup, or one page of events) and WAL lets them run
-//! beside the writer without waiting for it, so they run inline on the
-//! async task that asks. A list can scan far, so it never runs inline: the
-//! store hands it to the blocking pool, one hand-off per page.
+//! Why inline: a hand-off to a worker thread and back per statement cost
+//! more than the reads themselves on a 2-core VM (+8 % issued/s without
+//! them, docs/BENCHMARKS.md). These reads are short (an index lookup, or
+//! one page of events) and WAL lets them run beside the writer without
+//! waiting for it. A page can scan far, so it never runs inline: it goes
+//! to the blocking pool, one hand-off per page.
 //!
 //! Connections are opened `query_only`: this module must never write, and
 //! never hold a connection across an await (a list takes its connection
@@ -20,24 +18,29 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use certsign_proto::v1::CertificateSigningRequest;
+use certsign_proto::v1::{CertificateSigningRequest, SignedStatement};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use tokio::sync::Semaphore;
 
-use super::{Event, SQLITE_OBJECT_BY_NAME, StoreError, decode, decode_stored};
+use crate::decision::State;
+use crate::store::schema::{
+    COUNT_PENDING, EVENTS_AFTER, LATEST_RV, NEXT_FORWARD_TIME, OBJECT_BY_NAME, RENEWAL_BY_NAME,
+    page_query,
+};
+use crate::store::types::{Event, PageBy, StoreError, decode, decode_renewal, decode_stored};
 
 /// Idle connections kept for reuse; a burst beyond this opens more and
 /// closes the extra ones afterwards.
 const MAX_IDLE: usize = 4;
 
-/// Lists reading at once (as many as sqlx's SQLite pool for lists had):
+/// Pages reading at once:
 /// more wait their turn instead of each taking a blocking thread and a
 /// connection of its own.
 const LIST_SLOTS: usize = 4;
 
 /// A small pool of read-only connections to one SQLite file.
 #[derive(Debug)]
-pub(super) struct Readers {
+pub(in crate::store) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     list_slots: Arc<Semaphore>,
@@ -48,7 +51,7 @@ pub(super) struct Readers {
 }
 
 impl Readers {
-    pub(super) fn new(path: &Path) -> Self {
+    pub(in crate::store) fn new(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
@@ -93,10 +96,13 @@ impl Readers {
     }
 
     /// One object by name.
-    pub(super) fn get(&self, name: &str) -> Result<Option<CertificateSigningRequest>, StoreError> {
+    pub(in crate::store) fn get(
+        &self,
+        name: &str,
+    ) -> Result<Option<CertificateSigningRequest>, StoreError> {
         self.with(|c| {
             let bytes: Option<Option<Vec<u8>>> = c
-                .prepare_cached(SQLITE_OBJECT_BY_NAME)?
+                .prepare_cached(OBJECT_BY_NAME)?
                 .query_row(params![name], |r| r.get(0))
                 .optional()?;
             bytes.map(|b| decode_stored(name, b)).transpose()
@@ -104,12 +110,13 @@ impl Readers {
     }
 
     /// Up to `limit` events after resource version `after`, oldest first.
-    pub(super) fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+    pub(in crate::store) fn events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT resource_version, event_type, name, object FROM csr_events \
-                 WHERE resource_version > ?1 ORDER BY resource_version LIMIT ?2",
-            )?;
+            let mut stmt = c.prepare_cached(EVENTS_AFTER)?;
             let rows = stmt.query_map(params![after, i64::from(limit.max(1))], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
@@ -133,12 +140,56 @@ impl Readers {
 
     /// One page of a list the store built: `sql` selects the name, then
     /// the object; `binds` fill its `$1`, `$2`, ... in order. Read in
-    /// Tokio's blocking pool, at most [`LIST_SLOTS`] at once.
-    pub(super) async fn list(
+    /// Tokio's blocking pool, at most [`LIST_SLOTS`] pages at once.
+    pub(in crate::store) async fn list(
         self: &Arc<Self>,
         sql: String,
         binds: Vec<String>,
     ) -> Result<Vec<CertificateSigningRequest>, StoreError> {
+        self.paged(move |r| r.list_page(&sql, &binds)).await
+    }
+
+    /// One page of the rows in `state` whose `by` column lies in `range`,
+    /// after the key `after`, with that column's value (the cleaner's
+    /// candidates, see [`page_query`]).
+    pub(in crate::store) async fn page_by_state(
+        self: &Arc<Self>,
+        state: State,
+        by: PageBy,
+        range: std::ops::Range<i64>,
+        after: (i64, String),
+        limit: u32,
+    ) -> Result<Vec<(i64, CertificateSigningRequest)>, StoreError> {
+        self.paged(move |r| {
+            r.with(|c| {
+                let mut stmt = c.prepare_cached(&page_query(by, limit))?;
+                let rows = stmt.query_map(
+                    params![state.as_str(), range.start, range.end, after.0, after.1],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Option<Vec<u8>>>(2)?,
+                        ))
+                    },
+                )?;
+                let mut page = Vec::new();
+                for row in rows {
+                    let (name, key, bytes) = row?;
+                    page.push((key, decode_stored(&name, bytes)?));
+                }
+                Ok(page)
+            })
+        })
+        .await
+    }
+
+    /// Runs a page read in Tokio's blocking pool, at most [`LIST_SLOTS`]
+    /// at once.
+    async fn paged<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Self) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let failed = |e: &dyn std::fmt::Display| StoreError::ReadFailed(e.to_string());
         let slot = Arc::clone(&self.list_slots)
             .acquire_owned()
@@ -149,7 +200,7 @@ impl Readers {
         // it while the read still runs.
         tokio::task::spawn_blocking(move || {
             let reading = Reading::start(&readers);
-            let page = readers.list_page(&sql, &binds);
+            let page = read(&readers);
             drop(reading);
             drop(slot);
             page
@@ -177,12 +228,57 @@ impl Readers {
         })
     }
 
-    /// See [`super::Store::next_forward_time`].
-    pub(super) fn next_forward_time(&self) -> Result<Option<i64>, StoreError> {
+    /// See [`crate::store::Store::next_forward_time`].
+    pub(in crate::store) fn next_forward_time(&self) -> Result<Option<i64>, StoreError> {
         self.with(|c| {
-            Ok(c.prepare_cached(super::NEXT_FORWARD_TIME)?
+            Ok(c.prepare_cached(NEXT_FORWARD_TIME)?
                 .query_row([], |r| r.get(0))?)
         })
+    }
+
+    /// The renewal statement stored with a request, if any.
+    pub(in crate::store) fn renewal(
+        &self,
+        name: &str,
+    ) -> Result<Option<SignedStatement>, StoreError> {
+        let bytes: Option<Vec<u8>> = self.with(|c| {
+            Ok(c.prepare_cached(RENEWAL_BY_NAME)?
+                .query_row(params![name], |r| r.get(0))
+                .optional()?)
+        })?;
+        decode_renewal(name, bytes)
+    }
+
+    /// The newest resource version handed out.
+    pub(in crate::store) fn latest_resource_version(&self) -> Result<i64, StoreError> {
+        self.with(|c| Ok(c.prepare_cached(LATEST_RV)?.query_row([], |r| r.get(0))?))
+    }
+
+    /// Pending requests of one requestor.
+    pub(in crate::store) fn count_pending(&self, username: &str) -> Result<i64, StoreError> {
+        self.with(|c| {
+            Ok(c.prepare_cached(COUNT_PENDING)?
+                .query_row(params![username], |r| r.get(0))?)
+        })
+    }
+
+    /// A trivial query, in the blocking pool, answered within `limit` (the
+    /// health check's probe).
+    pub(in crate::store) async fn ping(
+        self: &Arc<Self>,
+        limit: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let readers = Arc::clone(self);
+        let probe = tokio::task::spawn_blocking(move || {
+            readers.with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+        });
+        match tokio::time::timeout(limit, probe).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(StoreError::ReadFailed(e.to_string())),
+            Err(_) => Err(StoreError::ReadFailed(format!(
+                "no answer within {limit:?}"
+            ))),
+        }
     }
 }
 

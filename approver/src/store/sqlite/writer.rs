@@ -3,32 +3,32 @@
 //!
 //! Why a thread of its own: through sqlx every statement is a hand-off to
 //! sqlx's worker thread and back (two thread wake-ups); a batch of a few
-//! hundred operations made thousands of them per second, and on a 2-core
-//! machine the context switches cost more CPU than SQLite itself
-//! (docs/BENCHMARKS.md, "Second pass"). Here a batch is one hand-off in (the
-//! queue) and one answer per caller out, after the commit.
+//! hundred operations makes thousands of them per second, and on a 2-core
+//! machine the context switches cost more CPU than SQLite itself. Here a
+//! batch is one hand-off in (the queue) and one answer per caller out,
+//! after the commit.
 //!
 //! Semantics are the store's (see the parent module): one transaction per
 //! batch, each operation but an update in its own SAVEPOINT (an update
 //! writes last, and a failed write of it fails the batch), resource
 //! versions handed out in queue order, `synchronous = FULL`, and no answer
 //! before the commit. A batch that drained the queue under load waits 2 ms
-//! once for more. Reads run beside this connection (WAL): lists on sqlx's
-//! pool, point reads inline (`sqlite_reader`).
+//! once for more. Reads run beside this connection (WAL), on the reader
+//! connections (`reader`).
 //!
 //! WAL checkpoints run beside the writer, on a connection and thread of
 //! their own ("store-checkpoint"), not inside a commit: SQLite's automatic
-//! checkpoint made the commit that crossed 1,000 WAL pages copy them to the
-//! database file and fsync it while every queued write waited (3–4 %
-//! of the machine idle in the pipeline benchmark: docs/BENCHMARKS.md,
-//! "Eighth pass"). A passive checkpoint waits for nobody; durability is
+//! checkpoint makes the commit that crosses 1,000 WAL pages copy them to
+//! the database file and fsync it while every queued write waits (3–4 % of
+//! the machine idle in the pipeline benchmark). A passive checkpoint waits
+//! for nobody; durability is
 //! unchanged, since a commit is durable once its WAL frames are fsynced.
 //!
 //! This module must never answer a write before its transaction committed,
 //! and never decide policy (update functions and guards come from callers).
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use certsign_proto::v1::CertificateSigningRequest;
@@ -36,26 +36,32 @@ use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::mpsc;
 
-use super::{
-    Answer, Counts, CreateGuard, Exec, ForwardItem, MAX_BATCH, Op, SQLITE_OBJECT_BY_NAME,
-    SQLITE_PRAGMAS, StoreError, UpdateFn, apply_update, count_token_use, decode_renewal,
-    decode_stored, name_of, object_of_row, outcome, prune_events, set_rv, settle, token_counted,
-    unix_now, update_outcome,
-};
-use crate::cleaner::expiry_column;
+use super::conn;
 use crate::decision::{condition_column, state_of};
+use crate::expiry::expiry_column;
+use crate::store::batch::{
+    Answer, Counts, Exec, MAX_BATCH, Op, UpdateFn, apply_update, outcome, settle, update_outcome,
+};
+use crate::store::schema::{
+    OBJECT_AND_RV_BY_NAME, OBJECT_BY_NAME, count_token_use, object_of_row, prune_events,
+};
+use crate::store::types::{
+    CreateGuard, ForwardItem, StoreError, decode_renewal, decode_stored, name_of, set_rv,
+    token_counted, unix_now,
+};
 
-/// Opens the writer's connection (the schema is already migrated) and
-/// starts its thread, which runs until every sender of `rx` is gone.
+/// Starts the writer's thread on `conn` (its schema already migrated),
+/// and the checkpointer's on a connection of its own to `path`; both run
+/// until every sender of `rx` is gone.
 pub(super) fn spawn(
+    conn: Connection,
     path: &Path,
     counts: Arc<Counts>,
     rx: mpsc::Receiver<Op>,
 ) -> Result<(), StoreError> {
-    let conn = open(path)?;
     // Commits never checkpoint; the checkpointer does (module header).
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-    let checkpoint_conn = open(path)?;
+    let checkpoint_conn = conn::open(path, false)?;
     // One pending tick is enough: the checkpointer reads the whole WAL.
     let (tick, ticks) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
@@ -110,21 +116,6 @@ fn checkpointer(conn: &Connection, ticks: &std::sync::mpsc::Receiver<()>) {
     }
 }
 
-fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    for pragma in SQLITE_PRAGMAS {
-        conn.execute_batch(pragma)?;
-    }
-    Ok(conn)
-}
-
-/// The file a `sqlite:` URL names, parsed the way sqlx parses it for the
-/// readers, so both open the same database.
-pub(super) fn path_of(url: &str) -> Result<PathBuf, StoreError> {
-    let opts: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
-    Ok(opts.get_filename().to_path_buf())
-}
-
 /// A batch that drained the queue with at least this many operations in
 /// hand shows concurrent writers: it waits [`COALESCE_WAIT`] once for more
 /// before committing. A lone write (no concurrency) commits at once.
@@ -132,7 +123,7 @@ const COALESCE_MIN: usize = 2;
 
 /// How long such a batch waits for more operations. Under load a bigger
 /// batch shares its index pages and its fsync among more writes (fewer WAL
-/// bytes per request: docs/BENCHMARKS.md, "Third pass"), for 2 ms of
+/// bytes per request), for 2 ms of
 /// latency on each write of the batch. Durability is unchanged: nothing is
 /// answered before the commit.
 const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
@@ -227,8 +218,7 @@ fn run_batch(
         // write, and a failed write fails the whole batch: it needs no
         // savepoint. That saves two statements per update and the copies
         // of every page it touches that a savepoint keeps for a rollback
-        // (store-writer CPU per certificate -3 %: docs/BENCHMARKS.md,
-        // "Third pass").
+        // (about 3 % of the store writer's CPU per certificate).
         let guarded = !matches!(op, Op::Update { .. });
         if guarded && let Err(e) = run(conn, "SAVEPOINT op") {
             answers.push(op.unrun());
@@ -413,7 +403,7 @@ fn update(
 ) -> Result<Result<(CertificateSigningRequest, bool), StoreError>, StoreError> {
     let decided = (|| {
         let bytes: Option<Option<Vec<u8>>> = conn
-            .prepare_cached(SQLITE_OBJECT_BY_NAME)?
+            .prepare_cached(OBJECT_BY_NAME)?
             .query_row(params![name], |r| r.get(0))
             .optional()?;
         let Some(bytes) = bytes else {
@@ -454,11 +444,7 @@ fn delete(
     expected_rv: Option<i64>,
 ) -> Result<Option<CertificateSigningRequest>, StoreError> {
     let row: Option<(Option<Vec<u8>>, i64)> = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            object_of_row!(),
-            ", resource_version FROM csrs WHERE name = ?1"
-        ))?
+        .prepare_cached(OBJECT_AND_RV_BY_NAME)?
         .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((bytes, current_rv)) = row else {

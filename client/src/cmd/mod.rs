@@ -1,0 +1,58 @@
+//! The commands, one module each: every command validates its input
+//! completely before connecting, then makes its calls and prints kubectl's
+//! lines.
+//!
+//! Commands never leave partial files: every file goes through
+//! [`crate::files`]. Exit codes other than 1 are raised as [`crate::output::Failure`].
+//! This module only dispatches; what several commands share is in `common`,
+//! which imports no command module.
+
+mod apply;
+mod common;
+mod completion;
+mod create;
+mod decide;
+mod delete;
+mod describe;
+mod get;
+mod renew;
+mod wait;
+
+use anyhow::Result;
+use certsign_proto::v1 as pb;
+
+use crate::cli::{self, CertificateCommand, Command};
+use crate::config::Overrides;
+
+pub use renew::{Renewal, Threshold, build_renewal};
+pub use wait::{EXIT_DENIED, EXIT_FAILED, EXIT_TIMEOUT};
+
+/// Runs a parsed command line.
+pub async fn run(cli: cli::Cli) -> Result<()> {
+    let g = cli.global;
+    let overrides = Overrides {
+        config: g.config,
+        server: g.server,
+        ca: g.ca,
+        cert: g.cert,
+        key: g.key,
+        token: g.token,
+    };
+    let settings = || overrides.resolve(|k| std::env::var_os(k));
+    match cli.command {
+        Command::Get(a) => get::get(settings()?, a).await,
+        Command::Describe(a) => describe::describe(settings()?, a).await,
+        Command::Apply(a) => apply::apply(settings, a).await,
+        Command::Create(a) => create::create(settings, a).await,
+        Command::Certificate(CertificateCommand::Approve(a)) => {
+            decide::decide(settings()?, a, pb::Decision::Approve).await
+        }
+        Command::Certificate(CertificateCommand::Deny(a)) => {
+            decide::decide(settings()?, a, pb::Decision::Deny).await
+        }
+        Command::Certificate(CertificateCommand::Wait(a)) => wait::wait(settings()?, a).await,
+        Command::Renew(a) => renew::renew(settings()?, a).await,
+        Command::Delete(a) => delete::delete(settings()?, a).await,
+        Command::Completion(a) => completion::completion(a),
+    }
+}
