@@ -22,6 +22,27 @@ fn list_req(condition: &str) -> ListCertificateSigningRequestsRequest {
     }
 }
 
+/// A denial of `name` without a statement (what kubectl sends).
+fn plain_denial(name: &str) -> DenyCertificateSigningRequestRequest {
+    DenyCertificateSigningRequestRequest {
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+/// The names `c` lists with `condition` ("" for all).
+async fn listed(
+    c: &mut certsign_proto::v1::approver_client::ApproverClient<tonic::transport::Channel>,
+    condition: &str,
+) -> Vec<String> {
+    let list = c
+        .list_certificate_signing_requests(list_req(condition))
+        .await
+        .unwrap()
+        .into_inner();
+    names(&list.items)
+}
+
 fn names(items: &[certsign_proto::v1::CertificateSigningRequest]) -> Vec<String> {
     items
         .iter()
@@ -79,18 +100,11 @@ async fn create_list_approve_issue_and_visibility() {
     assert!(created.status.as_ref().unwrap().certificate.is_empty());
 
     // The admin's list shows it Pending; others don't see it at all.
-    let pending = adm
-        .list_certificate_signing_requests(list_req("Pending"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(names(&pending.items), vec!["alice-1"]);
-    let bobs = b
-        .list_certificate_signing_requests(list_req(""))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(bobs.items.is_empty(), "bob sees alice's request");
+    assert_eq!(listed(&mut adm, "Pending").await, vec!["alice-1"]);
+    assert!(
+        listed(&mut b, "").await.is_empty(),
+        "bob sees alice's request"
+    );
     let bobs = b
         .list_certificate_signing_requests(ListCertificateSigningRequestsRequest {
             username: "alice".into(),
@@ -159,12 +173,7 @@ async fn create_list_approve_issue_and_visibility() {
     let cert = done.status.as_ref().unwrap().certificate.clone();
     assert!(!cert.is_empty(), "{done:?}");
     openssl_verify(&stack.pki, leaf_pem(&cert).as_bytes());
-    let issued = adm
-        .list_certificate_signing_requests(list_req("Issued"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(names(&issued.items), vec!["alice-1"]);
+    assert_eq!(listed(&mut adm, "Issued").await, vec!["alice-1"]);
 
     // Approving again changes nothing.
     let again = approve(&mut adm, &admin, &created).await.unwrap();
@@ -182,15 +191,8 @@ async fn create_list_approve_issue_and_visibility() {
     );
 
     // Duplicate name.
-    let (pem2, _) = make_csr("alice", &[], &[]);
     let e = a
-        .create_certificate_signing_request(new_csr(
-            "alice-1",
-            &pem2,
-            APISERVER_CLIENT,
-            &["client auth"],
-            None,
-        ))
+        .create_certificate_signing_request(client_csr("alice-1", "alice"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
@@ -214,23 +216,9 @@ async fn create_list_approve_issue_and_visibility() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deny_and_conflicting_decisions() {
     let stack = Stack::start();
-    let admin = stack.pki.admin();
-    let alice = stack.pki.user("alice", &[]);
-    let mut a = stack.client(&alice).await;
-    let mut adm = stack.client(&admin).await;
+    let (admin, mut adm, _alice, mut a) = stack.admin_and_user("alice").await;
 
-    let (pem, _) = make_csr("alice", &[], &[]);
-    let r1 = a
-        .create_certificate_signing_request(new_csr(
-            "r1",
-            &pem,
-            APISERVER_CLIENT,
-            &["client auth"],
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let r1 = create(&mut a, client_csr("r1", "alice")).await;
     let denied = adm
         .deny_certificate_signing_request(DenyCertificateSigningRequestRequest {
             name: "r1".into(),
@@ -265,24 +253,10 @@ async fn deny_and_conflicting_decisions() {
     );
 
     // The reverse.
-    let (pem, _) = make_csr("alice", &[], &[]);
-    let r2 = a
-        .create_certificate_signing_request(new_csr(
-            "r2",
-            &pem,
-            APISERVER_CLIENT,
-            &["client auth"],
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let r2 = create(&mut a, client_csr("r2", "alice")).await;
     approve(&mut adm, &admin, &r2).await.unwrap();
     let e = adm
-        .deny_certificate_signing_request(DenyCertificateSigningRequestRequest {
-            name: "r2".into(),
-            ..Default::default()
-        })
+        .deny_certificate_signing_request(plain_denial("r2"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -292,31 +266,18 @@ async fn deny_and_conflicting_decisions() {
     );
 
     // A denial without a statement is accepted (default kubectl reason).
-    let (pem, _) = make_csr("alice", &[], &[]);
-    a.create_certificate_signing_request(new_csr(
-        "r3",
-        &pem,
-        APISERVER_CLIENT,
-        &["client auth"],
-        None,
-    ))
-    .await
-    .unwrap();
+    a.create_certificate_signing_request(client_csr("r3", "alice"))
+        .await
+        .unwrap();
     let d = adm
-        .deny_certificate_signing_request(DenyCertificateSigningRequestRequest {
-            name: "r3".into(),
-            ..Default::default()
-        })
+        .deny_certificate_signing_request(plain_denial("r3"))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(d.status.unwrap().conditions[0].reason, "KubectlDeny");
     // Users cannot deny.
     let e = a
-        .deny_certificate_signing_request(DenyCertificateSigningRequestRequest {
-            name: "r2".into(),
-            ..Default::default()
-        })
+        .deny_certificate_signing_request(plain_denial("r2"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -335,17 +296,17 @@ async fn two_of_n_approvals() {
     let mut a2 = stack.client(&admin2).await;
 
     let (pem, _) = make_csr("svc-1", &[], &["svc-1.example.internal"]);
-    let r = s
-        .create_certificate_signing_request(new_csr(
+    let r = create(
+        &mut s,
+        new_csr(
             "svc-1",
             &pem,
             IDENTITY,
             &["digital signature", "client auth"],
             Some(3600),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        ),
+    )
+    .await;
     let one = approve(&mut a1, &admin, &r).await.unwrap();
     assert!(
         condition_types(&one).is_empty(),
@@ -358,12 +319,7 @@ async fn two_of_n_approvals() {
     let again = approve(&mut a1, &admin, &r).await.unwrap();
     assert!(condition_types(&again).is_empty());
     assert_eq!(again.status.unwrap().decisions.len(), 1);
-    let listed = a1
-        .list_certificate_signing_requests(list_req("Pending"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(names(&listed.items), vec!["svc-1"]);
+    assert_eq!(listed(&mut a1, "Pending").await, vec!["svc-1"]);
 
     let two = approve(&mut a2, &admin2, &r).await.unwrap();
     assert_eq!(condition_types(&two), vec!["Approved"]);
@@ -392,17 +348,17 @@ async fn renewal_is_auto_approved() {
     let pem = csr_with_key(&key, "alice", &[], &[]);
     let user0 = stack.pki.user("alice", &[]);
     let mut a0 = stack.client(&user0).await;
-    let r = a0
-        .create_certificate_signing_request(new_csr(
+    let r = create(
+        &mut a0,
+        new_csr(
             "alice-v1",
             &pem,
             APISERVER_CLIENT,
             &["client auth"],
             Some(86400),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        ),
+    )
+    .await;
     approve(&mut adm, &admin, &r).await.unwrap();
     let done = wait_done(&mut a0, "alice-v1").await;
     let cert_pem = leaf_pem(&done.status.unwrap().certificate);
@@ -439,59 +395,82 @@ async fn renewal_is_auto_approved() {
     assert!(!cert.is_empty());
     openssl_verify(&stack.pki, leaf_pem(&cert).as_bytes());
 
-    // A proof signed by a certificate other than the caller's is refused.
-    let (pem3, _) = make_csr("alice", &[], &[]);
-    let mut req = new_csr("alice-v3", &pem3, APISERVER_CLIENT, &["client auth"], None);
-    req.renewal = Some(renewal(&user0, "alice-v3", &pem3, APISERVER_CLIENT));
-    let e = a.create_certificate_signing_request(req).await.unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    // A different subject is not a renewal.
-    let (pem4, _) = make_csr("alice2", &[], &[]);
-    let mut req = new_csr("alice-v4", &pem4, APISERVER_CLIENT, &["client auth"], None);
-    req.renewal = Some(renewal(&current, "alice-v4", &pem4, APISERVER_CLIENT));
-    let e = a.create_certificate_signing_request(req).await.unwrap_err();
-    assert!(e.message().contains("renewal"), "{e:?}");
-    // kubelet-serving does not allow renewal (init: allow_renewal = false).
-    let (pem5, _) = make_csr("alice", &[], &[]);
-    let mut req = new_csr(
-        "alice-v5",
-        &pem5,
-        "kubernetes.io/kubelet-serving",
-        &["digital signature", "server auth"],
-        None,
+    // Renewal proofs that are not a renewal of the caller's certificate: the
+    // request name, the CSR's CN, signer name, usages, who signs the proof,
+    // and the refusal (its code and what its message says, where judged).
+    type Refusal<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+        &'a User,
+        Option<Code>,
+        Option<&'a str>,
     );
-    req.renewal = Some(renewal(
-        &current,
-        "alice-v5",
-        &pem5,
-        "kubernetes.io/kubelet-serving",
-    ));
-    let e = a.create_certificate_signing_request(req).await.unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
-    assert!(e.message().contains("does not allow renewal"), "{e:?}");
+    let refusals: [Refusal<'_>; 3] = [
+        // A proof signed by a certificate other than the caller's is refused.
+        (
+            "alice-v3",
+            "alice",
+            APISERVER_CLIENT,
+            &["client auth"],
+            &user0,
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        // A different subject is not a renewal.
+        (
+            "alice-v4",
+            "alice2",
+            APISERVER_CLIENT,
+            &["client auth"],
+            &current,
+            None,
+            Some("renewal"),
+        ),
+        // kubelet-serving does not allow renewal (init: allow_renewal = false).
+        (
+            "alice-v5",
+            "alice",
+            "kubernetes.io/kubelet-serving",
+            &["digital signature", "server auth"],
+            &current,
+            Some(Code::PermissionDenied),
+            Some("does not allow renewal"),
+        ),
+    ];
+    for (name, cn, signer, usages, holder, code, says) in refusals {
+        let (pem, _) = make_csr(cn, &[], &[]);
+        let mut req = new_csr(name, &pem, signer, usages, None);
+        req.renewal = Some(renewal(holder, name, &pem, signer));
+        let e = a.create_certificate_signing_request(req).await.unwrap_err();
+        if let Some(code) = code {
+            assert_eq!(e.code(), code, "{name}: {e:?}");
+        }
+        if let Some(says) = says {
+            assert!(e.message().contains(says), "{name}: {e:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signer_refusal_fails_the_request() {
     let stack = Stack::start();
-    let admin = stack.pki.admin();
-    let alice = stack.pki.user("alice", &[]);
-    let mut a = stack.client(&alice).await;
-    let mut adm = stack.client(&admin).await;
+    let (admin, mut adm, _alice, mut a) = stack.admin_and_user("alice").await;
     // Accepted at create (Kubernetes does too); the signer's policy refuses
     // server auth for kube-apiserver-client.
     let (pem, _) = make_csr("alice", &[], &[]);
-    let r = a
-        .create_certificate_signing_request(new_csr(
+    let r = create(
+        &mut a,
+        new_csr(
             "bad-usage",
             &pem,
             APISERVER_CLIENT,
             &["client auth", "server auth"],
             None,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        ),
+    )
+    .await;
     approve(&mut adm, &admin, &r).await.unwrap();
     let done = wait_done(&mut a, "bad-usage").await;
     let st = done.status.unwrap();
@@ -504,10 +483,7 @@ async fn signer_refusal_fails_the_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn list_pages_and_watch_events() {
     let stack = Stack::start();
-    let admin = stack.pki.admin();
-    let alice = stack.pki.user("alice", &[]);
-    let mut a = stack.client(&alice).await;
-    let mut adm = stack.client(&admin).await;
+    let (_admin, mut adm, _alice, mut a) = stack.admin_and_user("alice").await;
 
     let mut watch = a
         .watch_certificate_signing_requests(
@@ -622,15 +598,8 @@ async fn list_pages_and_watch_events() {
 async fn unauthenticated_callers_are_refused() {
     let stack = Stack::start();
     let mut anon = client(&stack.pki, &stack.approver.addr, None).await;
-    let (pem, _) = make_csr("x", &[], &[]);
     let e = anon
-        .create_certificate_signing_request(new_csr(
-            "x",
-            &pem,
-            APISERVER_CLIENT,
-            &["client auth"],
-            None,
-        ))
+        .create_certificate_signing_request(client_csr("x", "x"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
@@ -662,18 +631,7 @@ async fn the_requestor_never_approves_its_own_request() {
     let stack = Stack::start();
     let admin = stack.pki.admin();
     let mut adm = stack.client(&admin).await;
-    let (pem, _) = make_csr("admin-made", &[], &[]);
-    let r = adm
-        .create_certificate_signing_request(new_csr(
-            "own",
-            &pem,
-            APISERVER_CLIENT,
-            &["client auth"],
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = create(&mut adm, client_csr("own", "admin-made")).await;
     let e = approve(&mut adm, &admin, &r).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert_eq!(
@@ -725,11 +683,7 @@ async fn auto_approve_rules_for_approver_mode_signer_names() {
     let usages = ["digital signature", "client auth"];
 
     let (pem, _) = make_csr("system:node:n1", &["system:nodes"], &[]);
-    let r = n
-        .create_certificate_signing_request(new_csr("n1", &pem, KUBELET_CLIENT, &usages, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = create(&mut n, new_csr("n1", &pem, KUBELET_CLIENT, &usages, None)).await;
     let c = &r.status.as_ref().unwrap().conditions;
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].r#type, "Approved");
@@ -745,11 +699,7 @@ async fn auto_approve_rules_for_approver_mode_signer_names() {
 
     // The CN is not the requestor: the rule does not apply; it waits.
     let (pem, _) = make_csr("system:node:n2", &["system:nodes"], &[]);
-    let r = n
-        .create_certificate_signing_request(new_csr("n2", &pem, KUBELET_CLIENT, &usages, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = create(&mut n, new_csr("n2", &pem, KUBELET_CLIENT, &usages, None)).await;
     assert!(condition_types(&r).is_empty());
     // Not in the group: no auto-approval either.
     let other = pki.user("system:node:n3", &["other"]);

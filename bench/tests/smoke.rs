@@ -12,19 +12,11 @@
 
 use std::process::Command;
 
+use certsign_tests::run_ok;
+
 /// Runs `certsign-bench args...`; its stdout, or a panic with both streams.
 fn bench(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_certsign-bench"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "certsign-bench {args:?} failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    run_ok(Command::new(env!("CARGO_BIN_EXE_certsign-bench")).args(args))
 }
 
 /// The number right after `key` in `line` (e.g. `ok 123`).

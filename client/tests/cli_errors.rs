@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Output;
 
@@ -37,8 +36,7 @@ fn one_line_error(out: &Output, want: &str) {
 }
 
 fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    certsign_tests::free_port()
 }
 
 fn make_ca(dir: &Path) {
@@ -71,59 +69,78 @@ fn manifest(dir: &Path, name: &str, body: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// Runs `cmd` and checks it failed with one error line containing every
+/// `want`; returns its output.
+fn fails_with(cmd: &mut Command, wants: &[&str]) -> Output {
+    let out = cmd.output().unwrap();
+    for want in wants {
+        one_line_error(&out, want);
+    }
+    out
+}
+
+/// The names of the files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
+}
+
+/// One `certctl apply -f FILE` that must fail: the file's name, its body
+/// (None: the file does not exist) and every error the one line names.
+type ApplyRow<'a> = (&'a str, Option<&'a str>, &'a [&'a str]);
+
+/// Runs each row in a fresh home.
+fn apply_fails(rows: &[ApplyRow<'_>]) {
+    for (name, body, wants) in rows {
+        let t = tempfile::tempdir().unwrap();
+        let f = match body {
+            Some(body) => manifest(t.path(), name, body),
+            None => name.to_string(),
+        };
+        fails_with(certctl(t.path()).args(["apply", "-f", &f]), wants);
+    }
+}
+
 #[test]
 fn apply_missing_file() {
-    let t = tempfile::tempdir().unwrap();
-    let out = certctl(t.path())
-        .args(["apply", "-f", "nope.yaml"])
-        .output()
-        .unwrap();
-    one_line_error(&out, "the path \"nope.yaml\" does not exist");
+    apply_fails(&[(
+        "nope.yaml",
+        None,
+        &["the path \"nope.yaml\" does not exist"],
+    )]);
 }
 
 #[test]
 fn apply_bad_yaml() {
-    let t = tempfile::tempdir().unwrap();
-    let f = manifest(t.path(), "bad.yaml", "apiVersion: [unclosed\nkind: x\n");
-    let out = certctl(t.path())
-        .args(["apply", "-f", &f])
-        .output()
-        .unwrap();
-    one_line_error(&out, "invalid YAML");
+    apply_fails(&[(
+        "bad.yaml",
+        Some("apiVersion: [unclosed\nkind: x\n"),
+        &["invalid YAML"],
+    )]);
 }
 
 #[test]
 fn apply_bad_json() {
-    let t = tempfile::tempdir().unwrap();
-    let f = manifest(t.path(), "bad.json", "{\"apiVersion\": ");
-    let out = certctl(t.path())
-        .args(["apply", "-f", &f])
-        .output()
-        .unwrap();
-    one_line_error(&out, "invalid JSON");
+    apply_fails(&[("bad.json", Some("{\"apiVersion\": "), &["invalid JSON"])]);
 }
 
 #[test]
 fn apply_reports_wrong_kind_api_version_and_bad_base64_together() {
-    let t = tempfile::tempdir().unwrap();
-    let f = manifest(
-        t.path(),
+    apply_fails(&[(
         "m.yaml",
-        "apiVersion: certificates.k8s.io/v1beta1\nkind: ConfigMap\nmetadata:\n  name: x\nspec:\n  request: '%%%'\n  signerName: example.com/x\n  usages: [client auth]\n",
-    );
-    let out = certctl(t.path())
-        .args(["apply", "-f", &f])
-        .output()
-        .unwrap();
-    one_line_error(
-        &out,
-        "apiVersion: Unsupported value: \"certificates.k8s.io/v1beta1\"",
-    );
-    one_line_error(&out, "kind: Unsupported value: \"ConfigMap\"");
-    one_line_error(
-        &out,
-        "spec.request: Invalid value: \"%%%\": illegal base64 data",
-    );
+        Some(
+            "apiVersion: certificates.k8s.io/v1beta1\nkind: ConfigMap\nmetadata:\n  name: x\nspec:\n  request: '%%%'\n  signerName: example.com/x\n  usages: [client auth]\n",
+        ),
+        &[
+            "apiVersion: Unsupported value: \"certificates.k8s.io/v1beta1\"",
+            "kind: Unsupported value: \"ConfigMap\"",
+            "spec.request: Invalid value: \"%%%\": illegal base64 data",
+        ],
+    )]);
 }
 
 #[test]
@@ -136,17 +153,16 @@ fn apply_from_stdin_rejects_a_non_csr_pem() {
     let doc = format!(
         "{{\"apiVersion\":\"certificates.k8s.io/v1\",\"kind\":\"CertificateSigningRequest\",\"metadata\":{{\"name\":\"x\"}},\"spec\":{{\"request\":\"{ca_b64}\",\"usages\":[]}}}}"
     );
-    let out = certctl(t.path())
-        .args(["apply", "-f", "-"])
-        .write_stdin(doc)
-        .output()
-        .unwrap();
-    one_line_error(
-        &out,
-        "spec.request: Invalid value: PEM block type must be CERTIFICATE REQUEST",
+    fails_with(
+        certctl(t.path())
+            .args(["apply", "-f", "-"])
+            .write_stdin(doc),
+        &[
+            "spec.request: Invalid value: PEM block type must be CERTIFICATE REQUEST",
+            "spec.signerName: Required value",
+            "spec.usages: Required value",
+        ],
     );
-    one_line_error(&out, "spec.signerName: Required value");
-    one_line_error(&out, "spec.usages: Required value");
 }
 
 #[test]
@@ -155,13 +171,11 @@ fn server_down_is_one_readable_line() {
     make_ca(t.path());
     let port = closed_port();
     let server = format!("https://127.0.0.1:{port}");
-    let out = certctl(t.path())
-        .args(["--server", &server, "--ca", "ca.crt", "get", "csr"])
-        .output()
-        .unwrap();
-    one_line_error(
-        &out,
-        &format!("cannot reach approver at {server}: connection refused"),
+    fails_with(
+        certctl(t.path()).args(["--server", &server, "--ca", "ca.crt", "get", "csr"]),
+        &[&format!(
+            "cannot reach approver at {server}: connection refused"
+        )],
     );
 }
 
@@ -171,40 +185,22 @@ fn unreadable_or_bad_key() {
     make_ca(t.path());
     make_client(t.path(), 30);
     let server = format!("https://127.0.0.1:{}", closed_port());
-    let out = certctl(t.path())
-        .args([
-            "--server",
-            &server,
-            "--ca",
-            "ca.crt",
-            "--cert",
-            "me.crt",
-            "--key",
-            "missing.key",
-        ])
-        .args(["certificate", "approve", "x"])
-        .output()
-        .unwrap();
-    one_line_error(
-        &out,
-        "cannot read key missing.key: No such file or directory",
-    );
     std::fs::write(t.path().join("garbage.key"), "not a key\n").unwrap();
-    let out = certctl(t.path())
-        .args([
-            "--server",
-            &server,
-            "--ca",
-            "ca.crt",
-            "--cert",
-            "me.crt",
-            "--key",
-            "garbage.key",
-        ])
-        .args(["certificate", "approve", "x"])
-        .output()
-        .unwrap();
-    one_line_error(&out, "cannot read key garbage.key");
+    for (key, want) in [
+        (
+            "missing.key",
+            "cannot read key missing.key: No such file or directory",
+        ),
+        ("garbage.key", "cannot read key garbage.key"),
+    ] {
+        fails_with(
+            certctl(t.path())
+                .args(["--server", &server, "--ca", "ca.crt"])
+                .args(["--cert", "me.crt", "--key", key])
+                .args(["certificate", "approve", "x"]),
+            &[want],
+        );
+    }
 }
 
 #[test]
@@ -216,21 +212,19 @@ fn config_errors_name_the_key() {
         "server = \"https://127.0.0.1:1\"\nca = \"ca.crt\"\ncertificate = \"x\"\n",
     )
     .unwrap();
-    let out = certctl(t.path())
-        .arg("--config")
-        .arg(&cfg)
-        .args(["get", "csr"])
-        .output()
-        .unwrap();
-    one_line_error(&out, "certificate");
-    let out = certctl(t.path())
-        .env("CERTCTL_CONFIG", t.path().join("none.toml"))
-        .args(["get", "csr"])
-        .output()
-        .unwrap();
-    one_line_error(&out, "cannot read config");
-    let out = certctl(t.path()).args(["get", "csr"]).output().unwrap();
-    one_line_error(&out, "no server configured");
+    let none = t.path().join("none.toml");
+    let rows: [(&[&std::ffi::OsStr], Option<&Path>, &str); 3] = [
+        (&["--config".as_ref(), cfg.as_os_str()], None, "certificate"),
+        (&[], Some(&none), "cannot read config"),
+        (&[], None, "no server configured"),
+    ];
+    for (flags, config_env, want) in rows {
+        let mut c = certctl(t.path());
+        if let Some(path) = config_env {
+            c.env("CERTCTL_CONFIG", path);
+        }
+        fails_with(c.args(flags).args(["get", "csr"]), &[want]);
+    }
 }
 
 #[test]
@@ -245,10 +239,11 @@ fn user_config_dir_is_used() {
         format!("server = \"https://127.0.0.1:{port}\"\nca = \"../../ca.crt\"\n"),
     )
     .unwrap();
-    let out = certctl(t.path()).args(["get", "csr"]).output().unwrap();
-    one_line_error(
-        &out,
-        &format!("cannot reach approver at https://127.0.0.1:{port}"),
+    fails_with(
+        certctl(t.path()).args(["get", "csr"]),
+        &[&format!(
+            "cannot reach approver at https://127.0.0.1:{port}"
+        )],
     );
 }
 
@@ -257,34 +252,16 @@ fn create_csr_leaves_no_files_when_the_server_is_down() {
     let t = tempfile::tempdir().unwrap();
     make_ca(t.path());
     let server = format!("https://127.0.0.1:{}", closed_port());
-    let out = certctl(t.path())
-        .args([
-            "--server",
-            &server,
-            "--ca",
-            "ca.crt",
-            "create",
-            "csr",
-            "alice",
-            "--subject",
-            "/CN=alice/O=dev",
-        ])
-        .args([
-            "--dns",
-            "alice.example",
-            "--key-out",
-            "alice.key",
-            "--expiration",
-            "24h",
-        ])
-        .output()
-        .unwrap();
-    one_line_error(&out, "cannot reach approver");
-    let mut names: Vec<_> = std::fs::read_dir(t.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
+    fails_with(
+        certctl(t.path())
+            .args([
+                "--server", &server, "--ca", "ca.crt", "create", "csr", "alice",
+            ])
+            .args(["--subject", "/CN=alice/O=dev", "--dns", "alice.example"])
+            .args(["--key-out", "alice.key", "--expiration", "24h"]),
+        &["cannot reach approver"],
+    );
+    let names = files_in(t.path());
     assert_eq!(names, ["ca.crt"], "files left behind");
 }
 
@@ -297,12 +274,12 @@ fn create_csr_refuses_to_overwrite_a_key_and_bad_flags() {
     let base = [
         "--server", &server, "--ca", "ca.crt", "create", "csr", "alice",
     ];
-    let out = certctl(t.path())
-        .args(base)
-        .args(["--subject", "/CN=alice", "--key-out", "alice.key"])
-        .output()
-        .unwrap();
-    one_line_error(&out, "alice.key already exists (use --force to overwrite)");
+    fails_with(
+        certctl(t.path())
+            .args(base)
+            .args(["--subject", "/CN=alice", "--key-out", "alice.key"]),
+        &["alice.key already exists (use --force to overwrite)"],
+    );
     assert_eq!(
         std::fs::read(t.path().join("alice.key")).unwrap(),
         b"precious"
@@ -322,13 +299,13 @@ fn create_csr_refuses_to_overwrite_a_key_and_bad_flags() {
             "less than 600 seconds",
         ),
     ] {
-        let out = certctl(t.path())
-            .args(base)
-            .args(flags)
-            .args(["--key-out", "new.key"])
-            .output()
-            .unwrap();
-        one_line_error(&out, want);
+        fails_with(
+            certctl(t.path())
+                .args(base)
+                .args(flags)
+                .args(["--key-out", "new.key"]),
+            &[want],
+        );
     }
     assert!(!t.path().join("new.key").exists());
 }
@@ -359,43 +336,33 @@ fn renew_does_nothing_while_the_certificate_is_young() {
         assert!(stdout.contains("not due for renewal"), "{stdout}");
     }
     // Due: it tries the approver, fails, and changes nothing.
-    let out = certctl(t.path())
-        .args(base)
-        .args(["--if-expires-within", "100%"])
-        .output()
-        .unwrap();
-    one_line_error(&out, "cannot reach approver");
+    fails_with(
+        certctl(t.path())
+            .args(base)
+            .args(["--if-expires-within", "100%"]),
+        &["cannot reach approver"],
+    );
     assert_eq!(std::fs::read(t.path().join("me.crt")).unwrap(), before);
-    let mut names: Vec<_> = std::fs::read_dir(t.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
+    let names = files_in(t.path());
     assert_eq!(names, ["ca.crt", "me.crt", "me.key"]);
-    let out = certctl(t.path())
-        .args(base)
-        .args(["--if-expires-within", "soon"])
-        .output()
-        .unwrap();
-    one_line_error(&out, "invalid --if-expires-within");
+    fails_with(
+        certctl(t.path())
+            .args(base)
+            .args(["--if-expires-within", "soon"]),
+        &["invalid --if-expires-within"],
+    );
 }
 
 #[test]
 fn unknown_resource_type_and_completion() {
     let t = tempfile::tempdir().unwrap();
     make_ca(t.path());
-    let out = certctl(t.path())
-        .args([
-            "--server",
-            "https://127.0.0.1:1",
-            "--ca",
-            "ca.crt",
-            "get",
-            "pods",
-        ])
-        .output()
-        .unwrap();
-    one_line_error(&out, "the server doesn't have a resource type \"pods\"");
+    fails_with(
+        certctl(t.path())
+            .args(["--server", "https://127.0.0.1:1", "--ca", "ca.crt"])
+            .args(["get", "pods"]),
+        &["the server doesn't have a resource type \"pods\""],
+    );
     for shell in ["bash", "zsh", "fish"] {
         let out = certctl(t.path())
             .args(["completion", shell])
@@ -423,18 +390,17 @@ fn wait_help_documents_exit_codes() {
 #[test]
 fn usage_errors_are_one_line_with_exit_64() {
     let t = tempfile::tempdir().unwrap();
-    let out = certctl(t.path()).args(["create", "csr"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    one_line_error(
-        &out,
-        "required arguments were not provided: --subject <SUBJECT> --key-out <FILE> <NAME>",
-    );
-    let out = certctl(t.path())
-        .args(["get", "csr", "-o", "table"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    one_line_error(&out, "invalid value 'table'");
+    let rows: [(&[&str], &str); 2] = [
+        (
+            &["create", "csr"],
+            "required arguments were not provided: --subject <SUBJECT> --key-out <FILE> <NAME>",
+        ),
+        (&["get", "csr", "-o", "table"], "invalid value 'table'"),
+    ];
+    for (args, want) in rows {
+        let out = fails_with(certctl(t.path()).args(args), &[want]);
+        assert_eq!(out.status.code(), Some(64));
+    }
     let out = certctl(t.path()).arg("--version").output().unwrap();
     assert!(out.status.success());
 }

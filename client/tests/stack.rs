@@ -567,76 +567,34 @@ fn approve_deny_conflicts_and_wait_exit_codes() {
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
 
-/// A stack whose approver also accepts one bootstrap token for the kubelet
-/// client signer (the harness's `Stack` has no hook for that, so this starts
-/// the same processes with the extra approver setting).
-struct TokenStack {
-    dir: PathBuf,
-    approver_addr: String,
-    _signer: certsign_tests::Daemon,
-    _approver: certsign_tests::Daemon,
-    _tmp: tempfile::TempDir,
-}
-
 const TOKEN: &str = "abcdef.0123456789abcdef";
 
-fn token_stack() -> TokenStack {
-    use certsign_tests::{Daemon, bin, edit_toml};
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("ca");
-    run_ok(
-        StdCommand::new(bin("certsign-signer"))
-            .arg("init")
-            .arg("--dir")
-            .arg(&dir),
-    );
-    let signer_toml = dir.join("signer/signer.toml");
-    edit_toml(&signer_toml, |t| {
-        t.insert("listen".into(), "127.0.0.1:0".into());
-    });
-    let signer = Daemon::start(
-        &bin("certsign-signer"),
-        &["serve", "--config", signer_toml.to_str().unwrap()],
-        &dir.join("signer.log"),
-    );
-    let approver_toml = dir.join("approver/approver.toml");
+/// A stack whose approver also accepts one bootstrap token (`TOKEN`) for
+/// the kubelet client signer.
+fn token_stack() -> Stack {
     let secret_sha256 = hex::encode(ring::digest::digest(
         &ring::digest::SHA256,
         b"0123456789abcdef",
     ));
-    edit_toml(&approver_toml, |t| {
-        t.insert("listen".into(), "127.0.0.1:0".into());
-        let s = t.get_mut("signer").unwrap().as_table_mut().unwrap();
-        s.insert(
-            "endpoints".into(),
-            toml::Value::Array(vec![format!("https://{}", signer.addr).into()]),
-        );
-        let mut tok = toml::Table::new();
-        tok.insert("id".into(), "abcdef".into());
-        tok.insert("secret_sha256".into(), secret_sha256.into());
-        tok.insert("expires".into(), "2099-01-01T00:00:00Z".into());
-        tok.insert(
-            "signer_names".into(),
-            toml::Value::Array(vec!["kubernetes.io/kube-apiserver-client-kubelet".into()]),
-        );
-        tok.insert("max_uses".into(), 10.into());
-        t.insert(
-            "bootstrap_tokens".into(),
-            toml::Value::Array(vec![tok.into()]),
-        );
-    });
-    let approver = Daemon::start(
-        &bin("certsign-approver"),
-        &["serve", "--config", approver_toml.to_str().unwrap()],
-        &dir.join("approver.log"),
-    );
-    TokenStack {
-        dir,
-        approver_addr: approver.addr.clone(),
-        _signer: signer,
-        _approver: approver,
-        _tmp: tmp,
-    }
+    Stack::start_configured(
+        &[],
+        |_| {},
+        |t| {
+            let mut tok = toml::Table::new();
+            tok.insert("id".into(), "abcdef".into());
+            tok.insert("secret_sha256".into(), secret_sha256.into());
+            tok.insert("expires".into(), "2099-01-01T00:00:00Z".into());
+            tok.insert(
+                "signer_names".into(),
+                toml::Value::Array(vec!["kubernetes.io/kube-apiserver-client-kubelet".into()]),
+            );
+            tok.insert("max_uses".into(), 10.into());
+            t.insert(
+                "bootstrap_tokens".into(),
+                toml::Value::Array(vec![tok.into()]),
+            );
+        },
+    )
 }
 
 #[test]
@@ -650,7 +608,7 @@ fn bootstrap_token_creates_a_request_instead_of_a_certificate() {
             .env("XDG_CONFIG_HOME", stack.dir.join("no-xdg"))
             .env("CERTCTL_CONFIG", stack.dir.join("admin/certctl.toml"))
             .arg("--server")
-            .arg(format!("https://{}", stack.approver_addr));
+            .arg(format!("https://{}", stack.approver.addr));
         c
     };
     let key = stack.dir.join("node1.key");

@@ -7,9 +7,8 @@
 //! admin is issued and verified by openssl, and the audit log verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod deploy_common;
-
-use deploy_common::{add_bootstrap_token, bin, free_port, require_tool, run, run_ok, serve};
+use certsign_tests::pki::add_bootstrap_token;
+use certsign_tests::{bin, free_port, require_tool, run, run_ok, serve};
 use std::path::Path;
 use std::process::Command;
 

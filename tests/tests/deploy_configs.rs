@@ -6,9 +6,8 @@
 //! them, and the certctl-renew unit's command line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod deploy_common;
-
-use deploy_common::{add_bootstrap_token, bin, free_port, repo_root, require_tool, run_ok, serve};
+use certsign_tests::pki::add_bootstrap_token;
+use certsign_tests::{bin, free_port, repo_root, require_tool, run_ok, serve};
 use std::path::Path;
 use std::process::Command;
 

@@ -5,9 +5,7 @@
 //! every key `init` writes; deploy_configs.rs runs them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod deploy_common;
-
-use deploy_common::{bin, repo_root};
+use certsign_tests::{bin, repo_root};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -4,9 +4,7 @@
 //! Needs root and iproute2; fails loudly without them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod deploy_common;
-
-use deploy_common::{bin, repo_root, require_tool, run};
+use certsign_tests::{bin, repo_root, require_tool, run};
 use std::process::Command;
 
 #[test]

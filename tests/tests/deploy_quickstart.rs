@@ -5,9 +5,7 @@
 //! The release build shares this workspace's target dir.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod deploy_common;
-
-use deploy_common::{free_port, repo_root, require_tool, run, run_ok, target_dir};
+use certsign_tests::{free_port, repo_root, require_tool, run, run_ok, target_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -6,14 +6,11 @@
 //! call outside the filter would kill or break the daemon under systemd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod deploy_common;
-
-use deploy_common::{
-    KillOnDrop, add_bootstrap_token, bin, free_port, repo_root, require_tool, run_ok,
-};
+use certsign_tests::pki::add_bootstrap_token;
+use certsign_tests::{Daemon, Spawn, bin, free_port, repo_root, require_tool, run_ok};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Every syscall group `systemd-analyze syscall-filter` knows, expanded.
 fn syscall_groups() -> BTreeMap<String, BTreeSet<String>> {
@@ -123,7 +120,7 @@ fn traced(trace: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
 /// A daemon under `strace -f`; on drop the daemon (strace's child) gets
 /// SIGTERM so the trace covers shutdown too, then strace is reaped.
 struct Traced {
-    strace: KillOnDrop,
+    strace: Daemon,
 }
 
 impl Traced {
@@ -134,51 +131,28 @@ impl Traced {
         log: &Path,
         env: &[(String, String)],
     ) -> Traced {
-        let out = std::fs::File::create(log).unwrap();
-        let err = out.try_clone().unwrap();
         // As `nobody`, the way the units run them (non-root: libraries such
         // as SQLite skip root-only calls like fchown then, as in production).
-        let child = Command::new("strace")
+        let strace = Spawn::new("strace", log)
             .args(["-f", "-qq", "-u", "nobody", "-o"])
-            .arg(trace)
-            .arg("--")
-            .arg(binary)
+            .args([trace, Path::new("--"), binary])
             .args(["serve", "--config"])
-            .arg(config)
+            .args([config])
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start strace");
-        let t = Traced {
-            strace: KillOnDrop(child),
-        };
-        for _ in 0..600 {
-            if std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .contains("listening on")
-            {
-                return t;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!(
-            "{} under strace never listened:\n{}",
-            binary.display(),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
+            .combined_log()
+            .start();
+        Traced { strace }
     }
 
     /// Stop the traced daemon with SIGTERM and wait for the trace to end.
     fn stop(mut self) {
-        let pid = self.strace.0.id();
+        let pid = self.strace.pid();
         let children =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         for c in children.split_whitespace() {
             let _ = Command::new("kill").args(["-TERM", c]).status();
         }
-        let _ = self.strace.0.wait();
+        self.strace.wait();
     }
 }
 

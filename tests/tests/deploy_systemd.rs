@@ -4,9 +4,7 @@
 //! units run the binaries, users and paths the rest of deploy/ describes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod deploy_common;
-
-use deploy_common::{repo_root, require_tool, run};
+use certsign_tests::{repo_root, require_tool, run};
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -19,12 +19,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use certsign_evidence::{RENEWAL_CONTEXT, sign_statement};
 use certsign_proto::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition, Decision, DecisionRecord,
     RenewalStatement, SignRequest, SignedStatement,
 };
 use certsign_tests::Stack;
+use certsign_tests::evidence::{self, RENEWAL_CONTEXT};
 use certsign_tests::grpc::{
     self, CLIENT_SIGNER, Ident, MintSpec, approve_request, create_request, csr, sign,
     statement_for, ts, wait_final,
@@ -65,6 +65,11 @@ fn sign_req(csr: CertificateSigningRequest, approvals: Vec<SignedStatement>) -> 
     }
 }
 
+/// An edit of a request after it was approved.
+type Change = fn(&mut CertificateSigningRequest);
+
+/// One way to ask for a certificate nobody approved, and how the signer
+/// must refuse it.
 struct Attempt {
     what: &'static str,
     req: SignRequest,
@@ -72,6 +77,16 @@ struct Attempt {
     /// rule that caught it).
     codes: &'static [Code],
     rule: &'static str,
+}
+
+/// An attempt the signer must refuse as FailedPrecondition for `rule`.
+fn refused(what: &'static str, req: SignRequest, rule: &'static str) -> Attempt {
+    Attempt {
+        what,
+        req,
+        codes: &[Code::FailedPrecondition],
+        rule,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -113,21 +128,7 @@ async fn a_compromised_approver_obtains_no_certificate() {
             &rogue_ca,
             &rogue_key,
         );
-        let self_signed_admin = {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.distinguished_name = rcgen::DistinguishedName::new();
-            p.distinguished_name
-                .push(rcgen::DnType::CommonName, "admin");
-            p.distinguished_name
-                .push(rcgen::DnType::OrganizationName, "system:masters");
-            let c = p.self_signed(&key).unwrap();
-            Ident {
-                cert_pem: c.pem(),
-                cert_der: c.der().to_vec(),
-                key_pem: key.serialize_pem(),
-            }
-        };
+        let self_signed_admin = certsign_tests::pki::self_signed("admin", &["system:masters"]);
         let expired_admin = grpc::mint_with(
             &MintSpec {
                 not_before: time::Duration::days(-10),
@@ -155,289 +156,271 @@ async fn a_compromised_approver_obtains_no_certificate() {
             let (_, pem) = csr(cn, &[]);
             held(uid, &format!("{uid}-name"), &pem, signer_name, "mallory")
         };
+        let approved_by = |r: &CertificateSigningRequest, who: &Ident| {
+            sign(&statement_for(r, Decision::Approve), who)
+        };
 
         let mut attempts: Vec<Attempt> = Vec::new();
-        let pre = &[Code::FailedPrecondition];
 
         // Forged "approved" with no evidence at all.
-        attempts.push(Attempt {
-            what: "no approval statement (the approver's word alone)",
-            req: sign_req(fresh("m1", "uid-1", CLIENT_SIGNER), vec![]),
-            codes: pre,
-            rule: "quorum",
-        });
-        // Signed by the approver's own key (a CA-issued certificate, not an admin).
-        let r = fresh("m2", "uid-2", CLIENT_SIGNER);
-        let st = sign(&statement_for(&r, Decision::Approve), &approver);
-        attempts.push(Attempt {
-            what: "approval signed with the approver's own TLS key",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "approver group",
-        });
+        attempts.push(refused(
+            "no approval statement (the approver's word alone)",
+            sign_req(fresh("m1", "uid-1", CLIENT_SIGNER), vec![]),
+            "quorum",
+        ));
         // Replay an old approval for a new CSR under a new uid.
-        attempts.push(Attempt {
-            what: "replay an old approval for a new CSR and uid",
-            req: sign_req(fresh("m3", "uid-3", CLIENT_SIGNER), vec![appr_a.clone()]),
-            codes: pre,
-            rule: "bound field: statement request_uid",
-        });
+        attempts.push(refused(
+            "replay an old approval for a new CSR and uid",
+            sign_req(fresh("m3", "uid-3", CLIENT_SIGNER), vec![appr_a.clone()]),
+            "bound field: statement request_uid",
+        ));
         // Replay an old approval with the old uid's name but a new uid, same CSR.
         let mut r = req_a.clone();
         r.metadata.as_mut().unwrap().uid = "uid-4".into();
-        attempts.push(Attempt {
-            what: "replay an old approval and CSR under a new uid",
-            req: sign_req(r, vec![appr_a.clone()]),
-            codes: pre,
-            rule: "bound field: statement request_uid",
-        });
-        // Swap the CSR under a fresh, genuine approval.
+        attempts.push(refused(
+            "replay an old approval and CSR under a new uid",
+            sign_req(r, vec![appr_a.clone()]),
+            "bound field: statement request_uid",
+        ));
+        // A field of the request changed under a fresh, genuine approval.
         let r = fresh("m5", "uid-5", CLIENT_SIGNER);
-        let st = sign(&statement_for(&r, Decision::Approve), &admin);
-        let mut swapped = r.clone();
-        swapped.spec.as_mut().unwrap().request = csr("m5", &[]).1;
-        attempts.push(Attempt {
-            what: "swap the CSR under a genuine approval",
-            req: sign_req(swapped, vec![st.clone()]),
-            codes: pre,
-            rule: "bound field: statement csr_sha256",
-        });
-        // Widen usages under a genuine approval.
-        let mut widened = r.clone();
-        widened
-            .spec
-            .as_mut()
-            .unwrap()
-            .usages
-            .push("key encipherment".into());
-        attempts.push(Attempt {
-            what: "add a usage under a genuine approval",
-            req: sign_req(widened, vec![st.clone()]),
-            codes: pre,
-            rule: "bound field: statement usages",
-        });
-        // Longer lifetime under a genuine approval.
-        let mut longer = r.clone();
-        longer.spec.as_mut().unwrap().expiration_seconds = Some(86400 * 365);
-        attempts.push(Attempt {
-            what: "lengthen the duration under a genuine approval",
-            req: sign_req(longer, vec![st.clone()]),
-            codes: pre,
-            rule: "bound field: statement expiration_seconds",
-        });
-        // Another signer name under a genuine approval.
-        let mut other_signer = r.clone();
-        other_signer.spec.as_mut().unwrap().signer_name = IDENTITY_SIGNER.into();
-        attempts.push(Attempt {
-            what: "move a genuine approval to another signer name",
-            req: sign_req(other_signer, vec![st.clone()]),
-            codes: pre,
-            rule: "bound field: statement signer_name",
-        });
-        // Another requestor under a genuine approval.
-        let mut other_user = r.clone();
-        other_user.spec.as_mut().unwrap().username = "eve".into();
-        attempts.push(Attempt {
-            what: "change the requestor under a genuine approval",
-            req: sign_req(other_user, vec![st.clone()]),
-            codes: pre,
-            rule: "bound field: statement requestor",
-        });
-        // Rename the request under a genuine approval.
-        let mut renamed = r.clone();
-        renamed.metadata.as_mut().unwrap().name = "other-name".into();
-        attempts.push(Attempt {
-            what: "rename the request under a genuine approval",
-            req: sign_req(renamed, vec![st.clone()]),
-            codes: pre,
-            rule: "bound field: statement request_name",
-        });
+        let st = approved_by(&r, &admin);
+        let changes: [(&str, Change, &str); 6] = [
+            (
+                "swap the CSR under a genuine approval",
+                |r| r.spec.as_mut().unwrap().request = csr("m5", &[]).1,
+                "bound field: statement csr_sha256",
+            ),
+            (
+                "add a usage under a genuine approval",
+                |r| {
+                    r.spec
+                        .as_mut()
+                        .unwrap()
+                        .usages
+                        .push("key encipherment".into())
+                },
+                "bound field: statement usages",
+            ),
+            (
+                "lengthen the duration under a genuine approval",
+                |r| r.spec.as_mut().unwrap().expiration_seconds = Some(86400 * 365),
+                "bound field: statement expiration_seconds",
+            ),
+            (
+                "move a genuine approval to another signer name",
+                |r| r.spec.as_mut().unwrap().signer_name = IDENTITY_SIGNER.into(),
+                "bound field: statement signer_name",
+            ),
+            (
+                "change the requestor under a genuine approval",
+                |r| r.spec.as_mut().unwrap().username = "eve".into(),
+                "bound field: statement requestor",
+            ),
+            (
+                "rename the request under a genuine approval",
+                |r| r.metadata.as_mut().unwrap().name = "other-name".into(),
+                "bound field: statement request_name",
+            ),
+        ];
+        for (what, change, rule) in changes {
+            let mut changed = r.clone();
+            change(&mut changed);
+            attempts.push(refused(what, sign_req(changed, vec![st.clone()]), rule));
+        }
         // Reuse an issued uid for a new CSR, with a genuine fresh approval of it.
         let mut reuse = fresh("m6", "uid-a", CLIENT_SIGNER);
         reuse.metadata.as_mut().unwrap().name = "req-a".into();
-        let st_reuse = sign(&statement_for(&reuse, Decision::Approve), &admin);
+        let st_reuse = approved_by(&reuse, &admin);
         attempts.push(Attempt {
             what: "reuse an issued uid for another CSR (genuinely approved)",
             req: sign_req(reuse, vec![st_reuse]),
             codes: &[Code::AlreadyExists],
             rule: "already issued for another CSR",
         });
-        // Keys whose certificates the CA did not issue.
-        let r = fresh("m7", "uid-7", CLIENT_SIGNER);
-        let st = sign(&statement_for(&r, Decision::Approve), &rogue_admin);
-        attempts.push(Attempt {
-            what: "approval by a look-alike admin from another CA (same CA name)",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "evidence certificate",
-        });
-        let r = fresh("m8", "uid-8", CLIENT_SIGNER);
-        let mut st = sign(&statement_for(&r, Decision::Approve), &rogue_admin);
-        st.certificate_chain.push(grpc::pem_der(&rogue_ca));
-        attempts.push(Attempt {
-            what: "approval by a rogue admin with its rogue CA as intermediate",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "evidence certificate",
-        });
-        let r = fresh("m9", "uid-9", CLIENT_SIGNER);
-        let st = sign(&statement_for(&r, Decision::Approve), &self_signed_admin);
-        attempts.push(Attempt {
-            what: "approval by a self-signed system:masters certificate",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "evidence certificate",
-        });
-        let r = fresh("m10", "uid-10", CLIENT_SIGNER);
-        let st = sign(&statement_for(&r, Decision::Approve), &expired_admin);
-        attempts.push(Attempt {
-            what: "approval by an expired admin certificate",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "evidence certificate",
-        });
-        let r = fresh("m11", "uid-11", CLIENT_SIGNER);
-        let st = sign(&statement_for(&r, Decision::Approve), &future_admin);
-        attempts.push(Attempt {
-            what: "approval by a not-yet-valid admin certificate",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "evidence certificate",
-        });
-        let r = fresh("m12", "uid-12", CLIENT_SIGNER);
-        let st = sign(&statement_for(&r, Decision::Approve), &non_admin);
-        attempts.push(Attempt {
-            what: "approval by a non-admin certificate from the real CA",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "approver group",
-        });
-        // The requestor approving their own request (an admin requestor).
-        let r = fresh("m13", "uid-13", CLIENT_SIGNER);
-        let st = sign(&statement_for(&r, Decision::Approve), &requestor_admin);
-        attempts.push(Attempt {
-            what: "the requestor (an admin) approves their own request",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "separation of duties",
-        });
-        // One admin twice to fake a two-admin quorum.
+        // One approval each, by someone who is not an admin of this CA or
+        // may not approve this request, or whose statement was altered
+        // after signing.
+        let rogue_ca_der = grpc::pem_der(&rogue_ca);
+        let keep: &dyn Fn(&mut SignedStatement) = &|_| {};
+        let with_rogue_ca: &dyn Fn(&mut SignedStatement) =
+            &|st| st.certificate_chain.push(rogue_ca_der.clone());
+        let edited: &dyn Fn(&mut SignedStatement) = &|st| {
+            let mut edited =
+                certsign_proto::v1::ApprovalStatement::decode(st.statement.as_slice()).unwrap();
+            edited.requestor = "someone".into();
+            st.statement = edited.encode_to_vec();
+        };
+        let forged_signature: &dyn Fn(&mut SignedStatement) =
+            &|st| st.signature = vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01];
+        let no_chain: &dyn Fn(&mut SignedStatement) = &|st| st.certificate_chain.clear();
+        let one_approval = [
+            (
+                "m2",
+                &approver,
+                keep,
+                "approval signed with the approver's own TLS key",
+                "approver group",
+            ),
+            (
+                "m7",
+                &rogue_admin,
+                keep,
+                "approval by a look-alike admin from another CA (same CA name)",
+                "evidence certificate",
+            ),
+            (
+                "m8",
+                &rogue_admin,
+                with_rogue_ca,
+                "approval by a rogue admin with its rogue CA as intermediate",
+                "evidence certificate",
+            ),
+            (
+                "m9",
+                &self_signed_admin,
+                keep,
+                "approval by a self-signed system:masters certificate",
+                "evidence certificate",
+            ),
+            (
+                "m10",
+                &expired_admin,
+                keep,
+                "approval by an expired admin certificate",
+                "evidence certificate",
+            ),
+            (
+                "m11",
+                &future_admin,
+                keep,
+                "approval by a not-yet-valid admin certificate",
+                "evidence certificate",
+            ),
+            (
+                "m12",
+                &non_admin,
+                keep,
+                "approval by a non-admin certificate from the real CA",
+                "approver group",
+            ),
+            // The requestor approving their own request (an admin requestor).
+            (
+                "m13",
+                &requestor_admin,
+                keep,
+                "the requestor (an admin) approves their own request",
+                "separation of duties",
+            ),
+            (
+                "m20",
+                &admin,
+                edited,
+                "approval statement edited after signing",
+                "evidence signature",
+            ),
+            (
+                "m22",
+                &admin,
+                forged_signature,
+                "approval with a forged signature",
+                "evidence signature",
+            ),
+            (
+                "m23",
+                &admin,
+                no_chain,
+                "approval without a certificate chain",
+                "certificate_chain is empty",
+            ),
+        ];
+        for (cn, who, tamper, what, rule) in one_approval {
+            let uid = format!("uid-{}", &cn[1..]);
+            let r = fresh(cn, &uid, CLIENT_SIGNER);
+            let mut st = approved_by(&r, who);
+            tamper(&mut st);
+            attempts.push(refused(what, sign_req(r, vec![st]), rule));
+        }
+        // A 2-admin quorum faked: one admin twice, one admin name with two
+        // certificates, one statement duplicated.
         let r = fresh("m14", "uid-14", IDENTITY_SIGNER);
-        let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
         let mut st2 = statement_for(&r, Decision::Approve);
         st2.signed_at = Some(ts(-5));
-        let s2 = sign(&st2, &admin);
-        attempts.push(Attempt {
-            what: "one admin approves twice for a 2-admin quorum",
-            req: sign_req(r, vec![s1, s2]),
-            codes: pre,
-            rule: "quorum",
-        });
-        // The same admin name with two different keys and certificates.
+        let twice = vec![approved_by(&r, &admin), sign(&st2, &admin)];
+        attempts.push(refused(
+            "one admin approves twice for a 2-admin quorum",
+            sign_req(r, twice),
+            "quorum",
+        ));
         let r = fresh("m15", "uid-15", IDENTITY_SIGNER);
-        let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
-        let s2 = sign(&statement_for(&r, Decision::Approve), &admin_again);
-        attempts.push(Attempt {
-            what: "one admin name with two certificates for a 2-admin quorum",
-            req: sign_req(r, vec![s1, s2]),
-            codes: pre,
-            rule: "quorum",
-        });
-        // The same statement sent twice.
+        let two_certs = vec![approved_by(&r, &admin), approved_by(&r, &admin_again)];
+        attempts.push(refused(
+            "one admin name with two certificates for a 2-admin quorum",
+            sign_req(r, two_certs),
+            "quorum",
+        ));
         let r = fresh("m16", "uid-16", IDENTITY_SIGNER);
-        let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
-        attempts.push(Attempt {
-            what: "one approval statement duplicated for a 2-admin quorum",
-            req: sign_req(r, vec![s1.clone(), s1]),
-            codes: pre,
-            rule: "quorum",
-        });
+        let s1 = approved_by(&r, &admin);
+        attempts.push(refused(
+            "one approval statement duplicated for a 2-admin quorum",
+            sign_req(r, vec![s1.clone(), s1]),
+            "quorum",
+        ));
         // Stale and future-dated statements.
-        let r = fresh("m17", "uid-17", CLIENT_SIGNER);
-        let mut st = statement_for(&r, Decision::Approve);
-        st.signed_at = Some(ts(-2 * 86400));
-        attempts.push(Attempt {
-            what: "a genuine but stale approval (2 days old)",
-            req: sign_req(r, vec![sign(&st, &admin)]),
-            codes: pre,
-            rule: "freshness",
-        });
-        let r = fresh("m18", "uid-18", CLIENT_SIGNER);
-        let mut st = statement_for(&r, Decision::Approve);
-        st.signed_at = Some(ts(3600));
-        attempts.push(Attempt {
-            what: "an approval dated an hour in the future",
-            req: sign_req(r, vec![sign(&st, &admin)]),
-            codes: pre,
-            rule: "freshness",
-        });
+        for (cn, uid, signed_at, what) in [
+            (
+                "m17",
+                "uid-17",
+                -2 * 86400,
+                "a genuine but stale approval (2 days old)",
+            ),
+            (
+                "m18",
+                "uid-18",
+                3600,
+                "an approval dated an hour in the future",
+            ),
+        ] {
+            let r = fresh(cn, uid, CLIENT_SIGNER);
+            let mut st = statement_for(&r, Decision::Approve);
+            st.signed_at = Some(ts(signed_at));
+            attempts.push(refused(
+                what,
+                sign_req(r, vec![sign(&st, &admin)]),
+                "freshness",
+            ));
+        }
         // A denial presented as an approval.
         let r = fresh("m19", "uid-19", CLIENT_SIGNER);
         let st = sign(&statement_for(&r, Decision::Deny), &admin);
-        attempts.push(Attempt {
-            what: "an admin's signed denial presented as approval",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "decision",
-        });
-        // Statement bytes edited after signing.
-        let r = fresh("m20", "uid-20", CLIENT_SIGNER);
-        let mut st = sign(&statement_for(&r, Decision::Approve), &admin);
-        let mut edited =
-            certsign_proto::v1::ApprovalStatement::decode(st.statement.as_slice()).unwrap();
-        edited.requestor = "someone".into();
-        st.statement = edited.encode_to_vec();
-        attempts.push(Attempt {
-            what: "approval statement edited after signing",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "evidence signature",
-        });
+        attempts.push(refused(
+            "an admin's signed denial presented as approval",
+            sign_req(r, vec![st]),
+            "decision",
+        ));
         // A renewal signature presented as an approval (wrong context).
         let r = fresh("m21", "uid-21", CLIENT_SIGNER);
-        let st = sign_statement(
+        let st = evidence::sign_bytes(
             RENEWAL_CONTEXT,
             statement_for(&r, Decision::Approve).encode_to_vec(),
             &admin.key(),
             vec![admin.cert_der.clone()],
-        )
-        .unwrap();
-        attempts.push(Attempt {
-            what: "approval signed under the renewal context",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "evidence signature",
-        });
-        // Garbage signature and empty chain.
-        let r = fresh("m22", "uid-22", CLIENT_SIGNER);
-        let mut st = sign(&statement_for(&r, Decision::Approve), &admin);
-        st.signature = vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01];
-        attempts.push(Attempt {
-            what: "approval with a forged signature",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "evidence signature",
-        });
-        let r = fresh("m23", "uid-23", CLIENT_SIGNER);
-        let mut st = sign(&statement_for(&r, Decision::Approve), &admin);
-        st.certificate_chain.clear();
-        attempts.push(Attempt {
-            what: "approval without a certificate chain",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "certificate_chain is empty",
-        });
+        );
+        attempts.push(refused(
+            "approval signed under the renewal context",
+            sign_req(r, vec![st]),
+            "evidence signature",
+        ));
         // A genuinely approved CSR naming the signer's allowed client.
         let (_, pem) = csr("certsign-approver", &[]);
         let r = held("uid-24", "uid-24-name", &pem, IDENTITY_SIGNER, "mallory");
         let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
         let s2 = sign(&statement_for(&r, Decision::Approve), &admin2);
-        attempts.push(Attempt {
-            what: "a 2-admin approved CSR naming the approver's own identity",
-            req: sign_req(r, vec![s1, s2]),
-            codes: pre,
-            rule: "allow-listed signer client",
-        });
+        attempts.push(refused(
+            "a 2-admin approved CSR naming the approver's own identity",
+            sign_req(r, vec![s1, s2]),
+            "allow-listed signer client",
+        ));
         // Renewal proofs forged with the approver's own (CA-issued) key.
         let (_, pem) = csr("certsign-approver", &[]);
         let mut r = held(
@@ -448,69 +431,59 @@ async fn a_compromised_approver_obtains_no_certificate() {
             "certsign-approver",
         );
         r.spec.as_mut().unwrap().usages = vec!["digital signature".into(), "client auth".into()];
-        let der = certsign_signer::csr::csr_der_from_pem(&pem).unwrap();
+        let der = evidence::csr_der(&pem);
         let renewal = |name: &str, der: &[u8], signer_name: &str| {
             let st = RenewalStatement {
                 request_name: name.into(),
-                csr_sha256: certsign_evidence::sha256(der).to_vec(),
+                csr_sha256: evidence::sha256(der),
                 signer_name: signer_name.into(),
-                current_certificate_sha256: certsign_evidence::sha256(&approver.cert_der).to_vec(),
+                current_certificate_sha256: evidence::sha256(&approver.cert_der),
                 signed_at: Some(ts(0)),
             };
-            sign_statement(
-                RENEWAL_CONTEXT,
-                st.encode_to_vec(),
-                &approver.key(),
-                vec![approver.cert_der.clone()],
-            )
-            .unwrap()
+            evidence::sign_renewal(&st, &approver.key(), vec![approver.cert_der.clone()])
         };
-        attempts.push(Attempt {
-            what: "renew the approver's own identity with its own key",
-            req: SignRequest {
+        attempts.push(refused(
+            "renew the approver's own identity with its own key",
+            SignRequest {
                 certificate_signing_request: Some(r),
                 approvals: vec![],
                 renewal: Some(renewal("uid-25-name", &der, IDENTITY_SIGNER)),
             },
-            codes: pre,
-            rule: "allow-listed signer client",
-        });
+            "allow-listed signer client",
+        ));
         let (_, pem) = csr("mallory-admin", &["system:masters"]);
-        let der = certsign_signer::csr::csr_der_from_pem(&pem).unwrap();
+        let der = evidence::csr_der(&pem);
         let r = held("uid-26", "uid-26-name", &pem, IDENTITY_SIGNER, "mallory");
-        attempts.push(Attempt {
-            what: "renewal proof by the approver's key for another subject",
-            req: SignRequest {
+        attempts.push(refused(
+            "renewal proof by the approver's key for another subject",
+            SignRequest {
                 certificate_signing_request: Some(r),
                 approvals: vec![],
                 renewal: Some(renewal("uid-26-name", &der, IDENTITY_SIGNER)),
             },
-            codes: pre,
-            rule: "renewal",
-        });
+            "renewal",
+        ));
         // An approval statement presented as a renewal proof.
         let r = fresh("m27", "uid-27", CLIENT_SIGNER);
         let st = sign(&statement_for(&r, Decision::Approve), &admin);
-        attempts.push(Attempt {
-            what: "an admin approval presented as a renewal proof",
-            req: SignRequest {
+        attempts.push(refused(
+            "an admin approval presented as a renewal proof",
+            SignRequest {
                 certificate_signing_request: Some(r),
                 approvals: vec![],
                 renewal: Some(st),
             },
-            codes: pre,
-            rule: "RenewalStatement",
-        });
+            "RenewalStatement",
+        ));
         // An unknown signer name with a matching genuine approval.
         let mut r = fresh("m28", "uid-28", CLIENT_SIGNER);
         r.spec.as_mut().unwrap().signer_name = "example.com/anything".into();
         let st = sign(&statement_for(&r, Decision::Approve), &admin);
-        attempts.push(Attempt {
-            what: "a genuine approval for a signer name with no profile",
-            req: sign_req(r, vec![st]),
-            codes: pre,
-            rule: "unknown signer name",
-        });
+        attempts.push(refused(
+            "a genuine approval for a signer name with no profile",
+            sign_req(r, vec![st]),
+            "unknown signer name",
+        ));
         // A CSR asking for CA:TRUE, genuinely approved by two admins.
         let ca_csr = {
             let key = rcgen::KeyPair::generate().unwrap();
@@ -679,31 +652,35 @@ async fn forge_in_database(
         }
     };
 
+    // Marks `o` Approved, with `decisions` as its decision records when given.
+    let mark_approved = |o: &mut CertificateSigningRequest,
+                         decisions: Option<Vec<DecisionRecord>>| {
+        let st = o.status.get_or_insert_default();
+        st.conditions.push(approved_cond());
+        if let Some(decisions) = decisions {
+            st.decisions = decisions;
+        }
+    };
+
     let mut names = Vec::new();
     // 1. An Approved condition with no decision at all.
-    let mut o = pending("forged-condition").await;
-    o.status
-        .get_or_insert_default()
-        .conditions
-        .push(approved_cond());
-    write("forged-condition".into(), o);
-    names.push("forged-condition");
     // 2. The legit request's decision record (real admin statement) copied
     //    onto a new request.
-    let mut o = pending("forged-replay").await;
-    let st = o.status.get_or_insert_default();
-    st.conditions.push(approved_cond());
-    st.decisions = legit_decisions.clone();
-    write("forged-replay".into(), o);
-    names.push("forged-replay");
     // 3. The old direct-Sign approval (uid-a) copied onto a new request
     //    whose uid and CSR are rewritten to the old ones' name only.
-    let mut o = pending("forged-replay-a").await;
-    let st = o.status.get_or_insert_default();
-    st.conditions.push(approved_cond());
-    st.decisions = vec![forged_record(issued_approval.clone())];
-    write("forged-replay-a".into(), o);
-    names.push("forged-replay-a");
+    for (name, decisions) in [
+        ("forged-condition", None),
+        ("forged-replay", Some(legit_decisions.clone())),
+        (
+            "forged-replay-a",
+            Some(vec![forged_record(issued_approval.clone())]),
+        ),
+    ] {
+        let mut o = pending(name).await;
+        mark_approved(&mut o, decisions);
+        write(name.into(), o);
+        names.push(name);
+    }
     // 4. Swap the CSR under the issued request's approval, with the issued
     //    request's uid (uid reuse), back to approved and without certificate.
     let mut o = legit.clone();
@@ -717,9 +694,7 @@ async fn forge_in_database(
     //    approval attached.
     let mut o = pending("forged-uid").await;
     o.metadata.as_mut().unwrap().uid = issued_req.metadata.as_ref().unwrap().uid.clone();
-    let st = o.status.get_or_insert_default();
-    st.conditions.push(approved_cond());
-    st.decisions = vec![forged_record(issued_approval.clone())];
+    mark_approved(&mut o, Some(vec![forged_record(issued_approval.clone())]));
     write("forged-uid".into(), o);
     names.push("forged-uid");
     // 6. A forged admin decision whose statement is signed by the approver's
@@ -729,9 +704,7 @@ async fn forge_in_database(
         &statement_for(&o, Decision::Approve),
         &stack.approver_ident(),
     );
-    let st = o.status.get_or_insert_default();
-    st.conditions.push(approved_cond());
-    st.decisions = vec![forged_record(stmt)];
+    mark_approved(&mut o, Some(vec![forged_record(stmt)]));
     write("forged-approver-key".into(), o);
     names.push("forged-approver-key");
 

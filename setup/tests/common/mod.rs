@@ -1,39 +1,46 @@
-//! Shared test helpers: a real `init` PKI in a temp dir, the real `serve`
+//! The signer's integration tests on the workspace harness
+//! (`certsign-tests`): a real `init` PKI in a temp dir, the real `serve`
 //! binary on 127.0.0.1:0, a tonic mTLS client, openssl-made CSRs and admin
-//! statements signed with the admin key `init` wrote.
-#![allow(clippy::unwrap_used, dead_code)]
+//! statements signed with the admin key `init` wrote. What is here is only
+//! the signer's vocabulary over the harness (this package's binary, Sign
+//! requests, leaf files).
+#![allow(clippy::unwrap_used, dead_code, unused_imports)] // each test binary uses a part
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use certsign_evidence::{APPROVAL_CONTEXT, sign_statement};
 use certsign_proto::v1::signer_client::SignerClient;
 use certsign_proto::v1::{
     ApprovalStatement, CertificateSigningRequest, CertificateSigningRequestSpec, Decision,
     ObjectMeta, SignRequest, SignedStatement,
 };
-use prost::Message;
+use certsign_tests::evidence::sign_approval;
+use certsign_tests::grpc::lazy_channel;
+use certsign_tests::pki::{Ident, MintSpec};
+use certsign_tests::process::{Daemon, Spawn};
 use rcgen::KeyPair;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
+
+pub use certsign_tests::pki::Pki;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_certsign-signer");
 pub const CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 
-pub struct Pki {
-    _tmp: tempfile::TempDir,
-    pub dir: PathBuf,
+/// A running `serve`, killed when dropped.
+pub type Server = Daemon;
+
+/// The signer's config of an init PKI.
+pub trait SignerPki {
+    /// `signer/signer.toml`.
+    fn config(&self) -> PathBuf;
 }
 
-impl Pki {
-    pub fn p(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-    pub fn config(&self) -> PathBuf {
-        self.p("signer/signer.toml")
+impl SignerPki for Pki {
+    fn config(&self) -> PathBuf {
+        self.signer_toml()
     }
 }
 
@@ -57,36 +64,15 @@ pub fn init(extra: &[&str]) -> Pki {
 
 /// `init` with extra environment variables.
 pub fn init_env(extra: &[&str], env: &[(&str, &str)]) -> Pki {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("pki");
-    let mut args = vec!["init", "--dir", dir.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = run_env(&args, env);
-    assert!(
-        out.status.success(),
-        "init failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cfg = dir.join("signer/signer.toml");
+    let pki = Pki::init_with(Path::new(BIN), "pki", extra, env);
+    let cfg = pki.config();
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
         &cfg,
         text.replace("listen = \"127.0.0.1:7443\"", "listen = \"127.0.0.1:0\""),
     )
     .unwrap();
-    Pki { _tmp: tmp, dir }
-}
-
-pub struct Server {
-    child: Child,
-    pub addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    pki
 }
 
 pub fn serve(pki: &Pki) -> Server {
@@ -95,30 +81,11 @@ pub fn serve(pki: &Pki) -> Server {
 
 /// `serve` with extra environment variables.
 pub fn serve_env(pki: &Pki, env: &[(&str, &str)]) -> Server {
-    let mut child = Command::new(BIN)
+    Spawn::new(BIN, pki.p("signer.log"))
         .args(["serve", "--config", pki.config().to_str().unwrap()])
         .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(l)) = lines.next() {
-            let _ = tx.send(l);
-        }
-        for _ in lines {}
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve printed no line");
-    let addr = line
-        .strip_prefix("listening on ")
-        .expect("listening on line")
-        .to_string();
-    Server { child, addr }
+        .quiet()
+        .start()
 }
 
 /// A tonic client with the given identity (PEM files).
@@ -129,20 +96,10 @@ pub async fn client_as(
     cert: &Path,
     key: &Path,
 ) -> SignerClient<Channel> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
-        .identity(Identity::from_pem(
-            std::fs::read(cert).unwrap(),
-            std::fs::read(key).unwrap(),
-        ))
-        .domain_name("127.0.0.1");
     let _ = pki;
-    let ch = Endpoint::from_shared(format!("https://{}", server.addr))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect_lazy();
-    SignerClient::new(ch)
+    let ca_pem = std::fs::read_to_string(ca).unwrap();
+    let ident = Ident::load(cert, key);
+    SignerClient::new(lazy_channel(&server.addr, &ca_pem, Some(&ident)))
 }
 
 /// The approver's client (the allow-listed caller).
@@ -243,34 +200,17 @@ pub fn now_ts(offset_secs: i64) -> prost_types::Timestamp {
 
 /// The ApprovalStatement that matches `req`.
 pub fn statement_for(req: &CertificateSigningRequest) -> ApprovalStatement {
-    let meta = req.metadata.clone().unwrap();
-    let spec = req.spec.clone().unwrap();
-    let der = certsign_evidence::csr_der_from_pem(&spec.request).unwrap();
-    ApprovalStatement {
-        request_uid: meta.uid,
-        request_name: meta.name,
-        csr_sha256: certsign_evidence::sha256(&der).to_vec(),
-        signer_name: spec.signer_name,
-        usages: spec.usages,
-        expiration_seconds: spec.expiration_seconds,
-        requestor: spec.username,
-        decision: Decision::Approve as i32,
-        signed_at: Some(now_ts(0)),
-    }
+    certsign_tests::grpc::statement_for(req, Decision::Approve)
 }
 
 pub fn sign_with(st: &ApprovalStatement, key: &KeyPair, cert_der: Vec<u8>) -> SignedStatement {
-    sign_statement(APPROVAL_CONTEXT, st.encode_to_vec(), key, vec![cert_der]).unwrap()
+    sign_approval(st, key, vec![cert_der])
 }
 
 /// The admin identity `init` wrote: (key, cert DER).
 pub fn admin(pki: &Pki) -> (KeyPair, Vec<u8>) {
-    let key =
-        KeyPair::from_pem(&std::fs::read_to_string(pki.p("admin/admin.key")).unwrap()).unwrap();
-    let cert = CertificateDer::from_pem_file(pki.p("admin/admin.crt"))
-        .unwrap()
-        .to_vec();
-    (key, cert)
+    let i = pki.admin_ident();
+    (i.key(), i.cert_der)
 }
 
 /// A statement approving `req`, signed by the init admin.
@@ -287,26 +227,13 @@ pub fn mint(
     not_before_days: i64,
     not_after_days: i64,
 ) -> (KeyPair, Vec<u8>) {
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(pki.p("signer/ca.key")).unwrap()).unwrap();
-    let issuer =
-        rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(pki.p("ca.crt")).unwrap(), ca_key)
-            .unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    for o in orgs {
-        p.distinguished_name
-            .push(rcgen::DnType::OrganizationName, *o);
-    }
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now + time::Duration::days(not_before_days);
-    p.not_after = now + time::Duration::days(not_after_days);
-    p.use_authority_key_identifier_extension = true;
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let der = p.signed_by(&key, &issuer).unwrap().der().to_vec();
-    (key, der)
+    let i = pki.mint(&MintSpec::client_days(
+        cn,
+        orgs,
+        not_before_days,
+        not_after_days,
+    ));
+    (i.key(), i.cert_der)
 }
 
 pub fn sign_request(
@@ -344,18 +271,6 @@ pub fn openssl_verify(pki: &Pki, purpose: &str, cert: &Path) -> String {
 
 /// A channel as the approver (the allow-listed identity).
 pub fn channel(pki: &Pki, server: &Server) -> Channel {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(pki.p("ca.crt")).unwrap(),
-        ))
-        .identity(Identity::from_pem(
-            std::fs::read(pki.p("approver/tls.crt")).unwrap(),
-            std::fs::read(pki.p("approver/tls.key")).unwrap(),
-        ))
-        .domain_name("127.0.0.1");
-    Endpoint::from_shared(format!("https://{}", server.addr))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect_lazy()
+    let ident = pki.approver_ident();
+    lazy_channel(&server.addr, &pki.ca_pem(), Some(&ident))
 }
