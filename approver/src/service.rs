@@ -24,8 +24,8 @@ use certsign_proto::v1::{
     CreateCertificateSigningRequestRequest, Decision, DeleteCertificateSigningRequestRequest,
     DeleteCertificateSigningRequestResponse, DenyCertificateSigningRequestRequest,
     GetCertificateSigningRequestRequest, GetTrustBundleRequest,
-    ListCertificateSigningRequestsRequest, ListCertificateSigningRequestsResponse, TrustBundle,
-    WatchCertificateSigningRequestsRequest, WatchEvent,
+    ListCertificateSigningRequestsRequest, ListCertificateSigningRequestsResponse, SignedStatement,
+    TrustBundle, WatchCertificateSigningRequestsRequest, WatchEvent,
 };
 use tokio_stream::StreamExt as _;
 use tokio_stream::adapters::Map;
@@ -104,6 +104,26 @@ impl ApproverService {
     }
 
     /// Authenticate the caller and count the call against its rate.
+    /// Approve and Deny: authenticate (no bootstrap token), then one
+    /// recorded decision; `parts` takes the name, the signed statement,
+    /// the reason and the message out of the request.
+    async fn decide<T>(
+        &self,
+        request: Request<T>,
+        decision: Decision,
+        parts: impl FnOnce(T) -> (String, Option<SignedStatement>, String, String),
+    ) -> Result<Response<CertificateSigningRequest>, Status> {
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
+        let (name, statement, reason, message) = parts(request.into_inner());
+        let decided = self
+            .recorder()
+            .decide(&cfg, id, &name, decision, statement, reason, message)
+            .await?;
+        self.notify(&decided);
+        Ok(Response::new(decided))
+    }
+
     fn authenticate<T>(
         &self,
         cfg: &Config,
@@ -276,46 +296,20 @@ impl Approver for ApproverService {
         &self,
         request: Request<ApproveCertificateSigningRequestRequest>,
     ) -> Result<Response<CertificateSigningRequest>, Status> {
-        let cfg = self.shared.config.snapshot();
-        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
-        let r = request.into_inner();
-        let decided = self
-            .recorder()
-            .decide(
-                &cfg,
-                id,
-                &r.name,
-                Decision::Approve,
-                r.approval,
-                r.reason,
-                r.message,
-            )
-            .await?;
-        self.notify(&decided);
-        Ok(Response::new(decided))
+        self.decide(request, Decision::Approve, |r| {
+            (r.name, r.approval, r.reason, r.message)
+        })
+        .await
     }
 
     async fn deny_certificate_signing_request(
         &self,
         request: Request<DenyCertificateSigningRequestRequest>,
     ) -> Result<Response<CertificateSigningRequest>, Status> {
-        let cfg = self.shared.config.snapshot();
-        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
-        let r = request.into_inner();
-        let decided = self
-            .recorder()
-            .decide(
-                &cfg,
-                id,
-                &r.name,
-                Decision::Deny,
-                r.denial,
-                r.reason,
-                r.message,
-            )
-            .await?;
-        self.notify(&decided);
-        Ok(Response::new(decided))
+        self.decide(request, Decision::Deny, |r| {
+            (r.name, r.denial, r.reason, r.message)
+        })
+        .await
     }
 
     async fn delete_certificate_signing_request(
