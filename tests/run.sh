@@ -80,6 +80,12 @@ for p in certsign-approver certctl; do
     exit 1
   fi
 done
+log "source files: none over 800 lines"
+big=$(git ls-files '*/src/*.rs' '*/src/**/*.rs' | xargs wc -l | awk '$2 != "total" && $1 > 800')
+if [ -n "$big" ]; then
+  echo "split by responsibility: $big" >&2
+  exit 1
+fi
 log "cargo build (binaries the tests drive)"
 cargo build --workspace --locked --bins
 log "cargo test"
