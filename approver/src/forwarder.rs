@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certsign_proto::v1::signer_client::SignerClient;
-use certsign_proto::v1::{CertificateSigningRequest, SignRequest};
+use certsign_proto::v1::{CertificateSigningRequest, SignRequest, sign_request};
 use tokio::sync::{Notify, Semaphore};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -238,10 +238,12 @@ impl Worker {
             .map(|m| m.name.clone())
             .unwrap_or_default();
         let request = SignRequest {
-            certificate_signing_request: Some(CertificateSigningRequest {
-                status: None,
-                ..item.object.clone()
-            }),
+            request: Some(sign_request::Request::CertificateSigningRequest(
+                CertificateSigningRequest {
+                    status: None,
+                    ..item.object.clone()
+                },
+            )),
             approvals: decision::approval_statements(&item.object),
             renewal: item.renewal.clone(),
         };

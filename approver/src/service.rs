@@ -20,12 +20,14 @@ use base64::Engine as _;
 use certsign_evidence::ApprovalTrust;
 use certsign_proto::v1::approver_server::Approver;
 use certsign_proto::v1::{
-    ApproveCertificateSigningRequestRequest, CertificateSigningRequest,
+    ApproveCertificateSigningRequestRequest, CertificateRevocationList, CertificateSigningRequest,
     CreateCertificateSigningRequestRequest, Decision, DeleteCertificateSigningRequestRequest,
     DeleteCertificateSigningRequestResponse, DenyCertificateSigningRequestRequest,
-    GetCertificateSigningRequestRequest, GetTrustBundleRequest,
-    ListCertificateSigningRequestsRequest, ListCertificateSigningRequestsResponse, SignedStatement,
-    TrustBundle, WatchCertificateSigningRequestsRequest, WatchEvent,
+    GetCertificateRevocationListRequest, GetCertificateSigningRequestRequest,
+    GetTrustBundleRequest, IssuedCertificate, ListCertificateSigningRequestsRequest,
+    ListCertificateSigningRequestsResponse, ListCertificatesRequest, ListCertificatesResponse,
+    RevokeCertificateRequest, SignedStatement, TrustBundle, WatchCertificateSigningRequestsRequest,
+    WatchEvent,
 };
 use tokio_stream::StreamExt as _;
 use tokio_stream::adapters::Map;
@@ -351,5 +353,28 @@ impl Approver for ApproverService {
         Ok(Response::new(TrustBundle {
             trust_bundle: self.shared.trust_bundle_pem.clone(),
         }))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        _request: Request<RevokeCertificateRequest>,
+    ) -> Result<Response<IssuedCertificate>, Status> {
+        Err(Status::unimplemented("RevokeCertificate is not served yet"))
+    }
+
+    async fn list_certificates(
+        &self,
+        _request: Request<ListCertificatesRequest>,
+    ) -> Result<Response<ListCertificatesResponse>, Status> {
+        Err(Status::unimplemented("ListCertificates is not served yet"))
+    }
+
+    async fn get_certificate_revocation_list(
+        &self,
+        _request: Request<GetCertificateRevocationListRequest>,
+    ) -> Result<Response<CertificateRevocationList>, Status> {
+        Err(Status::unimplemented(
+            "GetCertificateRevocationList is not served yet",
+        ))
     }
 }

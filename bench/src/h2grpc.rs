@@ -204,23 +204,27 @@ mod tests {
             &self,
             request: tonic::Request<SignRequest>,
         ) -> Result<tonic::Response<SignResponse>, tonic::Status> {
-            let name = request
-                .into_inner()
-                .certificate_signing_request
-                .and_then(|c| c.metadata)
-                .map(|m| m.name)
-                .unwrap_or_default();
+            let name = match request.into_inner().request {
+                Some(certsign_proto::v1::sign_request::Request::CertificateSigningRequest(c)) => {
+                    c.metadata
+                }
+                _ => None,
+            }
+            .map(|m| m.name)
+            .unwrap_or_default();
             let cert = b"-----BEGIN CERTIFICATE-----\n".to_vec();
             match name.as_str() {
                 "ok" => Ok(tonic::Response::new(SignResponse {
                     certificate: cert,
                     serial_number: "01".into(),
                     replayed: false,
+                    ..SignResponse::default()
                 })),
                 "replay" => Ok(tonic::Response::new(SignResponse {
                     certificate: cert,
                     serial_number: "01".into(),
                     replayed: true,
+                    ..SignResponse::default()
                 })),
                 "empty" => Ok(tonic::Response::new(SignResponse::default())),
                 other => Err(tonic::Status::failed_precondition(format!(
@@ -232,13 +236,17 @@ mod tests {
 
     fn named(name: &str) -> Bytes {
         frame(&SignRequest {
-            certificate_signing_request: Some(CertificateSigningRequest {
-                metadata: Some(ObjectMeta {
-                    name: name.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            request: Some(
+                certsign_proto::v1::sign_request::Request::CertificateSigningRequest(
+                    CertificateSigningRequest {
+                        metadata: Some(ObjectMeta {
+                            name: name.into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ),
+            ),
             ..Default::default()
         })
     }
@@ -308,6 +316,7 @@ mod tests {
             certificate: b"-----BEGIN CERTIFICATE-----".to_vec(),
             serial_number: "01".into(),
             replayed: false,
+            ..SignResponse::default()
         };
         let framed = frame(&answer);
         assert_eq!(framed[0], 0);

@@ -240,7 +240,9 @@ pub fn sign_pool(admin: &Ident, n: usize, tag: &str) -> Vec<SignRequest> {
         hs.into_iter()
             .flat_map(|h| h.join().unwrap_or_default())
             .map(|(csr, st)| SignRequest {
-                certificate_signing_request: Some(csr),
+                request: Some(
+                    certsign_proto::v1::sign_request::Request::CertificateSigningRequest(csr),
+                ),
                 approvals: vec![st],
                 renewal: None,
             })

@@ -6,6 +6,8 @@
 //! - [`approval`]: [`verify_approval`] / [`verify_approvals`] of an admin's
 //!   `ApprovalStatement` against an [`ApprovalTrust`].
 //! - [`renewal`]: [`verify_renewal`] of a holder's `RenewalStatement`.
+//! - [`lineage`]: the extension naming a certificate's issuing profile and
+//!   its last human approval, which renewals are judged by.
 //! - [`cert`]: the [`Identity`] read from a certificate (CN = username,
 //!   O = groups), key kinds, SANs, SHA-256.
 //! - [`usage`]: Kubernetes' 23 key usage words, one table.
@@ -19,6 +21,7 @@
 
 pub mod approval;
 pub mod cert;
+pub mod lineage;
 pub mod renewal;
 pub mod statement;
 pub mod usage;
@@ -28,9 +31,10 @@ pub use cert::{
     Identity, KeyKind, KeyTypeError, MIN_RSA_BITS, SanError, Sans, csr_der_from_pem, name_identity,
     sha256,
 };
+pub use lineage::{LINEAGE_OID, Lineage};
 pub use renewal::{RenewalInput, RenewalProof, verify_renewal};
 pub use statement::{
-    APPROVAL_CONTEXT, EvidenceError, MAX_CLOCK_SKEW, RENEWAL_CONTEXT, StatementKey, sign_statement,
-    signed_bytes,
+    APPROVAL_CONTEXT, EvidenceError, MAX_CLOCK_SKEW, RENEWAL_CONTEXT, REVOCATION_CONTEXT,
+    StatementKey, sign_statement, signed_bytes,
 };
 pub use usage::Usage;

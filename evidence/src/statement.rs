@@ -26,6 +26,8 @@ use crate::cert::{Identity, KeyKind, name_identity};
 pub const APPROVAL_CONTEXT: &str = "certsign.v1.ApprovalStatement";
 /// Signing context of a RenewalStatement.
 pub const RENEWAL_CONTEXT: &str = "certsign.v1.RenewalStatement";
+/// Signing context of a RevocationStatement.
+pub const REVOCATION_CONTEXT: &str = "certsign.v1.RevocationStatement";
 /// How far in the future `signed_at` may be (clock skew between hosts).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 

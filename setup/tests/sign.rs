@@ -6,6 +6,7 @@
 mod common;
 
 use certsign_evidence::{RENEWAL_CONTEXT, sign_statement};
+use certsign_proto::v1::sign_request::Request as Asked;
 use certsign_proto::v1::{Decision, RenewalStatement};
 use common::*;
 use prost::Message;
@@ -263,7 +264,9 @@ async fn renewal_is_proven_by_the_current_certificate() {
         )
         .unwrap();
         certsign_proto::v1::SignRequest {
-            certificate_signing_request: Some(req),
+            request: Some(
+                certsign_proto::v1::sign_request::Request::CertificateSigningRequest(req),
+            ),
             approvals: vec![],
             renewal: Some(proof),
         }
@@ -291,7 +294,9 @@ async fn renewal_is_proven_by_the_current_certificate() {
     let (srv, _) = openssl_csr(&pki, "srv", P256, "/CN=alice/O=dev", &[]);
     let mut req = renew("n6", &srv);
     {
-        let csr = req.certificate_signing_request.as_mut().unwrap();
+        let Some(Asked::CertificateSigningRequest(csr)) = req.request.as_mut() else {
+            panic!("a certificate request")
+        };
         let spec = csr.spec.as_mut().unwrap();
         spec.signer_name = "certsign.io/identity".into();
         spec.usages = vec!["client auth".into(), "server auth".into()];
@@ -325,7 +330,10 @@ async fn renewal_is_proven_by_the_current_certificate() {
     // An approval statement is not a renewal statement (context separation).
     let (fresh, _) = openssl_csr(&pki, "fresh", P256, "/CN=alice/O=dev", &[]);
     let mut req = renew("n5", &fresh);
-    let mut st = statement_for(req.certificate_signing_request.as_ref().unwrap());
+    let Some(Asked::CertificateSigningRequest(csr)) = req.request.as_ref() else {
+        panic!("a certificate request")
+    };
+    let mut st = statement_for(csr);
     st.decision = Decision::Approve as i32;
     req.renewal.as_mut().unwrap().statement = st.encode_to_vec();
     let s = c.sign(req).await.unwrap_err();

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use certsign_proto::v1::sign_request::Request;
 use certsign_proto::v1::{CertificateSigningRequest, SignRequest, SignedStatement};
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
@@ -172,11 +173,17 @@ impl Authority {
         self.ca.cert_pem().to_string()
     }
 
-    /// Sign a request from an allow-listed caller.
+    /// Sign the certificate a `SignRequest` asks for (its `request` must be
+    /// `certificate_signing_request`; anything else is refused here).
     pub async fn sign(&self, req: &SignRequest, caller: &str) -> Result<Signed, SignError> {
         let missing;
-        let csr = match &req.certificate_signing_request {
-            Some(csr) => csr,
+        let csr = match &req.request {
+            Some(Request::CertificateSigningRequest(csr)) => csr,
+            Some(_) => {
+                return Err(SignError::Invalid(
+                    "request: only certificate_signing_request is a certificate request".into(),
+                ));
+            }
             None => {
                 missing = CertificateSigningRequest::default();
                 &missing

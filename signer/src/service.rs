@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use certsign_proto::v1::sign_request::Request as Asked;
 use certsign_proto::v1::signer_server::{Signer, SignerServer};
 use certsign_proto::v1::{FILE_DESCRIPTOR_SET, SignRequest, SignResponse};
 use tokio::net::TcpListener;
@@ -138,6 +139,19 @@ impl SignerService {
 impl Signer for SignerService {
     async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let caller = self.authorize(&request)?;
+        match &request.get_ref().request {
+            Some(Asked::CertificateSigningRequest(_)) => {}
+            Some(Asked::Revocation(_) | Asked::Crl(_)) => {
+                return Err(Status::unimplemented(
+                    "request: revocations and CRLs are not served by this signer",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "request: Required value: one of certificate_signing_request, revocation, crl",
+                ));
+            }
+        }
         let signed = self
             .authority
             .sign(request.get_ref(), &caller)
@@ -147,6 +161,7 @@ impl Signer for SignerService {
             certificate: signed.certificate.into_bytes(),
             serial_number: signed.serial.0,
             replayed: signed.replayed,
+            ..SignResponse::default()
         }))
     }
 }

@@ -59,7 +59,7 @@ fn held(
 
 fn sign_req(csr: CertificateSigningRequest, approvals: Vec<SignedStatement>) -> SignRequest {
     SignRequest {
-        certificate_signing_request: Some(csr),
+        request: Some(certsign_proto::v1::sign_request::Request::CertificateSigningRequest(csr)),
         approvals,
         renewal: None,
     }
@@ -445,7 +445,9 @@ async fn a_compromised_approver_obtains_no_certificate() {
         attempts.push(refused(
             "renew the approver's own identity with its own key",
             SignRequest {
-                certificate_signing_request: Some(r),
+                request: Some(
+                    certsign_proto::v1::sign_request::Request::CertificateSigningRequest(r),
+                ),
                 approvals: vec![],
                 renewal: Some(renewal("uid-25-name", &der, IDENTITY_SIGNER)),
             },
@@ -457,7 +459,9 @@ async fn a_compromised_approver_obtains_no_certificate() {
         attempts.push(refused(
             "renewal proof by the approver's key for another subject",
             SignRequest {
-                certificate_signing_request: Some(r),
+                request: Some(
+                    certsign_proto::v1::sign_request::Request::CertificateSigningRequest(r),
+                ),
                 approvals: vec![],
                 renewal: Some(renewal("uid-26-name", &der, IDENTITY_SIGNER)),
             },
@@ -469,7 +473,9 @@ async fn a_compromised_approver_obtains_no_certificate() {
         attempts.push(refused(
             "an admin approval presented as a renewal proof",
             SignRequest {
-                certificate_signing_request: Some(r),
+                request: Some(
+                    certsign_proto::v1::sign_request::Request::CertificateSigningRequest(r),
+                ),
                 approvals: vec![],
                 renewal: Some(st),
             },

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use certsign_proto::v1::sign_request::Request;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -156,7 +157,7 @@ fn held(uid: &str, csr_pem: &[u8], admin: &Ident) -> SignRequest {
         Err(_) => vec![],
     };
     SignRequest {
-        certificate_signing_request: Some(r),
+        request: Some(certsign_proto::v1::sign_request::Request::CertificateSigningRequest(r)),
         approvals,
         renewal: None,
     }
@@ -188,11 +189,13 @@ fn apply_spec(base: &mut CreateCertificateSigningRequestRequest, json: &serde_js
 }
 
 fn mutate_sign(req: &mut SignRequest, json: &serde_json::Value) {
-    let csr = req.certificate_signing_request.as_mut().unwrap();
+    let Some(Request::CertificateSigningRequest(csr)) = req.request.as_mut() else {
+        panic!("a certificate request")
+    };
     for (k, v) in json.as_object().unwrap() {
         match (k.as_str(), v.as_str()) {
             ("drop", Some("request")) => {
-                req.certificate_signing_request = None;
+                req.request = None;
                 return;
             }
             ("drop", Some("metadata")) => csr.metadata = None,

@@ -144,7 +144,7 @@ fn approved_sign_request(stack: &Stack, uid: &str) -> SignRequest {
     r.spec.as_mut().unwrap().username = "someone".into();
     let st = sign(&statement_for(&r, Decision::Approve), &stack.admin_ident());
     SignRequest {
-        certificate_signing_request: Some(r),
+        request: Some(certsign_proto::v1::sign_request::Request::CertificateSigningRequest(r)),
         approvals: vec![st],
         renewal: None,
     }

@@ -241,7 +241,7 @@ pub fn sign_request(
     approvals: Vec<SignedStatement>,
 ) -> SignRequest {
     SignRequest {
-        certificate_signing_request: Some(req),
+        request: Some(certsign_proto::v1::sign_request::Request::CertificateSigningRequest(req)),
         approvals,
         renewal: None,
     }
