@@ -14,6 +14,8 @@
 //! - [`config`]: `approver.toml`, strict and validated.
 //! - [`authn`]: who is calling.
 //! - [`validation`]: Kubernetes' create rules and texts.
+//! - [`names`]: Kubernetes' name syntax (DNS-1123, qualified names, label
+//!   values) with apimachinery's messages.
 //! - [`store`]: SQLite (rusqlite) or PostgreSQL (sqlx), the only
 //!   persistence.
 //! - [`expiry`]: a request's certificate expiry (the store's `expires`).
@@ -44,6 +46,7 @@ pub mod expiry;
 pub mod forwarder;
 pub mod health;
 pub mod limits;
+pub mod names;
 pub mod reload;
 pub mod service;
 pub mod status;
