@@ -180,3 +180,24 @@ pub fn verify_revocation(
         not_after,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoking_groups_are_the_profiles_and_without_lineage_only_those_every_profile_allows() {
+        let (masters, ops) = (String::from("system:masters"), String::from("ops"));
+        let both = [masters.clone(), ops.clone()];
+        let one = [masters.clone()];
+        let profiles = [("a.example/x", &both[..]), ("b.example/y", &one[..])];
+        assert_eq!(revoking_groups(&profiles, Some("a.example/x")), both);
+        assert_eq!(revoking_groups(&profiles, Some("b.example/y")), one);
+        assert!(revoking_groups(&profiles, Some("c.example/z")).is_empty());
+        assert_eq!(revoking_groups(&profiles, None), one);
+        assert!(revoking_groups(&[], None).is_empty());
+        assert!(revoking_groups(&[("a.example/x", &[][..])], None).is_empty());
+        assert_eq!(serial_hex(&[0, 0x80, 1]), "8001");
+        assert_eq!(serial_hex(&[0]), "00");
+    }
+}

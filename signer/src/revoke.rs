@@ -33,7 +33,7 @@ impl Authority {
             None => Err(SignError::Invalid(
                 "revocation.statement: Required value".into(),
             )),
-            Some(st) => Ok(evidence::verify_revocation(
+            Some(st) => evidence::verify_revocation(
                 st,
                 &r.certificate,
                 self.ca.cert_der(),
@@ -41,7 +41,8 @@ impl Authority {
                 &profiles,
                 self.config.statement_max_age,
                 now,
-            )?),
+            )
+            .map_err(SignError::from),
         };
         let certificate_sha256 = hex::encode(sha256(&r.certificate));
         let proof = match proof {
