@@ -340,3 +340,126 @@ async fn concurrent_and_dropped_revocations_journal_one_line_per_serial() {
     }
     audit_verify(&pki);
 }
+
+/// A certificate of this CA whose lineage names `signer_name`, made with
+/// Python `cryptography` (test setup plays the operator holding the CA key;
+/// const-oid, under x509-cert, cannot encode the lineage OID's 128-bit arc).
+fn with_lineage(pki: &Pki, signer_name: &str) -> Vec<u8> {
+    let lineage = certsign_evidence::Lineage {
+        signer_name: signer_name.into(),
+        approved_at: std::time::SystemTime::now(),
+    };
+    let script = r#"
+import sys, datetime
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+ca = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+ca_key = serialization.load_pem_private_key(open(sys.argv[2], "rb").read(), None)
+now = datetime.datetime.now(datetime.timezone.utc)
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lin"),
+                  x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dev")])
+ext = x509.UnrecognizedExtension(x509.ObjectIdentifier(sys.argv[3]), bytes.fromhex(sys.argv[4]))
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(ca.subject)
+        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(ext, critical=False)
+        .sign(ca_key, hashes.SHA256()))
+sys.stdout.write(cert.public_bytes(serialization.Encoding.DER).hex())
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(pki.p("ca.crt"))
+        .arg(pki.p("signer/ca.key"))
+        .arg(certsign_evidence::LINEAGE_OID)
+        .arg(hex::encode(lineage.to_der().unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let der = hex::decode(String::from_utf8(out.stdout).unwrap()).unwrap();
+    // The signer reads it back as this lineage.
+    use x509_parser::prelude::FromDer;
+    let (_, c) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+    let read = certsign_evidence::Lineage::of_certificate(&c)
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.signer_name, signer_name);
+    der
+}
+
+#[tokio::test]
+async fn an_admin_revokes_only_certificates_of_profiles_their_groups_approve_for() {
+    let pki = init(&[]);
+    // A profile approved by "ops" alone: no group is allowed for every
+    // profile any more, so a certificate without lineage is the holder's.
+    let cfg = pki.config();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let ops = "\n[[profiles]]\nsigner_name = \"example.com/ops\"\napprover_groups = [\"ops\"]\n";
+    std::fs::write(&cfg, format!("{text}{ops}")).unwrap();
+    let server = serve(&pki);
+    let mut c = client(&pki, &server).await;
+    let (admin_key, admin_cert) = admin(&pki);
+    let (ops_key, ops_cert) = mint(&pki, "olga", &["ops"], -1, 10);
+    let of_ops = with_lineage(&pki, "example.com/ops");
+    let of_client = with_lineage(&pki, CLIENT);
+    let of_nobody = with_lineage(&pki, "example.com/gone");
+    let (no_lineage, _) = issue_client(&pki, &mut c, "n", "nina").await;
+
+    let mut ask = async |cert: &[u8], key: &rcgen::KeyPair, signer: &[u8]| {
+        let st = revocation_statement(cert, KEY_COMPROMISE, 0);
+        c.sign(revocation_request(sign_revocation(&st, key, signer), cert))
+            .await
+    };
+    let refused = |r: Result<tonic::Response<_>, tonic::Status>, of: &str| {
+        let s = r.unwrap_err();
+        assert_eq!(s.code(), Code::FailedPrecondition, "{}", s.message());
+        assert!(
+            s.message().contains("no group allowed to revoke") && s.message().contains(of),
+            "{}",
+            s.message()
+        );
+    };
+    refused(
+        ask(&of_ops, &admin_key, &admin_cert).await,
+        "example.com/ops",
+    );
+    refused(ask(&of_client, &ops_key, &ops_cert).await, CLIENT);
+    refused(
+        ask(&of_nobody, &admin_key, &admin_cert).await,
+        "example.com/gone",
+    );
+    refused(
+        ask(&no_lineage, &admin_key, &admin_cert).await,
+        "without lineage",
+    );
+    assert!(ask(&of_ops, &ops_key, &ops_cert).await.is_ok());
+    assert!(ask(&of_client, &admin_key, &admin_cert).await.is_ok());
+    let revoked = journal_events(&pki, "revoked");
+    assert_eq!(revoked.len(), 2);
+    assert!(
+        revoked[0].contains("\"signer_name\":\"example.com/ops\""),
+        "{}",
+        revoked[0]
+    );
+    assert!(
+        revoked[1].contains("\"by\":\"admin admin\""),
+        "{}",
+        revoked[1]
+    );
+    let (_, pem) = fetch_crl(&pki, &mut c, "crl").await;
+    judge_crl(
+        &pki,
+        &pem,
+        &[&of_ops, &of_client],
+        &[&of_nobody, &no_lineage],
+    );
+}
