@@ -18,8 +18,8 @@
 //! files; ship the head off-host if that matters.
 //!
 //! At start the whole file is verified (a broken chain refuses to start) and
-//! the uid index is rebuilt from it, so retries are answered identically
-//! after a restart. The index keeps where each issued line is and its hash,
+//! the index (uids, serials, revoked serials) is rebuilt from it, so retries
+//! are answered identically and revocations stay revoked after a restart. The index keeps where each issued line is and its hash,
 //! not the certificate: a retry reads its line back ([`read_issued`]) and
 //! gets nothing unless the bytes still hash to what was written. A final
 //! line without its newline (torn write during a crash, after the head) is
