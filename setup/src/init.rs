@@ -406,6 +406,7 @@ approval_ca = "../ca.crt"               # admin statement certificates must chai
 journal = "journal.jsonl"
 reflection = false
 statement_max_age = "24h"               # freshness of approval statements
+crl_validity = "24h"                    # nextUpdate of the CRLs this signer signs
 "#,
         listen = o.signer_listen.bind()
     );

@@ -430,3 +430,35 @@ fn module_and_token_problems_are_clear_start_up_errors() {
     std::fs::write(&cfg, &text).unwrap();
     let _server = serve_env(&pki, &hsm.env());
 }
+
+#[tokio::test]
+async fn token_ca_keys_sign_crls_every_judge_accepts() {
+    for kt in ["p256", "rsa"] {
+        let hsm = Hsm::new();
+        let pki = hsm.init(kt);
+        let server = serve_env(&pki, &hsm.env());
+        let mut c = client(&pki, &server).await;
+        let (gone, _) = issue_client(&pki, &mut c, "gone", "alice").await;
+        let (kept, _) = issue_client(&pki, &mut c, "kept", "bob").await;
+        let (admin_key, admin_cert) = admin(&pki);
+        let st = revocation_statement(&gone, 1, 0);
+        let r = c
+            .sign(revocation_request(
+                sign_revocation(&st, &admin_key, &admin_cert),
+                &gone,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.serial_number, serial_of(&gone), "{kt}");
+        let (_, pem) = fetch_crl(&pki, &mut c, "crl1").await;
+        let py = judge_crl(&pki, &pem, &[&gone], &[&kept]);
+        assert!(
+            py.contains(&format!("{} key_compromise", serial_of(&gone))),
+            "{kt}: {py}"
+        );
+        let (_, pem) = fetch_crl(&pki, &mut c, "crl2").await;
+        let later = judge_crl(&pki, &pem, &[&gone], &[&kept]);
+        assert!(crl_number(&later) > crl_number(&py), "{kt}: {py} {later}");
+    }
+}

@@ -14,12 +14,16 @@
 //! - [`issue`]: `PreparedCert` → `IssuedCert` (x509-cert builder, CA:FALSE always).
 //! - [`journal`]: hash-chained, fsynced, group-committed journal = audit log.
 //! - [`authority`]: one `Sign` decision, end to end.
+//! - [`revoke`]: a verified revocation, journaled once per serial.
+//! - [`crl`]: RFC 5280 v2 CRLs of the journaled revocations, CA-signed.
+//! - [`sharded`]: the journal index's sharded hash maps.
 //! - [`service`]: the tonic service, mTLS allow-list, Error → Status.
 //! - [`daemon`]: `serve` and `audit verify`, what the binary calls.
 //! - [`ids`]: `Uid`, `Serial`, `EvidenceKind`.
 //! - [`harden`]: no_new_privs, no core dumps, memory locking.
 //!
-//! Evidence checks (signed approvals, renewal proofs) are `certsign-evidence`,
+//! Evidence checks (signed approvals, renewal and revocation statements) are
+//! `certsign-evidence`,
 //! shared with the approver and certctl; the CA key itself (file or PKCS#11
 //! token) is `certsign-keys`.
 
@@ -27,6 +31,7 @@
 
 pub mod authority;
 pub mod config;
+pub mod crl;
 pub mod csr;
 pub mod daemon;
 pub mod harden;
@@ -34,4 +39,6 @@ pub mod ids;
 pub mod issue;
 pub mod journal;
 pub mod profile;
+pub mod revoke;
 pub mod service;
+pub mod sharded;

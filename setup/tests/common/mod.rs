@@ -274,3 +274,201 @@ pub fn channel(pki: &Pki, server: &Server) -> Channel {
     let ident = pki.approver_ident();
     lazy_channel(&server.addr, &pki.ca_pem(), Some(&ident))
 }
+
+/// A certificate issued by the running signer for an openssl P-256 CSR
+/// (kube-apiserver-client, admin-approved): (certificate DER, holder key).
+pub async fn issue_client(
+    pki: &Pki,
+    c: &mut SignerClient<Channel>,
+    uid: &str,
+    cn: &str,
+) -> (Vec<u8>, KeyPair) {
+    let (csr, key) = openssl_csr(pki, uid, P256, &format!("/CN={cn}/O=dev"), &[]);
+    let req = request(uid, &csr, CLIENT, &["client auth"], Some(3600), cn);
+    let appr = approve(pki, &req);
+    let r = c.sign(sign_request(req, vec![appr])).await.unwrap();
+    let der = CertificateDer::from_pem_slice(&r.into_inner().certificate).unwrap();
+    let key = KeyPair::from_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
+    (der.to_vec(), key)
+}
+
+/// The lowercase hex serial of a certificate (as statements bind it).
+pub fn serial_of(der: &[u8]) -> String {
+    use x509_parser::prelude::FromDer;
+    let (_, c) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+    certsign_evidence::serial_hex(c.raw_serial())
+}
+
+/// A RevocationStatement about `cert_der`, `signed_at` `offset_secs` from now.
+pub fn revocation_statement(
+    cert_der: &[u8],
+    reason: i32,
+    offset_secs: i64,
+) -> certsign_proto::v1::RevocationStatement {
+    certsign_proto::v1::RevocationStatement {
+        serial_number: serial_of(cert_der),
+        certificate_sha256: certsign_evidence::sha256(cert_der).to_vec(),
+        reason,
+        signed_at: Some(now_ts(offset_secs)),
+    }
+}
+
+/// `st` signed with `key`, chain `[chain_der]`.
+pub fn sign_revocation(
+    st: &certsign_proto::v1::RevocationStatement,
+    key: &KeyPair,
+    chain_der: &[u8],
+) -> SignedStatement {
+    use prost::Message as _;
+    certsign_evidence::sign_statement(
+        certsign_evidence::REVOCATION_CONTEXT,
+        st.encode_to_vec(),
+        key,
+        vec![chain_der.to_vec()],
+    )
+    .unwrap()
+}
+
+/// A `Sign` request asking to revoke `cert_der` with `statement`.
+pub fn revocation_request(statement: SignedStatement, cert_der: &[u8]) -> SignRequest {
+    SignRequest {
+        request: Some(certsign_proto::v1::sign_request::Request::Revocation(
+            certsign_proto::v1::Revocation {
+                statement: Some(statement),
+                certificate: cert_der.to_vec(),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// A `Sign` request asking for a fresh CRL.
+pub fn crl_request() -> SignRequest {
+    SignRequest {
+        request: Some(certsign_proto::v1::sign_request::Request::Crl(
+            certsign_proto::v1::CrlRequest {},
+        )),
+        ..Default::default()
+    }
+}
+
+/// Ask for a CRL and write it as `<name>.der` and `<name>.pem`; returns the
+/// DER and the PEM path.
+pub async fn fetch_crl(pki: &Pki, c: &mut SignerClient<Channel>, name: &str) -> (Vec<u8>, PathBuf) {
+    let r = c.sign(crl_request()).await.unwrap().into_inner();
+    let (this, next) = (r.time.unwrap(), r.next_update.unwrap());
+    assert!(next.seconds > this.seconds, "nextUpdate after thisUpdate");
+    let der_path = pki.p(&format!("{name}.der"));
+    std::fs::write(&der_path, &r.crl).unwrap();
+    let pem_path = pki.p(&format!("{name}.pem"));
+    std::fs::write(&pem_path, certsign_keys::pem("X509 CRL", &r.crl).unwrap()).unwrap();
+    (r.crl, pem_path)
+}
+
+fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// What Python `cryptography` reads from a DER CRL: one line per entry,
+/// `SERIALHEX REASON` (reason `-` without a reasonCode), then `number N`,
+/// after it checked the signature with the CA's public key.
+pub fn python_crl(pki: &Pki, der_path: &Path) -> String {
+    let script = r#"
+import sys
+from cryptography import x509
+crl = x509.load_der_x509_crl(open(sys.argv[1], "rb").read())
+ca = x509.load_pem_x509_certificate(open(sys.argv[2], "rb").read())
+assert crl.is_signature_valid(ca.public_key()), "CRL signature does not verify"
+for r in crl:
+    try:
+        reason = r.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
+    except x509.ExtensionNotFound:
+        reason = "-"
+    h = format(r.serial_number, "x")
+    print("0" * (len(h) % 2) + h, reason)
+print("number", crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+"#;
+    let (ok, text) = output(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(der_path)
+            .arg(pki.p("ca.crt")),
+    );
+    assert!(ok, "python cryptography: {text}");
+    text
+}
+
+/// The CRL number Python `cryptography` reads.
+pub fn crl_number(python_out: &str) -> u128 {
+    python_out
+        .lines()
+        .find_map(|l| l.strip_prefix("number "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Every outside judge of a CRL from this CA: `openssl crl -verify`,
+/// pkilint's CRL linter (nothing at WARNING or above), `openssl verify
+/// -crl_check` refusing each of `revoked` and accepting each of `valid`
+/// (certificate DERs). Returns what Python `cryptography` reads.
+pub fn judge_crl(pki: &Pki, crl_pem: &Path, revoked: &[&[u8]], valid: &[&[u8]]) -> String {
+    let ca = pki.p("ca.crt");
+    let (ok, text) = output(
+        Command::new("openssl")
+            .args(["crl", "-noout", "-verify", "-CAfile"])
+            .arg(&ca)
+            .arg("-in")
+            .arg(crl_pem),
+    );
+    assert!(
+        ok && text.contains("verify OK"),
+        "openssl crl -verify: {text}"
+    );
+    let der_path = crl_pem.with_extension("der");
+    let (ok, text) = output(
+        Command::new("lint_crl")
+            .args([
+                "lint", "-t", "CRL", "-p", "PKIX", "-s", "WARNING", "-f", "JSON",
+            ])
+            .arg(&der_path),
+    );
+    assert!(
+        ok && !text.contains("\"severity\""),
+        "pkilint CRL findings: {text}"
+    );
+    for (i, (der, expect_ok)) in revoked
+        .iter()
+        .map(|d| (d, false))
+        .chain(valid.iter().map(|d| (d, true)))
+        .enumerate()
+    {
+        let leaf = pki.p(&format!("judged-{i}.crt"));
+        std::fs::write(&leaf, certsign_keys::pem("CERTIFICATE", der).unwrap()).unwrap();
+        let (ok, text) = output(
+            Command::new("openssl")
+                .args(["verify", "-crl_check", "-CRLfile"])
+                .arg(crl_pem)
+                .arg("-CAfile")
+                .arg(&ca)
+                .arg(&leaf),
+        );
+        if expect_ok {
+            assert!(ok && text.contains(": OK"), "unrevoked certificate: {text}");
+        } else {
+            assert!(
+                !ok && text.contains("certificate revoked"),
+                "revoked certificate accepted: {text}"
+            );
+        }
+    }
+    python_crl(pki, &der_path)
+}
