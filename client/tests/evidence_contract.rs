@@ -363,7 +363,7 @@ fn revocations_verify_with_the_signers_rules_for_admin_and_holder() {
     use certsign_evidence::{RevokedBy, verify_revocation};
     let ca = ca();
     let trust = ApprovalTrust::from_pem(ca.pem.as_bytes()).unwrap();
-    let masters = vec!["system:masters".to_string()];
+    let masters = ["system:masters".to_string()];
     let profiles = [("kubernetes.io/kube-apiserver-client", &masters[..])];
     let max = Duration::from_secs(3600);
     let now = SystemTime::now();
