@@ -60,6 +60,9 @@ fn default_max_age() -> Duration {
 fn default_lifetime() -> Duration {
     Duration::from_secs(8760 * 3600)
 }
+fn default_horizon() -> String {
+    "90d".into()
+}
 fn one() -> usize {
     1
 }
@@ -77,6 +80,9 @@ struct RawProfile {
     approver_groups: Vec<String>,
     #[serde(default)]
     allow_renewal: bool,
+    #[serde(default = "default_horizon")]
+    renewal_horizon: String,
+    crl_distribution_point: Option<String>,
     #[serde(default = "default_lifetime", with = "humantime_serde")]
     max_lifetime: Duration,
     #[serde(default = "default_lifetime", with = "humantime_serde")]
@@ -250,6 +256,30 @@ fn profile(p: RawProfile) -> Result<Profile, ProfileKeyError> {
             "must be between 10m and max_lifetime",
         ));
     }
+    let renewal_horizon = match p.renewal_horizon.as_str() {
+        "none" => None,
+        h => Some(
+            humantime_serde::re::humantime::parse_duration(h).map_err(|e| {
+                bad(
+                    "renewal_horizon",
+                    format!("{h:?}: {e} (a duration like \"90d\", or \"none\")"),
+                )
+            })?,
+        ),
+    };
+    if let Some(u) = &p.crl_distribution_point {
+        let rest = u
+            .strip_prefix("http://")
+            .or_else(|| u.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+            || !u.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(bad(
+                "crl_distribution_point",
+                format!("{u:?} must be an http:// or https:// URL (printable ASCII, no spaces)"),
+            ));
+        }
+    }
     let rules = match p.builtin {
         Some(b) => {
             if b.name() != name {
@@ -315,6 +345,8 @@ fn profile(p: RawProfile) -> Result<Profile, ProfileKeyError> {
         required_approvals: p.required_approvals,
         approver_groups: p.approver_groups,
         allow_renewal: p.allow_renewal,
+        renewal_horizon,
+        crl_distribution_point: p.crl_distribution_point,
         max_lifetime: p.max_lifetime,
         default_lifetime: p.default_lifetime,
     })

@@ -91,6 +91,9 @@ pub enum Event {
         not_after: String,
         /// The certificate then the CA, PEM.
         certificate: String,
+        /// A renewal: SHA-256 (hex) of the certificate it replaces.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        renewal_of: Option<String>,
     },
     /// A request was refused.
     Refused {
@@ -176,6 +179,8 @@ pub struct Index {
     pub by_csr: ShardedMap<String, Uid>,
     /// Every serial issued.
     pub serials: ShardedMap<Serial, ()>,
+    /// Renewed certificate (SHA-256, hex) → the uid that renewed it.
+    pub renewed: ShardedMap<String, Uid>,
 }
 
 /// Shards per index map.
@@ -252,9 +257,13 @@ impl Index {
             uid,
             csr_sha256,
             serial,
+            renewal_of,
             ..
         } = e
         {
+            if let Some(r) = renewal_of {
+                self.renewed.insert(r.clone(), uid.clone());
+            }
             self.by_uid.insert(
                 uid.clone(),
                 Issued {
@@ -685,6 +694,7 @@ mod tests {
             serial: serial.into(),
             not_after: "2030-01-01T00:00:00Z".into(),
             certificate: format!("-----BEGIN CERTIFICATE-----\n{uid}\n-----END CERTIFICATE-----\n"),
+            renewal_of: None,
         }
     }
 
