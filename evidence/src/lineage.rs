@@ -24,11 +24,15 @@ use x509_parser::prelude::X509Certificate;
 
 use crate::statement::EvidenceError;
 
-/// certsign's registration-free arc (ITU-T X.667: 2.25 followed by a UUID
-/// as an integer; UUID db8dbd5b-8fad-4884-845c-2d8295892c25).
-pub const CERTSIGN_ARC: &str = "2.25.291836885563593708851461601395533753381";
+/// certsign's OID arc. A PLACEHOLDER under RFC 5612's documentation
+/// enterprise number until the project has its own IANA Private Enterprise
+/// Number: the registration-free 2.25.<UUID> arc (ITU-T X.667) has a
+/// 128-bit arc, and pkilint's DER decoder (pyasn1-fasder) cannot load a
+/// certificate with an arc above 32 bits at all, so no issued certificate
+/// could be linted. Every arc here stays below 2^28.
+pub const CERTSIGN_ARC: &str = "1.3.6.1.4.1.32473.1";
 /// The lineage extension: `CERTSIGN_ARC`.1.
-pub const LINEAGE_OID: &str = "2.25.291836885563593708851461601395533753381.1";
+pub const LINEAGE_OID: &str = "1.3.6.1.4.1.32473.1.1";
 
 /// Where a certificate came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
