@@ -84,6 +84,16 @@ pub fn verify_renewal(
         ),
     ])?;
     check_fresh(to_system_time(st.signed_at.as_ref())?, max_age, now)?;
+    let refuse = |m: String| Err(EvidenceError::Renewal(m));
+    let Some(lineage) = Lineage::of_certificate(&cert)? else {
+        return refuse("the current certificate carries no lineage (which profile issued it, when it was approved), so it cannot be renewed: create a new request and have it approved".into());
+    };
+    if lineage.signer_name != spec.signer_name {
+        return refuse(format!(
+            "the current certificate was issued under signer name {:?}, not {:?}; a renewal keeps its profile",
+            lineage.signer_name, spec.signer_name
+        ));
+    }
     if cert.subject().as_raw() != new_csr.subject_der {
         return Err(EvidenceError::Renewal(
             "the new CSR's subject differs from the current certificate's".into(),
@@ -102,16 +112,6 @@ pub fn verify_renewal(
     if &cert_sans != new_csr.sans {
         return Err(EvidenceError::Renewal(
             "the new CSR's subjectAltNames differ from the current certificate's".into(),
-        ));
-    }
-    let refuse = |m: String| Err(EvidenceError::Renewal(m));
-    let Some(lineage) = Lineage::of_certificate(&cert)? else {
-        return refuse("the current certificate carries no lineage (which profile issued it, when it was approved), so it cannot be renewed: create a new request and have it approved".into());
-    };
-    if lineage.signer_name != spec.signer_name {
-        return refuse(format!(
-            "the current certificate was issued under signer name {:?}, not {:?}; a renewal keeps its profile",
-            lineage.signer_name, spec.signer_name
         ));
     }
     // Usages: a subset of the current key usage and extended key usage.

@@ -15,6 +15,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use humantime_serde::re::humantime;
+
 use certsign_proto::v1::sign_request::Request;
 use certsign_proto::v1::{CertificateSigningRequest, SignRequest, SignedStatement};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -443,8 +445,8 @@ impl Authority {
                 {
                     return Err(SignError::Refused(format!(
                         "renewal: this line of renewals was last approved by a human at {}, longer ago than renewal_horizon {} of profile {}: create a new request and have it approved",
-                        time::OffsetDateTime::from(began),
-                        humantime_serde::re::humantime::format_duration(h),
+                        humantime::format_rfc3339_seconds(began),
+                        humantime::format_duration(h),
                         profile.signer_name
                     )));
                 }
