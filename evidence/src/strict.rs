@@ -71,3 +71,50 @@ pub fn check_strict_der(der: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use der::oid::ObjectIdentifier;
+
+    /// A CSR with a DNS SAN and a critical private extension.
+    fn csr() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        let mut ext = rcgen::CustomExtension::from_oid_content(&[1, 2, 3, 4], vec![0x05, 0x00]);
+        ext.set_criticality(true);
+        p.custom_extensions = vec![ext];
+        p.serialize_request(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn strict_der_passes_and_every_laxity_is_named() {
+        let good = csr();
+        check_strict_der(&good).unwrap();
+        // Trailing bytes.
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(check_strict_der(&longer).is_err());
+        // A padded OID arc (2.5.4.3 as 55 04 80 03), which re-encodes to itself.
+        let mut req = CertReq::from_der(&good).unwrap();
+        let mut attrs = req.info.attributes.clone().into_vec();
+        let mut ber = attrs[0].oid.as_bytes().to_vec();
+        ber.insert(ber.len() - 1, 0x80);
+        attrs[0].oid = ObjectIdentifier::from_bytes(&ber).unwrap();
+        req.info.attributes = attrs.try_into().unwrap();
+        let e = check_strict_der(&req.to_der().unwrap()).unwrap_err();
+        assert_eq!(e, "an OBJECT IDENTIFIER arc is not minimally encoded");
+        // critical TRUE as 0x01 inside the extension request (BER, not DER).
+        let at = good
+            .windows(3)
+            .position(|w| w == [0x01, 0x01, 0xff])
+            .unwrap();
+        let mut ber_bool = good.clone();
+        ber_bool[at + 2] = 0x01;
+        let e = check_strict_der(&ber_bool).unwrap_err();
+        assert!(e.starts_with("extensionRequest: "), "{e}");
+    }
+}

@@ -396,6 +396,48 @@ journal = "journal.jsonl"
     }
 
     #[test]
+    fn renewal_horizon_defaults_to_90_days_and_none_must_be_written() {
+        let profile = |extra: &str| {
+            let t = format!(
+                "{BASE}[[profiles]]\nsigner_name = \"example.com/x\"\nrequired_approvals = 2\napprover_groups = [\"g\"]\n{extra}"
+            );
+            Config::parse(&t, Path::new("s.toml")).map(|c| c.profiles[0].clone())
+        };
+        let p = profile("").unwrap();
+        assert_eq!(p.renewal_horizon, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(p.crl_distribution_point, None);
+        let p = profile("renewal_horizon = \"none\"\n").unwrap();
+        assert_eq!(p.renewal_horizon, None);
+        let p = profile("renewal_horizon = \"12h\"\n").unwrap();
+        assert_eq!(p.renewal_horizon, Some(Duration::from_secs(12 * 3600)));
+        let e = profile("renewal_horizon = \"forever\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("profiles[0].renewal_horizon: \"forever\""),
+            "{e}"
+        );
+        let url = "http://crl.example.test/ca.crl";
+        let p = profile(&format!("crl_distribution_point = \"{url}\"\n")).unwrap();
+        assert_eq!(p.crl_distribution_point.as_deref(), Some(url));
+        for bad in [
+            "ftp://x/crl",
+            "http://",
+            "https:///crl",
+            "http://a b/crl",
+            "crl.example",
+        ] {
+            let e = profile(&format!("crl_distribution_point = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("profiles[0].crl_distribution_point"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn a_token_key_is_a_uri_and_its_pin_never_in_the_config() {
         let uri = "pkcs11:token=ca;object=ca?module-path=/usr/lib/softhsm/libsofthsm2.so";
         let t = BASE.replace(
