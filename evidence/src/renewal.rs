@@ -121,7 +121,8 @@ pub fn verify_renewal(
             return refuse(format!("unknown usage {word:?}"));
         };
         let eku = !u.is_key_usage();
-        if !have.contains(&u) && !(eku && have.contains(&Usage::Any)) {
+        let granted = have.contains(&u) || (eku && have.contains(&Usage::Any));
+        if !granted {
             let what = if eku {
                 "extended key usages"
             } else {

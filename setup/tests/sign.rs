@@ -253,7 +253,7 @@ async fn renewal_is_proven_by_the_current_certificate() {
             request_name: req.metadata.clone().unwrap().name,
             csr_sha256: certsign_evidence::sha256(&der).to_vec(),
             signer_name: CLIENT.into(),
-            current_certificate_sha256: certsign_evidence::sha256(&cur_der).to_vec(),
+            current_certificate_sha256: certsign_evidence::sha256(cur_der).to_vec(),
             signed_at: Some(now_ts(0)),
         };
         let proof = sign_statement(
