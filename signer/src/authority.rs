@@ -441,7 +441,7 @@ impl Authority {
                 )?;
                 let began = proof.lineage.approved_at;
                 if let Some(h) = profile.renewal_horizon
-                    && began + h < now
+                    && began.checked_add(h).is_some_and(|end| end < now)
                 {
                     return Err(SignError::Refused(format!(
                         "renewal: this line of renewals was last approved by a human at {}, longer ago than renewal_horizon {} of profile {}: create a new request and have it approved",
