@@ -120,6 +120,13 @@ impl CrlPublisher {
         Self { current }
     }
 
+    /// A publisher that serves `crl` as it is and never refreshes it
+    /// (tools and tests).
+    pub fn fixed(crl: Option<StoredCrl>) -> Self {
+        let (_, current) = watch::channel(crl.map(Arc::new));
+        Self { current }
+    }
+
     /// The CRL to serve now, if one was ever published.
     pub fn current(&self) -> Option<Arc<StoredCrl>> {
         self.current.borrow().clone()
@@ -240,5 +247,94 @@ impl Refresher {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa, Issuer,
+        KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
+    };
+
+    fn ca(cn: &str) -> (CertificateParams, KeyPair, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        (params, key, der)
+    }
+
+    fn crl_of(
+        params: &CertificateParams,
+        key: &KeyPair,
+        serials: &[&[u8]],
+        number: u64,
+    ) -> Vec<u8> {
+        let now = ::time::OffsetDateTime::now_utc();
+        CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + ::time::Duration::days(1),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(s),
+                    revocation_time: now,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&Issuer::from_params(params, key))
+        .unwrap()
+        .der()
+        .to_vec()
+    }
+
+    #[test]
+    fn a_crl_listing_every_held_revocation_is_published() {
+        let (params, key, ca_der) = ca("ca");
+        let der = crl_of(&params, &key, &[&[0x0a], &[0x01, 0xff]], 7);
+        let held = vec!["01ff".to_string(), "0a".to_string()];
+        let crl = check(&der, &held, &[ca_der.clone()]).unwrap();
+        assert_eq!(crl.number, "7");
+        assert_eq!(crl.der, der);
+        assert!(crl.next_update > crl.this_update);
+        // Listing more than is held is fine (another replica's, or expired).
+        check(&der, &held[..1], &[ca_der]).unwrap();
+    }
+
+    #[test]
+    fn a_crl_omitting_a_held_revocation_is_never_published() {
+        let (params, key, ca_der) = ca("ca");
+        let der = crl_of(&params, &key, &[&[0x0a]], 8);
+        let held = vec!["0a".to_string(), "0b".to_string()];
+        match check(&der, &held, &[ca_der]) {
+            Err(CrlError::Omits(missing)) => assert_eq!(missing, vec!["0b".to_string()]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_crl_not_signed_by_the_trust_bundle_is_never_published() {
+        let (params, key, _) = ca("ca");
+        let (_, _, other_der) = ca("ca");
+        let der = crl_of(&params, &key, &[], 9);
+        assert!(matches!(
+            check(&der, &[], &[other_der]),
+            Err(CrlError::NotCaSigned)
+        ));
+        assert!(matches!(
+            check(b"not a crl", &[], &[]),
+            Err(CrlError::Unparsable(_))
+        ));
     }
 }

@@ -100,3 +100,47 @@ pub async fn serve(listener: TcpListener, crl: CrlPublisher) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::StoredCrl;
+
+    fn get(method: Method, path: &str, crl: &CrlPublisher) -> Response<Full<Bytes>> {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap();
+        respond(&req, crl)
+    }
+
+    #[test]
+    fn serves_the_published_crl_at_crl_only() {
+        let crl = CrlPublisher::fixed(Some(StoredCrl {
+            der: vec![0x30, 0x00],
+            number: "1".into(),
+            this_update: unix_now(),
+            next_update: unix_now() + 86400,
+        }));
+        let r = get(Method::GET, "/crl", &crl);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], CRL_CONTENT_TYPE);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "max-age=3600");
+        assert_eq!(get(Method::HEAD, "/crl", &crl).status(), StatusCode::OK);
+        assert_eq!(
+            get(Method::GET, "/crl/x", &crl).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(get(Method::GET, "/", &crl).status(), StatusCode::NOT_FOUND);
+        let post = get(Method::POST, "/crl", &crl);
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[header::ALLOW], "GET, HEAD");
+        let none = CrlPublisher::fixed(None);
+        assert_eq!(
+            get(Method::GET, "/crl", &none).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
