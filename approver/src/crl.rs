@@ -304,7 +304,7 @@ mod tests {
         let (params, key, ca_der) = ca("ca");
         let der = crl_of(&params, &key, &[&[0x0a], &[0x01, 0xff]], 7);
         let held = vec!["01ff".to_string(), "0a".to_string()];
-        let crl = check(&der, &held, &[ca_der.clone()]).unwrap();
+        let crl = check(&der, &held, std::slice::from_ref(&ca_der)).unwrap();
         assert_eq!(crl.number, "7");
         assert_eq!(crl.der, der);
         assert!(crl.next_update > crl.this_update);
