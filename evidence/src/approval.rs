@@ -80,7 +80,7 @@ impl ApprovalTrust {
     }
 
     /// Verify `chain` (leaf first) to one of the roots at time `at`.
-    fn verify_chain(
+    pub(crate) fn verify_chain(
         &self,
         chain: &[Vec<u8>],
         at: SystemTime,

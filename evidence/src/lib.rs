@@ -6,6 +6,8 @@
 //! - [`approval`]: [`verify_approval`] / [`verify_approvals`] of an admin's
 //!   `ApprovalStatement` against an [`ApprovalTrust`].
 //! - [`renewal`]: [`verify_renewal`] of a holder's `RenewalStatement`.
+//! - [`revocation`]: [`verify_revocation`] of a holder's or an admin's
+//!   `RevocationStatement`.
 //! - [`lineage`]: the extension naming a certificate's issuing profile and
 //!   its last human approval, which renewals are judged by.
 //! - [`cert`]: the [`Identity`] read from a certificate (CN = username,
@@ -23,6 +25,7 @@ pub mod approval;
 pub mod cert;
 pub mod lineage;
 pub mod renewal;
+pub mod revocation;
 pub mod statement;
 pub mod usage;
 
@@ -33,6 +36,7 @@ pub use cert::{
 };
 pub use lineage::{LINEAGE_OID, Lineage};
 pub use renewal::{RenewalInput, RenewalProof, verify_renewal};
+pub use revocation::{RevocationProof, RevokedBy, revoking_groups, serial_hex, verify_revocation};
 pub use statement::{
     APPROVAL_CONTEXT, EvidenceError, MAX_CLOCK_SKEW, RENEWAL_CONTEXT, REVOCATION_CONTEXT,
     StatementKey, sign_statement, signed_bytes,

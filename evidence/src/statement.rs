@@ -99,6 +99,9 @@ pub enum EvidenceError {
     /// Renewal: the current certificate does not match the new CSR.
     #[error("renewal: {0}")]
     Renewal(String),
+    /// Revocation: the certificate or the revoking identity is refused.
+    #[error("revocation: {0}")]
+    Revocation(String),
 }
 
 /// A private key that signs statements (certctl's key, an rcgen key pair in

@@ -105,19 +105,22 @@ pub struct Signed {
 }
 
 #[derive(Debug, Default)]
-struct State {
-    index: Index,
+pub(crate) struct State {
+    pub(crate) index: Index,
     pending: HashSet<Uid>,
 }
 
-/// The signing authority: config, CA key, approval trust, journal.
+/// The signing authority: config, CA key, approval trust, journal (also
+/// for revocations, `revoke.rs`, and CRLs, `crl.rs`).
 #[derive(Debug)]
 pub struct Authority {
-    config: Config,
-    ca: CaKey,
-    trust: ApprovalTrust,
-    journal: Journal,
-    state: Arc<Mutex<State>>,
+    pub(crate) config: Config,
+    pub(crate) ca: CaKey,
+    pub(crate) trust: ApprovalTrust,
+    pub(crate) journal: Journal,
+    pub(crate) state: Arc<Mutex<State>>,
+    /// Held from a revocation's index check until its line is indexed.
+    pub(crate) revoking: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Removes a uid from the in-flight set however `sign` ends.
@@ -160,6 +163,7 @@ impl Authority {
                 index,
                 pending: HashSet::new(),
             })),
+            revoking: Arc::default(),
         })
     }
 
@@ -206,32 +210,7 @@ impl Authority {
         match self.decide(csr, ev, caller, SystemTime::now()) {
             Ok(Decision::Replay(s)) => Ok(s),
             Ok(Decision::Issue(event, signed, reservation)) => {
-                // Once queued, the line is written even if this call is
-                // dropped (the caller hung up mid-call). Journaling and
-                // indexing therefore run in a task of their own that holds
-                // the uid's reservation to the end: a dropped call must never
-                // release the uid before the index knows it was issued, or a
-                // retry would issue it a second time.
-                let journal = self.journal.clone();
-                let state = self.state.clone();
-                let finish = async move {
-                    let appended = journal.append(event.clone()).await;
-                    if let Ok(at) = &appended
-                        && let Ok(mut s) = state.lock()
-                    {
-                        s.index.record(&event, *at);
-                    }
-                    drop(reservation);
-                    appended
-                };
-                let appended = match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => rt
-                        .spawn(finish)
-                        .await
-                        .map_err(|e| SignError::Unavailable(format!("journal task: {e}")))?,
-                    Err(_) => finish.await,
-                };
-                appended?;
+                self.journal_and_index(event, reservation).await?;
                 // The object's name and uid let an operator go from a serial
                 // in the log to the request (and back); str fields are
                 // logged quoted and escaped.
@@ -270,10 +249,42 @@ impl Authority {
         }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, SignError> {
+    pub(crate) fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, SignError> {
         self.state
             .lock()
             .map_err(|_| SignError::Unavailable("internal state poisoned".into()))
+    }
+
+    /// Journal `event`, then index it. Once queued, the line is written even
+    /// if the caller is dropped (it hung up mid-call), so journaling and
+    /// indexing run in a task of their own that keeps `hold` (a uid's
+    /// reservation, the revocation lock) to the end: a dropped call must
+    /// never release it before the index knows, or a retry would issue the
+    /// uid (or journal the serial's revocation) a second time.
+    pub(crate) async fn journal_and_index<H: Send + 'static>(
+        &self,
+        event: Arc<Event>,
+        hold: H,
+    ) -> Result<(), SignError> {
+        let (journal, state) = (self.journal.clone(), self.state.clone());
+        let finish = async move {
+            let appended = journal.append(event.clone()).await;
+            if let Ok(at) = &appended
+                && let Ok(mut s) = state.lock()
+            {
+                s.index.record(&event, *at);
+            }
+            drop(hold);
+            appended
+        };
+        let appended = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt
+                .spawn(finish)
+                .await
+                .map_err(|e| SignError::Unavailable(format!("journal task: {e}")))?,
+            Err(_) => finish.await,
+        };
+        Ok(appended.map(drop)?)
     }
 
     fn decide(
@@ -379,6 +390,10 @@ impl Authority {
                     max_age,
                     now,
                 )?;
+                if self.lock()?.index.is_revoked(&Serial(proof.serial.clone())) {
+                    let revoked = format!("renewal: certificate {} is revoked", proof.serial);
+                    return Err(SignError::Refused(revoked));
+                }
                 (
                     EvidenceKind::Renewal,
                     vec![format!(

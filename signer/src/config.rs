@@ -45,8 +45,10 @@ struct RawConfig {
     journal: PathBuf,
     #[serde(default)]
     reflection: bool,
-    #[serde(default = "default_max_age", with = "humantime_serde")]
+    #[serde(default = "one_day", with = "humantime_serde")]
     statement_max_age: Duration,
+    #[serde(default = "one_day", with = "humantime_serde")]
+    crl_validity: Duration,
     #[serde(default)]
     profiles: Vec<RawProfile>,
 }
@@ -54,7 +56,7 @@ struct RawConfig {
 fn default_sessions() -> usize {
     4
 }
-fn default_max_age() -> Duration {
+fn one_day() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 fn default_lifetime() -> Duration {
@@ -117,8 +119,10 @@ pub struct Config {
     pub journal: PathBuf,
     /// Serve gRPC reflection.
     pub reflection: bool,
-    /// Maximum age of approval and renewal statements.
+    /// Maximum age of approval, renewal and revocation statements.
     pub statement_max_age: Duration,
+    /// nextUpdate − thisUpdate of the CRLs this signer signs.
+    pub crl_validity: Duration,
     /// One profile per signer name.
     pub profiles: Vec<Profile>,
 }
@@ -156,6 +160,10 @@ impl Config {
         } else {
             CaKeySource::File(abs(&PathBuf::from(&raw.ca_key)))
         };
+        let crl_validity = Duration::from_secs(300)..=Duration::from_secs(366 * 86400);
+        if !crl_validity.contains(&raw.crl_validity) {
+            return Err(err(path, "crl_validity: must be between 5m and 366d"));
+        }
         if !(1..=256).contains(&raw.pkcs11_sessions) {
             return Err(err(path, "pkcs11_sessions: must be between 1 and 256"));
         }
@@ -186,6 +194,7 @@ impl Config {
             journal: abs(&raw.journal),
             reflection: raw.reflection,
             statement_max_age: raw.statement_max_age,
+            crl_validity: raw.crl_validity,
             profiles,
         })
     }
@@ -346,7 +355,16 @@ journal = "journal.jsonl"
         );
         assert_eq!(c.pkcs11_sessions, 4);
         assert_eq!(c.statement_max_age, Duration::from_secs(86400));
+        assert_eq!(c.crl_validity, Duration::from_secs(86400));
         assert!(!c.reflection);
+        let t = format!("{BASE}crl_validity = \"2h\"\n");
+        let c = Config::parse(&t, Path::new("s.toml")).unwrap();
+        assert_eq!(c.crl_validity, Duration::from_secs(7200));
+        for bad in ["\"1m\"", "\"400days\"", "\"soon\""] {
+            let t = format!("{BASE}crl_validity = {bad}\n");
+            let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
+            assert!(e.to_string().contains("crl_validity"), "{e}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub struct Uid(pub String);
 
 /// A certificate serial number: lowercase hex, no leading zero bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Serial(pub String);
 

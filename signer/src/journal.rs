@@ -26,20 +26,19 @@
 //! never an answered request and is cut off.
 //! This module never holds key material and never rewrites a sealed line.
 
-use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::hash::{BuildHasher, Hash, RandomState};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::csr::sha256;
 use crate::ids::{EvidenceKind, Serial, Uid};
+pub use crate::sharded::ShardedMap;
 
 /// A journal problem.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +103,31 @@ pub enum Event {
         requestor: String,
         /// SHA-256 of the CSR DER when it parsed.
         csr_sha256: String,
+        /// The caller.
+        caller: String,
+        /// The refusal text (names the rule).
+        reason: String,
+    },
+    /// A certificate was revoked (at most one line per serial).
+    Revoked {
+        /// Serial, hex.
+        serial: Serial,
+        /// SHA-256 of the certificate DER, hex.
+        certificate_sha256: String,
+        /// The issuing profile from the certificate's lineage ("" without).
+        signer_name: String,
+        /// "holder" or "admin NAME".
+        by: String,
+        /// The allow-listed caller.
+        caller: String,
+        /// Reason, revocation date and the certificate's notAfter.
+        #[serde(flatten)]
+        revocation: Revocation,
+    },
+    /// A revocation was refused.
+    RevocationRefused {
+        /// SHA-256 of the certificate DER sent, hex.
+        certificate_sha256: String,
         /// The caller.
         caller: String,
         /// The refusal text (names the rule).
@@ -176,74 +200,23 @@ pub struct Index {
     pub by_csr: ShardedMap<String, Uid>,
     /// Every serial issued.
     pub serials: ShardedMap<Serial, ()>,
+    /// Every serial revoked, in serial order (CRLs list them so).
+    pub revoked: BTreeMap<Serial, Revocation>,
+    /// The highest cRLNumber signed by this process.
+    pub last_crl_number: u64,
 }
 
-/// Shards per index map.
-const SHARDS: usize = 64;
-
-/// A hash map split into [`SHARDS`] maps by the key's hash, so that growing
-/// moves one shard's entries at a time. The index is read and written under
-/// the signer's state lock, and a single map doubles by moving every entry
-/// at once: tens of milliseconds at 114,688 issued certificates, ~200 ms at
-/// 229,376, while every `Sign` waited (it was the p99 of the benchmark's
-/// half-load run), and the pause grows with the journal. Sharded, a resize
-/// moves 1/64 of it.
-#[derive(Debug)]
-pub struct ShardedMap<K, V> {
-    hasher: RandomState,
-    shards: Vec<HashMap<K, V>>,
-}
-
-impl<K, V> Default for ShardedMap<K, V> {
-    fn default() -> Self {
-        Self {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| HashMap::new()).collect(),
-        }
-    }
-}
-
-impl<K: Hash + Eq, V> ShardedMap<K, V> {
-    // `String` and `str` hash alike, so a key and its borrowed form pick
-    // the same shard.
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
-        (self.hasher.hash_one(key) % SHARDS as u64) as usize
-    }
-
-    /// The value of `key`.
-    pub fn get<Q>(&self, key: &Q) -> Option<&V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.shards[self.shard(key)].get(key)
-    }
-
-    /// Whether `key` is present.
-    pub fn contains_key<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.get(key).is_some()
-    }
-
-    /// Insert, replacing (and returning) an earlier value.
-    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let i = self.shard(&key);
-        // `shard` is below SHARDS, the number of shards: never out of range.
-        self.shards[i].insert(key, value)
-    }
-
-    /// Entries in all shards.
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(HashMap::len).sum()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(HashMap::is_empty)
-    }
+/// A journaled revocation, as the index keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// RFC 5280 CRLReason number.
+    pub reason: i32,
+    /// The revocation date (whole seconds), as every CRL lists it.
+    #[serde(with = "humantime_serde")]
+    pub revoked_at: SystemTime,
+    /// The certificate's notAfter: CRLs list it until then.
+    #[serde(with = "humantime_serde")]
+    pub not_after: SystemTime,
 }
 
 impl Index {
@@ -265,6 +238,17 @@ impl Index {
             self.by_csr.insert(csr_sha256.clone(), uid.clone());
             self.serials.insert(serial.clone(), ());
         }
+        if let Event::Revoked {
+            serial, revocation, ..
+        } = e
+        {
+            self.revoked.entry(serial.clone()).or_insert(*revocation);
+        }
+    }
+
+    /// Whether this serial's revocation was journaled.
+    pub fn is_revoked(&self, serial: &Serial) -> bool {
+        self.revoked.contains_key(serial)
     }
 }
 
@@ -650,27 +634,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn sharded_map_finds_what_it_holds_by_borrowed_key() {
-        let mut m: ShardedMap<String, u32> = ShardedMap::default();
-        assert!(m.is_empty());
-        for i in 0..10_000u32 {
-            assert_eq!(m.insert(format!("uid-{i}"), i), None);
-        }
-        assert_eq!(m.len(), 10_000);
-        for i in 0..10_000u32 {
-            let k = format!("uid-{i}");
-            assert_eq!(m.get(k.as_str()), Some(&i));
-            assert!(m.contains_key(&k));
-        }
-        assert!(!m.contains_key("uid-10000"));
-        assert_eq!(m.insert("uid-7".into(), 70), Some(7));
-        assert_eq!(m.get("uid-7"), Some(&70));
-        assert_eq!(m.len(), 10_000);
-        // The keys spread over the shards instead of piling into one.
-        assert!(m.shards.iter().all(|s| !s.is_empty()));
-    }
 
     fn issued(uid: &str, serial: &str) -> Event {
         Event::Issued {

@@ -27,6 +27,7 @@
 
 pub mod authority;
 pub mod config;
+pub mod crl;
 pub mod csr;
 pub mod daemon;
 pub mod harden;
@@ -34,4 +35,6 @@ pub mod ids;
 pub mod issue;
 pub mod journal;
 pub mod profile;
+pub mod revoke;
 pub mod service;
+pub mod sharded;

@@ -139,18 +139,18 @@ impl SignerService {
 impl Signer for SignerService {
     async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let caller = self.authorize(&request)?;
-        match &request.get_ref().request {
-            Some(Asked::CertificateSigningRequest(_)) => {}
-            Some(Asked::Revocation(_) | Asked::Crl(_)) => {
-                return Err(Status::unimplemented(
-                    "request: revocations and CRLs are not served by this signer",
-                ));
-            }
+        let other = match &request.get_ref().request {
+            Some(Asked::CertificateSigningRequest(_)) => None,
+            Some(Asked::Revocation(r)) => Some(self.authority.revoke(r, &caller).await),
+            Some(Asked::Crl(_)) => Some(self.authority.crl(&caller)),
             None => {
                 return Err(Status::invalid_argument(
                     "request: Required value: one of certificate_signing_request, revocation, crl",
                 ));
             }
+        };
+        if let Some(answer) = other {
+            return answer.map(Response::new).map_err(|e| to_status(&e));
         }
         let signed = self
             .authority
