@@ -313,8 +313,11 @@ impl Deliverer {
                     Ok(Progress::Done) => backoff[i] = (0, Instant::now()),
                     Ok(Progress::Unreachable) => {
                         pending = true;
-                        let n = backoff[i].0.saturating_add(1).min(5);
-                        backoff[i] = (n, Instant::now() + Duration::from_secs(1 << n));
+                        // 2, 4, 8, then every 10 s: a signer that is
+                        // back gets what it lacks within seconds.
+                        let n = backoff[i].0.saturating_add(1).min(4);
+                        let pause = Duration::from_secs((1u64 << n).min(10));
+                        backoff[i] = (n, Instant::now() + pause);
                     }
                     Err(e) => {
                         pending = true;
