@@ -520,6 +520,42 @@ approver_groups = ["example-admins"]
         assert_eq!(c.retention.pending, Duration::from_secs(86400));
     }
 
+    /// `top` (top-level keys) before the base file.
+    fn parse_top(top: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("{top}{BASE}"),
+            Path::new("/etc/a/approver.toml"),
+            Path::new("/etc/a"),
+        )
+    }
+
+    #[test]
+    fn crl_keys_are_optional_and_checked() {
+        let c = parse("").unwrap();
+        assert_eq!((c.crl_listen, c.crl_refresh), (None, None));
+        let c = parse_top("crl_listen = \"127.0.0.1:8080\"\ncrl_refresh = \"6h\"\n").unwrap();
+        assert_eq!(c.crl_listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.crl_refresh, Some(Duration::from_secs(6 * 3600)));
+        let err = parse_top("crl_listen = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`crl_listen`") && err.contains("socket address"),
+            "{err}"
+        );
+        let err = parse_top("crl_refresh = \"0s\"\n").unwrap_err().to_string();
+        assert!(err.contains("`crl_refresh`"), "{err}");
+        // Both take effect at start only; a reload keeps the running ones.
+        let running = parse("").unwrap();
+        let loaded = parse_top("crl_listen = \"127.0.0.1:8080\"\ncrl_refresh = \"6h\"\n").unwrap();
+        assert_eq!(
+            running.restart_only_changes(&loaded),
+            vec!["crl_listen", "crl_refresh"]
+        );
+        let merged = loaded.keeping_restart_only_from(&running);
+        assert_eq!((merged.crl_listen, merged.crl_refresh), (None, None));
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let err = parse("bogus = 1\n").unwrap_err().to_string();

@@ -321,3 +321,70 @@ async fn a_revocation_reaches_a_signer_that_was_down_from_the_store() {
     let journal = std::fs::read_to_string(pki.p("signer/journal-b.jsonl")).unwrap();
     assert!(journal.contains(&serial), "{journal}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signer_refusal_is_passed_on_and_the_revocation_is_not_held() {
+    let stack = Stack::start();
+    let pki = &stack.pki;
+    let at = &stack.approver.addr;
+    let admin = pki.admin();
+    let alice = issued(pki, at, &admin, &pki.user("alice", &[]), "alice-1").await;
+    let serial = serial_of(&alice.cert_der);
+    let mut adm = client(pki, at, Some(&admin)).await;
+
+    // A stale statement: the approver stores it, the signer refuses it
+    // (its own freshness rule), and the caller gets the signer's answer.
+    let st = RevocationStatement {
+        serial_number: serial.clone(),
+        certificate_sha256: certsign_tests::evidence::sha256(&alice.cert_der),
+        reason: RevocationReason::Superseded as i32,
+        signed_at: Some(certsign_tests::grpc::ts(-2 * 86400)),
+    };
+    let stale = certsign_tests::evidence::sign_bytes(
+        certsign_evidence::REVOCATION_CONTEXT,
+        st.encode_to_vec(),
+        &admin.key(),
+        vec![admin.cert_der.clone()],
+    );
+    let refused = adm
+        .revoke_certificate(RevokeCertificateRequest {
+            revocation: Some(stale),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+        ),
+        "{refused:?}"
+    );
+    assert!(!refused.message().is_empty());
+    let one = ListCertificatesRequest {
+        serial_number: serial.clone(),
+        ..Default::default()
+    };
+    let items = adm
+        .list_certificates(one.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items[0].status, "Valid");
+
+    // A fresh statement replaces the refused one.
+    let revoked = adm
+        .revoke_certificate(RevokeCertificateRequest {
+            revocation: Some(revocation(&alice, &admin)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.status, "Revoked");
+    assert_eq!(
+        revoked.revocation_reason,
+        RevocationReason::KeyCompromise as i32
+    );
+    let items = adm.list_certificates(one).await.unwrap().into_inner().items;
+    assert_eq!(items[0].status, "Revoked");
+}
