@@ -95,7 +95,7 @@ pub struct CrlPublisher {
 const RETRY: Duration = Duration::from_secs(10);
 
 /// How often the store is re-read for a CRL another replica published.
-const RELOAD: Duration = Duration::from_secs(30);
+const RELOAD: Duration = Duration::from_secs(10);
 
 impl CrlPublisher {
     /// Load the published CRL and start the refresh task, which also runs

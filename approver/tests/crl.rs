@@ -19,64 +19,12 @@ use certsign_proto::v1::approver_client::ApproverClient;
 use certsign_proto::v1::signer_client::SignerClient;
 use certsign_proto::v1::{
     CrlRequest, GetCertificateRevocationListRequest, ListCertificatesRequest, RevocationReason,
-    RevocationStatement, RevokeCertificateRequest, SignRequest, SignedStatement, sign_request,
+    RevocationStatement, RevokeCertificateRequest, SignRequest, sign_request,
 };
 use certsign_tests::process::{free_port, run};
 use common::*;
 use prost::Message as _;
 use tonic::transport::Channel;
-use x509_parser::prelude::FromDer as _;
-use x509_parser::revocation_list::CertificateRevocationList;
-
-/// Create `name` for `user`, have the admin approve it, wait for the
-/// certificate; returns the holder (the issued certificate and its key).
-async fn issued(pki: &Pki, approver: &str, admin: &User, user: &User, name: &str) -> User {
-    let mut c = client(pki, approver, Some(user)).await;
-    let (pem, key) = make_csr(&user.name, &[], &[]);
-    let created = create(
-        &mut c,
-        new_csr(name, &pem, APISERVER_CLIENT, &["client auth"], None),
-    )
-    .await;
-    let mut adm = client(pki, approver, Some(admin)).await;
-    approve(&mut adm, admin, &created).await.unwrap();
-    let done = wait_done(&mut c, name).await;
-    let cert_pem = leaf_pem(&done.status.unwrap().certificate);
-    User {
-        name: user.name.clone(),
-        cert_der: pem_der(&cert_pem),
-        cert_pem,
-        key_pem: key.serialize_pem(),
-    }
-}
-
-fn serial_of(cert_der: &[u8]) -> String {
-    let (_, c) = x509_parser::parse_x509_certificate(cert_der).unwrap();
-    hex::encode(c.raw_serial())
-}
-
-/// A RevocationStatement for `holder`'s certificate signed by `signer`.
-fn revocation(holder: &User, signer: &User) -> SignedStatement {
-    let st = RevocationStatement {
-        serial_number: serial_of(&holder.cert_der),
-        certificate_sha256: certsign_tests::evidence::sha256(&holder.cert_der),
-        reason: RevocationReason::KeyCompromise as i32,
-        signed_at: Some(certsign_tests::grpc::ts(0)),
-    };
-    certsign_tests::evidence::sign_bytes(
-        certsign_evidence::REVOCATION_CONTEXT,
-        st.encode_to_vec(),
-        &signer.key(),
-        vec![signer.cert_der.clone()],
-    )
-}
-
-fn listed(crl_der: &[u8]) -> Vec<String> {
-    let (_, crl) = CertificateRevocationList::from_der(crl_der).unwrap();
-    crl.iter_revoked_certificates()
-        .map(|r| hex::encode(r.raw_serial()))
-        .collect()
-}
 
 /// Waits (up to 60 s) until the approver's published CRL lists `serial`.
 async fn published_with(c: &mut ApproverClient<Channel>, serial: &str) -> Vec<u8> {
@@ -87,7 +35,7 @@ async fn published_with(c: &mut ApproverClient<Channel>, serial: &str) -> Vec<u8
             .await
         {
             let r = r.into_inner();
-            if listed(&r.crl).iter().any(|s| s == serial) {
+            if crl_serials(&r.crl).iter().any(|s| s == serial) {
                 assert!(!r.crl_number.is_empty());
                 assert!(r.next_update.unwrap().seconds > r.this_update.unwrap().seconds);
                 return r.crl;
@@ -153,9 +101,9 @@ async fn revoked_certificates_are_on_the_published_crl_and_openssl_rejects_them(
     let pki = &stack.pki;
     let at = &stack.approver.addr;
     let admin = pki.admin();
-    let alice = issued(pki, at, &admin, &pki.user("alice", &[]), "alice-1").await;
-    let bob = issued(pki, at, &admin, &pki.user("bob", &[]), "bob-1").await;
-    let carol = issued(pki, at, &admin, &pki.user("carol", &[]), "carol-1").await;
+    let alice = issued_to(pki, at, &admin, &pki.user("alice", &[]), "alice-1").await;
+    let bob = issued_to(pki, at, &admin, &pki.user("bob", &[]), "bob-1").await;
+    let carol = issued_to(pki, at, &admin, &pki.user("carol", &[]), "carol-1").await;
 
     // An admin revokes alice's certificate.
     let mut adm = client(pki, at, Some(&admin)).await;
@@ -195,7 +143,7 @@ async fn revoked_certificates_are_on_the_published_crl_and_openssl_rejects_them(
     assert_eq!(again.revocation_time, revoked.revocation_time);
 
     let crl = published_with(&mut adm, &serial_of(&bob.cert_der)).await;
-    let on_it = listed(&crl);
+    let on_it = crl_serials(&crl);
     assert!(on_it.contains(&serial_of(&alice.cert_der)), "{on_it:?}");
     assert!(!on_it.contains(&serial_of(&carol.cert_der)), "{on_it:?}");
     let (ok, text) = openssl_verify_with_crl(pki, &crl, &alice.cert_pem);
@@ -211,7 +159,7 @@ async fn revoked_certificates_are_on_the_published_crl_and_openssl_rejects_them(
         ("200", "application/pkix-crl")
     );
     let served = std::fs::read(&fetched).unwrap();
-    assert!(listed(&served).contains(&serial_of(&alice.cert_der)));
+    assert!(crl_serials(&served).contains(&serial_of(&alice.cert_der)));
     // openssl checks its signature with the CA.
     let v = run(Command::new("openssl")
         .args(["crl", "-inform", "DER", "-noout", "-verify", "-in"])
@@ -284,7 +232,7 @@ async fn a_revocation_reaches_a_signer_that_was_down_from_the_store() {
     .fresh_log()
     .start();
     let admin = pki.admin();
-    let alice = issued(&pki, &approver.addr, &admin, &pki.user("alice", &[]), "a1").await;
+    let alice = issued_to(&pki, &approver.addr, &admin, &pki.user("alice", &[]), "a1").await;
     let serial = serial_of(&alice.cert_der);
 
     // B is down: the revocation is answered once A journaled it.
@@ -298,8 +246,8 @@ async fn a_revocation_reaches_a_signer_that_was_down_from_the_store() {
         .into_inner();
     assert_eq!(revoked.status, "Revoked");
     let crl = published_with(&mut adm, &serial).await;
-    assert!(listed(&crl).contains(&serial));
-    assert!(listed(&signer_crl(&pki, &signer_a.addr).await.unwrap()).contains(&serial));
+    assert!(crl_serials(&crl).contains(&serial));
+    assert!(crl_serials(&signer_crl(&pki, &signer_a.addr).await.unwrap()).contains(&serial));
 
     // B comes up knowing nothing of it; the approver delivers it from the
     // store, unasked.
@@ -307,7 +255,7 @@ async fn a_revocation_reaches_a_signer_that_was_down_from_the_store() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(crl) = signer_crl(&pki, &b_addr).await
-            && listed(&crl).contains(&serial)
+            && crl_serials(&crl).contains(&serial)
         {
             break;
         }
@@ -328,7 +276,7 @@ async fn a_signer_refusal_is_passed_on_and_the_revocation_is_not_held() {
     let pki = &stack.pki;
     let at = &stack.approver.addr;
     let admin = pki.admin();
-    let alice = issued(pki, at, &admin, &pki.user("alice", &[]), "alice-1").await;
+    let alice = issued_to(pki, at, &admin, &pki.user("alice", &[]), "alice-1").await;
     let serial = serial_of(&alice.cert_der);
     let mut adm = client(pki, at, Some(&admin)).await;
 
