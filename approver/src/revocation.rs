@@ -245,7 +245,9 @@ impl Deliverer {
             statement: revocation.statement,
             certificate_pem: record.issued.certificate_pem,
         };
-        let mut calls = tokio::task::JoinSet::new();
+        // Each endpoint's call runs on its own and records its outcome even
+        // after this call has answered (on the first journaling).
+        let (tx, mut outcomes) = tokio::sync::mpsc::channel(self.clients.len().max(1));
         for (url, client) in self.clients.iter() {
             if done.contains(url) {
                 continue;
@@ -256,40 +258,34 @@ impl Deliverer {
                 client.clone(),
                 item.clone(),
             );
-            calls.spawn(async move { deliver(&store, &url, &client, &item).await });
-        }
-        let mut outcome = if done.is_empty() {
-            Everywhere::Unreachable("no signer endpoint answered".into())
-        } else {
-            Everywhere::Journaled
-        };
-        let mut missed = false;
-        while let Some(r) = calls.join_next().await {
-            match r {
-                Ok(Delivery::Journaled { .. }) => outcome = Everywhere::Journaled,
-                Ok(Delivery::Refused { code, message }) => {
-                    missed = true;
-                    if !matches!(outcome, Everywhere::Journaled) {
-                        outcome = Everywhere::Refused { code, message };
-                    }
+            let (tx, wake, crl_wake) = (tx.clone(), self.wake.clone(), self.crl_wake.clone());
+            tokio::spawn(async move {
+                let delivery = deliver(&store, &url, &client, &item).await;
+                match &delivery {
+                    Delivery::Journaled { .. } => crl_wake.notify_one(),
+                    // The background delivery takes it from here.
+                    _ => wake.notify_one(),
                 }
-                Ok(Delivery::Unreachable(m)) => {
-                    missed = true;
+                let _ = tx.send(delivery).await;
+            });
+        }
+        drop(tx);
+        if !done.is_empty() {
+            return Ok(Everywhere::Journaled);
+        }
+        let mut outcome = Everywhere::Unreachable("no signer endpoint answered".into());
+        while let Some(delivery) = outcomes.recv().await {
+            match delivery {
+                Delivery::Journaled { .. } => return Ok(Everywhere::Journaled),
+                Delivery::Refused { code, message } => {
+                    outcome = Everywhere::Refused { code, message };
+                }
+                Delivery::Unreachable(m) => {
                     if matches!(outcome, Everywhere::Unreachable(_)) {
                         outcome = Everywhere::Unreachable(m);
                     }
                 }
-                Err(e) => {
-                    missed = true;
-                    tracing::warn!(error = %e, "revocation delivery task failed");
-                }
             }
-        }
-        if matches!(outcome, Everywhere::Journaled) {
-            self.crl_wake.notify_one();
-        }
-        if missed {
-            self.wake.notify_one();
         }
         Ok(outcome)
     }
@@ -405,11 +401,19 @@ pub async fn deliver_pending(
     client: &SignerClient<Channel>,
 ) -> Result<bool, StoreError> {
     for item in store.undelivered(url, 100).await? {
-        if !matches!(
-            deliver(store, url, client, &item).await,
-            Delivery::Journaled { .. }
-        ) {
-            return Ok(false);
+        match deliver(store, url, client, &item).await {
+            Delivery::Journaled { .. } => {}
+            Delivery::Refused { message, .. } => {
+                // Refused and journaled nowhere: no longer held (a no-op
+                // when another endpoint journaled it; then this endpoint's
+                // CRLs cannot list it).
+                store.revocation_refused(&item.serial, &message).await?;
+                let held = store.certificate(&item.serial).await?;
+                if held.and_then(|r| r.revocation).is_some_and(|r| r.held()) {
+                    return Ok(false);
+                }
+            }
+            Delivery::Unreachable(_) => return Ok(false),
         }
     }
     Ok(true)
