@@ -38,6 +38,9 @@ use crate::issued::der_of;
 use crate::status::ServiceError;
 use crate::store::{RevocationState, Store, StoreError, Undelivered};
 
+/// Held revocations read from the store at a time.
+const BATCH: u32 = 100;
+
 /// Signer endpoints by URL.
 pub type Clients = Arc<Vec<(String, SignerClient<Channel>)>>;
 
@@ -338,40 +341,69 @@ impl Deliverer {
         parked: &mut HashMap<(String, String), Instant>,
         parked_for: Duration,
     ) -> Result<Progress, StoreError> {
-        for item in self.store.undelivered(url, 100).await? {
-            let key = (item.serial.clone(), url.to_string());
-            if parked.contains_key(&key) {
-                continue;
-            }
-            match deliver(&self.store, url, client, &item).await {
-                Delivery::Journaled { .. } => {
-                    tracing::info!(serial = %item.serial, %url, "revocation delivered");
-                    self.crl_wake.notify_one();
+        // Batch after batch while full ones make progress (parked items
+        // come back in every batch; they alone never keep this going).
+        loop {
+            let batch = self.store.undelivered(url, BATCH).await?;
+            let full = batch.len() >= BATCH as usize;
+            let mut delivered = false;
+            for item in batch {
+                let key = (item.serial.clone(), url.to_string());
+                if parked.contains_key(&key) {
+                    continue;
                 }
-                Delivery::Refused { message, .. } => {
-                    let held = self.store.certificate(&item.serial).await?;
-                    let journaled = held
-                        .and_then(|r| r.revocation)
-                        .is_some_and(|r| r.state == RevocationState::Journaled);
-                    if journaled {
-                        tracing::error!(serial = %item.serial, %url, %message,
-                            "a signer endpoint refused a revocation another one journaled; \
-                             its CRLs will not be published until it takes it");
+                match self.deliver_one(url, client, &item).await? {
+                    Some(true) => delivered = true,
+                    Some(false) => {
                         parked.insert(key, Instant::now() + parked_for);
-                    } else {
-                        tracing::info!(serial = %item.serial, %url, %message, "signer refused the revocation");
-                        self.store
-                            .revocation_refused(&item.serial, &message)
-                            .await?;
                     }
+                    None => return Ok(Progress::Unreachable),
                 }
-                Delivery::Unreachable(m) => {
-                    tracing::warn!(serial = %item.serial, %url, message = %m, "revocation not delivered; will retry");
-                    return Ok(Progress::Unreachable);
-                }
+            }
+            if !(full && delivered) {
+                return Ok(Progress::Done);
             }
         }
-        Ok(Progress::Done)
+    }
+
+    /// One background delivery: `Some(true)` journaled, `Some(false)`
+    /// refused although another endpoint journaled it (to be parked),
+    /// `None` unreachable. A refusal of a revocation nobody journaled
+    /// marks it refused.
+    async fn deliver_one(
+        &self,
+        url: &str,
+        client: &SignerClient<Channel>,
+        item: &Undelivered,
+    ) -> Result<Option<bool>, StoreError> {
+        match deliver(&self.store, url, client, item).await {
+            Delivery::Journaled { .. } => {
+                tracing::info!(serial = %item.serial, %url, "revocation delivered");
+                self.crl_wake.notify_one();
+                Ok(Some(true))
+            }
+            Delivery::Refused { message, .. } => {
+                let held = self.store.certificate(&item.serial).await?;
+                let journaled = held
+                    .and_then(|r| r.revocation)
+                    .is_some_and(|r| r.state == RevocationState::Journaled);
+                if journaled {
+                    tracing::error!(serial = %item.serial, %url, %message,
+                        "a signer endpoint refused a revocation another one journaled; \
+                         its CRLs will not be published until it takes it");
+                    return Ok(Some(false));
+                }
+                tracing::info!(serial = %item.serial, %url, %message, "signer refused the revocation");
+                self.store
+                    .revocation_refused(&item.serial, &message)
+                    .await?;
+                Ok(Some(true))
+            }
+            Delivery::Unreachable(m) => {
+                tracing::warn!(serial = %item.serial, %url, message = %m, "revocation not delivered; will retry");
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -400,21 +432,27 @@ pub async fn deliver_pending(
     url: &str,
     client: &SignerClient<Channel>,
 ) -> Result<bool, StoreError> {
-    for item in store.undelivered(url, 100).await? {
-        match deliver(store, url, client, &item).await {
-            Delivery::Journaled { .. } => {}
-            Delivery::Refused { message, .. } => {
-                // Refused and journaled nowhere: no longer held (a no-op
-                // when another endpoint journaled it; then this endpoint's
-                // CRLs cannot list it).
-                store.revocation_refused(&item.serial, &message).await?;
-                let held = store.certificate(&item.serial).await?;
-                if held.and_then(|r| r.revocation).is_some_and(|r| r.held()) {
-                    return Ok(false);
+    loop {
+        let batch = store.undelivered(url, BATCH).await?;
+        let full = batch.len() >= BATCH as usize;
+        for item in batch {
+            match deliver(store, url, client, &item).await {
+                Delivery::Journaled { .. } => {}
+                Delivery::Refused { message, .. } => {
+                    // Refused and journaled nowhere: no longer held (a no-op
+                    // when another endpoint journaled it; then this
+                    // endpoint's CRLs cannot list it).
+                    store.revocation_refused(&item.serial, &message).await?;
+                    let held = store.certificate(&item.serial).await?;
+                    if held.and_then(|r| r.revocation).is_some_and(|r| r.held()) {
+                        return Ok(false);
+                    }
                 }
+                Delivery::Unreachable(_) => return Ok(false),
             }
-            Delivery::Unreachable(_) => return Ok(false),
+        }
+        if !full {
+            return Ok(true);
         }
     }
-    Ok(true)
 }
