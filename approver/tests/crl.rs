@@ -336,3 +336,185 @@ async fn a_signer_refusal_is_passed_on_and_the_revocation_is_not_held() {
     let items = adm.list_certificates(one).await.unwrap().into_inner().items;
     assert_eq!(items[0].status, "Revoked");
 }
+
+/// The approver's published CRL (its DER and number), if any.
+async fn published(c: &mut ApproverClient<Channel>) -> Option<(Vec<u8>, String)> {
+    c.get_certificate_revocation_list(GetCertificateRevocationListRequest {})
+        .await
+        .ok()
+        .map(|r| {
+            let r = r.into_inner();
+            (r.crl, r.crl_number)
+        })
+}
+
+/// The only signer left refuses a revocation another signer journaled (a
+/// statement too old for it): its CRLs omit that revocation, so the
+/// approver keeps serving the last CRL that lists it and never publishes
+/// one of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crl_omitting_a_held_revocation_is_never_published() {
+    let pki = Pki::init();
+    let mut signer_a = start_signer(&pki, "127.0.0.1:0");
+    // B: same CA and profiles, own journal, and statements older than 1 s
+    // are stale to it.
+    let b_addr = format!("127.0.0.1:{}", free_port());
+    let b_toml = pki.p("signer/signer-b.toml");
+    std::fs::copy(pki.signer_toml(), &b_toml).unwrap();
+    edit_toml(&b_toml, |t| {
+        t.insert("listen".into(), b_addr.clone().into());
+        t.insert("journal".into(), "journal-b.jsonl".into());
+        t.insert("statement_max_age".into(), "1s".into());
+    });
+    let endpoints = vec![
+        format!("https://{b_addr}"),
+        format!("https://{}", signer_a.addr),
+    ];
+    let approver = certsign_tests::stack::approver_spawn(&pki, &signer_a.addr, move |t| {
+        t.insert("crl_refresh".into(), "1s".into());
+        let s = t.get_mut("signer").unwrap().as_table_mut().unwrap();
+        s.insert(
+            "endpoints".into(),
+            toml::Value::Array(endpoints.into_iter().map(Into::into).collect()),
+        );
+    })
+    .fresh_log()
+    .start();
+    let admin = pki.admin();
+    let alice = issued_to(&pki, &approver.addr, &admin, &pki.user("alice", &[]), "a1").await;
+    let serial = serial_of(&alice.cert_der);
+    let mut adm = client(&pki, &approver.addr, Some(&admin)).await;
+    adm.revoke_certificate(RevokeCertificateRequest {
+        revocation: Some(revocation(&alice, &admin)),
+    })
+    .await
+    .unwrap();
+    published_with(&mut adm, &serial).await;
+
+    // A goes away; B comes up after the statement went stale for it.
+    signer_a.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _signer_b = Daemon::serve(&signer_bin(), &b_toml, &pki.p("signer-b.log"));
+    // B signs CRLs, without the revocation (it refused it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b_crl = loop {
+        if let Some(crl) = signer_crl(&pki, &b_addr).await {
+            break crl;
+        }
+        assert!(Instant::now() < deadline, "signer B never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!crl_serials(&b_crl).contains(&serial));
+    let journal = std::fs::read_to_string(pki.p("signer/journal-b.jsonl")).unwrap_or_default();
+    assert!(!journal.contains(&format!("\"{serial}\"")), "{journal}");
+
+    // For several refresh periods the approver serves the last CRL that
+    // lists the revocation, never one of B's.
+    let (before, number) = published(&mut adm).await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (now, n) = published(&mut adm).await.unwrap();
+        assert!(
+            crl_serials(&now).contains(&serial),
+            "published a CRL omitting {serial}"
+        );
+        assert_eq!(
+            (now.as_slice(), n.as_str()),
+            (before.as_slice(), number.as_str())
+        );
+    }
+    // The inventory still holds the revocation.
+    let items = adm
+        .list_certificates(ListCertificatesRequest {
+            serial_number: serial.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items[0].status, "Revoked");
+}
+
+/// A signer restored without its journal (an old backup) has lost a
+/// revocation the approver recorded as delivered to it: its CRLs omit it,
+/// and the approver's check refuses to publish them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crl_from_a_signer_that_lost_a_revocation_is_never_published() {
+    let pki = Pki::init();
+    let mut signer_a = start_signer(&pki, "127.0.0.1:0");
+    let b_addr = format!("127.0.0.1:{}", free_port());
+    let b_dir = pki.p("signer-b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b_toml = pki.p("signer/signer-b.toml");
+    std::fs::copy(pki.signer_toml(), &b_toml).unwrap();
+    let b_journal = b_dir.join("journal.jsonl");
+    let journal_path = b_journal.display().to_string();
+    edit_toml(&b_toml, |t| {
+        t.insert("listen".into(), b_addr.clone().into());
+        t.insert("journal".into(), journal_path.into());
+    });
+    let mut signer_b = Daemon::serve(&signer_bin(), &b_toml, &pki.p("signer-b.log"));
+    let endpoints = vec![
+        format!("https://{b_addr}"),
+        format!("https://{}", signer_a.addr),
+    ];
+    let approver = certsign_tests::stack::approver_spawn(&pki, &signer_a.addr, move |t| {
+        t.insert("crl_refresh".into(), "1s".into());
+        let s = t.get_mut("signer").unwrap().as_table_mut().unwrap();
+        s.insert(
+            "endpoints".into(),
+            toml::Value::Array(endpoints.into_iter().map(Into::into).collect()),
+        );
+    })
+    .fresh_log()
+    .start();
+    let admin = pki.admin();
+    let alice = issued_to(&pki, &approver.addr, &admin, &pki.user("alice", &[]), "a1").await;
+    let serial = serial_of(&alice.cert_der);
+    let mut adm = client(&pki, &approver.addr, Some(&admin)).await;
+    adm.revoke_certificate(RevokeCertificateRequest {
+        revocation: Some(revocation(&alice, &admin)),
+    })
+    .await
+    .unwrap();
+    published_with(&mut adm, &serial).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !signer_crl(&pki, &b_addr)
+        .await
+        .is_some_and(|c| crl_serials(&c).contains(&serial))
+    {
+        assert!(Instant::now() < deadline, "signer B never journaled it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A goes away; B comes back from a backup without the revocation.
+    signer_a.kill();
+    signer_b.kill();
+    std::fs::remove_dir_all(&b_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let _signer_b = Daemon::serve(&signer_bin(), &b_toml, &pki.p("signer-b2.log"));
+    let b_crl = signer_crl(&pki, &b_addr).await.unwrap();
+    assert!(!crl_serials(&b_crl).contains(&serial));
+
+    // For several refresh periods the approver serves the last CRL that
+    // lists the revocation, never one of B's, and says why in its log.
+    let (before, number) = published(&mut adm).await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (now, n) = published(&mut adm).await.unwrap();
+        assert!(
+            crl_serials(&now).contains(&serial),
+            "published a CRL omitting {serial}"
+        );
+        assert_eq!(
+            (now.as_slice(), n.as_str()),
+            (before.as_slice(), number.as_str())
+        );
+    }
+    let log = std::fs::read_to_string(pki.p("approver.log")).unwrap();
+    assert!(
+        log.contains("refusing to publish this CRL") && log.contains(&serial),
+        "{log}"
+    );
+}
