@@ -372,6 +372,7 @@ async fn upgrades_in_place(url: &str) {
             "DROP TABLE revocation_deliveries",
             "DROP TABLE crls",
             "DELETE FROM schema_migrations WHERE version = 5",
+            "DELETE FROM counters WHERE name = 'inventory_backfill'",
         ],
     )
     .await;
@@ -380,8 +381,22 @@ async fn upgrades_in_place(url: &str) {
     assert_eq!(store.backfill_inventory().await.unwrap(), 1);
     let row = store.certificate("30").await.unwrap().unwrap();
     assert_eq!(row.issued.request_name, "dave-1");
+    // Once per store: later starts do not scan again.
     assert_eq!(store.backfill_inventory().await.unwrap(), 0);
     assert!(store.get("dave-1").await.unwrap().is_some());
+    store.close().await;
+    let store = Store::open(url).await.unwrap();
+    assert_eq!(store.backfill_inventory().await.unwrap(), 0);
+    assert_eq!(
+        store
+            .certificate("30")
+            .await
+            .unwrap()
+            .unwrap()
+            .issued
+            .serial,
+        "30"
+    );
 }
 
 async fn raw_exec(url: &str, sql: &[&str]) {

@@ -113,6 +113,8 @@ pub(super) enum CertWrite {
     Refused { serial: String, message: String },
     /// Publish `crl` unless a CRL with a number at least as high is.
     PublishCrl(StoredCrl),
+    /// The start-up backfill has recorded every older certificate.
+    BackfillDone,
 }
 
 /// The inventory's schema (migration 5), SQLite's dialect.
@@ -124,6 +126,7 @@ pub(super) const MIGRATION_SQLITE: &[&str] = &[
     "CREATE INDEX certificates_rev_state ON certificates (rev_state, serial)",
     "CREATE TABLE revocation_deliveries (serial TEXT NOT NULL, endpoint TEXT NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (serial, endpoint))",
     "CREATE TABLE crls (id BIGINT PRIMARY KEY, der BLOB NOT NULL, number TEXT NOT NULL, this_update BIGINT NOT NULL, next_update BIGINT NOT NULL)",
+    BACKFILL_PENDING,
 ];
 
 /// The inventory's schema (migration 5), PostgreSQL's dialect.
@@ -135,7 +138,19 @@ pub(super) const MIGRATION_POSTGRES: &[&str] = &[
     "CREATE INDEX certificates_rev_state ON certificates (rev_state, serial)",
     "CREATE TABLE revocation_deliveries (serial TEXT NOT NULL, endpoint TEXT NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (serial, endpoint))",
     "CREATE TABLE crls (id BIGINT PRIMARY KEY, der BYTEA NOT NULL, number TEXT NOT NULL, this_update BIGINT NOT NULL, next_update BIGINT NOT NULL)",
+    BACKFILL_PENDING,
 ];
+
+/// Certificates issued before the inventory existed are still to be
+/// recorded (1) or have been (0): the start-up backfill runs once.
+const BACKFILL_PENDING: &str = "INSERT INTO counters (name, value) VALUES ('inventory_backfill', 1) \
+     ON CONFLICT (name) DO UPDATE SET value = 1";
+
+pub(super) const BACKFILL_STATE: &str =
+    "SELECT value FROM counters WHERE name = 'inventory_backfill'";
+
+pub(super) const BACKFILL_DONE: &str =
+    "UPDATE counters SET value = 0 WHERE name = 'inventory_backfill'";
 
 /// The columns every inventory read selects, in [`CertColumns`]' order.
 macro_rules! cert_columns {

@@ -434,9 +434,23 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Record every issued request still stored that the inventory lacks
-    /// (a store upgraded to the inventory's schema). Returns how many.
+    /// Record every issued request still stored that the inventory lacks,
+    /// once per store (the first start on the inventory's schema). Returns
+    /// how many.
     pub async fn backfill_inventory(&self) -> Result<u64, StoreError> {
+        let pending = match &self.backend {
+            Backend::Sqlite(r) => r.backfill_pending()?,
+            Backend::Postgres(pg) => pg_certs::backfill_pending(pg.pool()).await?,
+        };
+        if !pending {
+            return Ok(0);
+        }
+        let added = self.record_stored_certificates().await?;
+        self.exec(Exec::Certs(CertWrite::BackfillDone)).await?;
+        Ok(added)
+    }
+
+    async fn record_stored_certificates(&self) -> Result<u64, StoreError> {
         let mut added = 0;
         let mut after: Option<(i64, String)> = None;
         loop {

@@ -9,9 +9,10 @@ use sqlx::postgres::{PgConnection, PgPool, PgRow};
 
 use crate::issued::IssuedRecord;
 use crate::store::certs::{
-    CERT_BY_SERIAL, CertColumns, CertFilter, CertWrite, CertificateRecord, DELIVERED_TO,
-    HELD_UNEXPIRED, INSERT_DELIVERY, INSERT_ISSUED, LATEST_CRL, MARK_JOURNALED, MARK_REFUSED,
-    PUBLISH_CRL, REVOKE, StoredCrl, UNDELIVERED, Undelivered, list_query,
+    BACKFILL_DONE, BACKFILL_STATE, CERT_BY_SERIAL, CertColumns, CertFilter, CertWrite,
+    CertificateRecord, DELIVERED_TO, HELD_UNEXPIRED, INSERT_DELIVERY, INSERT_ISSUED, LATEST_CRL,
+    MARK_JOURNALED, MARK_REFUSED, PUBLISH_CRL, REVOKE, StoredCrl, UNDELIVERED, Undelivered,
+    list_query,
 };
 use crate::store::types::StoreError;
 
@@ -77,6 +78,7 @@ pub(super) async fn write(conn: &mut PgConnection, w: CertWrite) -> Result<u64, 
                 .execute(&mut *conn)
                 .await?
         }
+        CertWrite::BackfillDone => sqlx::query(BACKFILL_DONE).execute(&mut *conn).await?,
         CertWrite::PublishCrl(c) => {
             sqlx::query(PUBLISH_CRL)
                 .bind(c.der)
@@ -176,6 +178,13 @@ pub(super) async fn delivered_to(pool: &PgPool, serial: &str) -> Result<Vec<Stri
         .bind(serial)
         .fetch_all(pool)
         .await?)
+}
+
+pub(super) async fn backfill_pending(pool: &PgPool) -> Result<bool, StoreError> {
+    let v: Option<i64> = sqlx::query_scalar(BACKFILL_STATE)
+        .fetch_optional(pool)
+        .await?;
+    Ok(v == Some(1))
 }
 
 pub(super) async fn latest_crl(pool: &PgPool) -> Result<Option<StoredCrl>, StoreError> {

@@ -11,9 +11,10 @@ use rusqlite::{Connection, OptionalExtension as _, Row, params};
 use super::reader::Readers;
 use crate::issued::IssuedRecord;
 use crate::store::certs::{
-    CERT_BY_SERIAL, CertColumns, CertFilter, CertWrite, CertificateRecord, DELIVERED_TO,
-    HELD_UNEXPIRED, INSERT_DELIVERY, INSERT_ISSUED, LATEST_CRL, MARK_JOURNALED, MARK_REFUSED,
-    PUBLISH_CRL, REVOKE, StoredCrl, UNDELIVERED, Undelivered, list_query,
+    BACKFILL_DONE, BACKFILL_STATE, CERT_BY_SERIAL, CertColumns, CertFilter, CertWrite,
+    CertificateRecord, DELIVERED_TO, HELD_UNEXPIRED, INSERT_DELIVERY, INSERT_ISSUED, LATEST_CRL,
+    MARK_JOURNALED, MARK_REFUSED, PUBLISH_CRL, REVOKE, StoredCrl, UNDELIVERED, Undelivered,
+    list_query,
 };
 use crate::store::types::StoreError;
 
@@ -61,6 +62,7 @@ pub(super) fn write(conn: &Connection, w: CertWrite) -> Result<u64, StoreError> 
         CertWrite::Refused { serial, message } => conn
             .prepare_cached(MARK_REFUSED)?
             .execute(params![message, serial])?,
+        CertWrite::BackfillDone => conn.prepare_cached(BACKFILL_DONE)?.execute([])?,
         CertWrite::PublishCrl(c) => conn.prepare_cached(PUBLISH_CRL)?.execute(params![
             c.der,
             c.number,
@@ -155,6 +157,16 @@ impl Readers {
             let mut stmt = c.prepare_cached(DELIVERED_TO)?;
             let rows = stmt.query_map(params![serial], |r| r.get(0))?;
             Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+    }
+
+    pub(in crate::store) fn backfill_pending(&self) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let v: Option<i64> = c
+                .prepare_cached(BACKFILL_STATE)?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            Ok(v == Some(1))
         })
     }
 
