@@ -4,7 +4,9 @@
 //! The domain calls live in their own modules: admission
 //! ([`crate::admission`]), decisions ([`crate::decide`]), watch
 //! streams ([`crate::watch::stream`]), reads and deletes on the store with
-//! the access rules of [`crate::access`]. Each RPC takes one snapshot of the
+//! the access rules of [`crate::access`], the inventory
+//! ([`crate::inventory`]), revocations ([`crate::revocation`]) and the
+//! published CRL ([`crate::crl`]). Each RPC takes one snapshot of the
 //! configuration in force and uses only it, so a reload never splits a
 //! call.
 //!
