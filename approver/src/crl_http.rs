@@ -73,9 +73,17 @@ pub fn respond<B>(req: &Request<B>, crl: &CrlPublisher) -> Response<Full<Bytes>>
     r
 }
 
+/// Connections served at once; more wait in the listen backlog (the
+/// endpoint is public and unauthenticated).
+const MAX_CONNECTIONS: usize = 1024;
+
 /// Serve `crl` on `listener` for as long as the process runs.
 pub async fn serve(listener: TcpListener, crl: CrlPublisher) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -97,6 +105,7 @@ pub async fn serve(listener: TcpListener, crl: CrlPublisher) {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "CRL connection ended with an error");
             }
+            drop(slot);
         });
     }
 }
