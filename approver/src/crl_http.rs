@@ -98,7 +98,10 @@ pub async fn serve(listener: TcpListener, crl: CrlPublisher) {
                 let r = respond(&req, &crl);
                 async move { Ok::<_, Infallible>(r) }
             });
+            // One request per connection: an idle keep-alive connection
+            // would hold a slot.
             let conn = http1::Builder::new()
+                .keep_alive(false)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
