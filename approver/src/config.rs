@@ -105,6 +105,10 @@ pub struct Config {
     pub auto_approve: Vec<AutoApproveRule>,
     /// Freshness of approval and renewal statements (as the signer's).
     pub statement_max_age: Duration,
+    /// Plain-HTTP address serving the current CRL at `/crl` (off: `None`).
+    pub crl_listen: Option<std::net::SocketAddr>,
+    /// Fixed CRL refresh interval; `None`: half the current CRL's validity.
+    pub crl_refresh: Option<Duration>,
 }
 
 impl Config {
@@ -301,6 +305,21 @@ impl Config {
 
         let database_url = resolve_database_url(&raw.database_url, base)
             .map_err(|m| invalid("database_url", m))?;
+        let crl_listen = raw
+            .crl_listen
+            .as_deref()
+            .map(|a| {
+                a.parse::<std::net::SocketAddr>().map_err(|e| {
+                    invalid(
+                        "crl_listen",
+                        format!("{a:?} is not a socket address (e.g. \"127.0.0.1:8080\"): {e}"),
+                    )
+                })
+            })
+            .transpose()?;
+        if raw.crl_refresh.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err(invalid("crl_refresh", "must be at least 1s".into()));
+        }
 
         Ok(Self {
             listen: raw.listen,
@@ -323,6 +342,8 @@ impl Config {
             bootstrap_tokens: tokens,
             auto_approve: raw.auto_approve,
             statement_max_age: raw.statement_max_age,
+            crl_listen,
+            crl_refresh: raw.crl_refresh,
         })
     }
 
@@ -378,6 +399,8 @@ impl Config {
             ("signer.key", a.signer.key != b.signer.key),
             ("signer.timeout", a.signer.timeout != b.signer.timeout),
             ("retention", a.retention != b.retention),
+            ("crl_listen", a.crl_listen != b.crl_listen),
+            ("crl_refresh", a.crl_refresh != b.crl_refresh),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -398,6 +421,8 @@ impl Config {
             reflection: running.reflection,
             signer: running.signer.clone(),
             retention: running.retention.clone(),
+            crl_listen: running.crl_listen,
+            crl_refresh: running.crl_refresh,
             // Reloadable: applied per request from the next call on.
             signer_names: self.signer_names,
             limits: self.limits,
@@ -493,6 +518,42 @@ approver_groups = ["example-admins"]
         assert_eq!(c.database_url, "sqlite:///etc/a/approver.db?mode=rwc");
         assert_eq!(c.limits.max_request_bytes, 65536);
         assert_eq!(c.retention.pending, Duration::from_secs(86400));
+    }
+
+    /// `top` (top-level keys) before the base file.
+    fn parse_top(top: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("{top}{BASE}"),
+            Path::new("/etc/a/approver.toml"),
+            Path::new("/etc/a"),
+        )
+    }
+
+    #[test]
+    fn crl_keys_are_optional_and_checked() {
+        let c = parse("").unwrap();
+        assert_eq!((c.crl_listen, c.crl_refresh), (None, None));
+        let c = parse_top("crl_listen = \"127.0.0.1:8080\"\ncrl_refresh = \"6h\"\n").unwrap();
+        assert_eq!(c.crl_listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.crl_refresh, Some(Duration::from_secs(6 * 3600)));
+        let err = parse_top("crl_listen = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`crl_listen`") && err.contains("socket address"),
+            "{err}"
+        );
+        let err = parse_top("crl_refresh = \"0s\"\n").unwrap_err().to_string();
+        assert!(err.contains("`crl_refresh`"), "{err}");
+        // Both take effect at start only; a reload keeps the running ones.
+        let running = parse("").unwrap();
+        let loaded = parse_top("crl_listen = \"127.0.0.1:8080\"\ncrl_refresh = \"6h\"\n").unwrap();
+        assert_eq!(
+            running.restart_only_changes(&loaded),
+            vec!["crl_listen", "crl_refresh"]
+        );
+        let merged = loaded.keeping_restart_only_from(&running);
+        assert_eq!((merged.crl_listen, merged.crl_refresh), (None, None));
     }
 
     #[test]

@@ -102,6 +102,29 @@ pub fn preferred_endpoint(uid: &str, endpoints: usize) -> usize {
     usize::try_from(h % n).unwrap_or(0)
 }
 
+/// A client per configured signer endpoint, with its URL, in the
+/// configured order (mTLS with the approver's identity; connected lazily).
+pub fn signer_clients(
+    signer: &crate::config::SignerConnection,
+) -> Result<Vec<(String, SignerClient<Channel>)>, ForwarderError> {
+    let tls = crate::tls::signer_client_tls(&signer.ca, &signer.cert, &signer.key)?;
+    let mut clients = Vec::new();
+    for url in &signer.endpoints {
+        let err = |e: tonic::transport::Error| ForwarderError::Endpoint {
+            endpoint: url.clone(),
+            message: e.to_string(),
+        };
+        let ep = Endpoint::from_shared(url.clone())
+            .map_err(err)?
+            .tls_config(tls.clone())
+            .map_err(err)?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(signer.timeout);
+        clients.push((url.clone(), SignerClient::new(ep.connect_lazy())));
+    }
+    Ok(clients)
+}
+
 /// The running forwarder's handle.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
@@ -115,21 +138,7 @@ impl Forwarder {
         hub: Hub,
         signer: &crate::config::SignerConnection,
     ) -> Result<Self, ForwarderError> {
-        let tls = crate::tls::signer_client_tls(&signer.ca, &signer.cert, &signer.key)?;
-        let mut clients = Vec::new();
-        for url in &signer.endpoints {
-            let err = |e: tonic::transport::Error| ForwarderError::Endpoint {
-                endpoint: url.clone(),
-                message: e.to_string(),
-            };
-            let ep = Endpoint::from_shared(url.clone())
-                .map_err(err)?
-                .tls_config(tls.clone())
-                .map_err(err)?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(signer.timeout);
-            clients.push((url.clone(), SignerClient::new(ep.connect_lazy())));
-        }
+        let clients = signer_clients(signer)?;
         // Resume at once; on SQLite also void the leases of a previous run
         // (the uid makes a repeated Sign harmless). Other replicas' leases
         // on PostgreSQL are theirs until they expire.

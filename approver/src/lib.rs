@@ -24,6 +24,10 @@
 //! - [`admission`]: what Create admits, and how it is stored.
 //! - [`access`]: who may read and decide what.
 //! - [`forwarder`]: approved requests to the signer.
+//! - [`issued`]: what the inventory records of an issued certificate.
+//! - [`inventory`]: the inventory as ListCertificates shows it.
+//! - [`revocation`]: RevokeCertificate, delivery to every signer endpoint.
+//! - [`crl`]: CRL refresh, checks and publication; [`crl_http`] serves it.
 //! - [`health`]: gRPC health follows the database.
 //! - [`cleaner`]: Kubernetes' retention.
 //! - [`watch`]: change events fan-out.
@@ -40,14 +44,19 @@ pub mod admission;
 pub mod authn;
 pub mod cleaner;
 pub mod config;
+pub mod crl;
+pub mod crl_http;
 pub mod decide;
 pub mod decision;
 pub mod expiry;
 pub mod forwarder;
 pub mod health;
+pub mod inventory;
+pub mod issued;
 pub mod limits;
 pub mod names;
 pub mod reload;
+pub mod revocation;
 pub mod service;
 pub mod status;
 pub mod store;
@@ -64,9 +73,11 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::{Config, LiveConfig};
+use crate::crl::CrlPublisher;
 use crate::forwarder::Forwarder;
 use crate::limits::Limiter;
 use crate::reload::Reloader;
+use crate::revocation::Deliverer;
 use crate::service::{ApproverService, Shared};
 use crate::store::Store;
 use crate::watch::Hub;
@@ -85,6 +96,8 @@ pub enum ServeError {
     File { path: String, message: String },
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("cannot listen on {addr} (crl_listen): {message}")]
+    CrlListen { addr: String, message: String },
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -131,6 +144,41 @@ impl App {
         let forwarder = Forwarder::start(store.clone(), hub.clone(), &config.signer).await?;
         let limiter = Arc::new(Limiter::new(&config.limits));
         cleaner::spawn(store.clone(), config.retention.clone(), limiter.clone());
+        let crl_wake = Arc::new(tokio::sync::Notify::new());
+        let deliverer = Deliverer::start(store.clone(), &config.signer, crl_wake.clone())?;
+        let trust_der = tls::load_certs(&config.trust_bundle)?
+            .into_iter()
+            .map(|c| c.as_ref().to_vec())
+            .collect();
+        let crl = CrlPublisher::start(
+            store.clone(),
+            deliverer.clients(),
+            trust_der,
+            config.crl_refresh,
+            crl_wake,
+        )
+        .await;
+        if let Some(addr) = config.crl_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::CrlListen {
+                    addr: addr.to_string(),
+                    message: e.to_string(),
+                })?;
+            tracing::info!(%addr, "serving the CRL over HTTP at /crl");
+            tokio::spawn(crl_http::serve(listener, crl.clone()));
+        }
+        let backfill = store.clone();
+        tokio::spawn(async move {
+            match backfill.backfill_inventory().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    certificates = n,
+                    "inventory: recorded certificates issued before it existed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "inventory: backfill failed"),
+            }
+        });
 
         let live = Arc::new(LiveConfig::new(Config::clone(&config)));
         let reloader = Reloader::new(live.clone(), limiter.clone());
@@ -139,6 +187,8 @@ impl App {
             store: store.clone(),
             hub,
             forwarder,
+            deliverer,
+            crl,
             limiter,
             approval_trust,
             client_ca_der,

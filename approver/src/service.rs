@@ -4,7 +4,9 @@
 //! The domain calls live in their own modules: admission
 //! ([`crate::admission`]), decisions ([`crate::decide`]), watch
 //! streams ([`crate::watch::stream`]), reads and deletes on the store with
-//! the access rules of [`crate::access`]. Each RPC takes one snapshot of the
+//! the access rules of [`crate::access`], the inventory
+//! ([`crate::inventory`]), revocations ([`crate::revocation`]) and the
+//! published CRL ([`crate::crl`]). Each RPC takes one snapshot of the
 //! configuration in force and uses only it, so a reload never splits a
 //! call.
 //!
@@ -38,10 +40,13 @@ use crate::access;
 use crate::admission::Admission;
 use crate::authn::{self, AuthnError, Caller};
 use crate::config::{BootstrapToken, Config, LiveConfig};
+use crate::crl::CrlPublisher;
 use crate::decide::Recorder;
 use crate::decision::{self, State};
 use crate::forwarder::Forwarder;
+use crate::inventory;
 use crate::limits::Limiter;
+use crate::revocation::Deliverer;
 use crate::store::Store;
 use crate::watch::{self, Hub};
 
@@ -59,6 +64,10 @@ pub struct Shared {
     pub store: Store,
     pub hub: Hub,
     pub forwarder: Forwarder,
+    /// Revocations: RevokeCertificate and delivery to every signer.
+    pub deliverer: Deliverer,
+    /// The published CRL.
+    pub crl: CrlPublisher,
     pub limiter: Arc<Limiter>,
     /// Admin statement certificates chain to the client CA.
     pub approval_trust: ApprovalTrust,
@@ -357,24 +366,43 @@ impl Approver for ApproverService {
 
     async fn revoke_certificate(
         &self,
-        _request: Request<RevokeCertificateRequest>,
+        request: Request<RevokeCertificateRequest>,
     ) -> Result<Response<IssuedCertificate>, Status> {
-        Err(Status::unimplemented("RevokeCertificate is not served yet"))
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
+        let revoked = self
+            .shared
+            .deliverer
+            .revoke(&cfg, &id, request.into_inner().revocation)
+            .await?;
+        Ok(Response::new(revoked))
     }
 
     async fn list_certificates(
         &self,
-        _request: Request<ListCertificatesRequest>,
+        request: Request<ListCertificatesRequest>,
     ) -> Result<Response<ListCertificatesResponse>, Status> {
-        Err(Status::unimplemented("ListCertificates is not served yet"))
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
+        let page = inventory::list(&self.shared.store, &cfg, &id, request.get_ref()).await?;
+        Ok(Response::new(page))
     }
 
     async fn get_certificate_revocation_list(
         &self,
-        _request: Request<GetCertificateRevocationListRequest>,
+        request: Request<GetCertificateRevocationListRequest>,
     ) -> Result<Response<CertificateRevocationList>, Status> {
-        Err(Status::unimplemented(
-            "GetCertificateRevocationList is not served yet",
-        ))
+        let cfg = self.shared.config.snapshot();
+        self.authenticate(&cfg, &request, TokenUse::Allowed)?;
+        let Some(crl) = self.shared.crl.current() else {
+            return Err(ServiceError::Unavailable("no CRL has been published yet".into()).into());
+        };
+        let ts = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        Ok(Response::new(CertificateRevocationList {
+            crl: crl.der.clone(),
+            crl_number: crl.number.clone(),
+            this_update: ts(crl.this_update),
+            next_update: ts(crl.next_update),
+        }))
     }
 }

@@ -38,6 +38,15 @@ pub enum ServiceError {
         context: &'static str,
         source: EvidenceError,
     },
+    /// Something other than a request is not there (the message names it).
+    #[error("{0}")]
+    NotFound(String),
+    /// Stored, but its next step (a signer) cannot be reached yet.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A signer's refusal, passed on with its code and message.
+    #[error("{message}")]
+    Signer { code: tonic::Code, message: String },
     /// A watch fell too far behind its events.
     #[error("watch fell too far behind; list again and start a new watch")]
     WatchLagged,
@@ -100,6 +109,9 @@ fn to_status_unbounded(e: &ServiceError) -> Status {
         E::Forbidden(m) => Status::permission_denied(m.clone()),
         E::Precondition(m) => Status::failed_precondition(m.clone()),
         E::WatchLagged => Status::aborted(e.to_string()),
+        E::NotFound(m) => Status::not_found(m.clone()),
+        E::Unavailable(m) => Status::unavailable(m.clone()),
+        E::Signer { code, message } => Status::new(*code, message.clone()),
         E::Evidence { source, .. } => match source {
             EvidenceError::GroupNotAllowed { .. } | EvidenceError::SelfApproval(_) => {
                 Status::permission_denied(e.to_string())

@@ -77,6 +77,93 @@ async fn two_replicas_share_one_postgres_store() {
     assert_eq!(from_b.status.unwrap().certificate, cert);
 }
 
+/// Revocations and the CRL live in the shared store: a certificate issued
+/// through one replica is in the other's inventory, a revocation made on
+/// one shows on the other, and the CRL one publishes is served by the other
+/// (gRPC and plain HTTP).
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_share_the_inventory_revocations_and_the_crl() {
+    use certsign_proto::v1::{
+        GetCertificateRevocationListRequest, ListCertificatesRequest, RevokeCertificateRequest,
+    };
+    let Some(url) = fresh_schema_url().await else {
+        return;
+    };
+    let pki = Pki::init();
+    pki.edit_approver(|t| {
+        t.insert("database_url".into(), url.clone().into());
+    });
+    let signer = start_signer(&pki, "127.0.0.1:0");
+    let a = start_approver(&pki, &signer.addr);
+    std::fs::rename(pki.dir.join("approver.log"), pki.dir.join("approver-a.log")).unwrap();
+    let crl_addr = format!("127.0.0.1:{}", certsign_tests::process::free_port());
+    let b_crl = crl_addr.clone();
+    let b = certsign_tests::stack::approver_spawn(&pki, &signer.addr, move |t| {
+        t.insert("crl_listen".into(), b_crl.into());
+    })
+    .fresh_log()
+    .start();
+    let admin = pki.admin();
+    let alice = issued_to(&pki, &a.addr, &admin, &pki.user("alice", &[]), "alice-1").await;
+    let serial = serial_of(&alice.cert_der);
+    let mut on_b = client(&pki, &b.addr, Some(&admin)).await;
+    let one = ListCertificatesRequest {
+        serial_number: serial.clone(),
+        ..Default::default()
+    };
+    let items = on_b
+        .list_certificates(one.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items[0].request_name, "alice-1");
+    assert_eq!(items[0].status, "Valid");
+
+    let mut on_a = client(&pki, &a.addr, Some(&admin)).await;
+    let revoked = on_a
+        .revoke_certificate(RevokeCertificateRequest {
+            revocation: Some(revocation(&alice, &admin)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.status, "Revoked");
+    let items = on_b
+        .list_certificates(one)
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items[0].status, "Revoked");
+    // B serves a CRL listing it (its own refresh or A's, from the store).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(r) = on_b
+            .get_certificate_revocation_list(GetCertificateRevocationListRequest {})
+            .await
+            && crl_serials(&r.into_inner().crl).contains(&serial)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica B never served the CRL"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let out = pki.dir.join("b.crl");
+    let status = certsign_tests::process::run_ok(
+        std::process::Command::new("curl")
+            .args(["-s", "-o"])
+            .arg(&out)
+            .args(["-w", "%{http_code}"])
+            .arg(format!("http://{crl_addr}/crl")),
+    );
+    assert_eq!(status.trim(), "200");
+    assert!(crl_serials(&std::fs::read(&out).unwrap()).contains(&serial));
+}
+
 /// The gRPC health status the approver at `addr` reports for `service`.
 async fn health_status(pki: &Pki, addr: &str, service: &str) -> Option<i32> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};

@@ -126,6 +126,7 @@ impl Limit {
         evidence::verify_approvals(
             std::slice::from_ref(st),
             req,
+            None,
             &self.trust,
             &self.profile.approver_groups,
             self.max_age,
@@ -146,6 +147,7 @@ impl Limit {
         let window = issue::validity(
             &self.profile,
             spec.expiration_seconds,
+            None,
             time::OffsetDateTime::from(now),
             self.ca.not_after(),
         )
@@ -154,7 +156,8 @@ impl Limit {
         SystemRandom::new()
             .fill(&mut serial)
             .map_err(|_| "rng failed")?;
-        issue::prepare(&self.ca, checked, window, serial).map_err(|x| x.to_string())
+        issue::prepare(&self.ca, checked, &self.profile, now, window, serial)
+            .map_err(|x| x.to_string())
     }
 
     /// Each step of [`Limit::issue_one`] timed alone on this thread for

@@ -277,7 +277,8 @@ pub struct RenewArgs {
     /// Usages (default: the current certificate's KU/EKU as Kubernetes strings).
     #[arg(long)]
     pub usages: Vec<String>,
-    /// Requested lifetime of the new certificate (humantime).
+    /// Requested lifetime of the new certificate (humantime); default and
+    /// maximum: the current certificate's lifetime.
     #[arg(long)]
     pub expiration: Option<humantime::Duration>,
     /// Only renew when the certificate expires within this duration (e.g. 720h)

@@ -335,6 +335,13 @@ fn renew_does_nothing_while_the_certificate_is_young() {
         assert_eq!(stdout.lines().count(), 1, "{stdout}");
         assert!(stdout.contains("not due for renewal"), "{stdout}");
     }
+    // Longer than the current lifetime (365 days): refused before dialing.
+    fails_with(
+        certctl(t.path()).args(base).args(["--expiration", "8761h"]),
+        &[
+            "invalid --expiration: 31539600s is longer than the current certificate's lifetime (31536000s)",
+        ],
+    );
     // Due: it tries the approver, fails, and changes nothing.
     fails_with(
         certctl(t.path())

@@ -75,6 +75,19 @@ impl Ca {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         p.use_authority_key_identifier_extension = true;
+        // The lineage the signer writes into every certificate it issues.
+        let lineage = certsign_evidence::Lineage {
+            signer_name: "kubernetes.io/kube-apiserver-client".into(),
+            approved_at: SystemTime::now(),
+        };
+        let arcs: Vec<u64> = certsign_evidence::LINEAGE_OID
+            .split('.')
+            .map(|a| a.parse().unwrap())
+            .collect();
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &arcs,
+            lineage.to_der().unwrap(),
+        )];
         let now = time::OffsetDateTime::now_utc();
         p.not_before = now - time::Duration::minutes(5);
         p.not_after = now + time::Duration::days(1);

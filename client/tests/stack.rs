@@ -363,6 +363,16 @@ fn create_approve_wait_then_renew_in_place() {
     let new_leaf = dir.join("svc.new.leaf.crt");
     leaf_only(&crt, &new_leaf);
     openssl_verify(&stack.ca(), &new_leaf);
+    // Without --expiration it asks for the current lifetime (24h), and the
+    // signer grants no more: not the profile's year.
+    let lifetime = |p: &Path| {
+        let pem = std::fs::read(p).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        let v = pem.parse_x509().unwrap().validity().clone();
+        v.not_after.timestamp() - v.not_before.timestamp()
+    };
+    assert_eq!(lifetime(&new_leaf), 24 * 3600);
+    assert_eq!(lifetime(&new_leaf), lifetime(&leaf));
     assert_eq!(pubkey_of_cert(&new_leaf), pubkey_of_key(&key));
     assert_ne!(pubkey_of_key(&key), old_key_pub, "a new key");
     assert_eq!(

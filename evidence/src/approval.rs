@@ -9,7 +9,8 @@
 //! expiration_seconds, requestor) equals the request; the decision is the
 //! one expected; `signed_at` is at most `max_age` old and at most
 //! [`MAX_CLOCK_SKEW`](crate::MAX_CLOCK_SKEW) in the future; and the admin is
-//! not the requestor. [`verify_approvals`] adds a quorum of distinct admins.
+//! not the requestor. [`verify_approvals`] adds a quorum of distinct admins,
+//! none of whom is the subject of the request (its CN is not their username).
 //!
 //! It must never accept a statement whose signature it has not verified
 //! before decoding it, nor take an identity from anywhere but the verified
@@ -176,10 +177,14 @@ pub fn verify_approval(
     Ok(id)
 }
 
-/// Verify every approval and require `required` distinct admins.
+/// Verify every approval and require `required` distinct admins, none of
+/// them named by `subject_cn` (the CSR's common name: an admin may not
+/// approve a certificate for their own username).
+#[allow(clippy::too_many_arguments)] // Each argument is one independent input of the rule set.
 pub fn verify_approvals(
     approvals: &[SignedStatement],
     request: &CertificateSigningRequest,
+    subject_cn: Option<&str>,
     trust: &ApprovalTrust,
     allowed_groups: &[String],
     max_age: Duration,
@@ -197,6 +202,9 @@ pub fn verify_approvals(
             max_age,
             now,
         )?;
+        if subject_cn == Some(id.username.as_str()) {
+            return Err(EvidenceError::SubjectApproval(id.username));
+        }
         if !admins.iter().any(|a| a.username == id.username) {
             admins.push(id);
         }
@@ -320,6 +328,7 @@ mod tests {
         verify_approvals(
             s,
             req,
+            Some("alice"),
             &trust,
             &groups,
             Duration::from_secs(3600),
@@ -459,6 +468,14 @@ mod tests {
             check(&pki, &req, &[sign(&st, &k, &c)], 1).unwrap_err(),
             EvidenceError::SelfApproval("alice".into())
         );
+        // Separation of duties by subject: "carol" requests a certificate
+        // whose CN is the approving admin's username.
+        let mut by_carol = req.clone();
+        by_carol.spec.as_mut().unwrap().username = "carol".into();
+        let st = statement(&by_carol, 0);
+        let e = check(&pki, &by_carol, &[sign(&st, &k, &c)], 1).unwrap_err();
+        assert_eq!(e, EvidenceError::SubjectApproval("alice".into()));
+        assert!(e.to_string().starts_with("separation of duties"), "{e}");
         let other = self::pki();
         let (k, c) = admin(&other, "admin", "system:masters", false);
         assert!(matches!(

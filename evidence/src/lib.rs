@@ -13,6 +13,8 @@
 //! - [`cert`]: the [`Identity`] read from a certificate (CN = username,
 //!   O = groups), key kinds, SANs, SHA-256.
 //! - [`usage`]: Kubernetes' 23 key usage words, one table.
+//! - [`strict`]: [`check_strict_der`], a request's encoding must be exactly
+//!   its strict DER re-encoding.
 //!
 //! It must never accept a statement whose signature it has not verified,
 //! never take an identity from anything but a verified certificate, and
@@ -27,6 +29,7 @@ pub mod lineage;
 pub mod renewal;
 pub mod revocation;
 pub mod statement;
+pub mod strict;
 pub mod usage;
 
 pub use approval::{ApprovalTrust, verify_approval, verify_approvals};
@@ -41,4 +44,5 @@ pub use statement::{
     APPROVAL_CONTEXT, EvidenceError, MAX_CLOCK_SKEW, RENEWAL_CONTEXT, REVOCATION_CONTEXT,
     StatementKey, sign_statement, signed_bytes,
 };
+pub use strict::check_strict_der;
 pub use usage::Usage;

@@ -2,10 +2,16 @@
 //!
 //! [`verify_renewal`] accepts a `RenewalStatement` signed by the key of the
 //! current certificate (`certificate_chain[0]`), which must be issued by the
-//! given CA and unexpired, with the same subject and SANs as the new CSR and
-//! every requested extended usage already in it; the statement binds the
-//! request name, the new CSR's hash, the signer name and the current
-//! certificate's hash, and must be fresh.
+//! given CA and unexpired; the statement binds the request name, the new
+//! CSR's hash, the signer name and the current certificate's hash, and must
+//! be fresh. A renewal never widens what was approved, judged from the
+//! current certificate alone: it must carry a [`Lineage`] naming the
+//! request's signer name; the new CSR has its subject and SANs; every
+//! requested usage is in its key usage or extended key usage (no EKU is
+//! gained, also when it has none); and the requested lifetime is at most its
+//! own (notAfter − notBefore). The caller applies the profile's renewal
+//! horizon to [`RenewalProof::lineage`] and caps the new lifetime at
+//! [`RenewalProof::lifetime`].
 //!
 //! The new CSR comes in as a [`RenewalInput`] that the caller read from a
 //! request whose self-signature it verified; this module never parses a CSR
@@ -17,6 +23,8 @@ use certsign_proto::v1::{CertificateSigningRequest, RenewalStatement, SignedStat
 use rustls_pki_types::CertificateDer;
 
 use crate::cert::{Identity, Sans, sha256};
+use crate::lineage::Lineage;
+use crate::revocation::serial_hex;
 use crate::statement::{
     EvidenceError, RENEWAL_CONTEXT, bound, check_fresh, identity_of, open, parts, to_system_time,
     verify_chain_to,
@@ -41,6 +49,10 @@ pub struct RenewalProof {
     pub identity: Identity,
     /// Its serial number, lowercase hex.
     pub serial: String,
+    /// Its lineage (issuing profile, last human approval).
+    pub lineage: Lineage,
+    /// Its lifetime, notAfter − notBefore: the most a renewal may get.
+    pub lifetime: Duration,
 }
 
 /// Verify a renewal: see the module header.
@@ -73,6 +85,16 @@ pub fn verify_renewal(
         ),
     ])?;
     check_fresh(to_system_time(st.signed_at.as_ref())?, max_age, now)?;
+    let refuse = |m: String| Err(EvidenceError::Renewal(m));
+    let Some(lineage) = Lineage::of_certificate(&cert)? else {
+        return refuse("the current certificate carries no lineage (which profile issued it, when it was approved), so it cannot be renewed: create a new request and have it approved".into());
+    };
+    if lineage.signer_name != spec.signer_name {
+        return refuse(format!(
+            "the current certificate was issued under signer name {:?}, not {:?}; a renewal keeps its profile",
+            lineage.signer_name, spec.signer_name
+        ));
+    }
     if cert.subject().as_raw() != new_csr.subject_der {
         return Err(EvidenceError::Renewal(
             "the new CSR's subject differs from the current certificate's".into(),
@@ -93,21 +115,41 @@ pub fn verify_renewal(
             "the new CSR's subjectAltNames differ from the current certificate's".into(),
         ));
     }
-    // A renewal may not add extended key usages the current certificate lacks.
-    if let Ok(Some(eku)) = cert.extended_key_usage() {
-        let e = &eku.value;
-        for u in &spec.usages {
-            // A key usage (no EKU grants it) or an unknown word: not checked here.
-            let present = Usage::parse(u).and_then(|u| u.in_eku(e)).unwrap_or(true);
-            if !present && !e.any {
-                return Err(EvidenceError::Renewal(format!(
-                    "usage {u:?} is not in the current certificate's extended key usages"
-                )));
-            }
+    // Usages: a subset of the current key usage and extended key usage.
+    let have = Usage::of_certificate(&cert);
+    for word in &spec.usages {
+        let Some(u) = Usage::parse(word).map(Usage::canonical) else {
+            return refuse(format!("unknown usage {word:?}"));
+        };
+        let eku = !u.is_key_usage();
+        let granted = have.contains(&u) || (eku && have.contains(&Usage::Any));
+        if !granted {
+            let what = if eku {
+                "extended key usages"
+            } else {
+                "key usage"
+            };
+            return refuse(format!(
+                "usage {word:?} is not in the current certificate's {what}; a renewal never gains a usage"
+            ));
         }
+    }
+    let v = cert.validity();
+    let lifetime = Duration::from_secs(
+        u64::try_from(v.not_after.timestamp() - v.not_before.timestamp()).unwrap_or(0),
+    );
+    if let Some(s) = spec.expiration_seconds
+        && u64::try_from(s).unwrap_or(0) > lifetime.as_secs()
+    {
+        return refuse(format!(
+            "expiration_seconds {s} exceeds the current certificate's lifetime ({}s); a renewal never lengthens what was approved",
+            lifetime.as_secs()
+        ));
     }
     Ok(RenewalProof {
         identity: identity_of(&cert)?,
-        serial: hex::encode(cert.raw_serial()),
+        serial: serial_hex(cert.raw_serial()),
+        lineage,
+        lifetime,
     })
 }

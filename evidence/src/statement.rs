@@ -86,6 +86,11 @@ pub enum EvidenceError {
     /// The requestor approved their own request.
     #[error("separation of duties: the requestor {0:?} may not approve their own request")]
     SelfApproval(String),
+    /// The admin approved a certificate whose subject CN is their username.
+    #[error(
+        "separation of duties: admin {0:?} may not approve a request whose subject common name is their own username"
+    )]
+    SubjectApproval(String),
     /// Not enough distinct approving admins.
     #[error(
         "quorum: {have} distinct admin approval(s), {need} required (the same admin counts once)"

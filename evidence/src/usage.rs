@@ -76,6 +76,34 @@ pub fn sorted_names() -> Vec<&'static str> {
 }
 
 impl Usage {
+    /// Whether this is a keyUsage bit (else an extended key usage).
+    pub fn is_key_usage(self) -> bool {
+        use Usage::*;
+        matches!(
+            self,
+            Signing
+                | DigitalSignature
+                | ContentCommitment
+                | KeyEncipherment
+                | KeyAgreement
+                | DataEncipherment
+                | CertSign
+                | CrlSign
+                | EncipherOnly
+                | DecipherOnly
+        )
+    }
+
+    /// The word a certificate shows for this usage ([`Usage::of_certificate`]):
+    /// `signing` is `digital signature`, `s/mime` is `email protection`.
+    pub fn canonical(self) -> Self {
+        match self {
+            Usage::Signing => Usage::DigitalSignature,
+            Usage::SMime => Usage::EmailProtection,
+            u => u,
+        }
+    }
+
     /// Whether a certificate's extendedKeyUsage grants this usage; `None`
     /// for the keyUsage words, which no EKU grants. The ipsec and SGC
     /// purposes count as absent (x509-parser reports no flag for them).

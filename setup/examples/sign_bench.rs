@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use certsign_keys::{CaKey, Pkcs11Uri};
 use certsign_setup::console::console_issue;
@@ -147,7 +147,15 @@ fn raw_rates(pki: &Path, n: usize) -> (f64, f64) {
                     for i in 0..per {
                         let mut serial = [0x11u8; 16];
                         serial[..8].copy_from_slice(&(i as u64).to_be_bytes());
-                        let p = issue::prepare(&ca, checked, window, serial).unwrap();
+                        let p = issue::prepare(
+                            &ca,
+                            checked,
+                            profile,
+                            SystemTime::now(),
+                            window,
+                            serial,
+                        )
+                        .unwrap();
                         issue::sign(&ca, p).unwrap();
                     }
                 });

@@ -456,6 +456,7 @@ trust_bundle = "../ca.crt"       # returned by GetTrustBundle
 database_url = "sqlite://approver.db"   # relative sqlite paths resolve against this file's dir
 reflection = true
 statement_max_age = "24h"        # freshness of approval/renewal statements (as the signer's)
+# crl_listen = "127.0.0.1:8080"  # serve the current CRL over plain HTTP at /crl
 
 [signer]
 endpoints = ["{signer}"]

@@ -246,20 +246,20 @@ async fn renewal_is_proven_by_the_current_certificate() {
         .to_vec();
     let cur_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
 
-    let renew = |uid: &str, csr: &[u8]| {
+    let renew_of = |cur_der: &Vec<u8>, cur_key: &rcgen::KeyPair, uid: &str, csr: &[u8]| {
         let req = request(uid, csr, CLIENT, &["client auth"], None, "alice");
         let der = certsign_signer::csr::csr_der_from_pem(csr).unwrap();
         let st = RenewalStatement {
             request_name: req.metadata.clone().unwrap().name,
             csr_sha256: certsign_evidence::sha256(&der).to_vec(),
             signer_name: CLIENT.into(),
-            current_certificate_sha256: certsign_evidence::sha256(&cur_der).to_vec(),
+            current_certificate_sha256: certsign_evidence::sha256(cur_der).to_vec(),
             signed_at: Some(now_ts(0)),
         };
         let proof = sign_statement(
             RENEWAL_CONTEXT,
             st.encode_to_vec(),
-            &cur_key,
+            cur_key,
             vec![cur_der.clone()],
         )
         .unwrap();
@@ -271,16 +271,7 @@ async fn renewal_is_proven_by_the_current_certificate() {
             renewal: Some(proof),
         }
     };
-    let (new_csr, _) = openssl_csr(&pki, "new", P256, "/CN=alice/O=dev", &[]);
-    let ok = c.sign(renew("n2", &new_csr)).await.unwrap().into_inner();
-    assert_ne!(ok.serial_number, cur.serial_number);
-    // The same CSR under another uid is refused.
-    let s = c.sign(renew("n3", &new_csr)).await.unwrap_err();
-    assert!(
-        s.message().contains("already issued under uid"),
-        "{}",
-        s.message()
-    );
+    let renew = |uid: &str, csr: &[u8]| renew_of(&cur_der, &cur_key, uid, csr);
     // Another subject is refused.
     let (other, _) = openssl_csr(&pki, "other", P256, "/CN=bob/O=dev", &[]);
     let s = c.sign(renew("n4", &other)).await.unwrap_err();
@@ -290,7 +281,9 @@ async fn renewal_is_proven_by_the_current_certificate() {
         "{}",
         s.message()
     );
-    // A renewal may not add an extended key usage (client → server auth).
+    // A renewal may not move to another profile to add an extended key
+    // usage (client → server auth under the identity profile); the EKU rule
+    // itself is in renewal.rs.
     let (srv, _) = openssl_csr(&pki, "srv", P256, "/CN=alice/O=dev", &[]);
     let mut req = renew("n6", &srv);
     {
@@ -322,8 +315,9 @@ async fn renewal_is_proven_by_the_current_certificate() {
     }
     let s = c.sign(req).await.unwrap_err();
     assert!(
-        s.message()
-            .contains("\"server auth\" is not in the current certificate's extended key usages"),
+        s.message().contains(
+            "renewal: the current certificate was issued under signer name \"kubernetes.io/kube-apiserver-client\", not \"certsign.io/identity\""
+        ),
         "{}",
         s.message()
     );
@@ -339,6 +333,32 @@ async fn renewal_is_proven_by_the_current_certificate() {
     let s = c.sign(req).await.unwrap_err();
     assert!(
         s.message().contains("evidence signature"),
+        "{}",
+        s.message()
+    );
+    // The renewal itself, once.
+    let (new_csr, new_key) = openssl_csr(&pki, "new", P256, "/CN=alice/O=dev", &[]);
+    let ok = c.sign(renew("n2", &new_csr)).await.unwrap().into_inner();
+    assert_ne!(ok.serial_number, cur.serial_number);
+    // The same proof under another uid is refused.
+    let s = c.sign(renew("n3", &new_csr)).await.unwrap_err();
+    assert!(
+        s.message()
+            .contains("renewal: the current certificate was already renewed"),
+        "{}",
+        s.message()
+    );
+    // The renewed certificate's own renewal may not reuse the issued CSR.
+    let ok_der = CertificateDer::from_pem_slice(&ok.certificate)
+        .unwrap()
+        .to_vec();
+    let ok_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(new_key).unwrap()).unwrap();
+    let s = c
+        .sign(renew_of(&ok_der, &ok_key, "n7", &new_csr))
+        .await
+        .unwrap_err();
+    assert!(
+        s.message().contains("already issued under uid"),
         "{}",
         s.message()
     );

@@ -5,12 +5,17 @@
 //! duration → profile rules → evidence (signed approvals, a renewal proof,
 //! the approver's word when the profile says so, or the console operator) →
 //! validity → build, sign, journal (fsynced) → answer. Every refusal is
-//! journaled too. This module never answers before the journal has the
-//! line, and never imports tonic: `service.rs` maps [`SignError`] to a status.
+//! journaled too, its peer strings cut to [`PEER_STRING_MAX`] bytes. A
+//! renewal proof's current certificate (by SHA-256) is reserved with the uid
+//! and renewed at most once: the journal's issued line records it. This
+//! module never answers before the journal has the line, and never imports
+//! tonic: `service.rs` maps [`SignError`] to a status.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+use humantime_serde::re::humantime;
 
 use certsign_proto::v1::sign_request::Request;
 use certsign_proto::v1::{CertificateSigningRequest, SignRequest, SignedStatement};
@@ -108,6 +113,25 @@ pub struct Signed {
 pub(crate) struct State {
     pub(crate) index: Index,
     pending: HashSet<Uid>,
+    /// Current certificates (SHA-256, hex) being renewed right now.
+    renewing: HashSet<String>,
+}
+
+/// The most bytes of one peer string (uid, name, signer name, requestor,
+/// caller) a refusal writes to the journal and the log; a refusal's reason
+/// gets four times as much.
+pub const PEER_STRING_MAX: usize = 256;
+
+/// `s` cut to at most `max` bytes on a char boundary, marked when cut.
+pub fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}…[{} bytes cut]", &s[..end], s.len() - end)
 }
 
 /// The signing authority: config, CA key, approval trust, journal (also
@@ -123,16 +147,21 @@ pub struct Authority {
     pub(crate) revoking: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Removes a uid from the in-flight set however `sign` ends.
+/// Removes a uid (and the certificate it renews) from the in-flight sets
+/// however `sign` ends.
 struct Reservation {
     state: Arc<Mutex<State>>,
     uid: Uid,
+    renewal_of: Option<String>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Ok(mut s) = self.state.lock() {
             s.pending.remove(&self.uid);
+            if let Some(r) = &self.renewal_of {
+                s.renewing.remove(r);
+            }
         }
     }
 }
@@ -161,7 +190,7 @@ impl Authority {
             journal,
             state: Arc::new(Mutex::new(State {
                 index,
-                pending: HashSet::new(),
+                ..State::default()
             })),
             revoking: Arc::default(),
         })
@@ -224,23 +253,26 @@ impl Authority {
             Err(e) => {
                 let meta = csr.metadata.clone().unwrap_or_default();
                 let spec = csr.spec.clone().unwrap_or_default();
+                let b = |s: &str| bounded(s, PEER_STRING_MAX);
+                let (uid, name, caller) = (b(&meta.uid), b(&meta.name), b(caller));
+                let reason = bounded(&e.to_string(), 4 * PEER_STRING_MAX);
                 tracing::info!(
-                    name = meta.name.as_str(),
-                    uid = meta.uid.as_str(),
-                    caller,
-                    reason = %e,
+                    name = name.as_str(),
+                    uid = uid.as_str(),
+                    caller = caller.as_str(),
+                    reason = %reason,
                     "refused"
                 );
                 let event = Event::Refused {
-                    uid: Uid(meta.uid),
-                    name: meta.name,
-                    signer_name: spec.signer_name,
-                    requestor: spec.username,
+                    uid: Uid(uid),
+                    name,
+                    signer_name: b(&spec.signer_name),
+                    requestor: b(&spec.username),
                     csr_sha256: csr::csr_der_from_pem(&spec.request)
                         .map(|d| hex::encode(csr::sha256(&d)))
                         .unwrap_or_default(),
-                    caller: caller.to_string(),
-                    reason: e.to_string(),
+                    caller,
+                    reason,
                 };
                 // A refusal that cannot be recorded is not answered as a refusal.
                 self.journal.append(Arc::new(event)).await?;
@@ -312,6 +344,17 @@ impl Authority {
         let csr = VerifiedCsr::from_pem(&spec.request)?;
         let hash = hex::encode(csr.sha256());
         let uid = Uid(meta.uid.clone());
+        // One renewal proof, one certificate: the current certificate is
+        // reserved with the uid before any heavy check.
+        let renewal_of = match ev {
+            Evidence::Request {
+                renewal: Some(r), ..
+            } => r
+                .certificate_chain
+                .first()
+                .map(|c| hex::encode(csr::sha256(c))),
+            _ => None,
+        };
         let reservation = {
             let mut st = self.lock()?;
             if let Some(done) = st.index.by_uid.get(&uid) {
@@ -326,15 +369,31 @@ impl Authority {
                     meta.uid
                 )));
             }
+            if let Some(r) = &renewal_of {
+                if let Some(other) = st.index.renewed.get(r) {
+                    return Err(SignError::Refused(format!(
+                        "renewal: the current certificate was already renewed (uid {other}); one renewal proof yields one certificate"
+                    )));
+                }
+                if st.renewing.contains(r) {
+                    return Err(SignError::Busy(
+                        "renewal: the current certificate is being renewed right now; retry".into(),
+                    ));
+                }
+            }
             if !st.pending.insert(uid.clone()) {
                 return Err(SignError::Busy(format!(
                     "uid {:?} is being signed right now; retry",
                     meta.uid
                 )));
             }
+            if let Some(r) = &renewal_of {
+                st.renewing.insert(r.clone());
+            }
             Reservation {
                 state: self.state.clone(),
                 uid: uid.clone(),
+                renewal_of: renewal_of.clone(),
             }
         };
         let profile = self.config.profile(&spec.signer_name).ok_or_else(|| {
@@ -366,6 +425,7 @@ impl Authority {
         }
 
         let max_age = self.config.statement_max_age;
+        let (mut approved_at, mut lifetime) = (now, None);
         let (kind, by) = match ev {
             Evidence::Console(user) => (EvidenceKind::Console, vec![user.to_string()]),
             Evidence::Request {
@@ -394,6 +454,18 @@ impl Authority {
                     let revoked = format!("renewal: certificate {} is revoked", proof.serial);
                     return Err(SignError::Refused(revoked));
                 }
+                let began = proof.lineage.approved_at;
+                if let Some(h) = profile.renewal_horizon
+                    && began.checked_add(h).is_some_and(|end| end < now)
+                {
+                    return Err(SignError::Refused(format!(
+                        "renewal: this line of renewals was last approved by a human at {}, longer ago than renewal_horizon {} of profile {}: create a new request and have it approved",
+                        humantime::format_rfc3339_seconds(began),
+                        humantime::format_duration(h),
+                        profile.signer_name
+                    )));
+                }
+                (approved_at, lifetime) = (began, Some(proof.lifetime));
                 (
                     EvidenceKind::Renewal,
                     vec![format!(
@@ -409,6 +481,7 @@ impl Authority {
                 let admins = evidence::verify_approvals(
                     approvals,
                     req,
+                    csr.common_name.as_deref(),
                     &self.trust,
                     &profile.approver_groups,
                     max_age,
@@ -426,11 +499,13 @@ impl Authority {
         let window = issue::validity(
             profile,
             spec.expiration_seconds,
+            lifetime,
             now_odt,
             self.ca.not_after(),
         )?;
         let serial = self.fresh_serial()?;
-        let cert = issue::sign(&self.ca, issue::prepare(&self.ca, checked, window, serial)?)?;
+        let prepared = issue::prepare(&self.ca, checked, profile, approved_at, window, serial)?;
+        let cert = issue::sign(&self.ca, prepared)?;
         let not_after = cert
             .not_after
             .format(&time::format_description::well_known::Rfc3339)
@@ -447,6 +522,7 @@ impl Authority {
             serial: cert.serial.clone(),
             not_after,
             certificate: cert.pem_chain.clone(),
+            renewal_of,
         };
         let signed = Signed {
             certificate: cert.pem_chain,

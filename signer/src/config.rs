@@ -62,6 +62,9 @@ fn one_day() -> Duration {
 fn default_lifetime() -> Duration {
     Duration::from_secs(8760 * 3600)
 }
+fn default_horizon() -> String {
+    "90d".into()
+}
 fn one() -> usize {
     1
 }
@@ -79,6 +82,9 @@ struct RawProfile {
     approver_groups: Vec<String>,
     #[serde(default)]
     allow_renewal: bool,
+    #[serde(default = "default_horizon")]
+    renewal_horizon: String,
+    crl_distribution_point: Option<String>,
     #[serde(default = "default_lifetime", with = "humantime_serde")]
     max_lifetime: Duration,
     #[serde(default = "default_lifetime", with = "humantime_serde")]
@@ -259,6 +265,30 @@ fn profile(p: RawProfile) -> Result<Profile, ProfileKeyError> {
             "must be between 10m and max_lifetime",
         ));
     }
+    let renewal_horizon = match p.renewal_horizon.as_str() {
+        "none" => None,
+        h => Some(
+            humantime_serde::re::humantime::parse_duration(h).map_err(|e| {
+                bad(
+                    "renewal_horizon",
+                    format!("{h:?}: {e} (a duration like \"90d\", or \"none\")"),
+                )
+            })?,
+        ),
+    };
+    if let Some(u) = &p.crl_distribution_point {
+        let rest = u
+            .strip_prefix("http://")
+            .or_else(|| u.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+            || !u.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(bad(
+                "crl_distribution_point",
+                format!("{u:?} must be an http:// or https:// URL (printable ASCII, no spaces)"),
+            ));
+        }
+    }
     let rules = match p.builtin {
         Some(b) => {
             if b.name() != name {
@@ -324,6 +354,8 @@ fn profile(p: RawProfile) -> Result<Profile, ProfileKeyError> {
         required_approvals: p.required_approvals,
         approver_groups: p.approver_groups,
         allow_renewal: p.allow_renewal,
+        renewal_horizon,
+        crl_distribution_point: p.crl_distribution_point,
         max_lifetime: p.max_lifetime,
         default_lifetime: p.default_lifetime,
     })
@@ -379,6 +411,48 @@ journal = "journal.jsonl"
         let t = format!("{BASE}[[profiles]]\nsigner_name = \"example.com/x\"\n");
         let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
         assert!(e.to_string().contains("approver_groups"), "{e}");
+    }
+
+    #[test]
+    fn renewal_horizon_defaults_to_90_days_and_none_must_be_written() {
+        let profile = |extra: &str| {
+            let t = format!(
+                "{BASE}[[profiles]]\nsigner_name = \"example.com/x\"\nrequired_approvals = 2\napprover_groups = [\"g\"]\n{extra}"
+            );
+            Config::parse(&t, Path::new("s.toml")).map(|c| c.profiles[0].clone())
+        };
+        let p = profile("").unwrap();
+        assert_eq!(p.renewal_horizon, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(p.crl_distribution_point, None);
+        let p = profile("renewal_horizon = \"none\"\n").unwrap();
+        assert_eq!(p.renewal_horizon, None);
+        let p = profile("renewal_horizon = \"12h\"\n").unwrap();
+        assert_eq!(p.renewal_horizon, Some(Duration::from_secs(12 * 3600)));
+        let e = profile("renewal_horizon = \"forever\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("profiles[0].renewal_horizon: \"forever\""),
+            "{e}"
+        );
+        let url = "http://crl.example.test/ca.crl";
+        let p = profile(&format!("crl_distribution_point = \"{url}\"\n")).unwrap();
+        assert_eq!(p.crl_distribution_point.as_deref(), Some(url));
+        for bad in [
+            "ftp://x/crl",
+            "http://",
+            "https:///crl",
+            "http://a b/crl",
+            "crl.example",
+        ] {
+            let e = profile(&format!("crl_distribution_point = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("profiles[0].crl_distribution_point"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

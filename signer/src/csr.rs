@@ -6,6 +6,10 @@
 //! subject rules): that is `profile.rs`. It never trusts a requested
 //! extension except the SAN list (checked later against the profile);
 //! basicConstraints CA:TRUE is refused outright, everything else is dropped.
+//!
+//! Strict DER comes first, before any rule
+//! ([`certsign_evidence::check_strict_der`]), so no parser can read the
+//! request differently from this one.
 
 use certsign_evidence::RenewalInput;
 pub use certsign_evidence::{KeyKind, MIN_RSA_BITS, Sans, name_identity, sha256};
@@ -48,8 +52,10 @@ pub enum CsrError {
     /// A subject attribute another parser could read differently.
     #[error("spec.request: subject: {0}")]
     Subject(String),
+    /// Not strict DER (checked before any rule).
+    #[error("spec.request: not strict DER: {0}")]
+    NotDer(String),
 }
-
 /// A parsed, signature-checked, key-checked certificate request.
 #[derive(Debug, Clone)]
 pub struct VerifiedCsr {
@@ -116,6 +122,7 @@ impl VerifiedCsr {
 
     /// As [`VerifiedCsr::from_pem`], from DER.
     pub fn from_der(der: &[u8]) -> Result<Self, CsrError> {
+        certsign_evidence::check_strict_der(der).map_err(CsrError::NotDer)?;
         let (rest, req) =
             X509CertificationRequest::from_der(der).map_err(|e| CsrError::Parse(e.to_string()))?;
         if !rest.is_empty() {

@@ -13,13 +13,21 @@
 //! encipherment" is dropped for them, as Kubernetes' own kubelet does for
 //! ECDSA since 1.27.
 //!
+//! Every certificate carries its lineage (`certsign_evidence::lineage`, a
+//! non-critical extension: the issuing profile and when a human last
+//! approved this line of renewals), which renewals are judged by, and the
+//! profile's CRL distribution point when it names one.
+//!
 //! Validity follows Kubernetes (kubernetes-csr-api.md §3.3/§3.4): ttl =
 //! requested (or the profile default) capped at the profile maximum, floored
 //! at 10 minutes; notBefore = now − 5 min; notAfter = now + ttl when ttl <
-//! 8 h, else now + ttl − 5 min; capped at the CA's notAfter.
+//! 8 h, else now + ttl − 5 min; capped at the CA's notAfter. A renewal asks
+//! for the current certificate's lifetime unless it names a shorter one, and
+//! its notAfter − notBefore never exceeds that lifetime.
 
 use std::time::{Duration, SystemTime};
 
+use certsign_evidence::{LINEAGE_OID, Lineage};
 use certsign_keys::CaKey;
 use der::asn1::{Ia5String, OctetString};
 use der::{Decode, Encode};
@@ -28,10 +36,12 @@ use time::OffsetDateTime;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder};
 use x509_cert::certificate::TbsCertificate;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::name::DistributionPointName;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
-    SubjectAltName, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, CrlDistributionPoints, ExtendedKeyUsage, KeyUsage,
+    KeyUsages, SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::ext::{Extension, ToExtension};
 use x509_cert::name::Name;
@@ -121,15 +131,18 @@ pub struct IssuedCert {
     pub not_after: OffsetDateTime,
 }
 
-/// The validity window (see the module header).
+/// The validity window (see the module header); `renewal` is the current
+/// certificate's lifetime when renewing.
 pub fn validity(
     profile: &Profile,
     requested_secs: Option<i32>,
+    renewal: Option<Duration>,
     now: OffsetDateTime,
     ca_not_after: OffsetDateTime,
 ) -> Result<(OffsetDateTime, OffsetDateTime), IssueError> {
-    let requested =
-        requested_secs.map(|s| Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0)));
+    let requested = requested_secs
+        .map(|s| Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0)))
+        .or(renewal);
     let ttl = requested
         .map_or(profile.default_lifetime, |r| r.min(profile.max_lifetime))
         .max(MIN_TTL);
@@ -149,10 +162,10 @@ pub fn validity(
             "refusing to sign a certificate that expired in the past: NotAfter={ca_not_after}"
         )));
     }
-    if not_after > ca_not_after {
-        not_after = ca_not_after;
+    if let Some(cap) = renewal {
+        not_after = not_after.min(not_before + cap);
     }
-    Ok((not_before, not_after))
+    Ok((not_before, not_after.min(ca_not_after)))
 }
 
 /// Whole seconds (X.509 times carry no fractions).
@@ -161,11 +174,14 @@ fn x509_time(t: OffsetDateTime) -> Result<Time, IssueError> {
     Time::try_from(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).map_err(encode)
 }
 
-/// Build the certificate for a checked request, valid `window`, with
-/// `serial` (16 random bytes; the top bit is cleared so it is positive).
+/// Build the certificate for a checked request under `profile`, approved
+/// by a human at `approved_at`, valid `window`, with `serial` (16 random
+/// bytes; the top bit is cleared so it is positive).
 pub fn prepare(
     ca: &CaKey,
     checked: Checked<'_>,
+    profile: &Profile,
+    approved_at: SystemTime,
     window: (OffsetDateTime, OffsetDateTime),
     mut serial: [u8; 16],
 ) -> Result<PreparedCert, IssueError> {
@@ -233,6 +249,28 @@ pub fn prepare(
         authority_cert_serial_number: None,
     };
     add((false, &aki).to_extension(none, no))?;
+    if let Some(url) = &profile.crl_distribution_point {
+        add((
+            false,
+            &CrlDistributionPoints(vec![DistributionPoint {
+                distribution_point: Some(DistributionPointName::FullName(vec![
+                    GeneralName::UniformResourceIdentifier(Ia5String::new(url).map_err(encode)?),
+                ])),
+                reasons: None,
+                crl_issuer: None,
+            }]),
+        )
+            .to_extension(none, no))?;
+    }
+    let lineage = Lineage {
+        signer_name: profile.signer_name.clone(),
+        approved_at,
+    };
+    add(Ok(Extension {
+        extn_id: ObjectIdentifier::new(LINEAGE_OID).map_err(encode)?,
+        critical: false,
+        extn_value: OctetString::new(lineage.to_der().map_err(encode)?).map_err(encode)?,
+    }))?;
     Ok(PreparedCert {
         builder: b,
         serial,
@@ -314,6 +352,8 @@ mod tests {
             required_approvals: 1,
             approver_groups: vec!["g".into()],
             allow_renewal: false,
+            renewal_horizon: None,
+            crl_distribution_point: None,
             max_lifetime: Duration::from_secs(max_h * 3600),
             default_lifetime: Duration::from_secs(max_h * 3600),
         }
@@ -326,39 +366,56 @@ mod tests {
         let m = time::Duration::minutes;
         // Short (< 8h): full requested lifetime after now; backdated 5 minutes.
         assert_eq!(
-            validity(&profile(24), Some(3600), now, far).unwrap(),
+            validity(&profile(24), Some(3600), None, now, far).unwrap(),
             (now - m(5), now + m(60))
         );
         // Floor at 10 minutes is the API minimum; below it is clamped here too.
         assert_eq!(
-            validity(&profile(24), Some(60), now, far).unwrap().1,
+            validity(&profile(24), Some(60), None, now, far).unwrap().1,
             now + m(10)
         );
         // Long: total validity = ttl; capped by the profile maximum.
         assert_eq!(
-            validity(&profile(24), Some(7 * 86400), now, far).unwrap().1,
+            validity(&profile(24), Some(7 * 86400), None, now, far)
+                .unwrap()
+                .1,
             now + m(24 * 60 - 5)
         );
         assert_eq!(
-            validity(&profile(24), None, now, far).unwrap().1,
+            validity(&profile(24), None, None, now, far).unwrap().1,
             now + m(24 * 60 - 5)
         );
         // Capped by the CA's expiry; refused once the CA has expired.
         assert_eq!(
-            validity(&profile(24), None, now, now + m(30)).unwrap().1,
+            validity(&profile(24), None, None, now, now + m(30))
+                .unwrap()
+                .1,
             now + m(30)
         );
-        let e = validity(&profile(24), None, now, now - m(1))
+        let e = validity(&profile(24), None, None, now, now - m(1))
             .unwrap_err()
             .to_string();
         assert!(
             e.starts_with("refusing to sign a certificate that expired in the past"),
             "{e}"
         );
-        let e = validity(&profile(24), None, now, now - m(10))
+        let e = validity(&profile(24), None, None, now, now - m(10))
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("the signer has expired"), "{e}");
+        // A renewal gets the current lifetime, never the profile's, and
+        // notAfter - notBefore never exceeds it (a 10-minute certificate
+        // lasts 15 minutes with the backdate, and so does each renewal).
+        let short = Some(Duration::from_secs(900));
+        let w = validity(&profile(24), None, short, now, far).unwrap();
+        assert_eq!(w, (now - m(5), now + m(10)));
+        assert_eq!(
+            validity(&profile(24), Some(900), short, now, far).unwrap(),
+            w
+        );
+        let day = Some(Duration::from_secs(86_400));
+        let w = validity(&profile(24 * 365), None, day, now, far).unwrap();
+        assert_eq!(w.1 - w.0, time::Duration::days(1));
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub enum Event {
         not_after: String,
         /// The certificate then the CA, PEM.
         certificate: String,
+        /// A renewal: SHA-256 (hex) of the certificate it replaces.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        renewal_of: Option<String>,
     },
     /// A request was refused.
     Refused {
@@ -204,6 +207,8 @@ pub struct Index {
     pub revoked: BTreeMap<Serial, Revocation>,
     /// The highest cRLNumber signed by this process.
     pub last_crl_number: u64,
+    /// Renewed certificate (SHA-256, hex) → the uid that renewed it.
+    pub renewed: ShardedMap<String, Uid>,
 }
 
 /// A journaled revocation, as the index keeps it.
@@ -225,9 +230,13 @@ impl Index {
             uid,
             csr_sha256,
             serial,
+            renewal_of,
             ..
         } = e
         {
+            if let Some(r) = renewal_of {
+                self.renewed.insert(r.clone(), uid.clone());
+            }
             self.by_uid.insert(
                 uid.clone(),
                 Issued {
@@ -648,6 +657,7 @@ mod tests {
             serial: serial.into(),
             not_after: "2030-01-01T00:00:00Z".into(),
             certificate: format!("-----BEGIN CERTIFICATE-----\n{uid}\n-----END CERTIFICATE-----\n"),
+            renewal_of: None,
         }
     }
 

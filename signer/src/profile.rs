@@ -136,6 +136,11 @@ pub struct Profile {
     pub approver_groups: Vec<String>,
     /// Whether renewal proofs are accepted instead of approvals.
     pub allow_renewal: bool,
+    /// How long a line of renewals may run after its last human approval
+    /// (`None`: forever, only when configured as "none").
+    pub renewal_horizon: Option<Duration>,
+    /// CRL distribution point URL written into issued certificates.
+    pub crl_distribution_point: Option<String>,
     /// Longest lifetime issued.
     pub max_lifetime: Duration,
     /// Lifetime when the request names none.
@@ -393,6 +398,8 @@ mod tests {
             required_approvals: 1,
             approver_groups: vec!["system:masters".into()],
             allow_renewal: true,
+            renewal_horizon: None,
+            crl_distribution_point: None,
             max_lifetime: Duration::from_secs(3600),
             default_lifetime: Duration::from_secs(3600),
         }

@@ -48,6 +48,14 @@ pub(super) struct RawConfig {
     pub(super) auto_approve: Vec<AutoApproveRule>,
     #[serde(default = "default_statement_max_age", with = "humantime_serde")]
     pub(super) statement_max_age: Duration,
+    /// Where the current CRL is served over plain HTTP (`GET /crl`); off
+    /// when absent.
+    #[serde(default)]
+    pub(super) crl_listen: Option<String>,
+    /// How often a fresh CRL is asked for (default: at half the current
+    /// CRL's validity).
+    #[serde(default, with = "humantime_serde")]
+    pub(super) crl_refresh: Option<Duration>,
 }
 
 fn default_statement_max_age() -> Duration {

@@ -134,6 +134,8 @@ pub(super) enum Exec {
     Prune {
         cutoff: i64,
     },
+    /// An inventory, revocation or CRL write.
+    Certs(super::certs::CertWrite),
 }
 
 /// One queued write (or a pause of the writer).

@@ -68,15 +68,22 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::decision::State;
+use crate::issued::IssuedRecord;
 use batch::{Counts, Exec, Op, QUEUE, Reply, TypedUpdate, writer_gone};
+use certs::CertWrite;
 
 mod batch;
+mod certs;
+mod pg_certs;
 mod postgres;
 mod schema;
 mod sqlite;
 mod types;
 
 pub use batch::{MAX_BATCH, WritePause};
+pub use certs::{
+    CertFilter, CertificateRecord, RevocationState, StoredCrl, StoredRevocation, Undelivered,
+};
 pub use postgres::ChangeListener;
 pub use types::{
     CreateGuard, Event, ForwardItem, ListFilter, PageBy, StoreError, UpdateError, WriterStats,
@@ -413,6 +420,172 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(r) => r.ping(limit).await,
             Backend::Postgres(pg) => pg.ping(limit).await,
+        }
+    }
+
+    /// Record an issued certificate in the inventory (kept if its serial
+    /// is there already). Issuance records it by itself (in the update that
+    /// stores the certificate); this is for certificates issued before the
+    /// inventory existed.
+    pub async fn record_issued(&self, record: IssuedRecord) -> Result<bool, StoreError> {
+        let n = self
+            .exec(Exec::Certs(CertWrite::Issued(Box::new(record))))
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Record every issued request still stored that the inventory lacks,
+    /// once per store (the first start on the inventory's schema). Returns
+    /// how many.
+    pub async fn backfill_inventory(&self) -> Result<u64, StoreError> {
+        let pending = match &self.backend {
+            Backend::Sqlite(r) => r.backfill_pending()?,
+            Backend::Postgres(pg) => pg_certs::backfill_pending(pg.pool()).await?,
+        };
+        if !pending {
+            return Ok(0);
+        }
+        let added = self.record_stored_certificates().await?;
+        self.exec(Exec::Certs(CertWrite::BackfillDone)).await?;
+        Ok(added)
+    }
+
+    async fn record_stored_certificates(&self) -> Result<u64, StoreError> {
+        let mut added = 0;
+        let mut after: Option<(i64, String)> = None;
+        loop {
+            let page = self
+                .page_by_state(
+                    State::Issued,
+                    PageBy::Created,
+                    i64::MIN..i64::MAX,
+                    after.as_ref().map(|(k, n)| (*k, n.as_str())),
+                    500,
+                )
+                .await?;
+            let Some((key, last)) = page.last() else {
+                return Ok(added);
+            };
+            after = Some((*key, types::name_of(last).to_string()));
+            for (_, csr) in &page {
+                if let Some(record) = IssuedRecord::of(csr)
+                    && self.certificate(&record.serial).await?.is_none()
+                    && self.record_issued(record).await?
+                {
+                    added += 1;
+                }
+            }
+        }
+    }
+
+    /// One inventory row by serial (lowercase hex).
+    pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.certificate(serial),
+            Backend::Postgres(pg) => pg_certs::certificate(pg.pool(), serial).await,
+        }
+    }
+
+    /// One page of the inventory ordered by serial, strictly after `after`.
+    pub async fn list_certificates(
+        &self,
+        filter: &CertFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => {
+                r.list_certificates(filter.clone(), after.map(str::to_string), limit)
+                    .await
+            }
+            Backend::Postgres(pg) => pg_certs::list(pg.pool(), filter, after, limit).await,
+        }
+    }
+
+    /// Store a revocation of `serial` (an encoded SignedStatement) unless
+    /// one is held already (a refused one is replaced). Returns whether it
+    /// was stored now.
+    pub async fn store_revocation(
+        &self,
+        serial: &str,
+        statement: Vec<u8>,
+        reason: i32,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let w = CertWrite::Revoke {
+            serial: serial.to_string(),
+            statement,
+            reason,
+            at,
+        };
+        Ok(self.exec(Exec::Certs(w)).await? > 0)
+    }
+
+    /// `endpoint` journaled the revocation of `serial`, dated `at`.
+    pub async fn revocation_delivered(
+        &self,
+        serial: &str,
+        endpoint: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let w = CertWrite::Delivered {
+            serial: serial.to_string(),
+            endpoint: endpoint.to_string(),
+            at,
+        };
+        self.exec(Exec::Certs(w)).await.map(|_| ())
+    }
+
+    /// A signer refused the pending revocation of `serial`: it is no longer
+    /// held (nor retried).
+    pub async fn revocation_refused(&self, serial: &str, message: &str) -> Result<(), StoreError> {
+        let w = CertWrite::Refused {
+            serial: serial.to_string(),
+            message: message.to_string(),
+        };
+        self.exec(Exec::Certs(w)).await.map(|_| ())
+    }
+
+    /// Up to `limit` held revocations `endpoint` has not journaled.
+    pub async fn undelivered(
+        &self,
+        endpoint: &str,
+        limit: u32,
+    ) -> Result<Vec<Undelivered>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.undelivered(endpoint, limit),
+            Backend::Postgres(pg) => pg_certs::undelivered(pg.pool(), endpoint, limit).await,
+        }
+    }
+
+    /// Serials of the held revocations of certificates unexpired at `now`:
+    /// what every published CRL must list.
+    pub async fn held_unexpired(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.held_unexpired(now),
+            Backend::Postgres(pg) => pg_certs::held_unexpired(pg.pool(), now).await,
+        }
+    }
+
+    /// The endpoints that journaled the revocation of `serial`.
+    pub async fn delivered_to(&self, serial: &str) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.delivered_to(serial),
+            Backend::Postgres(pg) => pg_certs::delivered_to(pg.pool(), serial).await,
+        }
+    }
+
+    /// Publish `crl` unless one with a number at least as high is
+    /// published (another replica's). Returns whether it replaced it.
+    pub async fn publish_crl(&self, crl: StoredCrl) -> Result<bool, StoreError> {
+        Ok(self.exec(Exec::Certs(CertWrite::PublishCrl(crl))).await? > 0)
+    }
+
+    /// The published CRL, if any.
+    pub async fn latest_crl(&self) -> Result<Option<StoredCrl>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.latest_crl(),
+            Backend::Postgres(pg) => pg_certs::latest_crl(pg.pool()).await,
         }
     }
 

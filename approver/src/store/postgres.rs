@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::decision::{State, condition_column, state_of};
 use crate::expiry::expiry_column;
+use crate::issued::IssuedRecord;
 use crate::store::batch::{
     Answer, Counts, Exec, MAX_BATCH, Op, UpdateFn, apply_update, outcome, settle, update_outcome,
 };
@@ -209,6 +210,11 @@ impl Postgres {
             Ok(r) => r.map(|_| ()).map_err(StoreError::from),
             Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
         }
+    }
+
+    /// The read pool (the inventory's reads, `pg_certs`).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     pub(super) async fn close(&self) {
@@ -498,6 +504,13 @@ async fn update_in(
     .bind(expiry_column(&obj))
     .execute(&mut *conn)
     .await?;
+    // The inventory row of a certificate is written with its issuance.
+    if reset_attempts
+        && state == State::Issued
+        && let Some(record) = IssuedRecord::of(&obj)
+    {
+        super::pg_certs::insert_issued(conn, &record).await?;
+    }
     Ok((obj, true))
 }
 
@@ -629,6 +642,7 @@ async fn exec_in(conn: &mut PgConnection, what: Exec) -> Result<u64, StoreError>
                 .execute(&mut *conn)
                 .await?
         }
+        Exec::Certs(w) => return super::pg_certs::write(conn, w).await,
     };
     Ok(r.rows_affected())
 }

@@ -100,6 +100,15 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE csrs DROP COLUMN object",
         ],
     },
+    // The inventory of issued certificates, the revocations held and their
+    // delivery to each signer endpoint, the published CRL (`certs`).
+    // Certificates issued before this version are recorded at start-up
+    // from the requests still stored (`Store::backfill_inventory`).
+    Migration {
+        version: 5,
+        sqlite: super::certs::MIGRATION_SQLITE,
+        postgres: super::certs::MIGRATION_POSTGRES,
+    },
 ];
 
 /// The encoded object of a `csrs` row, as an SQL expression over the row:

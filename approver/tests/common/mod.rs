@@ -17,13 +17,17 @@ use certsign_proto::v1::approver_client::ApproverClient;
 use certsign_proto::v1::{
     ApproveCertificateSigningRequestRequest, CertificateSigningRequest,
     CertificateSigningRequestSpec, CreateCertificateSigningRequestRequest, Decision,
-    GetCertificateSigningRequestRequest, ObjectMeta, RenewalStatement, SignedStatement,
+    GetCertificateSigningRequestRequest, ObjectMeta, RenewalStatement, RevocationReason,
+    RevocationStatement, SignedStatement,
 };
 use certsign_tests::evidence::{self, sign_approval, sign_renewal};
 use certsign_tests::pki::{Ident, MintSpec};
 use certsign_tests::stack::{approver_spawn, signer_spawn};
+use prost::Message as _;
 use rcgen::KeyPair;
 use tonic::transport::Channel;
+use x509_parser::prelude::FromDer as _;
+use x509_parser::revocation_list::CertificateRevocationList;
 
 pub use certsign_tests::pki::{Pki, csr_with_key, pem_der};
 pub use certsign_tests::process::{Daemon, bin_dir, dead_addr};
@@ -273,4 +277,56 @@ pub async fn create(
 pub fn client_csr(name: &str, cn: &str) -> CreateCertificateSigningRequestRequest {
     let (pem, _) = make_csr(cn, &[], &[]);
     new_csr(name, &pem, APISERVER_CLIENT, &["client auth"], None)
+}
+
+// === revocation and CRLs ===
+
+/// Create `name` for `user`, have the admin approve it, wait for the
+/// certificate; returns the holder (the issued certificate and its key).
+pub async fn issued_to(pki: &Pki, approver: &str, admin: &User, user: &User, name: &str) -> User {
+    let mut c = client(pki, approver, Some(user)).await;
+    let (pem, key) = make_csr(&user.name, &[], &[]);
+    let created = create(
+        &mut c,
+        new_csr(name, &pem, APISERVER_CLIENT, &["client auth"], None),
+    )
+    .await;
+    let mut adm = client(pki, approver, Some(admin)).await;
+    approve(&mut adm, admin, &created).await.unwrap();
+    let done = wait_done(&mut c, name).await;
+    let cert_pem = leaf_pem(&done.status.unwrap().certificate);
+    User {
+        name: user.name.clone(),
+        cert_der: pem_der(&cert_pem),
+        cert_pem,
+        key_pem: key.serialize_pem(),
+    }
+}
+
+pub fn serial_of(cert_der: &[u8]) -> String {
+    let (_, c) = x509_parser::parse_x509_certificate(cert_der).unwrap();
+    hex::encode(c.raw_serial())
+}
+
+/// A RevocationStatement for `holder`'s certificate signed by `signer`.
+pub fn revocation(holder: &User, signer: &User) -> SignedStatement {
+    let st = RevocationStatement {
+        serial_number: serial_of(&holder.cert_der),
+        certificate_sha256: certsign_tests::evidence::sha256(&holder.cert_der),
+        reason: RevocationReason::KeyCompromise as i32,
+        signed_at: Some(certsign_tests::grpc::ts(0)),
+    };
+    certsign_tests::evidence::sign_bytes(
+        certsign_evidence::REVOCATION_CONTEXT,
+        st.encode_to_vec(),
+        &signer.key(),
+        vec![signer.cert_der.clone()],
+    )
+}
+
+pub fn crl_serials(crl_der: &[u8]) -> Vec<String> {
+    let (_, crl) = CertificateRevocationList::from_der(crl_der).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect()
 }

@@ -6,7 +6,8 @@
 //! leaves the pair half replaced: the old pair is kept as `.bak` first, the
 //! new key stays in a temp file until the certificate is issued (or, on a
 //! timeout, is kept as `KEY.new`, the only copy), and the two final renames
-//! come last.
+//! come last. It asks for the current certificate's lifetime, or a shorter
+//! `--expiration`, never a longer one (the signer would refuse it).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -175,7 +176,7 @@ pub(super) async fn renew(settings: Settings, a: cli::RenewArgs) -> Result<()> {
         anyhow!("cannot renew an RSA key: certctl cannot generate RSA keys (request a new certificate with create csr --key-type)")
     })?;
     let usages = carried_usages(&leaf, &a.usages, &cert_path)?;
-    let expiration = expiration_seconds(a.expiration)?;
+    let expiration = renewal_lifetime(&leaf, expiration_seconds(a.expiration)?)?;
     let cn = leaf
         .subject()
         .iter_common_name()
@@ -250,6 +251,22 @@ fn not_due(
         format_time(not_after),
         kube::human_duration(limit.as_secs() as i64),
     )))
+}
+
+/// The lifetime to ask for: `--expiration` if it is at most the current
+/// certificate's lifetime (the signer never grants a renewal more), else the
+/// current lifetime itself (below the API's 10-minute minimum: none, the
+/// signer then caps it).
+fn renewal_lifetime(leaf: &X509Certificate<'_>, flag: Option<i32>) -> Result<Option<i32>> {
+    let v = leaf.validity();
+    let current = v.not_after.timestamp() - v.not_before.timestamp();
+    match flag {
+        Some(s) if i64::from(s) > current => bail!(
+            "invalid --expiration: {s}s is longer than the current certificate's lifetime ({current}s); a renewal never lengthens what was approved, request a new certificate"
+        ),
+        Some(s) => Ok(Some(s)),
+        None => Ok(i32::try_from(current).ok().filter(|s| *s >= 600)),
+    }
 }
 
 /// `--usages`, or the current certificate's usages when none are given.

@@ -19,6 +19,7 @@ use crate::store::batch::{Counts, Op};
 use crate::store::schema::{MIGRATIONS, SCHEMA_MIGRATIONS};
 use crate::store::types::StoreError;
 
+mod certs;
 mod conn;
 mod reader;
 mod writer;

@@ -76,7 +76,7 @@ impl Readers {
 
     /// Runs `f` on an idle connection (or a new one) and returns it to the
     /// pool. A connection whose read failed is dropped, not reused.
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -186,7 +186,7 @@ impl Readers {
 
     /// Runs a page read in Tokio's blocking pool, at most [`LIST_SLOTS`]
     /// at once.
-    async fn paged<T: Send + 'static>(
+    pub(super) async fn paged<T: Send + 'static>(
         self: &Arc<Self>,
         read: impl FnOnce(&Self) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

@@ -37,8 +37,9 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::mpsc;
 
 use super::conn;
-use crate::decision::{condition_column, state_of};
+use crate::decision::{State, condition_column, state_of};
 use crate::expiry::expiry_column;
+use crate::issued::IssuedRecord;
 use crate::store::batch::{
     Answer, Counts, Exec, MAX_BATCH, Op, UpdateFn, apply_update, outcome, settle, update_outcome,
 };
@@ -434,6 +435,13 @@ fn update(
         name,
     ])?;
     event(conn, rv, "MODIFIED", name, &bytes)?;
+    // The inventory row of a certificate is written with its issuance.
+    if reset_attempts
+        && state == State::Issued
+        && let Some(record) = IssuedRecord::of(&obj)
+    {
+        super::certs::insert_issued(conn, &record)?;
+    }
     Ok(Ok((obj, true)))
 }
 
@@ -534,6 +542,7 @@ fn exec(conn: &Connection, what: Exec) -> Result<u64, StoreError> {
         Exec::Prune { cutoff } => conn
             .prepare_cached(prune_events!("?1"))?
             .execute(params![cutoff])?,
+        Exec::Certs(w) => return super::certs::write(conn, w),
     };
     Ok(n as u64)
 }
