@@ -12,6 +12,8 @@
 //! - the CRL served over plain HTTP on `crl_listen` at `/crl` is the same
 //!   DER as `certctl get crl -o der`, with `application/pkix-crl`;
 //! - `certctl get certificates` shows Revoked and Valid;
+//! - `certctl renew` from a revoked certificate is refused (the signer's
+//!   word), from an unrevoked one it succeeds;
 //! - every revocation survives a restart of both daemons, a kill -9 of the
 //!   approver right after it acknowledged one, and a kill -9 of the signer
 //!   right after a revocation, and the CRL number never goes down.
@@ -278,7 +280,7 @@ fn colon_serial(serial: &str) -> String {
 #[test]
 fn revocations_by_admin_and_holder_reach_the_crl_and_survive_restarts_and_kill_9() {
     let mut w = World::start();
-    let (by_name, _, serial_by_name) = w.issue("by-name");
+    let (by_name, by_name_key, serial_by_name) = w.issue("by-name");
     let (by_serial, _, serial_by_serial) = w.issue("by-serial");
     let (held, held_key, serial_held) = w.issue("held");
     let (valid, _, serial_valid) = w.issue("valid");
@@ -399,6 +401,24 @@ fn revocations_by_admin_and_holder_reach_the_crl_and_survive_restarts_and_kill_9
         .unwrap();
     assert_eq!(entry["status"], "Revoked");
     assert_eq!(entry["revocationReason"], "keyCompromise");
+
+    // A revoked certificate cannot be renewed; an unrevoked one can.
+    let before = std::fs::read(&by_name).unwrap();
+    let out = w
+        .as_user(&by_name, &by_name_key)
+        .args(["renew", "--timeout", "60s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "renewed a revoked certificate");
+    assert!(stderr.contains("is revoked"), "{stderr}");
+    assert_eq!(std::fs::read(&by_name).unwrap(), before);
+    let (renewable, renewable_key, _) = w.issue("renewable");
+    let said = run_ok(
+        w.as_user(&renewable, &renewable_key)
+            .args(["renew", "--timeout", "60s"]),
+    );
+    assert!(said.contains("renewed"), "{said}");
 
     // Both daemons restarted (SIGTERM, then start again).
     for d in [&mut w.stack.approver, &mut w.stack.signer] {
