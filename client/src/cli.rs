@@ -199,12 +199,23 @@ pub enum CertificateCommand {
     Wait(WaitArgs),
 }
 
-/// `certificate approve|deny`.
+/// `certificate approve|deny`: the requests by name, from a manifest file,
+/// or every pending one. An approval of several requests is one signed
+/// statement covering all of them.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("requests").required(true).multiple(true).args(["names", "filename", "all_pending"])))]
 pub struct DecideArgs {
     /// Request names.
-    #[arg(required = true)]
     pub names: Vec<String>,
+    /// A manifest (YAML or JSON; one object, several, or a list) naming the requests.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: Option<PathBuf>,
+    /// Every Pending request you may decide (not your own).
+    #[arg(long)]
+    pub all_pending: bool,
+    /// With --all-pending: only requests for this signer name.
+    #[arg(long, requires = "all_pending")]
+    pub signer_name: Option<String>,
     /// Condition reason (default KubectlApprove / KubectlDeny).
     #[arg(long)]
     pub reason: Option<String>,

@@ -11,7 +11,10 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Result, anyhow, bail};
-use certsign_evidence::{APPROVAL_CONTEXT, RENEWAL_CONTEXT, sha256, signed_bytes};
+use certsign_evidence::{
+    APPROVAL_CONTEXT, BATCH_APPROVAL_CONTEXT, RENEWAL_CONTEXT, batch_statement, sha256,
+    signed_bytes,
+};
 use certsign_proto::v1 as pb;
 use prost::Message as _;
 use x509_parser::prelude::FromDer;
@@ -80,6 +83,7 @@ impl StatementSigner {
             statement,
             signature,
             certificate_chain: self.chain.clone(),
+            batch: None,
         })
     }
 
@@ -92,6 +96,43 @@ impl StatementSigner {
     ) -> Result<pb::SignedStatement> {
         let statement = approval_statement(csr, decision, now)?;
         self.sign(APPROVAL_CONTEXT, statement.encode_to_vec())
+    }
+
+    /// Signs ONE BatchApprovalStatement over every request of `csrs` (at
+    /// most `MAX_BATCH_ENTRIES`): one signature, and for each request, in
+    /// order, a SignedStatement carrying it with the request's own entry
+    /// and inclusion proof.
+    pub fn batch(
+        &self,
+        csrs: &[pb::CertificateSigningRequest],
+        decision: pb::Decision,
+        now: SystemTime,
+    ) -> Result<Vec<pb::SignedStatement>> {
+        let entries = csrs
+            .iter()
+            .map(|c| {
+                let st = approval_statement(c, decision, now)?;
+                Ok(pb::ApprovalEntry {
+                    request_uid: st.request_uid,
+                    request_name: st.request_name,
+                    csr_sha256: st.csr_sha256,
+                    signer_name: st.signer_name,
+                    usages: st.usages,
+                    expiration_seconds: st.expiration_seconds,
+                    requestor: st.requestor,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (statement, inclusions) = batch_statement(&entries, decision, now.into())
+            .map_err(|e| anyhow!("cannot build the batch statement: {e}"))?;
+        let signed = self.sign(BATCH_APPROVAL_CONTEXT, statement)?;
+        Ok(inclusions
+            .into_iter()
+            .map(|inc| pb::SignedStatement {
+                batch: Some(inc),
+                ..signed.clone()
+            })
+            .collect())
     }
 
     /// Signs a RenewalStatement for a new request (chain = the current
