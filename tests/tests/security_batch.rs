@@ -268,7 +268,8 @@ async fn batch_statements_obtain_nothing_nobody_approved() {
     let forged: fn(&mut SignedStatement) =
         |s| s.signature = vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01];
     let no_chain: fn(&mut SignedStatement) = |s| s.certificate_chain.clear();
-    let signers: [(&str, &Ident, fn(&mut SignedStatement), &str); 8] = [
+    type Tamper = fn(&mut SignedStatement);
+    let signers: [(&str, &Ident, Tamper, &str); 8] = [
         (
             "signed with the approver's own TLS key",
             &approver,
