@@ -185,7 +185,8 @@ pub struct CreateArgs {
 /// `certificate ...`.
 #[derive(Debug, Subcommand)]
 pub enum CertificateCommand {
-    /// Approve requests, signing an ApprovalStatement with your own key.
+    /// Approve requests, signing with your own key: one ApprovalStatement for
+    /// one request, one batch statement covering all of them for several.
     ///
     /// SECURITY NOTICE: depending on the signer, the issued certificate may grant
     /// its holder access; check who asked and for what before approving.
