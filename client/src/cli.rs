@@ -198,7 +198,8 @@ pub struct CreateArgs {
 /// `certificate ...`.
 #[derive(Debug, Subcommand)]
 pub enum CertificateCommand {
-    /// Approve requests, signing an ApprovalStatement with your own key.
+    /// Approve requests, signing with your own key: one ApprovalStatement for
+    /// one request, one batch statement covering all of them for several.
     ///
     /// SECURITY NOTICE: depending on the signer, the issued certificate may grant
     /// its holder access; check who asked and for what before approving.
@@ -238,12 +239,23 @@ pub struct RevokeArgs {
     pub reason: Option<String>,
 }
 
-/// `certificate approve|deny`.
+/// `certificate approve|deny`: the requests by name, from a manifest file,
+/// or every pending one. An approval of several requests is one signed
+/// statement covering all of them.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("requests").required(true).multiple(true).args(["names", "filename", "all_pending"])))]
 pub struct DecideArgs {
     /// Request names.
-    #[arg(required = true)]
     pub names: Vec<String>,
+    /// A manifest (YAML or JSON; one object, several, or a list) naming the requests.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: Option<PathBuf>,
+    /// Every Pending request you may decide (not your own).
+    #[arg(long)]
+    pub all_pending: bool,
+    /// With --all-pending: only requests for this signer name.
+    #[arg(long, requires = "all_pending")]
+    pub signer_name: Option<String>,
     /// Condition reason (default KubectlApprove / KubectlDeny).
     #[arg(long)]
     pub reason: Option<String>,

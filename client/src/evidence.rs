@@ -12,7 +12,8 @@ use std::time::SystemTime;
 
 use anyhow::{Result, anyhow, bail};
 use certsign_evidence::{
-    APPROVAL_CONTEXT, RENEWAL_CONTEXT, REVOCATION_CONTEXT, StatementKey, sha256, sign_statement,
+    APPROVAL_CONTEXT, BATCH_APPROVAL_CONTEXT, RENEWAL_CONTEXT, REVOCATION_CONTEXT, StatementKey,
+    batch_statement, sha256, sign_statement,
 };
 use certsign_proto::v1 as pb;
 use prost::Message as _;
@@ -90,6 +91,43 @@ impl StatementSigner {
     ) -> Result<pb::SignedStatement> {
         let statement = approval_statement(csr, decision, now)?;
         self.sign(APPROVAL_CONTEXT, statement.encode_to_vec())
+    }
+
+    /// Signs ONE BatchApprovalStatement over every request of `csrs` (at
+    /// most `MAX_BATCH_ENTRIES`): one signature, and for each request, in
+    /// order, a SignedStatement carrying it with the request's own entry
+    /// and inclusion proof.
+    pub fn batch(
+        &self,
+        csrs: &[pb::CertificateSigningRequest],
+        decision: pb::Decision,
+        now: SystemTime,
+    ) -> Result<Vec<pb::SignedStatement>> {
+        let entries = csrs
+            .iter()
+            .map(|c| {
+                let st = approval_statement(c, decision, now)?;
+                Ok(pb::ApprovalEntry {
+                    request_uid: st.request_uid,
+                    request_name: st.request_name,
+                    csr_sha256: st.csr_sha256,
+                    signer_name: st.signer_name,
+                    usages: st.usages,
+                    expiration_seconds: st.expiration_seconds,
+                    requestor: st.requestor,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (statement, inclusions) = batch_statement(&entries, decision, now.into())
+            .map_err(|e| anyhow!("cannot build the batch statement: {e}"))?;
+        let signed = self.sign(BATCH_APPROVAL_CONTEXT, statement)?;
+        Ok(inclusions
+            .into_iter()
+            .map(|inc| pb::SignedStatement {
+                batch: Some(inc),
+                ..signed.clone()
+            })
+            .collect())
     }
 
     /// Signs a RenewalStatement for a new request (chain = the current

@@ -1,4 +1,4 @@
-//! certctl's signed statements and CSRs checked by the shared verifier
+//! certctl's signed statements (single and batch) and CSRs checked by the shared verifier
 //! (`certsign_evidence`, the code the signer and approver run), with
 //! admin keys of every supported kind, including ones made by `openssl`
 //! (PKCS#1 RSA, SEC1 EC) that certctl must load itself, and its revocation
@@ -221,6 +221,29 @@ fn check_approval(ca: &Ca, signer: &StatementSigner) {
         )
         .is_err()
     );
+    // One batch statement for two requests: each verifies against its own
+    // entry, never against the other request.
+    let mut second = request("other", "carol");
+    second.metadata.as_mut().unwrap().uid = "1c8d4b3f-uid".into();
+    let batch = signer
+        .batch(&[req.clone(), second.clone()], pb::Decision::Approve, now)
+        .unwrap();
+    assert_eq!(batch[0].signature, batch[1].signature);
+    let verify = |s: &pb::SignedStatement, r: &pb::CertificateSigningRequest| {
+        verify_approval(
+            s,
+            r,
+            pb::Decision::Approve,
+            &trust,
+            &groups,
+            Duration::from_secs(3600),
+            now,
+        )
+    };
+    assert_eq!(verify(&batch[0], &req).unwrap().username, "admin");
+    assert_eq!(verify(&batch[1], &second).unwrap().username, "admin");
+    assert!(verify(&batch[0], &second).is_err());
+    assert!(verify(&batch[1], &req).is_err());
 }
 
 #[test]
