@@ -152,6 +152,10 @@ impl VerifiedCsr {
             Some((SectionKind::Csr, der)) => der,
             _ => return Err("PEM block type must be CERTIFICATE REQUEST".into()),
         };
+        // Strict DER before anything reads it, as the signer requires: no
+        // parser may read the request differently from another.
+        certsign_evidence::check_strict_der(&der)
+            .map_err(|e| format!("x509: certificate request is not strict DER: {e}"))?;
         let (rest, csr) = X509CertificationRequest::from_der(&der)
             .map_err(|e| format!("x509: malformed certificate request: {e}"))?;
         if !rest.is_empty() {

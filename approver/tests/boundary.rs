@@ -215,3 +215,53 @@ async fn labels_and_annotations_are_bounded_with_kubernetes_texts() {
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csr_that_is_not_strict_der_is_refused_at_create() {
+    use x509_cert::der::pem::{LineEnding, encode_string};
+
+    let pki = Pki::init();
+    let approver = start_approver(&pki, &dead_addr());
+    let bob = pki.user("bob", &[]);
+    let mut b = client(&pki, &approver.addr, Some(&bob)).await;
+    let (pem, _) = make_csr("bob", &[], &[]);
+    let der = {
+        use rustls_pki_types::pem::PemObject as _;
+        rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    };
+    // The signature BIT STRING's length in long form (0x81 n) where the
+    // short form is required: BER, not DER. The self-signature covers only
+    // the request info, so it still verifies; only strictness refuses it.
+    use x509_parser::prelude::FromDer as _;
+    let (_, parsed) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
+    let sig_bytes = parsed.signature_value.data.len() + 1;
+    let at = der.len() - sig_bytes - 2;
+    assert_eq!(der[at], 0x03, "the signature BIT STRING");
+    let mut ber = der.clone();
+    ber.insert(at + 1, 0x81);
+    assert!(ber[1] == 0x81 && ber[2] < 0xff, "a one-byte outer length");
+    ber[2] += 1;
+    let ber_pem = encode_string("CERTIFICATE REQUEST", LineEnding::LF, &ber).unwrap();
+    let e = b
+        .create_certificate_signing_request(new_csr(
+            "ber",
+            &ber_pem,
+            APISERVER_CLIENT,
+            &["client auth"],
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("not strict DER"), "{e:?}");
+    // The same request in DER is accepted.
+    create(
+        &mut b,
+        new_csr("der", &pem, APISERVER_CLIENT, &["client auth"], None),
+    )
+    .await;
+}

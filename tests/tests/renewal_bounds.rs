@@ -2,7 +2,8 @@
 //! certificate an admin approved with `certctl` is renewed by its holder
 //! through the real approver and signer. Asking for a year is refused by
 //! `certctl renew` in one line before it dials, and by the approver when
-//! sent anyway; renewing under another signer name is refused; a plain
+//! sent anyway; an extended key usage the certificate lacks and another
+//! signer name are refused by certctl and by the approver; a plain
 //! `certctl renew` gets the current lifetime, not the profile's year.
 
 #![allow(clippy::unwrap_used)]
@@ -135,6 +136,48 @@ async fn a_ten_minute_certificate_never_renews_into_a_year() {
         ),
         "{e:?}"
     );
+
+    // The same proof shape asking for more through the approver, past
+    // certctl's own checks: an extended key usage the certificate lacks,
+    // and another signer name. Both refused with the signer's rules.
+    let widened: [(&str, &str, &[&str], &str); 2] = [
+        (
+            "svc-eku",
+            "kubernetes.io/kube-apiserver-client",
+            &["client auth", "server auth"],
+            "usage \"server auth\" is not in the current certificate's extended key usages; a renewal never gains a usage",
+        ),
+        (
+            "svc-profile",
+            "certsign.io/identity",
+            &["client auth"],
+            "the current certificate was issued under signer name \"kubernetes.io/kube-apiserver-client\", not \"certsign.io/identity\"; a renewal keeps its profile",
+        ),
+    ];
+    for (name, signer_name, usages, want) in widened {
+        let mut req = create_request(name, &csr_pem);
+        {
+            let spec = req
+                .certificate_signing_request
+                .as_mut()
+                .unwrap()
+                .spec
+                .as_mut()
+                .unwrap();
+            spec.signer_name = signer_name.into();
+            spec.usages = usages.iter().map(|u| (*u).into()).collect();
+        }
+        let st = RenewalStatement {
+            request_name: name.into(),
+            csr_sha256: csr_sha256(&csr_pem),
+            signer_name: signer_name.into(),
+            current_certificate_sha256: sha256(&first),
+            signed_at: Some(ts(0)),
+        };
+        req.renewal = Some(sign_renewal(&st, &ident.key(), vec![first.clone()]));
+        let e = c.create_certificate_signing_request(req).await.unwrap_err();
+        assert!(e.message().contains(want), "{name}: {e:?}");
+    }
 
     // Under another signer name (a profile that would issue more): refused.
     let out = run(holder(&stack, &crt, &key).args([
