@@ -74,6 +74,7 @@ use certs::CertWrite;
 
 mod batch;
 mod certs;
+mod pg_bulk;
 mod pg_certs;
 mod postgres;
 mod schema;
