@@ -378,14 +378,18 @@ async fn write(
         .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>())
         .bind(now)
-        .bind(events.iter().map(|e| e.object.as_slice()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.object.as_slice())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *conn)
         .await?;
     }
     if !issued.is_empty() {
-        let text = |f: fn(&IssuedRecord) -> &String| -> Vec<&String> {
-            issued.iter().map(|r| f(r)).collect()
-        };
+        let text =
+            |f: fn(&IssuedRecord) -> &String| -> Vec<&String> { issued.iter().map(f).collect() };
         sqlx::query(
             "INSERT INTO certificates (serial, subject, signer_name, requestor, request_name, \
              request_uid, not_before, not_after, certificate) \
