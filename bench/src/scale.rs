@@ -379,7 +379,7 @@ pub async fn scale(
     ))
     .max_decoding_message_size(64 << 20);
     let mut report = format!(
-        "requests: {n} on {}; database {size:.0} MiB; approver start-up (spawn to listening) {:.0} ms; RSS after start {rss0:.0} MiB\n\n| call | calls | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n",
+        "requests: {n}; {} database {size:.0} MiB; approver start-up (spawn to listening) {:.0} ms; RSS after start {rss0:.0} MiB\n\n| call | calls | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n",
         if database_url.is_some() {
             "PostgreSQL"
         } else {
