@@ -352,9 +352,10 @@ pub async fn scale(
     let toml = dir.join("approver/approver.toml");
     certsign_tests::edit_toml(&toml, |t| {
         t.insert("listen".into(), "127.0.0.1:0".into());
-        if let Some(url) = database_url {
-            t.insert("database_url".into(), url.into());
-        }
+        match database_url {
+            Some(url) => t.insert("database_url".into(), url.into()),
+            None => t.remove("database_url"),
+        };
         let mut limits = toml::Table::new();
         // The bench is one admin asking fast; the default per-identity
         // rate limit (50/s) would measure the limiter, not the store.
