@@ -10,9 +10,14 @@
 //! and every batch that changes objects issues `NOTIFY` (delivered at
 //! commit, dropped on rollback).
 //!
+//! Creates and updates run on the bulk path (`pg_bulk`: refusals decided
+//! before anything is written, multi-row writes); the other operations one
+//! by one, each in its own SAVEPOINT.
+//!
 //! This module must never answer a write before its transaction has
-//! committed, and never run an operation outside its own SAVEPOINT (a
-//! failed statement aborts a PostgreSQL transaction).
+//! committed, and never run an operation that may fail after writing
+//! outside its own SAVEPOINT (a failed statement aborts a PostgreSQL
+//! transaction).
 
 use std::sync::Arc;
 use std::time::Duration;
