@@ -367,8 +367,8 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
-    let now = unix_now();
-    for events in chunks(events, |e| e.object.len()) {
+    if !events.is_empty() {
+        let now = unix_now();
         sqlx::query(
             "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
              SELECT rv, k, n, $4, o FROM UNNEST($1::int8[], $2::text[], $3::text[], $5::bytea[]) \
@@ -387,7 +387,7 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
-    for issued in chunks(issued, |r| r.certificate_pem.len() + r.subject.len()) {
+    if !issued.is_empty() {
         let text =
             |f: fn(&IssuedRecord) -> &String| -> Vec<&String> { issued.iter().map(f).collect() };
         sqlx::query(
@@ -416,32 +416,6 @@ async fn write(
     Ok(())
 }
 
-/// The most bytes of objects one statement carries. A statement larger
-/// than this leaves the socket in several writes, and the small segment
-/// between them waits for the server's delayed acknowledgement (Nagle's
-/// algorithm; sqlx does not set TCP_NODELAY): about 40 ms per statement,
-/// measured on loopback. Statements below it go in one write.
-const STATEMENT_BYTES: usize = 32 * 1024;
-
-/// `items` in consecutive chunks of at most [`STATEMENT_BYTES`] of payload
-/// by `size` (at least one item each).
-fn chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, item) in items.iter().enumerate() {
-        let n = size(item);
-        if i > start && bytes + n > STATEMENT_BYTES {
-            out.push(&items[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += n;
-    }
-    if start < items.len() {
-        out.push(&items[start..]);
-    }
-    out
-}
-
 /// The columns every row write sets, one array per column.
 #[derive(Default)]
 struct Rows {
@@ -459,30 +433,5 @@ impl Rows {
         self.conds.push(condition_column(obj));
         self.rvs.push(rv);
         self.expires.push(expiry_column(obj));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{STATEMENT_BYTES, chunks};
-
-    #[test]
-    fn chunks_keep_order_stay_under_the_limit_and_take_an_oversized_item_alone() {
-        let sizes = [10_000, 10_000, 10_000, 10_000, 40_000, 1, 2, 3];
-        let got: Vec<Vec<usize>> = chunks(&sizes, |n| *n)
-            .into_iter()
-            .map(<[usize]>::to_vec)
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                vec![10_000, 10_000, 10_000],
-                vec![10_000],
-                vec![40_000],
-                vec![1, 2, 3]
-            ]
-        );
-        assert!(STATEMENT_BYTES >= 30_000);
-        assert!(chunks(&[] as &[usize], |n| *n).is_empty());
     }
 }
