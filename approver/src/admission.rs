@@ -68,6 +68,8 @@ impl Admission<'_> {
             } else {
                 ""
             },
+            labels: &meta_in.labels,
+            annotations: &meta_in.annotations,
             request: &spec_in.request,
             signer_name: &spec_in.signer_name,
             usages: &spec_in.usages,

@@ -144,24 +144,35 @@ struct Refresher {
 impl Refresher {
     async fn run(self, wake: Arc<Notify>) {
         // Refresh at start and when woken; otherwise when the published
-        // CRL's refresh is due, but not before a failed attempt's pause.
+        // CRL's refresh is due, but not before a failed attempt's pause. A
+        // failed refresh is owed: retried after the pause even when the
+        // published CRL is not due (a revocation woke it and must not wait
+        // for the periodic refresh).
         let mut forced = true;
+        let mut owed = false;
         let mut paused_until = 0i64;
         loop {
-            if forced || unix_now() >= self.due().max(paused_until) {
+            let now = unix_now();
+            if forced || (owed && now >= paused_until) || now >= self.due().max(paused_until) {
                 match self.refresh_once().await {
                     Ok(crl) => {
                         paused_until = 0;
+                        owed = false;
                         tracing::info!(number = %crl.number, next_update = crl.next_update, "CRL published");
                     }
                     Err(e) => {
                         paused_until = unix_now() + i64::try_from(RETRY.as_secs()).unwrap_or(10);
+                        owed = true;
                         tracing::warn!(error = %e, "CRL not refreshed; the published one stays; will retry");
                     }
                 }
             }
             self.reload().await;
-            let due = self.due().max(paused_until);
+            let due = if owed {
+                paused_until
+            } else {
+                self.due().max(paused_until)
+            };
             let wait = u64::try_from((due - unix_now()).max(1))
                 .map(Duration::from_secs)
                 .unwrap_or(RETRY)

@@ -1,8 +1,10 @@
 //! Recording an admin's decision (the Approve and Deny RPCs after
 //! authentication): who may decide for the request's signer name, a dry
 //! run of the transition (kubectl's texts for conflicting decisions before
-//! any evidence is looked at), the signed statement verified with the same
-//! code the signer runs, then the transition in the store's writer.
+//! any evidence is looked at), separation of duties by subject (nobody
+//! approves a certificate in their own name), the signed statement verified
+//! with the same code the signer runs, then the transition in the store's
+//! writer.
 //!
 //! This module must never record an approval without a verified statement
 //! signed with the caller's own client certificate, and never show a
@@ -106,6 +108,9 @@ impl Recorder<'_> {
         };
         if !changed {
             return Ok(current);
+        }
+        if decision == Decision::Approve {
+            decision::check_subject(&current, &input.actor)?;
         }
         match (&statement, decision) {
             (Some(s), d) => self.verify_statement(cfg, &id, s, &current, d, &groups)?,

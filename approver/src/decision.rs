@@ -60,6 +60,12 @@ pub enum DecisionError {
     /// Separation of duties: the requestor never counts as an approver.
     #[error("user {username:?} requested {name:?} and may not approve it")]
     SelfApproval { name: String, username: String },
+    /// Separation of duties by subject: nobody approves a certificate that
+    /// would carry their own username as its subject CN (whoever asked).
+    #[error(
+        "separation of duties: user {username:?} may not approve {name:?}, whose subject CN is the user's own username"
+    )]
+    SubjectApproval { name: String, username: String },
 }
 
 /// The current time as a protobuf timestamp, whole seconds as Kubernetes.
@@ -146,6 +152,41 @@ fn name_of(csr: &CertificateSigningRequest) -> String {
 
 fn requestor(csr: &CertificateSigningRequest) -> &str {
     csr.spec.as_ref().map(|s| s.username.as_str()).unwrap_or("")
+}
+
+/// Separation of duties by subject: refuses `actor` approving a request
+/// whose CSR subject has `actor`'s username as a CN. A CSR that cannot be
+/// read counts as naming everyone (fail closed); admission only stores
+/// requests whose CSR parsed and verified. The subject never changes after
+/// create, so checking it once per decision call is enough.
+pub fn check_subject(csr: &CertificateSigningRequest, actor: &Actor) -> Result<(), DecisionError> {
+    if subject_names(csr, &actor.username) {
+        return Err(DecisionError::SubjectApproval {
+            name: name_of(csr),
+            username: actor.username.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn subject_names(csr: &CertificateSigningRequest, username: &str) -> bool {
+    use x509_parser::prelude::{FromDer, X509CertificationRequest};
+    let request = csr
+        .spec
+        .as_ref()
+        .map(|s| s.request.as_slice())
+        .unwrap_or(&[]);
+    let Some(der) = certsign_evidence::csr_der_from_pem(request) else {
+        return true;
+    };
+    let Ok((_, parsed)) = X509CertificationRequest::from_der(&der) else {
+        return true;
+    };
+    parsed
+        .certification_request_info
+        .subject
+        .iter_common_name()
+        .any(|cn| cn.as_str().map_or(true, |v| v == username))
 }
 
 fn add_condition(csr: &mut CertificateSigningRequest, ty: &str, reason: &str, message: &str) {
@@ -330,7 +371,12 @@ mod tests {
     use super::*;
     use certsign_proto::v1::{CertificateSigningRequestSpec, ObjectMeta};
 
-    fn csr() -> CertificateSigningRequest {
+    /// A request by alice for a certificate whose subject CN is `cn`.
+    fn csr_for(cn: &str) -> CertificateSigningRequest {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let pem = p.serialize_request(&key).unwrap().pem().unwrap();
         CertificateSigningRequest {
             metadata: Some(ObjectMeta {
                 name: "r1".into(),
@@ -338,10 +384,15 @@ mod tests {
             }),
             spec: Some(CertificateSigningRequestSpec {
                 username: "alice".into(),
+                request: pem.into_bytes(),
                 ..Default::default()
             }),
             ..Default::default()
         }
+    }
+
+    fn csr() -> CertificateSigningRequest {
+        csr_for("alice")
     }
 
     fn by(u: &str) -> DecisionInput {
@@ -378,6 +429,26 @@ mod tests {
         assert!(matches!(
             approve(&mut c, by("alice"), 1),
             Err(DecisionError::SelfApproval { .. })
+        ));
+    }
+
+    #[test]
+    fn nobody_approves_a_certificate_naming_themselves() {
+        // alice asks for a certificate in a1's name: a1 may not approve it.
+        let c = csr_for("a1");
+        let e = check_subject(&c, &by("a1").actor).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "separation of duties: user \"a1\" may not approve \"r1\", whose subject CN is the user's own username"
+        );
+        // Another admin may.
+        check_subject(&c, &by("a2").actor).unwrap();
+        // A request whose CSR cannot be read is refused (fail closed).
+        let mut broken = csr();
+        broken.spec.as_mut().unwrap().request = b"garbage".to_vec();
+        assert!(matches!(
+            check_subject(&broken, &by("a2").actor),
+            Err(DecisionError::SubjectApproval { .. })
         ));
     }
 

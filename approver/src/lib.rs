@@ -14,6 +14,8 @@
 //! - [`config`]: `approver.toml`, strict and validated.
 //! - [`authn`]: who is calling.
 //! - [`validation`]: Kubernetes' create rules and texts.
+//! - [`names`]: Kubernetes' name syntax (DNS-1123, qualified names, label
+//!   values) with apimachinery's messages.
 //! - [`store`]: SQLite (rusqlite) or PostgreSQL (sqlx), the only
 //!   persistence.
 //! - [`expiry`]: a request's certificate expiry (the store's `expires`).
@@ -52,6 +54,7 @@ pub mod health;
 pub mod inventory;
 pub mod issued;
 pub mod limits;
+pub mod names;
 pub mod reload;
 pub mod revocation;
 pub mod service;

@@ -219,8 +219,14 @@ impl Deliverer {
         match outcome {
             Everywhere::Journaled => {}
             _ if journaled_before => {}
-            Everywhere::Refused { code, message } => {
-                self.store.revocation_refused(serial, &message).await?;
+            Everywhere::Refused {
+                code,
+                message,
+                statement,
+            } => {
+                self.store
+                    .revocation_refused(serial, &statement, &message)
+                    .await?;
                 tracing::info!(%serial, %message, "signer refused the revocation");
                 return Err(ServiceError::Signer { code, message });
             }
@@ -281,7 +287,11 @@ impl Deliverer {
             match delivery {
                 Delivery::Journaled { .. } => return Ok(Everywhere::Journaled),
                 Delivery::Refused { code, message } => {
-                    outcome = Everywhere::Refused { code, message };
+                    outcome = Everywhere::Refused {
+                        code,
+                        message,
+                        statement: item.statement.clone(),
+                    };
                 }
                 Delivery::Unreachable(m) => {
                     if matches!(outcome, Everywhere::Unreachable(_)) {
@@ -395,7 +405,7 @@ impl Deliverer {
                 }
                 tracing::info!(serial = %item.serial, %url, %message, "signer refused the revocation");
                 self.store
-                    .revocation_refused(&item.serial, &message)
+                    .revocation_refused(&item.serial, &item.statement, &message)
                     .await?;
                 Ok(Some(true))
             }
@@ -418,9 +428,11 @@ enum Progress {
 enum Everywhere {
     /// At least one endpoint journaled it.
     Journaled,
+    /// Refused (the statement delivered, so that only it is marked).
     Refused {
         code: tonic::Code,
         message: String,
+        statement: Vec<u8>,
     },
     Unreachable(String),
 }
@@ -442,7 +454,9 @@ pub async fn deliver_pending(
                     // Refused and journaled nowhere: no longer held (a no-op
                     // when another endpoint journaled it; then this
                     // endpoint's CRLs cannot list it).
-                    store.revocation_refused(&item.serial, &message).await?;
+                    store
+                        .revocation_refused(&item.serial, &item.statement, &message)
+                        .await?;
                     let held = store.certificate(&item.serial).await?;
                     if held.and_then(|r| r.revocation).is_some_and(|r| r.held()) {
                         return Ok(false);

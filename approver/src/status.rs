@@ -102,7 +102,9 @@ fn to_status_unbounded(e: &ServiceError) -> Status {
         E::Decision(DecisionError::Conflicting { .. }) => {
             Status::failed_precondition(e.to_string())
         }
-        E::Decision(DecisionError::SelfApproval { .. }) => Status::permission_denied(e.to_string()),
+        E::Decision(DecisionError::SelfApproval { .. } | DecisionError::SubjectApproval { .. }) => {
+            Status::permission_denied(e.to_string())
+        }
         E::Limit(_) => Status::resource_exhausted(e.to_string()),
         E::Forbidden(m) => Status::permission_denied(m.clone()),
         E::Precondition(m) => Status::failed_precondition(m.clone()),

@@ -1,22 +1,27 @@
 //! Kubernetes' create-time validation of a CertificateSigningRequest, with
-//! Kubernetes' field paths and texts (pkg/apis/certificates/validation).
+//! Kubernetes' field paths and texts (pkg/apis/certificates/validation, and
+//! apimachinery's object metadata rules for labels and annotations).
 //!
 //! Every field error is collected and reported at once, joined like
 //! Kubernetes' aggregate errors. This module must never accept a request
 //! whose PEM does not hold a PKCS#10 request with a valid self-signature:
 //! `VerifiedCsr` can only be built by checking it.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use certsign_evidence::{KeyKind, RenewalInput, Sans, sha256, usage};
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use x509_parser::prelude::*;
 
+pub use crate::names::{is_dns1123_label, is_dns1123_subdomain};
+use crate::names::{is_qualified_name, label_value_errors};
+
 /// The legacy signer name the v1 API refuses on create.
 pub const LEGACY_UNKNOWN: &str = "kubernetes.io/legacy-unknown";
 
-const DNS1123_LABEL_FMT: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const DNS1123_SUBDOMAIN_FMT: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+/// Kubernetes' `TotalAnnotationSizeLimitB`: keys plus values, 256 KiB.
+pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
 
 /// A value shown in a field error, formatted like Go's `%q` / `%v`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +234,8 @@ pub fn first_pem_block(data: &[u8]) -> Option<(SectionKind, Vec<u8>)> {
 pub struct CreateInput<'a> {
     pub name: &'a str,
     pub generate_name: &'a str,
+    pub labels: &'a HashMap<String, String>,
+    pub annotations: &'a HashMap<String, String>,
     pub request: &'a [u8],
     pub signer_name: &'a str,
     pub usages: &'a [String],
@@ -240,6 +247,8 @@ pub struct CreateInput<'a> {
 pub fn validate_create(input: &CreateInput<'_>) -> Result<VerifiedCsr, Vec<FieldError>> {
     let mut errs = Vec::new();
     errs.extend(validate_object_name(input.name, input.generate_name));
+    errs.extend(validate_labels(input.labels));
+    errs.extend(validate_annotations(input.annotations));
 
     let csr = match VerifiedCsr::from_pem(input.request) {
         Ok(c) => Some(c),
@@ -404,47 +413,48 @@ pub fn validate_signer_name(field: &str, signer_name: &str) -> Vec<FieldError> {
     el
 }
 
-fn label_chars_ok(s: &str, allow_dot: bool) -> bool {
-    let b = s.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    if !b
-        .iter()
-        .all(|&c| alnum(c) || c == b'-' || (allow_dot && c == b'.'))
-    {
-        return false;
-    }
-    // Each dot-separated part of a subdomain must itself start and end
-    // alphanumeric.
-    !allow_dot
-        || s.split('.').all(|p| {
-            let p = p.as_bytes();
-            !p.is_empty() && alnum(p[0]) && alnum(p[p.len() - 1])
-        })
+/// `(key, value)` pairs in key order, so errors come out the same each time.
+fn sorted(map: &HashMap<String, String>) -> Vec<(&String, &String)> {
+    let mut v: Vec<_> = map.iter().collect();
+    v.sort();
+    v
 }
 
-/// Kubernetes' `IsDNS1123Label`.
-pub fn is_dns1123_label(s: &str) -> Vec<String> {
+/// apimachinery's `ValidateLabels`: qualified-name keys, label values.
+fn validate_labels(labels: &HashMap<String, String>) -> Vec<FieldError> {
+    let invalid = |value: &str, detail: String| FieldError::Invalid {
+        field: "metadata.labels".into(),
+        value: Value::Str(value.into()),
+        detail,
+    };
     let mut errs = Vec::new();
-    if s.len() > 63 {
-        errs.push("must be no more than 63 characters".to_string());
-    }
-    if !label_chars_ok(s, false) {
-        errs.push(DNS1123_LABEL_FMT.to_string());
+    for (k, v) in sorted(labels) {
+        errs.extend(is_qualified_name(k).into_iter().map(|m| invalid(k, m)));
+        errs.extend(label_value_errors(v).into_iter().map(|m| invalid(v, m)));
     }
     errs
 }
 
-/// Kubernetes' `IsDNS1123Subdomain`.
-pub fn is_dns1123_subdomain(s: &str) -> Vec<String> {
+/// apimachinery's `ValidateAnnotations`: keys are qualified names ignoring
+/// case, and keys plus values total at most 256 KiB.
+fn validate_annotations(annotations: &HashMap<String, String>) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    if s.len() > 253 {
-        errs.push("must be no more than 253 characters".to_string());
+    let mut total = 0usize;
+    for (k, v) in sorted(annotations) {
+        for detail in is_qualified_name(&k.to_lowercase()) {
+            errs.push(FieldError::Invalid {
+                field: "metadata.annotations".into(),
+                value: Value::Str(k.clone()),
+                detail,
+            });
+        }
+        total = total.saturating_add(k.len()).saturating_add(v.len());
     }
-    if !label_chars_ok(s, true) {
-        errs.push(DNS1123_SUBDOMAIN_FMT.to_string());
+    if total > TOTAL_ANNOTATION_SIZE_LIMIT {
+        errs.push(FieldError::TooLong {
+            field: "metadata.annotations".into(),
+            max: TOTAL_ANNOTATION_SIZE_LIMIT,
+        });
     }
     errs
 }
@@ -481,9 +491,12 @@ mod tests {
     }
 
     fn input<'a>(pem: &'a [u8], usages: &'a [String]) -> CreateInput<'a> {
+        let empty: &'static HashMap<String, String> = Box::leak(Box::default());
         CreateInput {
             name: "alice",
             generate_name: "",
+            labels: empty,
+            annotations: empty,
             request: pem,
             signer_name: "kubernetes.io/kube-apiserver-client",
             usages,

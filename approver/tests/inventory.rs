@@ -283,7 +283,7 @@ async fn suite_revocations_are_held_and_delivered_per_endpoint(store: Store) {
         .unwrap();
     assert_eq!(r.time, 150);
     // A journaled revocation is never marked refused.
-    store.revocation_refused("20", "no").await.unwrap();
+    store.revocation_refused("20", b"st-a", "no").await.unwrap();
     let r = store
         .certificate("20")
         .await
@@ -301,7 +301,7 @@ async fn suite_revocations_are_held_and_delivered_per_endpoint(store: Store) {
             .unwrap()
     );
     store
-        .revocation_refused("21", "stale statement")
+        .revocation_refused("21", b"st-b", "stale statement")
         .await
         .unwrap();
     let r = store
@@ -324,6 +324,12 @@ async fn suite_revocations_are_held_and_delivered_per_endpoint(store: Store) {
             .await
             .unwrap()
     );
+    assert_eq!(store.held_unexpired(now()).await.unwrap(), vec!["20", "21"]);
+    // A late refusal of the replaced statement leaves the new one held.
+    store
+        .revocation_refused("21", b"st-b", "stale statement")
+        .await
+        .unwrap();
     assert_eq!(store.held_unexpired(now()).await.unwrap(), vec!["20", "21"]);
 }
 

@@ -125,6 +125,7 @@ async fn suite_create_get_duplicate(store: Store) {
         statement: b"s".to_vec(),
         signature: b"sig".to_vec(),
         certificate_chain: vec![b"c".to_vec()],
+        batch: None,
     };
     store
         .create(csr("c", "alice", S1), Some(&st), &guard(10))

@@ -69,6 +69,12 @@ fn issue_prints_rates_steps_and_primitives() {
         assert!(steps.contains(step), "{steps}");
     }
     assert!(after(steps, "sum") > 0.0, "{steps}");
+    // The batch path: requests approved by one verified, cached statement.
+    assert!(
+        steps.contains("approval from a batch statement of 64, verified once"),
+        "{steps}"
+    );
+    assert!(after(steps, "once") > 0.0, "{steps}");
     let primitives = line_with(&out, "# ring P-256 alone");
     assert!(after(primitives, "verification") > 0.0, "{primitives}");
     assert!(after(primitives, "signature") > 0.0, "{primitives}");

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::pkix::KeyType;
 
-/// certctl: request, inspect, approve and renew certificates with certsign.
+/// certctl: request, inspect, approve, renew and revoke certificates with certsign.
 #[derive(Debug, Parser)]
 #[command(name = "certctl", version, about, long_about = None)]
 pub struct Cli {
@@ -31,10 +31,11 @@ pub struct Global {
     /// CA bundle the approver's certificate must chain to.
     #[arg(long, global = true, value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// Client certificate (PEM). For `renew`: the certificate to renew.
+    /// Client certificate (PEM). For `renew`: the certificate to renew; for
+    /// `certificate revoke` without names: the certificate to revoke.
     #[arg(long, global = true, value_name = "FILE")]
     pub cert: Option<PathBuf>,
-    /// Client private key (PEM). For `renew`: its key.
+    /// Client private key (PEM). For `renew` and `certificate revoke`: its key.
     #[arg(long, global = true, value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Bootstrap token <id>.<secret>: authenticate with it instead of a certificate.
@@ -51,7 +52,8 @@ pub struct Global {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Display one or many requests (`get csr [NAME...]`).
+    /// Display requests (`get csr [NAME...]`), issued certificates
+    /// (`get certificates`) or the current CRL (`get crl`).
     Get(GetArgs),
     /// Show a request in detail, decoding its CSR and certificate.
     Describe(DescribeArgs),
@@ -59,7 +61,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Generate a key and CSR and submit it (`create csr NAME`).
     Create(CreateArgs),
-    /// Approve, deny or wait for requests.
+    /// Approve, deny, wait for requests; revoke certificates.
     #[command(subcommand)]
     Certificate(CertificateCommand),
     /// Rotate a certificate: new key, new CSR, renewal proven by the current key.
@@ -82,7 +84,8 @@ pub enum Command {
 /// Output formats of `get`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
-    /// kubectl's table (CSRs have no extra wide columns, as in kubectl).
+    /// kubectl's table (CSRs have no extra wide columns, as in kubectl;
+    /// certificates add REQUEST and REASON).
     Wide,
     /// The object(s) in Kubernetes' JSON shape.
     Json,
@@ -90,19 +93,29 @@ pub enum Output {
     Yaml,
     /// resource/name lines.
     Name,
+    /// `get crl` only: PEM (`X509 CRL`), the default.
+    Pem,
+    /// `get crl` only: DER (never to a terminal; use --out).
+    Der,
 }
 
 /// `get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Resource type: csr (or certificatesigningrequest[s], optionally csr/NAME).
+    /// Resource type: csr (or certificatesigningrequest[s], optionally
+    /// csr/NAME), certificates (certificate, certs: the inventory of issued
+    /// certificates) or crl (the current certificate revocation list).
     pub resource: String,
-    /// Names; all requests when empty.
+    /// Names (requests) or serial numbers (certificates); all when empty.
     pub names: Vec<String>,
-    /// Output format.
+    /// Output format: wide, json, yaml, name; for crl: pem (default) or der.
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<Output>,
-    /// Only requests for this signer name.
+    /// `get crl` only: write the CRL here atomically (temp file and rename)
+    /// instead of to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Only requests or certificates for this signer name.
     #[arg(long)]
     pub signer_name: Option<String>,
     /// Only requests whose CONDITION is this (Pending, Approved, Denied, Failed, Issued).
@@ -185,7 +198,8 @@ pub struct CreateArgs {
 /// `certificate ...`.
 #[derive(Debug, Subcommand)]
 pub enum CertificateCommand {
-    /// Approve requests, signing an ApprovalStatement with your own key.
+    /// Approve requests, signing with your own key: one ApprovalStatement for
+    /// one request, one batch statement covering all of them for several.
     ///
     /// SECURITY NOTICE: depending on the signer, the issued certificate may grant
     /// its holder access; check who asked and for what before approving.
@@ -197,14 +211,51 @@ pub enum CertificateCommand {
     /// Exit codes: 0 issued, 2 denied, 3 failed, 4 timed out, 64 usage error,
     /// 1 any other error.
     Wait(WaitArgs),
+    /// Revoke issued certificates (RFC 5280 reasons; a revocation is final).
+    ///
+    /// As an admin: `revoke NAME...` revokes the certificate issued for each
+    /// request, `revoke --serial HEX` one from the inventory; the revocation
+    /// is signed with your own key, as approvals are. As the holder:
+    /// `revoke --cert F --key K` revokes the certificate F, signed with its
+    /// own key K (and authenticated with F and K). The signer verifies the
+    /// signed statement itself and lists the certificate on every CRL until
+    /// it expires; renewals from it are refused.
+    Revoke(RevokeArgs),
 }
 
-/// `certificate approve|deny`.
+/// `certificate revoke`.
 #[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Request names whose issued certificates to revoke (as an admin).
+    pub names: Vec<String>,
+    /// Also revoke the certificate with this serial number (hex, colons
+    /// allowed; repeatable), found in the inventory (as an admin).
+    #[arg(long, value_name = "HEX")]
+    pub serial: Vec<String>,
+    /// RFC 5280 reason: unspecified (default), keyCompromise, cACompromise,
+    /// affiliationChanged, superseded, cessationOfOperation,
+    /// privilegeWithdrawn (case-insensitive).
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
+}
+
+/// `certificate approve|deny`: the requests by name, from a manifest file,
+/// or every pending one. An approval of several requests is one signed
+/// statement covering all of them.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("requests").required(true).multiple(true).args(["names", "filename", "all_pending"])))]
 pub struct DecideArgs {
     /// Request names.
-    #[arg(required = true)]
     pub names: Vec<String>,
+    /// A manifest (YAML or JSON; one object, several, or a list) naming the requests.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: Option<PathBuf>,
+    /// Every Pending request you may decide (not your own).
+    #[arg(long)]
+    pub all_pending: bool,
+    /// With --all-pending: only requests for this signer name.
+    #[arg(long, requires = "all_pending")]
+    pub signer_name: Option<String>,
     /// Condition reason (default KubectlApprove / KubectlDeny).
     #[arg(long)]
     pub reason: Option<String>,

@@ -178,6 +178,7 @@ pub fn describe(csr: &pb::CertificateSigningRequest, now: SystemTime) -> String 
     }
     for d in &status.decisions {
         let signed = match &d.statement {
+            Some(s) if !s.signature.is_empty() && s.batch.is_some() => ", signed batch statement",
             Some(s) if !s.signature.is_empty() => ", signed statement",
             _ => "",
         };

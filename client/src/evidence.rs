@@ -1,6 +1,6 @@
-//! Signed statements: the admin's ApprovalStatement and the holder's
-//! RenewalStatement (ARCHITECTURE.md "Evidence"), signed with the caller's
-//! own key and certificate files.
+//! Signed statements: the admin's ApprovalStatement, the holder's
+//! RenewalStatement and either's RevocationStatement (ARCHITECTURE.md
+//! "Evidence"), signed with the caller's own key and certificate files.
 //!
 //! The contexts and the exact bytes signed are `certsign_evidence`'s, the
 //! same the signer and the approver verify. This module never sends
@@ -11,7 +11,10 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Result, anyhow, bail};
-use certsign_evidence::{APPROVAL_CONTEXT, RENEWAL_CONTEXT, sha256, signed_bytes};
+use certsign_evidence::{
+    APPROVAL_CONTEXT, BATCH_APPROVAL_CONTEXT, RENEWAL_CONTEXT, REVOCATION_CONTEXT, StatementKey,
+    batch_statement, sha256, sign_statement,
+};
 use certsign_proto::v1 as pb;
 use prost::Message as _;
 use x509_parser::prelude::FromDer;
@@ -74,13 +77,9 @@ impl StatementSigner {
             .ok_or_else(|| anyhow!("no certificate for the signing key"))
     }
 
-    fn sign(&self, context: &str, statement: Vec<u8>) -> Result<pb::SignedStatement> {
-        let signature = self.key.sign(&signed_bytes(context, &statement))?;
-        Ok(pb::SignedStatement {
-            statement,
-            signature,
-            certificate_chain: self.chain.clone(),
-        })
+    fn sign(&self, context: &'static str, statement: Vec<u8>) -> Result<pb::SignedStatement> {
+        sign_statement(context, statement, &self.key, self.chain.clone())
+            .map_err(|e| anyhow!("cannot sign the statement: {e}"))
     }
 
     /// Signs an ApprovalStatement binding every field of `csr` the signer compares.
@@ -92,6 +91,43 @@ impl StatementSigner {
     ) -> Result<pb::SignedStatement> {
         let statement = approval_statement(csr, decision, now)?;
         self.sign(APPROVAL_CONTEXT, statement.encode_to_vec())
+    }
+
+    /// Signs ONE BatchApprovalStatement over every request of `csrs` (at
+    /// most `MAX_BATCH_ENTRIES`): one signature, and for each request, in
+    /// order, a SignedStatement carrying it with the request's own entry
+    /// and inclusion proof.
+    pub fn batch(
+        &self,
+        csrs: &[pb::CertificateSigningRequest],
+        decision: pb::Decision,
+        now: SystemTime,
+    ) -> Result<Vec<pb::SignedStatement>> {
+        let entries = csrs
+            .iter()
+            .map(|c| {
+                let st = approval_statement(c, decision, now)?;
+                Ok(pb::ApprovalEntry {
+                    request_uid: st.request_uid,
+                    request_name: st.request_name,
+                    csr_sha256: st.csr_sha256,
+                    signer_name: st.signer_name,
+                    usages: st.usages,
+                    expiration_seconds: st.expiration_seconds,
+                    requestor: st.requestor,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (statement, inclusions) = batch_statement(&entries, decision, now.into())
+            .map_err(|e| anyhow!("cannot build the batch statement: {e}"))?;
+        let signed = self.sign(BATCH_APPROVAL_CONTEXT, statement)?;
+        Ok(inclusions
+            .into_iter()
+            .map(|inc| pb::SignedStatement {
+                batch: Some(inc),
+                ..signed.clone()
+            })
+            .collect())
     }
 
     /// Signs a RenewalStatement for a new request (chain = the current
@@ -113,6 +149,29 @@ impl StatementSigner {
         let mut signed = self.sign(RENEWAL_CONTEXT, statement.encode_to_vec())?;
         signed.certificate_chain.truncate(1);
         Ok(signed)
+    }
+
+    /// Signs a RevocationStatement for the DER certificate `cert_der`: an
+    /// admin's (chain = the admin's certificate and intermediates) or the
+    /// holder's (`cert_der` is this key's own certificate; chain = it alone).
+    pub fn revocation(
+        &self,
+        cert_der: &[u8],
+        reason: pb::RevocationReason,
+        now: SystemTime,
+    ) -> Result<pb::SignedStatement> {
+        let statement = crate::revocation::statement(cert_der, reason, now)?;
+        let mut signed = self.sign(REVOCATION_CONTEXT, statement.encode_to_vec())?;
+        if self.leaf()? == cert_der {
+            signed.certificate_chain.truncate(1);
+        }
+        Ok(signed)
+    }
+}
+
+impl StatementKey for PrivateKey {
+    fn sign_bytes(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        self.sign(msg).map_err(|e| format!("{e:#}"))
     }
 }
 
@@ -156,7 +215,76 @@ pub fn approval_statement(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use certsign_evidence::signed_bytes;
     use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
+
+    /// A self-signed certificate for `key` (its serial is rcgen's random one).
+    fn certificate_for(key: &PrivateKey) -> Vec<u8> {
+        let pem = key.pkcs8_pem().unwrap();
+        let kp = rcgen::KeyPair::from_pem(&pem).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["holder.example".into()]).unwrap();
+        params.serial_number = Some(vec![0x00, 0x8f, 0x01, 0x02].into());
+        params.self_signed(&kp).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn revocation_statements_bind_serial_hash_reason_and_verify_over_their_context() {
+        let admin_key = PrivateKey::generate(pkix::KeyType::P256).unwrap();
+        let admin_cert = certificate_for(&admin_key);
+        let holder_key = PrivateKey::generate(pkix::KeyType::P256).unwrap();
+        let holder_cert = certificate_for(&holder_key);
+        let now = SystemTime::now();
+
+        // The admin signs for another certificate: the admin's chain goes along.
+        let admin = StatementSigner {
+            key: admin_key,
+            chain: vec![admin_cert.clone(), b"intermediate".to_vec()],
+        };
+        let signed = admin
+            .revocation(&holder_cert, pb::RevocationReason::KeyCompromise, now)
+            .unwrap();
+        assert_eq!(signed.certificate_chain.len(), 2);
+        assert_eq!(signed.certificate_chain[0], admin_cert);
+        let st = pb::RevocationStatement::decode(signed.statement.as_slice()).unwrap();
+        // The serial as the signer writes it: lowercase hex, no leading zero byte.
+        assert_eq!(st.serial_number, "8f0102");
+        assert_eq!(st.certificate_sha256, sha256(&holder_cert).to_vec());
+        assert_eq!(st.reason, 1);
+        assert_eq!(
+            st.signed_at.unwrap().seconds,
+            prost_types::Timestamp::from(now).seconds
+        );
+        let public = admin.key.public_key_raw();
+        let pk = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &public);
+        pk.verify(
+            &signed_bytes(REVOCATION_CONTEXT, &signed.statement),
+            &signed.signature,
+        )
+        .unwrap();
+        for other in [APPROVAL_CONTEXT, RENEWAL_CONTEXT] {
+            assert!(
+                pk.verify(&signed_bytes(other, &signed.statement), &signed.signature)
+                    .is_err()
+            );
+        }
+
+        // The holder gives up its own certificate: the chain is that certificate.
+        let holder = StatementSigner {
+            key: holder_key,
+            chain: vec![holder_cert.clone(), b"intermediate".to_vec()],
+        };
+        let signed = holder
+            .revocation(&holder_cert, pb::RevocationReason::Superseded, now)
+            .unwrap();
+        assert_eq!(signed.certificate_chain, vec![holder_cert.clone()]);
+        let public = holder.key.public_key_raw();
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &public)
+            .verify(
+                &signed_bytes(REVOCATION_CONTEXT, &signed.statement),
+                &signed.signature,
+            )
+            .unwrap();
+    }
 
     #[test]
     fn approval_signature_verifies_over_context_and_statement() {

@@ -2,8 +2,9 @@
 //!
 //! It talks to the approver over gRPC (mTLS, or a bootstrap token for a
 //! first request), prints requests the way `kubectl get csr` does, signs
-//! approvals with the admin's own key, and rotates certificates with a
-//! renewal proven by the current key.
+//! approvals and revocations with the admin's own key, rotates certificates
+//! with a renewal proven by the current key, lists the issued certificates
+//! and fetches the CRL.
 //!
 //! It must never write a partial file, never panic on bad input, and print
 //! every error as one line (`error: ...`) with a non-zero exit code.
@@ -18,7 +19,9 @@
 //! - [`describe`]: `describe csr` text.
 //! - [`key`]: private keys (generate, load, sign).
 //! - [`pkix`]: subjects, SANs, PKCS#10, PEM, usages.
-//! - [`evidence`]: signed Approval/Renewal statements.
+//! - [`evidence`]: signed Approval/Renewal/Revocation statements.
+//! - [`revocation`]: reason words, serial spellings, the RevocationStatement.
+//! - [`inventory`]: the issued-certificate table and its JSON/YAML shape.
 //! - [`files`]: atomic file writes.
 //! - [`output`]: stdout, one-line errors and exit codes (imported by the
 //!   modules above; it imports none of them).
@@ -31,11 +34,13 @@ pub mod conn;
 pub mod describe;
 pub mod evidence;
 pub mod files;
+pub mod inventory;
 pub mod key;
 pub mod kube;
 pub mod manifest;
 pub mod output;
 pub mod pkix;
+pub mod revocation;
 
 pub use output::{Failure, emit, io_reason, print_error};
 

@@ -337,6 +337,50 @@ fn check_usages(v: Option<&Value>, m: &mut Manifest, errs: &mut Vec<String>) {
     }
 }
 
+/// The `metadata.name` of every CertificateSigningRequest in a document
+/// (one object, a YAML stream, a `kind: List` or a JSON array), for the
+/// commands that act on existing requests (`certificate approve|deny -f`).
+/// Only the names are read; every object must have one.
+pub fn names_in_document(text: &str) -> Result<Vec<String>> {
+    let mut pending: Vec<Value> = if text.trim_start().starts_with('[') {
+        vec![serde_json::from_str(text).map_err(|e| anyhow!("invalid JSON: {e}"))?]
+    } else {
+        parse_values(text)?
+    };
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < pending.len() {
+        let v = pending[i].clone();
+        i += 1;
+        if let Value::Array(items) = v {
+            pending.extend(items);
+            continue;
+        }
+        match v.get("kind").and_then(Value::as_str) {
+            Some("List") => {
+                let Some(items) = v.get("items").and_then(Value::as_array) else {
+                    bail!("List has no items");
+                };
+                pending.extend(items.iter().cloned());
+                continue;
+            }
+            Some("CertificateSigningRequest") => {}
+            _ => bail!(
+                "object {}: kind: Unsupported value: supported values: \"CertificateSigningRequest\"",
+                names.len() + 1
+            ),
+        }
+        match v.pointer("/metadata/name").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => names.push(n.to_string()),
+            _ => bail!("object {}: metadata.name: Required value", names.len() + 1),
+        }
+    }
+    if names.is_empty() {
+        bail!("no objects passed to approve or deny");
+    }
+    Ok(names)
+}
+
 /// Kubernetes' DNS subdomain rule for object names.
 pub fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253
@@ -450,5 +494,18 @@ mod tests {
         assert!(!err.contains('\n'), "{err}");
         assert!(parse_document("- a\n- b\n").is_err());
         assert!(parse_document("").is_err());
+    }
+
+    #[test]
+    fn names_from_a_yaml_stream_a_list_and_a_json_array() {
+        let yaml = "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: a\n---\nkind: List\nitems:\n- kind: CertificateSigningRequest\n  metadata: {name: b}\n";
+        assert_eq!(names_in_document(yaml).unwrap(), ["a", "b"]);
+        let json = r#"[{"kind":"CertificateSigningRequest","metadata":{"name":"c"}},
+            {"kind":"CertificateSigningRequest","metadata":{"name":"d"}}]"#;
+        assert_eq!(names_in_document(json).unwrap(), ["c", "d"]);
+        let e = names_in_document(r#"{"kind":"CertificateSigningRequest"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "object 1: metadata.name: Required value");
+        let e = names_in_document(r#"{"kind":"Pod","metadata":{"name":"p"}}"#).unwrap_err();
+        assert!(e.to_string().contains("kind: Unsupported value"), "{e}");
     }
 }

@@ -1,7 +1,8 @@
-//! certctl's signed statements and CSRs checked by the shared verifier
+//! certctl's signed statements (single and batch) and CSRs checked by the shared verifier
 //! (`certsign_evidence`, the code the signer and approver run), with
 //! admin keys of every supported kind, including ones made by `openssl`
-//! (PKCS#1 RSA, SEC1 EC) that certctl must load itself.
+//! (PKCS#1 RSA, SEC1 EC) that certctl must load itself, and its revocation
+//! statements (an admin's and a holder's) checked by `verify_revocation`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -220,6 +221,29 @@ fn check_approval(ca: &Ca, signer: &StatementSigner) {
         )
         .is_err()
     );
+    // One batch statement for two requests: each verifies against its own
+    // entry, never against the other request.
+    let mut second = request("other", "carol");
+    second.metadata.as_mut().unwrap().uid = "1c8d4b3f-uid".into();
+    let batch = signer
+        .batch(&[req.clone(), second.clone()], pb::Decision::Approve, now)
+        .unwrap();
+    assert_eq!(batch[0].signature, batch[1].signature);
+    let verify = |s: &pb::SignedStatement, r: &pb::CertificateSigningRequest| {
+        verify_approval(
+            s,
+            r,
+            pb::Decision::Approve,
+            &trust,
+            &groups,
+            Duration::from_secs(3600),
+            now,
+        )
+    };
+    assert_eq!(verify(&batch[0], &req).unwrap().username, "admin");
+    assert_eq!(verify(&batch[1], &second).unwrap().username, "admin");
+    assert!(verify(&batch[0], &second).is_err());
+    assert!(verify(&batch[1], &req).is_err());
 }
 
 #[test]
@@ -368,4 +392,63 @@ fn renewal_facts(der: &[u8]) -> ([u8; 32], Vec<u8>, Sans) {
         }
     }
     (sha256(der), info.subject.as_raw().to_vec(), sans)
+}
+
+#[test]
+fn revocations_verify_with_the_signers_rules_for_admin_and_holder() {
+    use certsign_evidence::{RevokedBy, verify_revocation};
+    let ca = ca();
+    let trust = ApprovalTrust::from_pem(ca.pem.as_bytes()).unwrap();
+    let masters = ["system:masters".to_string()];
+    let profiles = [("kubernetes.io/kube-apiserver-client", &masters[..])];
+    let max = Duration::from_secs(3600);
+    let now = SystemTime::now();
+    let (acrt, akey) = ca.issue(
+        "admin",
+        &KeyPair::generate().unwrap(),
+        "admin",
+        &["system:masters"],
+        vec![],
+    );
+    let (hcrt, hkey) = ca.issue(
+        "holder",
+        &KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
+        "holder",
+        &[],
+        vec![],
+    );
+    let der_of = |p: &Path| pkix::certs_der_from_pem(&std::fs::read(p).unwrap()).remove(0);
+    let (admin_der, holder_der) = (der_of(&acrt), der_of(&hcrt));
+    let verify = |signed: &pb::SignedStatement, cert: &[u8]| {
+        verify_revocation(signed, cert, &ca.der, &trust, &profiles, max, now)
+    };
+
+    // An admin revokes the holder's certificate with the admin's own key.
+    let admin = StatementSigner::load(&acrt, &akey).unwrap();
+    let signed = admin
+        .revocation(&holder_der, pb::RevocationReason::KeyCompromise, now)
+        .unwrap();
+    let proof = verify(&signed, &holder_der).unwrap();
+    assert_eq!(
+        proof.serial,
+        certctl::revocation::serial_of(&holder_der).unwrap()
+    );
+    assert_eq!(proof.reason, pb::RevocationReason::KeyCompromise);
+    assert!(matches!(&proof.by, RevokedBy::Admin(id) if id.username == "admin"));
+    // Bound to that certificate: it revokes no other.
+    assert!(verify(&signed, &admin_der).is_err());
+
+    // The holder gives up its own certificate with its own key.
+    let holder = StatementSigner::load(&hcrt, &hkey).unwrap();
+    let signed = holder
+        .revocation(&holder_der, pb::RevocationReason::Superseded, now)
+        .unwrap();
+    let proof = verify(&signed, &holder_der).unwrap();
+    assert_eq!(proof.by, RevokedBy::Holder);
+    assert_eq!(proof.reason, pb::RevocationReason::Superseded);
+    // A holder (no admin group) cannot revoke someone else's certificate.
+    let signed = holder
+        .revocation(&admin_der, pb::RevocationReason::KeyCompromise, now)
+        .unwrap();
+    assert!(verify(&signed, &admin_der).is_err());
 }

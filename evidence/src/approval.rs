@@ -1,16 +1,24 @@
-//! Approval statements: an admin's signed decision on one request.
+//! Approval statements: an admin's signed decision on one request, alone
+//! (`ApprovalStatement`) or as one entry of a batch
+//! (`BatchApprovalStatement` + this request's inclusion, see `batch.rs`).
 //!
-//! [`verify_approval`] checks ONE `ApprovalStatement`: the signature over
-//! `"certsign.v1.ApprovalStatement" || 0x00 || statement` by the key of
-//! `certificate_chain[0]`; that certificate chains to the [`ApprovalTrust`]
-//! (the rest of the chain = intermediates) and is valid both now and at
-//! `signed_at`; its groups intersect `allowed_groups`; every bound field
+//! [`verify_approval`] checks ONE signed approval: the signature over
+//! `context || 0x00 || statement` by the key of `certificate_chain[0]`
+//! (context `certsign.v1.ApprovalStatement`, or
+//! `certsign.v1.BatchApprovalStatement` when `batch` is set); that
+//! certificate chains to the [`ApprovalTrust`] (the rest of the chain =
+//! intermediates) and is valid both now and at `signed_at`; for a batch,
+//! that this request's entry and path lead to the signed root; its groups
+//! intersect `allowed_groups`; every bound field of the statement or entry
 //! (uid, name, csr_sha256 of the PEM's DER, signer name, usages in order,
 //! expiration_seconds, requestor) equals the request; the decision is the
 //! one expected; `signed_at` is at most `max_age` old and at most
 //! [`MAX_CLOCK_SKEW`](crate::MAX_CLOCK_SKEW) in the future; and the admin is
 //! not the requestor. [`verify_approvals`] adds a quorum of distinct admins,
 //! none of whom is the subject of the request (its CN is not their username).
+//! A batch statement's signature and chain are verified once and remembered
+//! in the trust's [`StatementCache`] while they hold; everything else is
+//! checked for every request.
 //!
 //! It must never accept a statement whose signature it has not verified
 //! before decoding it, nor take an identity from anywhere but the verified
@@ -20,15 +28,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use certsign_proto::v1::{ApprovalStatement, CertificateSigningRequest, Decision, SignedStatement};
+use certsign_proto::v1::{
+    ApprovalEntry, ApprovalStatement, BatchApprovalStatement, BatchInclusion,
+    CertificateSigningRequest, Decision, SignedStatement,
+};
+use prost::Message;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::batch::{MAX_BATCH_ENTRIES, included};
+use crate::cache::{StatementCache, VerifiedBatch};
 use crate::cert::{Identity, csr_der_from_pem, sha256};
 use crate::statement::{
-    APPROVAL_CONTEXT, EvidenceError, bound, check_fresh, identity_of, open, parts, to_system_time,
-    verify_chain_to,
+    APPROVAL_CONTEXT, BATCH_APPROVAL_CONTEXT, EvidenceError, bound, check_fresh, identity_of, open,
+    parts, to_system_time, verify_chain_to,
 };
 
 /// The CA certificates admin statement certificates must chain to.
@@ -47,6 +61,7 @@ use crate::statement::{
 pub struct ApprovalTrust {
     roots: Vec<CertificateDer<'static>>,
     verified: Arc<Mutex<VerifiedLeaves>>,
+    statements: Arc<StatementCache>,
 }
 
 /// SHA-256 of a verified leaf's DER → its (notBefore, notAfter), Unix seconds.
@@ -69,6 +84,7 @@ impl ApprovalTrust {
         Ok(Self {
             roots,
             verified: Arc::default(),
+            statements: Arc::default(),
         })
     }
 
@@ -77,7 +93,22 @@ impl ApprovalTrust {
         Self {
             roots: roots.into_iter().map(CertificateDer::from).collect(),
             verified: Arc::default(),
+            statements: Arc::default(),
         }
+    }
+
+    /// The same roots with a batch statement cache of at most `max_count`
+    /// statements and about `max_bytes` (the default is
+    /// [`DEFAULT_CACHE_COUNT`](crate::cache::DEFAULT_CACHE_COUNT) and
+    /// [`DEFAULT_CACHE_BYTES`](crate::cache::DEFAULT_CACHE_BYTES)).
+    pub fn with_statement_cache(mut self, max_count: usize, max_bytes: usize) -> Self {
+        self.statements = Arc::new(StatementCache::new(max_count, max_bytes));
+        self
+    }
+
+    /// The cache of verified batch statements.
+    pub fn statement_cache(&self) -> &StatementCache {
+        &self.statements
     }
 
     /// Verify `chain` (leaf first) to one of the roots at time `at`.
@@ -129,8 +160,121 @@ fn request_csr_sha256(request: &CertificateSigningRequest) -> Result<[u8; 32], E
     Ok(sha256(&der))
 }
 
-/// Verify one signed ApprovalStatement against `request` (see the module
-/// header for every rule). Returns the admin's identity.
+/// A signed approval opened: who signed, the bound fields, the decision.
+struct Opened {
+    id: Identity,
+    entry: ApprovalEntry,
+    decision: i32,
+}
+
+/// A single ApprovalStatement: signature, freshness, chain, identity.
+fn open_single(
+    signed: &SignedStatement,
+    trust: &ApprovalTrust,
+    max_age: Duration,
+    now: SystemTime,
+) -> Result<Opened, EvidenceError> {
+    let (_, cert, st) = open::<ApprovalStatement>(signed, APPROVAL_CONTEXT)?;
+    let signed_at = to_system_time(st.signed_at.as_ref())?;
+    check_fresh(signed_at, max_age, now)?;
+    trust.verify_chain(&signed.certificate_chain, now, "now")?;
+    trust.verify_chain(&signed.certificate_chain, signed_at, "at signed_at")?;
+    let id = identity_of(&cert)?;
+    let entry = ApprovalEntry {
+        request_uid: st.request_uid,
+        request_name: st.request_name,
+        csr_sha256: st.csr_sha256,
+        signer_name: st.signer_name,
+        usages: st.usages,
+        expiration_seconds: st.expiration_seconds,
+        requestor: st.requestor,
+    };
+    Ok(Opened {
+        id,
+        entry,
+        decision: st.decision,
+    })
+}
+
+/// The window in which a chain verified now and at `signed_at` stays
+/// valid, cut at `fresh_until`: (latest notBefore, earliest notAfter).
+fn chain_window(
+    chain: &[Vec<u8>],
+    fresh_until: SystemTime,
+) -> Result<(SystemTime, SystemTime), EvidenceError> {
+    let (mut from, mut until) = (UNIX_EPOCH, fresh_until);
+    for der in chain {
+        let (_, c) = X509Certificate::from_der(der)
+            .map_err(|e| EvidenceError::Certificate(format!("certificate_chain: {e}")))?;
+        let v = c.validity();
+        let at = |t: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
+        from = from.max(at(v.not_before.timestamp()));
+        until = until.min(at(v.not_after.timestamp()));
+    }
+    Ok((from, until))
+}
+
+/// A batch statement's signature, freshness, chain and identity, from the
+/// cache while they hold; then this request's inclusion, always.
+fn open_batch(
+    signed: &SignedStatement,
+    inclusion: &BatchInclusion,
+    trust: &ApprovalTrust,
+    max_age: Duration,
+    now: SystemTime,
+) -> Result<Opened, EvidenceError> {
+    let key = StatementCache::key(signed);
+    let verified = match trust.statements.get(&key, now) {
+        Some(v) => v,
+        None => {
+            let (_, cert, st) = open::<BatchApprovalStatement>(signed, BATCH_APPROVAL_CONTEXT)?;
+            let signed_at = to_system_time(st.signed_at.as_ref())?;
+            check_fresh(signed_at, max_age, now)?;
+            trust.verify_chain(&signed.certificate_chain, now, "now")?;
+            trust.verify_chain(&signed.certificate_chain, signed_at, "at signed_at")?;
+            let id = identity_of(&cert)?;
+            let root = <[u8; 32]>::try_from(st.root_sha256.as_slice()).map_err(|_| {
+                EvidenceError::Malformed(
+                    "BatchApprovalStatement: root_sha256 is not 32 bytes".into(),
+                )
+            })?;
+            if st.entry_count == 0 || st.entry_count > MAX_BATCH_ENTRIES as u64 {
+                return Err(EvidenceError::Malformed(format!(
+                    "BatchApprovalStatement: entry_count must be 1 to {MAX_BATCH_ENTRIES}"
+                )));
+            }
+            let (from, until) = chain_window(&signed.certificate_chain, signed_at + max_age)?;
+            let v = VerifiedBatch {
+                id,
+                signed_at,
+                root,
+                count: st.entry_count,
+                decision: Decision::try_from(st.decision).unwrap_or(Decision::Unspecified),
+                from,
+                until,
+            };
+            trust.statements.insert(key, v.clone());
+            Arc::new(v)
+        }
+    };
+    check_fresh(verified.signed_at, max_age, now)?;
+    if included(inclusion, verified.count)? != verified.root {
+        return Err(EvidenceError::Inclusion(
+            "this entry and path do not lead to the signed root_sha256".into(),
+        ));
+    }
+    let entry = ApprovalEntry::decode(inclusion.entry.as_slice())
+        .map_err(|e| EvidenceError::Malformed(format!("ApprovalEntry: {e}")))?;
+    Ok(Opened {
+        id: verified.id.clone(),
+        entry,
+        decision: verified.decision as i32,
+    })
+}
+
+/// Verify one signed approval (single or one batch entry) against
+/// `request` (see the module header for every rule). Returns the admin's
+/// identity.
 #[allow(clippy::too_many_arguments)] // Each argument is one independent input of the rule set.
 pub fn verify_approval(
     signed: &SignedStatement,
@@ -141,12 +285,14 @@ pub fn verify_approval(
     max_age: Duration,
     now: SystemTime,
 ) -> Result<Identity, EvidenceError> {
-    let (_, cert, st) = open::<ApprovalStatement>(signed, APPROVAL_CONTEXT)?;
-    let signed_at = to_system_time(st.signed_at.as_ref())?;
-    check_fresh(signed_at, max_age, now)?;
-    trust.verify_chain(&signed.certificate_chain, now, "now")?;
-    trust.verify_chain(&signed.certificate_chain, signed_at, "at signed_at")?;
-    let id = identity_of(&cert)?;
+    let Opened {
+        id,
+        entry: st,
+        decision,
+    } = match &signed.batch {
+        None => open_single(signed, trust, max_age, now)?,
+        Some(inclusion) => open_batch(signed, inclusion, trust, max_age, now)?,
+    };
     if !id.groups.iter().any(|g| allowed_groups.contains(g)) {
         return Err(EvidenceError::GroupNotAllowed {
             user: id.username,
@@ -167,7 +313,7 @@ pub fn verify_approval(
         ),
         ("requestor", st.requestor == spec.username),
     ])?;
-    let got = Decision::try_from(st.decision).unwrap_or(Decision::Unspecified);
+    let got = Decision::try_from(decision).unwrap_or(Decision::Unspecified);
     if got != expected {
         return Err(EvidenceError::Decision { got, expected });
     }
@@ -221,186 +367,78 @@ pub fn verify_approvals(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use certsign_proto::v1::{CertificateSigningRequestSpec, ObjectMeta};
-    use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
     use super::*;
-    use crate::statement::sign_statement;
-    use prost::Message;
-
-    struct Pki {
-        ca_der: Vec<u8>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    fn pki() -> Pki {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::default();
-        p.distinguished_name.push(DnType::CommonName, "test CA");
-        p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = p.self_signed(&key).unwrap();
-        Pki {
-            ca_der: cert.der().to_vec(),
-            issuer: Issuer::new(p, key),
-        }
-    }
-
-    fn admin(pki: &Pki, cn: &str, group: &str, expired: bool) -> (KeyPair, Vec<u8>) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::default();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.distinguished_name.push(DnType::OrganizationName, group);
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::days(2);
-        p.not_after = if expired {
-            now - time::Duration::days(1)
-        } else {
-            now + time::Duration::days(1)
-        };
-        let der = p.signed_by(&key, &pki.issuer).unwrap().der().to_vec();
-        (key, der)
-    }
-
-    fn request() -> CertificateSigningRequest {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::default();
-        p.distinguished_name.push(DnType::CommonName, "alice");
-        let pem = p.serialize_request(&key).unwrap().pem().unwrap();
-        CertificateSigningRequest {
-            metadata: Some(ObjectMeta {
-                name: "alice-1".into(),
-                uid: "u-1".into(),
-                ..Default::default()
-            }),
-            spec: Some(CertificateSigningRequestSpec {
-                request: pem.into_bytes(),
-                signer_name: "kubernetes.io/kube-apiserver-client".into(),
-                expiration_seconds: Some(3600),
-                usages: vec!["client auth".into()],
-                username: "alice".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn statement(req: &CertificateSigningRequest, age: i64) -> ApprovalStatement {
-        let spec = req.spec.clone().unwrap();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        ApprovalStatement {
-            request_uid: "u-1".into(),
-            request_name: "alice-1".into(),
-            csr_sha256: request_csr_sha256(req).unwrap().to_vec(),
-            signer_name: spec.signer_name,
-            usages: spec.usages,
-            expiration_seconds: spec.expiration_seconds,
-            requestor: spec.username,
-            decision: Decision::Approve as i32,
-            signed_at: Some(prost_types::Timestamp {
-                seconds: now - age,
-                nanos: 0,
-            }),
-        }
-    }
-
-    fn sign(st: &ApprovalStatement, key: &KeyPair, cert: &[u8]) -> SignedStatement {
-        sign_statement(
-            APPROVAL_CONTEXT,
-            st.encode_to_vec(),
-            key,
-            vec![cert.to_vec()],
-        )
-        .unwrap()
-    }
-
-    fn check(
-        pki: &Pki,
-        req: &CertificateSigningRequest,
-        s: &[SignedStatement],
-        need: usize,
-    ) -> Result<Vec<Identity>, EvidenceError> {
-        let trust = ApprovalTrust::from_der(vec![pki.ca_der.clone()]);
-        let groups = vec!["system:masters".to_string()];
-        verify_approvals(
-            s,
-            req,
-            Some("alice"),
-            &trust,
-            &groups,
-            Duration::from_secs(3600),
-            need,
-            SystemTime::now(),
-        )
-    }
+    use crate::testkit::*;
 
     #[test]
     fn accepts_valid_approval_and_names_admin() {
-        let pki = pki();
-        let (k, c) = admin(&pki, "admin", "system:masters", false);
-        let req = request();
-        let ids = check(&pki, &req, &[sign(&statement(&req, 0), &k, &c)], 1).unwrap();
-        assert_eq!(ids[0].username, "admin");
-        assert_eq!(ids[0].groups, vec!["system:masters".to_string()]);
+        for (mode, sign) in MODES {
+            let pki = pki();
+            let (k, c) = admin(&pki, "admin", "system:masters", false);
+            let req = request();
+            let ids = check(&pki, &req, &[sign(&statement(&req, 0), &k, &c)], 1).unwrap();
+            assert_eq!(ids[0].username, "admin", "{mode}");
+            assert_eq!(ids[0].groups, vec!["system:masters".to_string()]);
+        }
     }
 
     #[test]
     fn each_rule_refuses() {
-        let pki = pki();
-        let (k, c) = admin(&pki, "admin", "system:masters", false);
-        let (k2, _) = admin(&pki, "other", "system:masters", false);
-        let req = request();
-        let st = statement(&req, 0);
-        // Wrong key.
-        let e = check(&pki, &req, &[sign(&st, &k2, &c)], 1).unwrap_err();
-        assert!(matches!(e, EvidenceError::Signature(_)), "{e}");
-        // Bound fields.
-        for (field, f) in [
-            (
-                "usages",
-                Box::new(|s: &mut ApprovalStatement| s.usages.push("server auth".into()))
-                    as Box<dyn Fn(&mut ApprovalStatement)>,
-            ),
-            (
-                "expiration_seconds",
-                Box::new(|s| s.expiration_seconds = Some(7200)),
-            ),
-            (
-                "signer_name",
-                Box::new(|s| s.signer_name = "example.com/x".into()),
-            ),
-            ("csr_sha256", Box::new(|s| s.csr_sha256 = vec![0; 32])),
-            ("request_uid", Box::new(|s| s.request_uid = "u-2".into())),
-        ] {
+        for (mode, sign) in MODES {
+            let pki = pki();
+            let (k, c) = admin(&pki, "admin", "system:masters", false);
+            let (k2, _) = admin(&pki, "other", "system:masters", false);
+            let req = request();
+            let st = statement(&req, 0);
+            // Wrong key.
+            let e = check(&pki, &req, &[sign(&st, &k2, &c)], 1).unwrap_err();
+            assert!(matches!(e, EvidenceError::Signature(_)), "{mode}: {e}");
+            // Bound fields.
+            for (field, f) in [
+                (
+                    "usages",
+                    Box::new(|s: &mut ApprovalStatement| s.usages.push("server auth".into()))
+                        as Box<dyn Fn(&mut ApprovalStatement)>,
+                ),
+                (
+                    "expiration_seconds",
+                    Box::new(|s| s.expiration_seconds = Some(7200)),
+                ),
+                (
+                    "signer_name",
+                    Box::new(|s| s.signer_name = "example.com/x".into()),
+                ),
+                ("csr_sha256", Box::new(|s| s.csr_sha256 = vec![0; 32])),
+                ("request_uid", Box::new(|s| s.request_uid = "u-2".into())),
+            ] {
+                let mut s = st.clone();
+                f(&mut s);
+                assert_eq!(
+                    check(&pki, &req, &[sign(&s, &k, &c)], 1).unwrap_err(),
+                    EvidenceError::FieldMismatch(field),
+                    "{mode}"
+                );
+            }
+            // Stale and future.
+            let e = check(&pki, &req, &[sign(&statement(&req, 7200), &k, &c)], 1).unwrap_err();
+            assert!(matches!(e, EvidenceError::Stale { .. }), "{e}");
+            let e = check(&pki, &req, &[sign(&statement(&req, -3600), &k, &c)], 1).unwrap_err();
+            assert!(matches!(e, EvidenceError::Future(_)), "{e}");
+            // Deny decision presented as approval.
             let mut s = st.clone();
-            f(&mut s);
-            assert_eq!(
+            s.decision = Decision::Deny as i32;
+            assert!(matches!(
                 check(&pki, &req, &[sign(&s, &k, &c)], 1).unwrap_err(),
-                EvidenceError::FieldMismatch(field)
-            );
+                EvidenceError::Decision { .. }
+            ));
+            // Quorum: the same admin twice is one.
+            let e = check(&pki, &req, &[sign(&st, &k, &c), sign(&st, &k, &c)], 2).unwrap_err();
+            assert_eq!(e, EvidenceError::Quorum { have: 1, need: 2 });
+            assert!(matches!(
+                check(&pki, &req, &[], 1).unwrap_err(),
+                EvidenceError::Quorum { have: 0, need: 1 }
+            ));
         }
-        // Stale and future.
-        let e = check(&pki, &req, &[sign(&statement(&req, 7200), &k, &c)], 1).unwrap_err();
-        assert!(matches!(e, EvidenceError::Stale { .. }), "{e}");
-        let e = check(&pki, &req, &[sign(&statement(&req, -3600), &k, &c)], 1).unwrap_err();
-        assert!(matches!(e, EvidenceError::Future(_)), "{e}");
-        // Deny decision presented as approval.
-        let mut s = st.clone();
-        s.decision = Decision::Deny as i32;
-        assert!(matches!(
-            check(&pki, &req, &[sign(&s, &k, &c)], 1).unwrap_err(),
-            EvidenceError::Decision { .. }
-        ));
-        // Quorum: the same admin twice is one.
-        let e = check(&pki, &req, &[sign(&st, &k, &c), sign(&st, &k, &c)], 2).unwrap_err();
-        assert_eq!(e, EvidenceError::Quorum { have: 1, need: 2 });
-        assert!(matches!(
-            check(&pki, &req, &[], 1).unwrap_err(),
-            EvidenceError::Quorum { have: 0, need: 1 }
-        ));
     }
 
     #[test]
@@ -450,37 +488,40 @@ mod tests {
 
     #[test]
     fn refuses_expired_wrong_group_self_approval_and_foreign_ca() {
-        let pki = pki();
-        let req = request();
-        let st = statement(&req, 0);
-        let (k, c) = admin(&pki, "admin", "system:masters", true);
-        assert!(matches!(
-            check(&pki, &req, &[sign(&st, &k, &c)], 1).unwrap_err(),
-            EvidenceError::Certificate(_)
-        ));
-        let (k, c) = admin(&pki, "bob", "dev", false);
-        assert!(matches!(
-            check(&pki, &req, &[sign(&st, &k, &c)], 1).unwrap_err(),
-            EvidenceError::GroupNotAllowed { .. }
-        ));
-        let (k, c) = admin(&pki, "alice", "system:masters", false);
-        assert_eq!(
-            check(&pki, &req, &[sign(&st, &k, &c)], 1).unwrap_err(),
-            EvidenceError::SelfApproval("alice".into())
-        );
-        // Separation of duties by subject: "carol" requests a certificate
-        // whose CN is the approving admin's username.
-        let mut by_carol = req.clone();
-        by_carol.spec.as_mut().unwrap().username = "carol".into();
-        let st = statement(&by_carol, 0);
-        let e = check(&pki, &by_carol, &[sign(&st, &k, &c)], 1).unwrap_err();
-        assert_eq!(e, EvidenceError::SubjectApproval("alice".into()));
-        assert!(e.to_string().starts_with("separation of duties"), "{e}");
-        let other = self::pki();
-        let (k, c) = admin(&other, "admin", "system:masters", false);
-        assert!(matches!(
-            check(&pki, &req, &[sign(&st, &k, &c)], 1).unwrap_err(),
-            EvidenceError::Certificate(_)
-        ));
+        for (mode, sign) in MODES {
+            let pki = pki();
+            let req = request();
+            let st = statement(&req, 0);
+            let (k, c) = admin(&pki, "admin", "system:masters", true);
+            assert!(matches!(
+                check(&pki, &req, &[sign(&st, &k, &c)], 1).unwrap_err(),
+                EvidenceError::Certificate(_)
+            ));
+            let (k, c) = admin(&pki, "bob", "dev", false);
+            assert!(matches!(
+                check(&pki, &req, &[sign(&st, &k, &c)], 1).unwrap_err(),
+                EvidenceError::GroupNotAllowed { .. }
+            ));
+            let (k, c) = admin(&pki, "alice", "system:masters", false);
+            assert_eq!(
+                check(&pki, &req, &[sign(&st, &k, &c)], 1).unwrap_err(),
+                EvidenceError::SelfApproval("alice".into()),
+                "{mode}"
+            );
+            // Separation of duties by subject: "carol" requests a certificate
+            // whose CN is the approving admin's username.
+            let mut by_carol = req.clone();
+            by_carol.spec.as_mut().unwrap().username = "carol".into();
+            let st = statement(&by_carol, 0);
+            let e = check(&pki, &by_carol, &[sign(&st, &k, &c)], 1).unwrap_err();
+            assert_eq!(e, EvidenceError::SubjectApproval("alice".into()));
+            assert!(e.to_string().starts_with("separation of duties"), "{e}");
+            let other = self::pki();
+            let (k, c) = admin(&other, "admin", "system:masters", false);
+            assert!(matches!(
+                check(&pki, &req, &[sign(&st, &k, &c)], 1).unwrap_err(),
+                EvidenceError::Certificate(_)
+            ));
+        }
     }
 }

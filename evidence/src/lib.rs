@@ -5,6 +5,9 @@
 //!   [`sign_statement`] and [`EvidenceError`] (every Display names a rule).
 //! - [`approval`]: [`verify_approval`] / [`verify_approvals`] of an admin's
 //!   `ApprovalStatement` against an [`ApprovalTrust`].
+//! - [`batch`]: batch approvals, one signature over a Merkle tree of many
+//!   requests' entries ([`sign_batch`], [`approval_entry`]); [`cache`]: the
+//!   bounded cache of verified batch statements an [`ApprovalTrust`] holds.
 //! - [`renewal`]: [`verify_renewal`] of a holder's `RenewalStatement`.
 //! - [`revocation`]: [`verify_revocation`] of a holder's or an admin's
 //!   `RevocationStatement`.
@@ -24,6 +27,8 @@
 #![forbid(unsafe_code)]
 
 pub mod approval;
+pub mod batch;
+pub mod cache;
 pub mod cert;
 pub mod lineage;
 pub mod renewal;
@@ -32,7 +37,12 @@ pub mod statement;
 pub mod strict;
 pub mod usage;
 
+#[cfg(test)]
+mod testkit;
+
 pub use approval::{ApprovalTrust, verify_approval, verify_approvals};
+pub use batch::{MAX_BATCH_ENTRIES, approval_entry, batch_statement, sign_batch};
+pub use cache::StatementCache;
 pub use cert::{
     Identity, KeyKind, KeyTypeError, MIN_RSA_BITS, SanError, Sans, csr_der_from_pem, name_identity,
     sha256,
@@ -41,8 +51,8 @@ pub use lineage::{LINEAGE_OID, Lineage};
 pub use renewal::{RenewalInput, RenewalProof, verify_renewal};
 pub use revocation::{RevocationProof, RevokedBy, revoking_groups, serial_hex, verify_revocation};
 pub use statement::{
-    APPROVAL_CONTEXT, EvidenceError, MAX_CLOCK_SKEW, RENEWAL_CONTEXT, REVOCATION_CONTEXT,
-    StatementKey, sign_statement, signed_bytes,
+    APPROVAL_CONTEXT, BATCH_APPROVAL_CONTEXT, EvidenceError, MAX_CLOCK_SKEW, RENEWAL_CONTEXT,
+    REVOCATION_CONTEXT, StatementKey, sign_statement, signed_bytes,
 };
 pub use strict::check_strict_der;
 pub use usage::Usage;

@@ -24,6 +24,8 @@ use crate::cert::{Identity, KeyKind, name_identity};
 
 /// Signing context of an ApprovalStatement.
 pub const APPROVAL_CONTEXT: &str = "certsign.v1.ApprovalStatement";
+/// Signing context of a BatchApprovalStatement.
+pub const BATCH_APPROVAL_CONTEXT: &str = "certsign.v1.BatchApprovalStatement";
 /// Signing context of a RenewalStatement.
 pub const RENEWAL_CONTEXT: &str = "certsign.v1.RenewalStatement";
 /// Signing context of a RevocationStatement.
@@ -104,6 +106,10 @@ pub enum EvidenceError {
     /// Renewal: the current certificate does not match the new CSR.
     #[error("renewal: {0}")]
     Renewal(String),
+    /// Batch approval: the request's entry is not proven part of the
+    /// signed batch.
+    #[error("batch inclusion: {0}")]
+    Inclusion(String),
     /// Revocation: the certificate or the revoking identity is refused.
     #[error("revocation: {0}")]
     Revocation(String),
@@ -148,6 +154,7 @@ pub fn sign_statement<K: StatementKey + ?Sized>(
         statement,
         signature,
         certificate_chain: chain,
+        batch: None,
     })
 }
 

@@ -5,11 +5,13 @@
 //! It must never verify evidence (that is the signer's job under test).
 
 use certsign_evidence as imp;
-use certsign_proto::v1::{ApprovalStatement, RenewalStatement, SignedStatement};
+use certsign_proto::v1::{
+    ApprovalEntry, ApprovalStatement, Decision, RenewalStatement, SignedStatement,
+};
 use prost::Message as _;
 use rcgen::KeyPair;
 
-pub use certsign_evidence::{APPROVAL_CONTEXT, RENEWAL_CONTEXT};
+pub use certsign_evidence::{APPROVAL_CONTEXT, BATCH_APPROVAL_CONTEXT, RENEWAL_CONTEXT};
 
 /// Signs `bytes` under `context` with `key`, chain `chain`.
 pub fn sign_bytes(
@@ -28,6 +30,40 @@ pub fn sign_approval(
     chain: Vec<Vec<u8>>,
 ) -> SignedStatement {
     sign_bytes(APPROVAL_CONTEXT, st.encode_to_vec(), key, chain)
+}
+
+/// The bound fields of `st` as a batch entry.
+pub fn entry_of(st: &ApprovalStatement) -> ApprovalEntry {
+    ApprovalEntry {
+        request_uid: st.request_uid.clone(),
+        request_name: st.request_name.clone(),
+        csr_sha256: st.csr_sha256.clone(),
+        signer_name: st.signer_name.clone(),
+        usages: st.usages.clone(),
+        expiration_seconds: st.expiration_seconds,
+        requestor: st.requestor.clone(),
+    }
+}
+
+/// Signs ONE batch statement over the bound fields of `statements` (the
+/// decision and signed_at of the first): one SignedStatement per
+/// statement, in order, each with its own entry and inclusion proof.
+pub fn sign_batch(
+    statements: &[ApprovalStatement],
+    key: &KeyPair,
+    chain: Vec<Vec<u8>>,
+) -> Vec<SignedStatement> {
+    let first = &statements[0];
+    let entries: Vec<ApprovalEntry> = statements.iter().map(entry_of).collect();
+    let decision = Decision::try_from(first.decision).unwrap_or(Decision::Unspecified);
+    imp::sign_batch(
+        &entries,
+        decision,
+        first.signed_at.unwrap_or_default(),
+        key,
+        chain,
+    )
+    .unwrap()
 }
 
 /// Signs a renewal statement under the renewal context.

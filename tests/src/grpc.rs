@@ -138,6 +138,12 @@ pub fn sign(st: &ApprovalStatement, ident: &Ident) -> SignedStatement {
     sign_with_key(st, ident, &ident.key())
 }
 
+/// One batch statement over `statements` signed by `ident` (see
+/// [`evidence::sign_batch`](crate::evidence::sign_batch)).
+pub fn sign_batch(statements: &[ApprovalStatement], ident: &Ident) -> Vec<SignedStatement> {
+    crate::evidence::sign_batch(statements, &ident.key(), vec![ident.cert_der.clone()])
+}
+
 /// [`sign`] with `ident`'s key already parsed (parsing a PKCS#8 key
 /// derives its public key: a load generator signing thousands of
 /// approvals parses it once).

@@ -110,7 +110,11 @@ pub(super) enum CertWrite {
         at: i64,
     },
     /// Every signer answer so far refused it: no longer held.
-    Refused { serial: String, message: String },
+    Refused {
+        serial: String,
+        statement: Vec<u8>,
+        message: String,
+    },
     /// Publish `crl` unless a CRL with a number at least as high is.
     PublishCrl(StoredCrl),
     /// The start-up backfill has recorded every older certificate.
@@ -172,8 +176,10 @@ pub(super) const INSERT_DELIVERY: &str = "INSERT INTO revocation_deliveries (ser
 pub(super) const MARK_JOURNALED: &str = "UPDATE certificates SET rev_state = 'journaled', rev_time = $1 \
      WHERE serial = $2 AND rev_state = 'pending'";
 
+/// Only the statement that was refused: a newer one stored meanwhile
+/// (replacing it) stays held.
 pub(super) const MARK_REFUSED: &str = "UPDATE certificates SET rev_state = 'refused', rev_refusal = $1 \
-     WHERE serial = $2 AND rev_state = 'pending'";
+     WHERE serial = $2 AND rev_state = 'pending' AND rev_statement = $3";
 
 /// Replaces the published CRL only by one with a higher number (decimal
 /// strings: longer is higher, equal lengths compare as text).

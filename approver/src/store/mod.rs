@@ -543,9 +543,15 @@ impl Store {
 
     /// A signer refused the pending revocation of `serial`: it is no longer
     /// held (nor retried).
-    pub async fn revocation_refused(&self, serial: &str, message: &str) -> Result<(), StoreError> {
+    pub async fn revocation_refused(
+        &self,
+        serial: &str,
+        statement: &[u8],
+        message: &str,
+    ) -> Result<(), StoreError> {
         let w = CertWrite::Refused {
             serial: serial.to_string(),
+            statement: statement.to_vec(),
             message: message.to_string(),
         };
         self.exec(Exec::Certs(w)).await.map(|_| ())

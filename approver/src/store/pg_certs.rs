@@ -71,10 +71,15 @@ pub(super) async fn write(conn: &mut PgConnection, w: CertWrite) -> Result<u64, 
                 .execute(&mut *conn)
                 .await?
         }
-        CertWrite::Refused { serial, message } => {
+        CertWrite::Refused {
+            serial,
+            statement,
+            message,
+        } => {
             sqlx::query(MARK_REFUSED)
                 .bind(message)
                 .bind(serial)
+                .bind(statement)
                 .execute(&mut *conn)
                 .await?
         }

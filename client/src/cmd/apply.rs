@@ -19,7 +19,7 @@ use crate::manifest::{self, Manifest};
 use crate::output::emit;
 
 /// The manifest text from a file or stdin (`-`), with kubectl's messages.
-fn read_input(path: &Path) -> Result<String> {
+pub(super) fn read_input(path: &Path) -> Result<String> {
     if path == Path::new("-") {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)

@@ -11,6 +11,29 @@ use certsign_proto::v1 as pb;
 use crate::conn::{self, Conn};
 use crate::manifest::Manifest;
 
+/// The resources `get` knows besides requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OtherResource {
+    /// The inventory of issued certificates.
+    Certificates,
+    /// The current CRL.
+    Crl,
+}
+
+/// `get certificates` (also certificate, certs, cert) or `get crl`.
+pub(super) fn other_resource(resource: &str) -> Option<OtherResource> {
+    match resource.to_ascii_lowercase().as_str() {
+        "certificates"
+        | "certificate"
+        | "certs"
+        | "cert"
+        | "certificates.certsign.io"
+        | "certificate.certsign.io" => Some(OtherResource::Certificates),
+        "crl" | "crls" | "certificaterevocationlist" => Some(OtherResource::Crl),
+        _ => None,
+    }
+}
+
 /// Accepts kubectl's spellings of the resource (and `csr/NAME`).
 pub(super) fn csr_resource(resource: &str, names: &mut Vec<String>) -> Result<()> {
     let (kind, name) = match resource.split_once('/') {
@@ -152,6 +175,15 @@ pub(super) fn expiration_seconds(d: Option<humantime::Duration>) -> Result<Optio
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn other_resources() {
+        for r in ["certificates", "Certificate", "certs", "cert"] {
+            assert_eq!(other_resource(r), Some(OtherResource::Certificates), "{r}");
+        }
+        assert_eq!(other_resource("crl"), Some(OtherResource::Crl));
+        assert_eq!(other_resource("csr"), None);
+    }
 
     #[test]
     fn resources() {

@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use certsign_proto::v1 as pb;
 
 use super::common::{csr_resource, fetch, finish_errors, name_of};
@@ -19,6 +19,9 @@ use crate::output::emit;
 /// Runs `get`.
 pub(super) async fn get(settings: Settings, mut a: cli::GetArgs) -> Result<()> {
     csr_resource(&a.resource, &mut a.names)?;
+    if matches!(a.output, Some(Output::Pem | Output::Der)) || a.out.is_some() {
+        bail!("-o pem|der and --out are for get crl; get csr prints wide, json, yaml or name");
+    }
     let mut conn = conn::connect(&settings).await?;
     let mut items = Vec::new();
     let mut missing = Vec::new();
@@ -67,7 +70,7 @@ pub(super) async fn get(settings: Settings, mut a: cli::GetArgs) -> Result<()> {
                 emit(&format!("{RESOURCE}/{}\n", name_of(c)));
             }
         }
-        Some(fmt @ (Output::Json | Output::Yaml)) => {
+        Some(fmt) => {
             let text = if single {
                 match items.first() {
                     Some(c) => render(&KubeCsr::from(c), fmt)?,

@@ -8,14 +8,17 @@
 //! which imports no command module.
 
 mod apply;
+mod certificates;
 mod common;
 mod completion;
 mod create;
+mod crl;
 mod decide;
 mod delete;
 mod describe;
 mod get;
 mod renew;
+mod revoke;
 mod wait;
 
 use anyhow::Result;
@@ -23,7 +26,9 @@ use certsign_proto::v1 as pb;
 
 use crate::cli::{self, CertificateCommand, Command};
 use crate::config::Overrides;
+use common::{OtherResource, other_resource};
 
+pub use crl::CRL_PEM_LABEL;
 pub use renew::{Renewal, Threshold, build_renewal};
 pub use wait::{EXIT_DENIED, EXIT_FAILED, EXIT_TIMEOUT};
 
@@ -38,9 +43,16 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         key: g.key,
         token: g.token,
     };
+    let identity_flags = overrides.cert.is_some();
     let settings = || overrides.resolve(|k| std::env::var_os(k));
     match cli.command {
-        Command::Get(a) => get::get(settings()?, a).await,
+        Command::Get(a) => match other_resource(&a.resource) {
+            Some(OtherResource::Certificates) => {
+                certificates::get_certificates(settings()?, a).await
+            }
+            Some(OtherResource::Crl) => crl::get_crl(settings()?, a).await,
+            None => get::get(settings()?, a).await,
+        },
         Command::Describe(a) => describe::describe(settings()?, a).await,
         Command::Apply(a) => apply::apply(settings, a).await,
         Command::Create(a) => create::create(settings, a).await,
@@ -51,6 +63,9 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
             decide::decide(settings()?, a, pb::Decision::Deny).await
         }
         Command::Certificate(CertificateCommand::Wait(a)) => wait::wait(settings()?, a).await,
+        Command::Certificate(CertificateCommand::Revoke(a)) => {
+            revoke::revoke(settings()?, a, identity_flags).await
+        }
         Command::Renew(a) => renew::renew(settings()?, a).await,
         Command::Delete(a) => delete::delete(settings()?, a).await,
         Command::Completion(a) => completion::completion(a),

@@ -59,9 +59,13 @@ pub(super) fn write(conn: &Connection, w: CertWrite) -> Result<u64, StoreError> 
             conn.prepare_cached(MARK_JOURNALED)?
                 .execute(params![at, serial])?
         }
-        CertWrite::Refused { serial, message } => conn
+        CertWrite::Refused {
+            serial,
+            statement,
+            message,
+        } => conn
             .prepare_cached(MARK_REFUSED)?
-            .execute(params![message, serial])?,
+            .execute(params![message, serial, statement])?,
         CertWrite::BackfillDone => conn.prepare_cached(BACKFILL_DONE)?.execute([])?,
         CertWrite::PublishCrl(c) => conn.prepare_cached(PUBLISH_CRL)?.execute(params![
             c.der,
