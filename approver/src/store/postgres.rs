@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use certsign_proto::v1::{CertificateSigningRequest, SignedStatement};
 use prost::Message as _;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Acquire as _, Row as _};
 use tokio::sync::mpsc;
 
@@ -73,7 +73,13 @@ impl Postgres {
         counts: Arc<Counts>,
         rx: mpsc::Receiver<Op>,
     ) -> Result<Self, StoreError> {
-        let pool = pool_options(READ_CONNECTIONS).connect(url).await?;
+        // Reads are short, paged, index-ordered lookups: a parallel plan's
+        // worker start-up (tens to hundreds of ms on a busy host: the list
+        // p99 in docs/BENCHMARKS.md) costs more than it could save.
+        let read = url
+            .parse::<PgConnectOptions>()?
+            .options([("max_parallel_workers_per_gather", "0")]);
+        let pool = pool_options(READ_CONNECTIONS).connect_with(read).await?;
         let write_pool = pool_options(1).connect(url).await?;
         let pg = Self {
             pool,
