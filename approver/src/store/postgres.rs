@@ -73,9 +73,8 @@ impl Postgres {
         counts: Arc<Counts>,
         rx: mpsc::Receiver<Op>,
     ) -> Result<Self, StoreError> {
-        // Reads are short, paged, index-ordered lookups: a parallel plan's
-        // worker start-up (tens to hundreds of ms on a busy host: the list
-        // p99 in docs/BENCHMARKS.md) costs more than it could save.
+        // Reads are short, paged, index-ordered lookups: starting parallel
+        // workers only adds latency to them.
         let read = url
             .parse::<PgConnectOptions>()?
             .options([("max_parallel_workers_per_gather", "0")]);
