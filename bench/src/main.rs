@@ -87,8 +87,14 @@ enum Cmd {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         threads: u16,
     },
-    /// (5) An approver over a SQLite store of N requests: start-up, memory, list and get latency.
+    /// (5) An approver over a store of N requests (SQLite, or PostgreSQL
+    /// with --database-url): start-up, memory, list and get latency.
     Scale {
+        /// Approver database (default: its SQLite file); e.g.
+        /// postgres://certsign:certsign@127.0.0.1:5432/certsign_scale (filled
+        /// unless it holds requests already).
+        #[arg(long)]
+        database_url: Option<String>,
         /// Requests in the store.
         #[arg(long, default_value_t = 1_000_000)]
         requests: usize,
@@ -197,10 +203,17 @@ fn main() -> anyhow::Result<()> {
             println!("# {}", certsign_bench::machine_note());
         }
         Cmd::Scale {
+            database_url,
             requests,
             calls,
             keep,
         } => {
+            if let Some(u) = &database_url {
+                anyhow::ensure!(
+                    u.starts_with("postgres://") || u.starts_with("postgresql://"),
+                    "--database-url: {u:?} is not a postgres:// URL (the SQLite store is the default)"
+                );
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -208,6 +221,7 @@ fn main() -> anyhow::Result<()> {
                 requests,
                 calls,
                 keep.as_deref(),
+                database_url.as_deref(),
             ))?;
             println!("\n{report}");
         }

@@ -1,7 +1,8 @@
-//! Scale: an approver holding N (default 1,000,000) requests. The SQLite
-//! store is filled directly with bulk SQL (setup, not a measured write:
-//! `synchronous = OFF` while filling), then the real approver starts on
-//! it and is measured: start-up time, resident memory, and the latency of
+//! Scale: an approver holding N (default 1,000,000) requests. The store
+//! (its SQLite file, or a PostgreSQL database with `--database-url`) is
+//! filled directly with bulk SQL (setup, not a measured write: SQLite's
+//! `synchronous = OFF`, PostgreSQL's `synchronous_commit = off` while
+//! filling), then the real approver starts on it and is measured: start-up time, resident memory, and the latency of
 //! filtered, paged lists and of gets over real mTLS.
 //!
 //! It must never fill a store the approver could not have written itself:
@@ -166,6 +167,136 @@ pub async fn populate(url: &str, n: usize, csr_pem: &[u8], cert_pem: &[u8]) -> a
     Ok(())
 }
 
+/// The columns of the `csrs` rows and `csr_events` rows of requests
+/// `from..to`, one vector per column (PostgreSQL binds each as an array).
+#[derive(Default)]
+struct Columns {
+    names: Vec<String>,
+    uids: Vec<String>,
+    signers: Vec<String>,
+    users: Vec<String>,
+    states: Vec<&'static str>,
+    conds: Vec<String>,
+    rvs: Vec<i64>,
+    expires: Vec<i64>,
+    objects: Vec<Vec<u8>>,
+}
+
+impl Columns {
+    fn of(range: std::ops::Range<usize>, pems: (&[u8], &[u8]), now: i64, expiry: i64) -> Self {
+        let mut c = Columns::default();
+        for k in range {
+            let o = object(k, pems.0, pems.1, now);
+            let (meta, spec) = (
+                o.metadata.clone().unwrap_or_default(),
+                o.spec.clone().unwrap_or_default(),
+            );
+            let issued = o.status.as_ref().is_some_and(|s| !s.certificate.is_empty());
+            c.names.push(meta.name);
+            c.uids.push(meta.uid);
+            c.signers.push(spec.signer_name);
+            c.users.push(spec.username);
+            c.states.push(state_of(&o).as_str());
+            c.conds.push(condition_column(&o));
+            c.rvs.push(i64::try_from(k + 1).unwrap_or(i64::MAX));
+            c.expires.push(if issued { expiry } else { 0 });
+            c.objects.push(o.encode_to_vec());
+        }
+        c
+    }
+}
+
+/// Fills the PostgreSQL store at `url` (created by the approver's own
+/// migrations) with `n` requests, unless it holds some already (a kept
+/// store is reused).
+pub async fn populate_postgres(
+    url: &str,
+    n: usize,
+    csr_pem: &[u8],
+    cert_pem: &[u8],
+) -> anyhow::Result<bool> {
+    use sqlx::Connection as _;
+    Store::open(url).await?.close().await;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM csrs")
+        .fetch_one(&mut conn)
+        .await?;
+    if held > 0 {
+        conn.close().await?;
+        return Ok(false);
+    }
+    sqlx::raw_sql("SET synchronous_commit = off")
+        .execute(&mut conn)
+        .await?;
+    let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
+    let expiry = certsign_approver::cleaner::expiry_column(&object(1, csr_pem, cert_pem, now));
+    const BATCH: usize = 5000;
+    let mut i = 0;
+    while i < n {
+        let rows = BATCH.min(n - i);
+        let c = Columns::of(i..i + rows, (csr_pem, cert_pem), now, expiry);
+        let mut tx = conn.begin().await?;
+        sqlx::query(
+            "INSERT INTO csrs (name, uid, signer_name, username, state, cond, created, \
+             resource_version, next_attempt, attempts, renewal, expires) \
+             SELECT n, u, s, us, st, c, $7, rv, 0, 0, ''::bytea, e FROM UNNEST($1::text[], \
+             $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::int8[], $9::int8[]) \
+             AS t(n, u, s, us, st, c, rv, e)",
+        )
+        .bind(&c.names)
+        .bind(&c.uids)
+        .bind(&c.signers)
+        .bind(&c.users)
+        .bind(&c.states)
+        .bind(&c.conds)
+        .bind(now)
+        .bind(&c.rvs)
+        .bind(&c.expires)
+        .execute(&mut *tx)
+        .await?;
+        // Each object is stored once, as its version's event (as the
+        // approver's writer does).
+        sqlx::query(
+            "INSERT INTO csr_events (resource_version, event_type, name, created, object) \
+             SELECT rv, 'ADDED', n, $3, o FROM UNNEST($1::int8[], $2::text[], $4::bytea[]) \
+             AS t(rv, n, o)",
+        )
+        .bind(&c.rvs)
+        .bind(&c.names)
+        .bind(now)
+        .bind(&c.objects)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        i += rows;
+        if i % 100_000 == 0 {
+            eprintln!("  {i} rows");
+        }
+    }
+    sqlx::query("UPDATE counters SET value = $1 WHERE name = 'resource_version'")
+        .bind(i64::try_from(n)?)
+        .execute(&mut conn)
+        .await?;
+    // One statement per call: VACUUM cannot run in the implicit
+    // transaction of a multi-statement query.
+    for table in ["VACUUM ANALYZE csrs", "VACUUM ANALYZE csr_events"] {
+        sqlx::raw_sql(table).execute(&mut conn).await?;
+    }
+    conn.close().await?;
+    Ok(true)
+}
+
+/// The size of the database at `url`, in MiB.
+async fn postgres_mib(url: &str) -> anyhow::Result<f64> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(bytes as f64 / (1u64 << 20) as f64)
+}
+
 /// (VmRSS, VmHWM) of `pid` in MiB.
 pub fn memory_mib(pid: u32) -> (f64, f64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -180,34 +311,51 @@ pub fn memory_mib(pid: u32) -> (f64, f64) {
     (kb("VmRSS:"), kb("VmHWM:"))
 }
 
-/// The whole scale run; returns a Markdown report.
-pub async fn scale(n: usize, calls: usize, keep: Option<&Path>) -> anyhow::Result<String> {
+/// The whole scale run (on the approver's SQLite file, or on the
+/// PostgreSQL database at `database_url`); returns a Markdown report.
+pub async fn scale(
+    n: usize,
+    calls: usize,
+    keep: Option<&Path>,
+    database_url: Option<&str>,
+) -> anyhow::Result<String> {
     let tmp = crate::versus::tempfile_dir()?;
     let dir = keep
         .map(Path::to_path_buf)
         .unwrap_or_else(|| tmp.join("ca"));
     let db = dir.join("approver/approver.db");
-    if !db.exists() {
+    if !dir.join("ca.crt").exists() {
         crate::issue::init(&dir, "ecdsa-p256")?;
-        let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
-        let cert = std::fs::read(dir.join("approver/tls.crt"))?;
-        let t = Instant::now();
-        populate(
-            &format!("sqlite://{}?mode=rwc", db.display()),
-            n,
-            &csr_pem,
-            &cert,
-        )
-        .await?;
+    }
+    let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
+    let cert = std::fs::read(dir.join("approver/tls.crt"))?;
+    let t = Instant::now();
+    let filled = match database_url {
+        Some(url) => populate_postgres(url, n, &csr_pem, &cert).await?,
+        None if !db.exists() => {
+            let url = format!("sqlite://{}?mode=rwc", db.display());
+            populate(&url, n, &csr_pem, &cert).await?;
+            true
+        }
+        None => false,
+    };
+    if filled {
         println!(
             "populated {n} requests in {:.1} s",
             t.elapsed().as_secs_f64()
         );
     }
-    let size = std::fs::metadata(&db)?.len() as f64 / (1u64 << 20) as f64;
+    let size = match database_url {
+        Some(url) => postgres_mib(url).await?,
+        None => std::fs::metadata(&db)?.len() as f64 / (1u64 << 20) as f64,
+    };
     let toml = dir.join("approver/approver.toml");
     certsign_tests::edit_toml(&toml, |t| {
         t.insert("listen".into(), "127.0.0.1:0".into());
+        match database_url {
+            Some(url) => t.insert("database_url".into(), url.into()),
+            None => t.remove("database_url"),
+        };
         let mut limits = toml::Table::new();
         // The bench is one admin asking fast; the default per-identity
         // rate limit (50/s) would measure the limiter, not the store.
@@ -232,7 +380,12 @@ pub async fn scale(n: usize, calls: usize, keep: Option<&Path>) -> anyhow::Resul
     ))
     .max_decoding_message_size(64 << 20);
     let mut report = format!(
-        "requests: {n}; database {size:.0} MiB; approver start-up (spawn to listening) {:.0} ms; RSS after start {rss0:.0} MiB\n\n| call | calls | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n",
+        "requests: {n}; {} database {size:.0} MiB; approver start-up (spawn to listening) {:.0} ms; RSS after start {rss0:.0} MiB\n\n| call | calls | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n",
+        if database_url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         startup.as_secs_f64() * 1000.0
     );
     // Request i belongs to user-(i % REQUESTORS): with a million requests

@@ -1,5 +1,6 @@
 //! The documented benchmark commands still run: `certsign-bench issue`,
-//! `versus`, `pipeline` (SQLite) and `scale`, each for a moment against
+//! `versus`, `pipeline` (SQLite) and `scale` (SQLite and PostgreSQL), each
+//! for a moment against
 //! the debug build of the daemons, must exit 0 and print every part of
 //! their report with answers that were all accepted.
 //!
@@ -114,6 +115,66 @@ fn scale_fills_a_store_and_reports_every_call() {
     }
     let report = line_with(&out, "requests: 3000;");
     assert!(report.contains("approver start-up"), "{report}");
+    let rss = line_with(&out, "resident memory after the calls:");
+    assert!(rss.contains("peak"), "{rss}");
+}
+
+/// `scale --database-url` on a fresh database of the test PostgreSQL
+/// (`CERTSIGN_TEST_DATABASE_URL`; FAILS without it unless
+/// `CERTSIGN_SKIP_PG=1`): filled, measured, every call answered.
+#[test]
+fn scale_on_postgres_fills_the_database_and_reports_every_call() {
+    let Ok(base) = std::env::var("CERTSIGN_TEST_DATABASE_URL") else {
+        if std::env::var("CERTSIGN_SKIP_PG").as_deref() == Ok("1") {
+            eprintln!("CERTSIGN_SKIP_PG=1: skipping scale on PostgreSQL");
+            return;
+        }
+        panic!(
+            "CERTSIGN_TEST_DATABASE_URL is not set (tests/run.sh starts PostgreSQL); \
+             set CERTSIGN_SKIP_PG=1 to skip explicitly"
+        );
+    };
+    let db = format!("scale_smoke_{}", std::process::id());
+    let admin = |sql: String| {
+        let base = base.clone();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let pool = sqlx::PgPool::connect(&base).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            });
+    };
+    admin(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    admin(format!("CREATE DATABASE {db}"));
+    let (head, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{head}/{db}");
+    let out = bench(&[
+        "scale",
+        "--requests",
+        "3000",
+        "--calls",
+        "20",
+        "--database-url",
+        &url,
+    ]);
+    admin(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    assert!(out.contains("populated 3000 requests"), "{out}");
+    for call in [
+        "list condition=Pending",
+        "list signerName=kubelet-serving",
+        "list username=",
+        "get:",
+    ] {
+        let l = line_with(&out, call);
+        assert_eq!(after(l, "ok"), 20.0, "{l}");
+        assert_eq!(after(l, "errors"), 0.0, "{l}");
+    }
+    let report = line_with(&out, "requests: 3000;");
+    assert!(report.contains("PostgreSQL database"), "{report}");
     let rss = line_with(&out, "resident memory after the calls:");
     assert!(rss.contains("peak"), "{rss}");
 }

@@ -6,7 +6,8 @@
 //! Layout: this module is the API ([`Store`]) and re-exports the types
 //! (`types`); `schema` holds the migrations and the SQL both backends
 //! share; `batch` the group-commit operations and their answers; `sqlite`
-//! and `postgres` one backend each. Writes go through the writer queue;
+//! and `postgres` one backend each (`pg_bulk`: PostgreSQL's multi-row
+//! writes; `pg_certs`: its inventory). Writes go through the writer queue;
 //! reads go straight to the backend.
 //!
 //! A request is a row of indexed columns in `csrs` (name, uid, signer
@@ -30,7 +31,10 @@
 //! it in ONE transaction, each operation inside its own SAVEPOINT (so one
 //! operation's refusal or failure rolls back only that operation; on SQLite
 //! an update, which writes only after everything that can refuse it, runs
-//! without one, and a failure of its writes fails the batch), commits
+//! without one, and a failure of its writes fails the batch; on PostgreSQL
+//! a run of consecutive creates and updates is decided in memory and
+//! written with a few multi-row statements, `pg_bulk`, so a round trip is
+//! paid per batch, not per operation), commits
 //! once (one fsync for the whole batch) and only then answers each caller:
 //! nothing is acknowledged before it is durable, and a failed commit
 //! answers every operation of the batch with an error. Each batch starts by
@@ -74,6 +78,7 @@ use certs::CertWrite;
 
 mod batch;
 mod certs;
+mod pg_bulk;
 mod pg_certs;
 mod postgres;
 mod schema;

@@ -10,16 +10,21 @@
 //! and every batch that changes objects issues `NOTIFY` (delivered at
 //! commit, dropped on rollback).
 //!
+//! Creates and updates run on the bulk path (`pg_bulk`: refusals decided
+//! before anything is written, multi-row writes); the other operations one
+//! by one, each in its own SAVEPOINT.
+//!
 //! This module must never answer a write before its transaction has
-//! committed, and never run an operation outside its own SAVEPOINT (a
-//! failed statement aborts a PostgreSQL transaction).
+//! committed, and never run an operation that may fail after writing
+//! outside its own SAVEPOINT (a failed statement aborts a PostgreSQL
+//! transaction).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use certsign_proto::v1::{CertificateSigningRequest, SignedStatement};
 use prost::Message as _;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Acquire as _, Row as _};
 use tokio::sync::mpsc;
 
@@ -29,6 +34,7 @@ use crate::issued::IssuedRecord;
 use crate::store::batch::{
     Answer, Counts, Exec, MAX_BATCH, Op, UpdateFn, apply_update, outcome, settle, update_outcome,
 };
+use crate::store::pg_bulk;
 use crate::store::schema::{
     CHANGE_CHANNEL, COUNT_PENDING, EVENTS_AFTER, LATEST_RV, MIGRATIONS, NEXT_FORWARD_TIME,
     RENEWAL_BY_NAME, SCHEMA_MIGRATIONS, change_channel, count_token_use, object_of_row, page_query,
@@ -67,7 +73,12 @@ impl Postgres {
         counts: Arc<Counts>,
         rx: mpsc::Receiver<Op>,
     ) -> Result<Self, StoreError> {
-        let pool = pool_options(READ_CONNECTIONS).connect(url).await?;
+        // Reads are short, paged, index-ordered lookups: starting parallel
+        // workers only adds latency to them.
+        let read = url
+            .parse::<PgConnectOptions>()?
+            .options([("max_parallel_workers_per_gather", "0")]);
+        let pool = pool_options(READ_CONNECTIONS).connect_with(read).await?;
         let write_pool = pool_options(1).connect(url).await?;
         let pg = Self {
             pool,
@@ -317,8 +328,7 @@ async fn write_batch(pool: &PgPool, counts: &Counts, ops: Vec<Op>) {
     settle(counts, ops, answers, result);
 }
 
-/// A failed statement aborts a PostgreSQL transaction, so every operation
-/// runs between its own SAVEPOINT and RELEASE statements.
+/// Runs the batch's operations in queue order inside one transaction.
 async fn run_batch(
     pool: &PgPool,
     ops: &mut std::vec::IntoIter<Op>,
@@ -333,32 +343,65 @@ async fn run_batch(
     .fetch_one(&mut *tx)
     .await?;
     let mut rv = first;
-    for op in ops.by_ref() {
-        if let Err(e) = sqlx::raw_sql("SAVEPOINT op").execute(&mut *tx).await {
+    // Consecutive creates and updates run on the bulk path; the other
+    // operations one by one, each in its own savepoint.
+    let mut run: Vec<Op> = Vec::new();
+    while let Some(op) = ops.next() {
+        if pg_bulk::bulkable(&op) {
+            run.push(op);
+            if ops.as_slice().first().is_some_and(pg_bulk::bulkable) {
+                continue;
+            }
+            let alone = pg_bulk::run(&mut tx, &mut rv, std::mem::take(&mut run), answers).await?;
+            let mut alone = alone.into_iter();
+            let r = run_alone(&mut tx, &mut rv, &mut alone, answers).await;
+            answers.extend(alone.map(Op::unrun));
+            r?;
+        } else {
+            run_alone(&mut tx, &mut rv, &mut std::iter::once(op), answers).await?;
+        }
+    }
+    if rv != first {
+        // The counter's new value, and a NOTIFY so other replicas' watch
+        // hubs wake at commit (never on rollback), in one round trip; `rv`
+        // is a number this process computed.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            concat!(
+                "UPDATE counters SET value = {} WHERE name = 'resource_version'; NOTIFY ",
+                change_channel!()
+            ),
+            rv
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs `ops` one at a time, each between its own SAVEPOINT and RELEASE
+/// (a failed statement aborts a PostgreSQL transaction).
+async fn run_alone(
+    conn: &mut PgConnection,
+    rv: &mut i64,
+    ops: &mut impl Iterator<Item = Op>,
+    answers: &mut Vec<Answer>,
+) -> Result<(), StoreError> {
+    for op in ops {
+        if let Err(e) = sqlx::raw_sql("SAVEPOINT op").execute(&mut *conn).await {
             answers.push(op.unrun());
             return Err(e.into());
         }
-        let (a, undo) = run_op(&mut tx, &mut rv, op).await;
+        let (a, undo) = run_op(conn, rv, op).await;
         answers.push(a);
         sqlx::raw_sql(if undo {
             "ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op"
         } else {
             "RELEASE SAVEPOINT op"
         })
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
-    if rv != first {
-        sqlx::query("UPDATE counters SET value = $1 WHERE name = 'resource_version'")
-            .bind(rv)
-            .execute(&mut *tx)
-            .await?;
-        // Other replicas' watch hubs wake at commit (never on rollback).
-        sqlx::raw_sql(concat!("NOTIFY ", change_channel!()))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -109,6 +109,19 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sqlite: super::certs::MIGRATION_SQLITE,
         postgres: super::certs::MIGRATION_POSTGRES,
     },
+    // PostgreSQL: statistics on the expression a condition filter matches
+    // (`list_query`), so the planner knows how many rows a condition has.
+    // Without them it guessed 0.01 % and read the first page of a list by
+    // condition with a scan of the whole table and a sort (262 ms at
+    // 1,000,000 requests) instead of walking the name index.
+    Migration {
+        version: 6,
+        sqlite: &[],
+        postgres: &[
+            "CREATE STATISTICS IF NOT EXISTS csrs_cond_list ON ((',' || cond || ',')) FROM csrs",
+            "ANALYZE csrs",
+        ],
+    },
 ];
 
 /// The encoded object of a `csrs` row, as an SQL expression over the row:
