@@ -227,14 +227,20 @@ impl App {
         let mut builder = tonic::transport::Server::builder();
         let mut router = builder.add_service(health).add_service(approver);
         if self.config.reflection {
-            let v1 = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(certsign_proto::v1::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The descriptor set also defines certsign.v1.Signer, which the
+            // approver does not serve: advertise only what it serves.
+            let served = |reflection: &str| {
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(certsign_proto::v1::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .with_service_name("certsign.v1.Approver")
+                    .with_service_name("grpc.health.v1.Health")
+                    .with_service_name(reflection)
+            };
+            let v1 = served("grpc.reflection.v1.ServerReflection")
                 .build_v1()
                 .map_err(|e| ServeError::Reflection(e.to_string()))?;
-            let v1alpha = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(certsign_proto::v1::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            let v1alpha = served("grpc.reflection.v1alpha.ServerReflection")
                 .build_v1alpha()
                 .map_err(|e| ServeError::Reflection(e.to_string()))?;
             router = router.add_service(v1).add_service(v1alpha);

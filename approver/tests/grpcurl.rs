@@ -48,6 +48,9 @@ fn grpcurl_lists_creates_and_reads() {
     let list = grpcurl(&pki, &user, &[addr, "list"]);
     assert!(list.lines().any(|l| l == "certsign.v1.Approver"), "{list}");
     assert!(list.contains("grpc.health.v1.Health"), "{list}");
+    // Only what the approver serves: the Signer service shares the
+    // descriptor set but is not served here.
+    assert!(!list.contains("certsign.v1.Signer"), "{list}");
     let desc = grpcurl(&pki, &user, &[addr, "describe", "certsign.v1.Approver"]);
     assert!(
         desc.contains("rpc CreateCertificateSigningRequest"),
