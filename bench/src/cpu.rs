@@ -228,8 +228,10 @@ mod tests {
     #[test]
     fn this_process_spinning_is_metered() {
         let me = std::process::id();
-        let before = cpu_secs(me).unwrap();
+        // Start metering first: CPU other test threads use between the two
+        // readings must not count toward the 200 ms spun below.
         let p = Processes::start(&[("server", &[me])], "load generator").unwrap();
+        let before = cpu_secs(me).unwrap();
         // Spin until /proc shows 200 ms of CPU (or give up after a minute:
         // then the reading is wrong and the assertions below fail).
         let t = Instant::now();
