@@ -270,6 +270,7 @@ impl Approver for ApproverService {
         Ok(Response::new(ListCertificateSigningRequestsResponse {
             items,
             continue_token,
+            ..Default::default()
         }))
     }
 

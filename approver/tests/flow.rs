@@ -584,6 +584,7 @@ async fn list_pages_and_watch_events() {
                 name: "q-bob".into(),
                 signer_name: String::new(),
                 send_initial_events: true,
+                ..Default::default()
             },
         )
         .await

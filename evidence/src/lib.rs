@@ -15,6 +15,8 @@
 //!   its last human approval, which renewals are judged by.
 //! - [`cert`]: the [`Identity`] read from a certificate (CN = username,
 //!   O = groups), key kinds, SANs, SHA-256.
+//! - [`kubernetes`]: the built-in signers' rules and `spec.usages` validation,
+//!   with Kubernetes' texts.
 //! - [`usage`]: Kubernetes' 23 key usage words, one table.
 //! - [`strict`]: [`check_strict_der`], a request's encoding must be exactly
 //!   its strict DER re-encoding.
@@ -30,6 +32,7 @@ pub mod approval;
 pub mod batch;
 pub mod cache;
 pub mod cert;
+pub mod kubernetes;
 pub mod lineage;
 pub mod renewal;
 pub mod revocation;

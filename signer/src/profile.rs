@@ -13,25 +13,11 @@ use serde::Deserialize;
 use crate::csr::VerifiedCsr;
 
 pub use certsign_evidence::Usage;
+pub use certsign_evidence::kubernetes::Builtin;
 
 /// Validate `spec.usages` as Kubernetes' API does (required, known, unique).
 pub fn parse_usages(usages: &[String]) -> Result<Vec<Usage>, ProfileError> {
-    if usages.is_empty() {
-        return Err(ProfileError::Request("spec.usages: Required value".into()));
-    }
-    let mut out = Vec::with_capacity(usages.len());
-    for (i, s) in usages.iter().enumerate() {
-        let u = Usage::parse(s).ok_or_else(|| {
-            ProfileError::Request(format!("spec.usages[{i}]: Unsupported value: {s:?}"))
-        })?;
-        if out.contains(&u) {
-            return Err(ProfileError::Request(format!(
-                "spec.usages[{i}]: Duplicate value: {s:?}"
-            )));
-        }
-        out.push(u);
-    }
-    Ok(out)
+    certsign_evidence::kubernetes::parse_usages(usages).map_err(ProfileError::Request)
 }
 
 /// A profile check failed. The message is the rule (Kubernetes' text for
@@ -45,37 +31,6 @@ pub enum ProfileError {
     /// A signer policy rule failed.
     #[error("{0}")]
     Policy(String),
-}
-
-/// The Kubernetes built-in signers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Builtin {
-    /// `kubernetes.io/kube-apiserver-client`
-    #[serde(rename = "kubernetes.io/kube-apiserver-client")]
-    KubeApiserverClient,
-    /// `kubernetes.io/kube-apiserver-client-kubelet`
-    #[serde(rename = "kubernetes.io/kube-apiserver-client-kubelet")]
-    KubeApiserverClientKubelet,
-    /// `kubernetes.io/kubelet-serving`
-    #[serde(rename = "kubernetes.io/kubelet-serving")]
-    KubeletServing,
-}
-
-impl Builtin {
-    /// The signer name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::KubeApiserverClient => "kubernetes.io/kube-apiserver-client",
-            Self::KubeApiserverClientKubelet => "kubernetes.io/kube-apiserver-client-kubelet",
-            Self::KubeletServing => "kubernetes.io/kubelet-serving",
-        }
-    }
-    /// All three.
-    pub const ALL: [Builtin; 3] = [
-        Self::KubeApiserverClient,
-        Self::KubeApiserverClientKubelet,
-        Self::KubeletServing,
-    ];
 }
 
 /// How approval is proven for a profile.
@@ -167,14 +122,8 @@ impl<'a> Checked<'a> {
     }
 }
 
-const NODE_PREFIX: &str = "system:node:";
-
 fn policy(msg: impl Into<String>) -> ProfileError {
     ProfileError::Policy(msg.into())
-}
-
-fn set_eq(a: &[Usage], b: &[Usage]) -> bool {
-    a.iter().all(|u| b.contains(u)) && b.iter().all(|u| a.contains(u))
 }
 
 impl Profile {
@@ -201,83 +150,9 @@ impl Profile {
         let orgs = &csr.organizations;
         let sans = &csr.sans;
         match &self.rules {
-            Rules::Builtin(Builtin::KubeApiserverClient) => {
-                // Admission plugin CertificateSubjectRestriction, then signer policy.
-                if orgs.iter().any(|o| o == "system:masters") {
-                    return Err(policy(
-                        "use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed",
-                    ));
-                }
-                if let Some(u) = usages
-                    .iter()
-                    .find(|u| !matches!(u, DigitalSignature | KeyEncipherment | ClientAuth))
-                {
-                    return Err(policy(format!(
-                        "invalid usage for client certificate: {}",
-                        u.as_str()
-                    )));
-                }
-                if !usages.contains(&ClientAuth) {
-                    return Err(policy(
-                        "missing required usage for client certificate: client auth",
-                    ));
-                }
-            }
-            Rules::Builtin(Builtin::KubeApiserverClientKubelet) => {
-                if orgs.as_slice() != ["system:nodes"] {
-                    return Err(policy("subject organization is not system:nodes"));
-                }
-                let checks = [
-                    (!sans.dns.is_empty(), "DNS subjectAltNames are not allowed"),
-                    (
-                        !sans.emails.is_empty(),
-                        "Email subjectAltNames are not allowed",
-                    ),
-                    (!sans.ips.is_empty(), "IP subjectAltNames are not allowed"),
-                    (!sans.uris.is_empty(), "URI subjectAltNames are not allowed"),
-                    (
-                        !cn.starts_with(NODE_PREFIX),
-                        "subject common name does not begin with system:node:",
-                    ),
-                ];
-                if let Some((_, msg)) = checks.iter().find(|(bad, _)| *bad) {
-                    return Err(policy(*msg));
-                }
-                if !set_eq(usages, &[DigitalSignature, KeyEncipherment, ClientAuth])
-                    && !set_eq(usages, &[DigitalSignature, ClientAuth])
-                {
-                    return Err(policy(
-                        "usages did not match [client auth digital signature key encipherment]",
-                    ));
-                }
-            }
-            Rules::Builtin(Builtin::KubeletServing) => {
-                if orgs.as_slice() != ["system:nodes"] {
-                    return Err(policy("subject organization is not system:nodes"));
-                }
-                let checks = [
-                    (
-                        sans.dns.is_empty() && sans.ips.is_empty(),
-                        "DNS or IP subjectAltName is required",
-                    ),
-                    (
-                        !sans.emails.is_empty(),
-                        "Email subjectAltNames are not allowed",
-                    ),
-                    (!sans.uris.is_empty(), "URI subjectAltNames are not allowed"),
-                    (
-                        !set_eq(usages, &[DigitalSignature, KeyEncipherment, ServerAuth])
-                            && !set_eq(usages, &[DigitalSignature, ServerAuth]),
-                        "usages did not match [digital signature key encipherment server auth]",
-                    ),
-                    (
-                        !cn.starts_with(NODE_PREFIX),
-                        "subject common name does not begin with system:node:",
-                    ),
-                ];
-                if let Some((_, msg)) = checks.iter().find(|(bad, _)| *bad) {
-                    return Err(policy(*msg));
-                }
+            Rules::Builtin(b) => {
+                certsign_evidence::kubernetes::check_builtin(*b, cn, orgs, sans, usages)
+                    .map_err(ProfileError::Policy)?;
             }
             Rules::Custom(r) => self.check_custom(r, csr, usages)?,
         }

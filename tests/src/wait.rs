@@ -70,6 +70,7 @@ pub async fn wait_done(c: &mut ApproverClient<Channel>, name: &str) -> Certifica
                 name: name.into(),
                 signer_name: String::new(),
                 send_initial_events: true,
+                ..Default::default()
             })
             .await
             .unwrap()

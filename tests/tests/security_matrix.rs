@@ -433,6 +433,7 @@ async fn user_boundary_others_requests() {
             name: String::new(),
             signer_name: String::new(),
             send_initial_events: true,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -152,6 +152,7 @@ async fn pending(
                 username: String::new(),
                 limit: 0,
                 continue_token: token.clone(),
+                ..Default::default()
             })
             .await
             .map_err(|s| conn::status_error(&s, &conn.url, None))?

@@ -37,6 +37,7 @@ pub(super) async fn get(settings: Settings, mut a: cli::GetArgs) -> Result<()> {
                     username: a.requestor.clone().unwrap_or_default(),
                     limit: a.chunk_size.max(0),
                     continue_token: token.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| conn::status_error(&s, &conn.url, None))?

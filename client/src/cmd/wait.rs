@@ -101,6 +101,7 @@ async fn follow(conn: &mut Conn, name: &str, spinner: &indicatif::ProgressBar) -
                 name: name.to_string(),
                 signer_name: String::new(),
                 send_initial_events: true,
+                ..Default::default()
             })
             .await;
         if let Ok(resp) = watch {
