@@ -73,7 +73,16 @@ pub enum Command {
     /// (replacing older backups); the old certificate stays valid until it
     /// expires. With --if-expires-within it is safe to run from cron or a
     /// systemd timer: while the certificate is young it prints one line and
-    /// exits 0.
+    /// exits 5 (EXIT_NOT_DUE), 0 only when it renewed.
+    ///
+    /// Without --cert, it renews every `[[renew]]` entry of the config
+    /// (cert, key, exec, renew_before, signer_name, expiration). --daemon
+    /// keeps running and renews each at two thirds of its lifetime (with
+    /// jitter) or at its renew_before, runs --exec after each renewal, and
+    /// retries with backoff. The signer name comes from the certificate.
+    /// Exit codes: 0 renewed, 5 nothing due, 2 denied, 3 failed, 4 timed
+    /// out (the renewal stays pending; the next run resumes it), 1 other
+    /// errors, 64 usage.
     Renew(RenewArgs),
     /// Delete requests (`delete csr NAME...`).
     Delete(DeleteArgs),
@@ -283,9 +292,10 @@ pub struct WaitArgs {
 /// `renew`.
 #[derive(Debug, Args)]
 pub struct RenewArgs {
-    /// Signer name for the new request.
-    #[arg(long, default_value = "kubernetes.io/kube-apiserver-client")]
-    pub signer_name: String,
+    /// Signer name for the new request (default: the one the certificate's
+    /// lineage extension names, the signer name it was issued under).
+    #[arg(long)]
+    pub signer_name: Option<String>,
     /// Usages (default: the current certificate's KU/EKU as Kubernetes strings).
     #[arg(long)]
     pub usages: Vec<String>,
@@ -294,8 +304,9 @@ pub struct RenewArgs {
     #[arg(long)]
     pub expiration: Option<humantime::Duration>,
     /// Only renew when the certificate expires within this duration (e.g. 720h)
-    /// or this share of its lifetime (e.g. 33%); otherwise exit 0 without change.
-    #[arg(long, value_name = "D|N%")]
+    /// or this share of its lifetime (e.g. 33%); otherwise exit 5 without
+    /// change. With --daemon: when to renew (`renew_before` in [[renew]]).
+    #[arg(long, visible_alias = "renew-before", value_name = "D|N%")]
     pub if_expires_within: Option<String>,
     /// Name of the new request (default: derived from the CN plus a random suffix).
     #[arg(long)]
@@ -303,6 +314,15 @@ pub struct RenewArgs {
     /// How long to wait for the new certificate.
     #[arg(long, default_value = "5m")]
     pub timeout: humantime::Duration,
+    /// Keep running: renew each certificate at two thirds of its lifetime
+    /// (with jitter) or at --renew-before / `renew_before`, retrying with
+    /// backoff.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Command run with `sh -c` after each renewal (not when nothing was
+    /// due), with CERTCTL_CERT and CERTCTL_KEY naming the files.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
 }
 
 /// `delete`.

@@ -25,6 +25,30 @@ pub struct ConfigFile {
     pub cert: Option<PathBuf>,
     /// Client private key (PEM).
     pub key: Option<PathBuf>,
+    /// Certificates `certctl renew` keeps fresh (`[[renew]]` tables).
+    #[serde(default)]
+    pub renew: Vec<RenewEntry>,
+}
+
+/// One `[[renew]]` table: a certificate and its key that `certctl renew`
+/// (oneshot or `--daemon`) renews, authenticating with the pair itself.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RenewEntry {
+    /// The certificate (PEM; replaced on renewal).
+    pub cert: PathBuf,
+    /// Its private key (PEM; replaced on renewal).
+    pub key: PathBuf,
+    /// Command run (`sh -c`) after each renewal of this pair.
+    pub exec: Option<String>,
+    /// Renew when this much (humantime, e.g. `720h`) or this share (`33%`)
+    /// of the lifetime is left; default: at two thirds of the lifetime,
+    /// with jitter.
+    pub renew_before: Option<String>,
+    /// Signer name of the new request; default: the certificate's lineage.
+    pub signer_name: Option<String>,
+    /// Requested lifetime (humantime); default: the current one.
+    pub expiration: Option<String>,
 }
 
 impl ConfigFile {
@@ -49,9 +73,24 @@ impl ConfigFile {
         for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key]
             .into_iter()
             .flatten()
+            .chain(cfg.renew.iter_mut().flat_map(|e| [&mut e.cert, &mut e.key]))
         {
             if p.is_relative() {
                 *p = dir.join(&*p);
+            }
+        }
+        for (i, e) in cfg.renew.iter().enumerate() {
+            let key = |k: &str| format!("invalid config {}: key `renew[{i}].{k}`", path.display());
+            if let Some(t) = &e.renew_before {
+                crate::cmd::Threshold::parse_as(t, "value").with_context(|| key("renew_before"))?;
+            }
+            if let Some(t) = &e.expiration {
+                humantime::parse_duration(t)
+                    .map_err(|err| anyhow!("{err}"))
+                    .with_context(|| key("expiration"))?;
+            }
+            if matches!(&e.exec, Some(c) if c.trim().is_empty()) {
+                bail!("{}: empty command", key("exec"));
             }
         }
         if let Some(server) = &cfg.server {
@@ -144,6 +183,8 @@ pub struct Settings {
     pub identity: Option<(PathBuf, PathBuf)>,
     /// Bootstrap token `<id>.<secret>`, used instead of the certificate.
     pub token: Option<String>,
+    /// The config file's `[[renew]]` entries.
+    pub renew: Vec<RenewEntry>,
 }
 
 /// The flags that override the file.
@@ -210,6 +251,7 @@ impl Overrides {
             ca,
             identity,
             token,
+            renew: file.renew,
         })
     }
 }

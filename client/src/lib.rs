@@ -23,6 +23,7 @@
 //! - [`revocation`]: reason words, serial spellings, the RevocationStatement.
 //! - [`inventory`]: the issued-certificate table and its JSON/YAML shape.
 //! - [`files`]: atomic file writes.
+//! - [`pair`]: a certificate and key replaced as a pair, pending renewals.
 //! - [`output`]: stdout, one-line errors and exit codes (imported by the
 //!   modules above; it imports none of them).
 #![forbid(unsafe_code)]
@@ -39,6 +40,7 @@ pub mod key;
 pub mod kube;
 pub mod manifest;
 pub mod output;
+pub mod pair;
 pub mod pkix;
 pub mod revocation;
 
@@ -100,9 +102,13 @@ pub fn main_entry() -> ExitCode {
     match runtime.block_on(cmd::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            print_error(&e);
-            let code = e.downcast_ref::<Failure>().map(|f| f.code).unwrap_or(1);
-            ExitCode::from(code)
+            let failure = e.downcast_ref::<Failure>();
+            // A Failure without a message is an outcome, not an error
+            // (`renew`: nothing was due); the command printed its lines.
+            if !failure.is_some_and(|f| f.message.is_empty()) {
+                print_error(&e);
+            }
+            ExitCode::from(failure.map(|f| f.code).unwrap_or(1))
         }
     }
 }

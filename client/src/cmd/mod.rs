@@ -18,6 +18,7 @@ mod delete;
 mod describe;
 mod get;
 mod renew;
+mod renew_agent;
 mod revoke;
 mod wait;
 
@@ -29,7 +30,7 @@ use crate::config::Overrides;
 use common::{OtherResource, other_resource};
 
 pub use crl::CRL_PEM_LABEL;
-pub use renew::{Renewal, Threshold, build_renewal};
+pub use renew::{EXIT_NOT_DUE, Renewal, Threshold, build_renewal};
 pub use wait::{EXIT_DENIED, EXIT_FAILED, EXIT_TIMEOUT};
 
 /// Runs a parsed command line.
@@ -66,7 +67,8 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         Command::Certificate(CertificateCommand::Revoke(a)) => {
             revoke::revoke(settings()?, a, identity_flags).await
         }
-        Command::Renew(a) => renew::renew(settings()?, a).await,
+        Command::Renew(a) if a.daemon => renew_agent::run(settings()?, a, identity_flags).await,
+        Command::Renew(a) => renew::renew(settings()?, a, identity_flags).await,
         Command::Delete(a) => delete::delete(settings()?, a).await,
         Command::Completion(a) => completion::completion(a),
     }

@@ -3,11 +3,16 @@
 //! current key.
 //!
 //! It never installs a certificate that is not for the new key, and never
-//! leaves the pair half replaced: the old pair is kept as `.bak` first, the
-//! new key stays in a temp file until the certificate is issued (or, on a
-//! timeout, is kept as `KEY.new`, the only copy), and the two final renames
-//! come last. It asks for the current certificate's lifetime, or a shorter
-//! `--expiration`, never a longer one (the signer would refuse it).
+//! leaves the pair half replaced ([`crate::pair`]): the new key is written
+//! as `KEY.new` with the request's name before the request is sent, so a
+//! run that times out or crashes is resumed by the next one (the signer
+//! renews a certificate once), and the pair is switched only once the
+//! certificate is issued. It asks for the current certificate's lifetime,
+//! or a shorter `--expiration`, never a longer one (the signer would refuse
+//! it), under the signer name the certificate's lineage names.
+//!
+//! Oneshot exit codes: 0 renewed, [`EXIT_NOT_DUE`] nothing was due, 4 timed
+//! out (the renewal stays pending), 2/3 denied/failed, 1 other errors.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -18,16 +23,16 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
-use super::common::{expiration_seconds, own_manifest, submit};
+use super::common::{expiration_seconds, new_request, own_manifest};
 use super::wait::{EXIT_TIMEOUT, wait_issued};
 use crate::cli;
 use crate::config::Settings;
-use crate::conn::{self, Conn};
+use crate::conn;
 use crate::evidence::StatementSigner;
-use crate::files::{self, Staged};
 use crate::kube::{self, RESOURCE};
 use crate::manifest;
 use crate::output::{Failure, emit};
+use crate::pair;
 use crate::pkix::{self, PrivateKey};
 
 /// `--if-expires-within`: a duration or a percentage of the lifetime.
@@ -40,22 +45,26 @@ pub enum Threshold {
 }
 
 impl Threshold {
-    /// Parses `720h` or `33%`.
+    /// Parses `720h` or `33%` given to `--if-expires-within`.
     pub fn parse(text: &str) -> Result<Self> {
+        Self::parse_as(text, "--if-expires-within")
+    }
+
+    /// Parses `720h` or `33%`; errors name `what` (the flag or key).
+    pub fn parse_as(text: &str, what: &str) -> Result<Self> {
         let t = text.trim();
         if let Some(p) = t.strip_suffix('%') {
-            let v: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| anyhow!("invalid --if-expires-within {text:?}: expected a duration (720h) or a percentage (33%)"))?;
+            let v: f64 = p.trim().parse().map_err(|_| {
+                anyhow!("invalid {what} {text:?}: expected a duration (720h) or a percentage (33%)")
+            })?;
             if !(v > 0.0 && v <= 100.0) {
-                bail!("invalid --if-expires-within {text:?}: percentage must be in (0, 100]");
+                bail!("invalid {what} {text:?}: percentage must be in (0, 100]");
             }
             return Ok(Self::Fraction(v / 100.0));
         }
         humantime::parse_duration(t)
             .map(Self::Within)
-            .map_err(|e| anyhow!("invalid --if-expires-within {text:?}: {e}"))
+            .map_err(|e| anyhow!("invalid {what} {text:?}: {e}"))
     }
 
     /// The remaining time under which to renew.
@@ -109,12 +118,9 @@ fn renewal_name(cn: &str) -> String {
     format!("{base}-renew-{}", hex::encode(suffix))
 }
 
-/// `path` with `suffix` appended to the file name (`.bak`, `.new`).
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
+/// Exit code of a oneshot `renew` that had nothing to do (no certificate was
+/// due); 0 means at least one was renewed.
+pub const EXIT_NOT_DUE: u8 = 5;
 
 /// A prepared renewal: the new key, its CSR and the signed proof.
 #[derive(Debug)]
@@ -137,10 +143,26 @@ pub fn build_renewal(
     signer_name: &str,
     now: SystemTime,
 ) -> Result<Renewal> {
+    renewal_for(
+        current,
+        PrivateKey::generate(key_type)?,
+        name,
+        signer_name,
+        now,
+    )
+}
+
+/// The renewal of `current` for the new key `key`.
+fn renewal_for(
+    current: &StatementSigner,
+    key: PrivateKey,
+    name: &str,
+    signer_name: &str,
+    now: SystemTime,
+) -> Result<Renewal> {
     let (_, leaf) = X509Certificate::from_der(current.leaf()?)
         .map_err(|e| anyhow!("cannot parse the current certificate: {e}"))?;
     let sans = pkix::sans_of_certificate(&leaf)?;
-    let key = PrivateKey::generate(key_type)?;
     let csr_der = pkix::build_csr(&key, leaf.subject().as_raw(), &sans)?;
     let statement = current.renewal(name, &csr_der, signer_name, now)?;
     Ok(Renewal {
@@ -150,84 +172,372 @@ pub fn build_renewal(
     })
 }
 
-/// Runs `renew`.
-pub(super) async fn renew(settings: Settings, a: cli::RenewArgs) -> Result<()> {
-    let threshold = a
+/// One certificate to renew: from `--cert`/`--key` or a `[[renew]]` entry.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    /// The certificate file.
+    pub cert: PathBuf,
+    /// Its key file.
+    pub key: PathBuf,
+    /// Run (`sh -c`) after each renewal.
+    pub exec: Option<String>,
+    /// `renew_before` / `--if-expires-within`.
+    pub renew_before: Option<Threshold>,
+    /// Signer name; default: the certificate's lineage.
+    pub signer_name: Option<String>,
+    /// `--usages`.
+    pub usages: Vec<String>,
+    /// `--expiration` in seconds.
+    pub expiration: Option<i32>,
+    /// `--name`.
+    pub name: Option<String>,
+}
+
+/// When a certificate is due.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum When {
+    /// Now (a plain `certctl renew`).
+    Now,
+    /// When less than this is left.
+    Threshold(Threshold),
+    /// At two thirds of the lifetime, `jitter` (a share of the lifetime,
+    /// below 1/15) earlier, so a fleet does not renew in lockstep.
+    TwoThirds {
+        /// Share of the lifetime to renew earlier.
+        jitter: f64,
+    },
+}
+
+impl When {
+    /// The renewal point of a certificate valid from `not_before` to `not_after`.
+    fn due_at(self, not_before: SystemTime, not_after: SystemTime) -> SystemTime {
+        let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+        match self {
+            Self::Now => SystemTime::UNIX_EPOCH,
+            Self::Threshold(t) => not_after
+                .checked_sub(t.limit(lifetime))
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            Self::TwoThirds { jitter } => {
+                not_before + lifetime.mul_f64((2.0 / 3.0 - jitter.clamp(0.0, 1.0 / 15.0)).max(0.0))
+            }
+        }
+    }
+
+    /// A random jitter for [`When::TwoThirds`].
+    pub(super) fn jitter() -> f64 {
+        let mut b = [0u8; 2];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+        f64::from(u16::from_le_bytes(b)) / 65536.0 / 15.0
+    }
+}
+
+/// What one renewal attempt did.
+#[derive(Debug)]
+pub(super) enum Done {
+    /// Renewed: the line to print.
+    Renewed(String),
+    /// Not due until the time; the line to print.
+    NotDue(SystemTime, String),
+}
+
+/// The targets of a `renew` command: `--cert`/`--key` given on the command
+/// line (or only a top-level pair in the config), else the config's
+/// `[[renew]]` entries. The command's flags are defaults for the entries.
+pub(super) fn targets(
+    settings: &Settings,
+    a: &cli::RenewArgs,
+    cert_flag: bool,
+) -> Result<Vec<Target>> {
+    let flag_threshold = a
         .if_expires_within
         .as_deref()
         .map(Threshold::parse)
         .transpose()?;
+    let expiration = expiration_seconds(a.expiration)?;
+    if let Some(n) = &a.name
+        && !manifest::is_dns_subdomain(n)
+    {
+        bail!("invalid --name {n:?}: must be a lowercase RFC 1123 subdomain");
+    }
+    if a.exec.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        bail!("invalid --exec: empty command");
+    }
+    let from_flags = |cert: PathBuf, key: PathBuf| Target {
+        cert,
+        key,
+        exec: a.exec.clone(),
+        renew_before: flag_threshold,
+        signer_name: a.signer_name.clone(),
+        usages: a.usages.clone(),
+        expiration,
+        name: a.name.clone(),
+    };
+    if cert_flag || settings.renew.is_empty() {
+        let Some((cert, key)) = settings.identity.clone() else {
+            bail!(
+                "renew needs the current certificate and key: pass --cert and --key (or add [[renew]] entries to the config)"
+            );
+        };
+        return Ok(vec![from_flags(cert, key)]);
+    }
+    if a.name.is_some() && settings.renew.len() > 1 {
+        bail!("--name names one request; the config has several [[renew]] entries");
+    }
+    settings
+        .renew
+        .iter()
+        .map(|e| {
+            let mut t = from_flags(e.cert.clone(), e.key.clone());
+            if e.exec.is_some() {
+                t.exec = e.exec.clone();
+            }
+            if let Some(rb) = &e.renew_before {
+                t.renew_before = Some(Threshold::parse_as(rb, "renew_before")?);
+            }
+            if e.signer_name.is_some() {
+                t.signer_name = e.signer_name.clone();
+            }
+            if let Some(x) = &e.expiration {
+                let d = humantime::parse_duration(x)
+                    .map_err(|err| anyhow!("invalid expiration {x:?}: {err}"))?;
+                t.expiration = expiration_seconds(Some(d.into()))?;
+            }
+            Ok(t)
+        })
+        .collect()
+}
+
+/// Runs a oneshot `renew`: every target that is due is renewed and its
+/// `--exec` run. Exit 0 when one was renewed, [`EXIT_NOT_DUE`] when none
+/// was due; with several targets every error is printed and the last one
+/// decides the exit code.
+pub(super) async fn renew(settings: Settings, a: cli::RenewArgs, cert_flag: bool) -> Result<()> {
     if settings.token.is_some() {
         bail!("renew authenticates with the current certificate; do not pass --token");
     }
-    let Some((cert_path, key_path)) = settings.identity.clone() else {
-        bail!("renew needs the current certificate and key: pass --cert and --key");
+    let targets = targets(&settings, &a, cert_flag)?;
+    let from_entries = targets.len() > 1 || (!cert_flag && !settings.renew.is_empty());
+    let mut renewed = false;
+    let mut failed = 0;
+    for t in &targets {
+        let when = match t.renew_before {
+            Some(th) => When::Threshold(th),
+            None if from_entries => When::TwoThirds {
+                jitter: When::jitter(),
+            },
+            None => When::Now,
+        };
+        let result = async {
+            match renew_once(&settings, t, when, a.timeout.into()).await? {
+                Done::NotDue(_, line) => emit(&line),
+                Done::Renewed(line) => {
+                    emit(&line);
+                    renewed = true;
+                    run_hook(t).await?;
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            if targets.len() == 1 {
+                return Err(e);
+            }
+            crate::print_error(&e.context(format!("renewing {}", t.cert.display())));
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} [[renew]] entries failed", targets.len());
+    }
+    if renewed {
+        return Ok(());
+    }
+    // Nothing was due: a distinct code, and no error line (the lines above said why).
+    Err(Failure {
+        code: EXIT_NOT_DUE,
+        message: String::new(),
+    }
+    .into())
+}
+
+/// Runs the target's `--exec` command (`sh -c`), with `CERTCTL_CERT` and
+/// `CERTCTL_KEY` naming the renewed files.
+pub(super) async fn run_hook(t: &Target) -> Result<()> {
+    let Some(cmd) = &t.exec else { return Ok(()) };
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("CERTCTL_CERT", &t.cert)
+        .env("CERTCTL_KEY", &t.key)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .map_err(|e| anyhow!("certificate renewed, but --exec {cmd:?} did not start: {e}"))?;
+    if !status.success() {
+        bail!("certificate renewed, but --exec {cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Whether a failed call may succeed when repeated (the approver down or
+/// restarting), so a pending renewal is kept for the next attempt.
+fn transient(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+    )
+}
+
+/// One attempt at renewing `t`: finishes an interrupted installation,
+/// resumes a pending renewal, or (when due) starts one; waits for the
+/// certificate and installs the new pair.
+pub(super) async fn renew_once(
+    base: &Settings,
+    t: &Target,
+    when: When,
+    timeout: Duration,
+) -> Result<Done> {
+    let (cert_path, key_path) = (&t.cert, &t.key);
+    pair::recover(cert_path, key_path)?;
+    let settings = Settings {
+        identity: Some((cert_path.clone(), key_path.clone())),
+        token: None,
+        ..base.clone()
     };
-    let current = StatementSigner::load(&cert_path, &key_path)?;
-    let old_cert_pem = conn::read_file("certificate", &cert_path)?;
-    let old_key_pem = Zeroizing::new(conn::read_file("key", &key_path)?);
+    let current = StatementSigner::load(cert_path, key_path)?;
+    let old_cert_pem = conn::read_file("certificate", cert_path)?;
+    let old_key_pem = Zeroizing::new(conn::read_file("key", key_path)?);
     let (_, leaf) = X509Certificate::from_der(current.leaf()?)
         .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
-    if let Some(line) = not_due(&leaf, threshold, &cert_path, SystemTime::now())? {
-        emit(&line);
-        return Ok(());
+    let mut pending = pair::read_pending(key_path)?;
+    if pending
+        .as_ref()
+        .is_some_and(|p| p.key.public_key_raw() == current.key.public_key_raw())
+    {
+        // Installed before a crash; only the bookkeeping was left.
+        pair::clear_pending(cert_path, key_path);
+        pending = None;
+    }
+    let now = SystemTime::now();
+    if pending.is_none()
+        && let Some(not_due) = not_due(&leaf, when, cert_path, now)?
+    {
+        return Ok(not_due);
     }
     let key_type = current.key.key_type().ok_or_else(|| {
         anyhow!("cannot renew an RSA key: certctl cannot generate RSA keys (request a new certificate with create csr --key-type)")
     })?;
-    let usages = carried_usages(&leaf, &a.usages, &cert_path)?;
-    let expiration = renewal_lifetime(&leaf, expiration_seconds(a.expiration)?)?;
-    let cn = leaf
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|c| c.as_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let name = match &a.name {
-        Some(n) if manifest::is_dns_subdomain(n) => n.clone(),
-        Some(n) => bail!("invalid --name {n:?}: must be a lowercase RFC 1123 subdomain"),
-        None => renewal_name(&cn),
+    let usages = carried_usages(&leaf, &t.usages, cert_path)?;
+    let expiration = renewal_lifetime(&leaf, t.expiration)?;
+    let signer_name = match &t.signer_name {
+        Some(s) => s.clone(),
+        None => certsign_evidence::Lineage::of_certificate(&leaf)
+            .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?
+            .map(|l| l.signer_name)
+            .unwrap_or_else(|| DEFAULT_SIGNER.to_string()),
+    };
+    let resuming = pending.is_some();
+    let (name, new_key) = match pending {
+        Some(p) => (p.name, p.key),
+        None => {
+            let cn = leaf
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|c| c.as_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let name = t.name.clone().unwrap_or_else(|| renewal_name(&cn));
+            (name, PrivateKey::generate(key_type)?)
+        }
     };
     let Renewal {
         key: new_key,
         csr_der: der,
         statement,
-    } = build_renewal(&current, key_type, &name, &a.signer_name, SystemTime::now())?;
+    } = renewal_for(&current, new_key, &name, &signer_name, now)?;
+    let kept = if resuming {
+        pair::with_suffix(key_path, ".new")
+    } else {
+        pair::write_pending(key_path, &name, &new_key)?
+    };
     let csr_pem = pkix::pem_encode(pkix::CSR_PEM_LABEL, &der);
-
     let mut conn = conn::connect(&settings).await?;
-    let staged_key = files::stage(&key_path, new_key.pkcs8_pem()?.as_bytes(), 0o600)?;
-    let m = own_manifest(&name, csr_pem, &a.signer_name, usages, expiration);
-    submit(&mut conn, &m, Some(statement)).await?;
-    let (issued, staged_key) =
-        wait_or_keep_key(&mut conn, &name, a.timeout.into(), staged_key, &key_path).await?;
-    let (serial, valid_until) = check_issued(&name, &issued, &new_key)?;
-    let (cert_bak, key_bak) = install(
-        &cert_path,
-        &key_path,
-        &old_cert_pem,
-        &old_key_pem,
+    let m = own_manifest(&name, csr_pem, &signer_name, usages, expiration);
+    let created = conn
+        .client
+        .create_certificate_signing_request(pb::CreateCertificateSigningRequestRequest {
+            certificate_signing_request: Some(new_request(&m)),
+            renewal: Some(statement),
+        })
+        .await;
+    match created {
+        Ok(_) => {}
+        // Sent before a crash or a lost answer: that request is ours.
+        Err(s) if resuming && s.code() == tonic::Code::AlreadyExists => {}
+        Err(s) => {
+            if !transient(&s) {
+                pair::clear_pending(cert_path, key_path);
+            }
+            return Err(conn::status_error(&s, &conn.url, None));
+        }
+    }
+    let issued = match wait_issued(&mut conn, &name, timeout).await {
+        Ok(pem) => pem,
+        Err(e) => {
+            let timed_out = e
+                .downcast_ref::<Failure>()
+                .is_some_and(|f| f.code == EXIT_TIMEOUT);
+            if !timed_out {
+                pair::clear_pending(cert_path, key_path);
+                return Err(e);
+            }
+            return Err(Failure {
+                code: EXIT_TIMEOUT,
+                message: format!(
+                    "{e:#}; the new key is kept in {} (run certctl renew again to resume, or fetch the certificate with `certctl certificate wait {name} --out FILE`)",
+                    kept.display()
+                ),
+            }
+            .into());
+        }
+    };
+    let (serial, valid_until) = match check_issued(&name, &issued, &new_key) {
+        Ok(v) => v,
+        Err(e) => {
+            pair::clear_pending(cert_path, key_path);
+            return Err(e);
+        }
+    };
+    let (cert_bak, key_bak) = pair::install(
+        cert_path,
+        key_path,
+        (&old_cert_pem, &old_key_pem),
         &issued,
-        staged_key,
+        new_key.pkcs8_pem()?.as_bytes(),
     )?;
-    emit(&format!(
+    pair::clear_pending(cert_path, key_path);
+    Ok(Done::Renewed(format!(
         "certificate {} renewed by {RESOURCE}/{name}: serial {serial}, valid until {valid_until} (previous pair kept as {} and {})\n",
         cert_path.display(),
         cert_bak.display(),
         key_bak.display()
-    ));
-    Ok(())
+    )))
 }
 
-/// Refuses an expired certificate; with `--if-expires-within`, the line to
-/// print instead of renewing when the certificate is not due yet.
+/// The signer name of a certificate without a lineage extension (one this
+/// signer did not issue: the signer refuses its renewal in any case).
+const DEFAULT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+
+/// Refuses an expired certificate; when it is not due yet, what to print
+/// and when it will be.
 fn not_due(
     leaf: &X509Certificate<'_>,
-    threshold: Option<Threshold>,
+    when: When,
     cert_path: &Path,
     now: SystemTime,
-) -> Result<Option<String>> {
+) -> Result<Option<Done>> {
     let not_before = to_system_time(leaf.validity().not_before);
     let not_after = to_system_time(leaf.validity().not_after);
     let remaining = not_after.duration_since(now).unwrap_or_default();
@@ -238,18 +548,20 @@ fn not_due(
             format_time(not_after)
         );
     }
-    let Some(t) = threshold else { return Ok(None) };
-    let lifetime = not_after.duration_since(not_before).unwrap_or_default();
-    let limit = t.limit(lifetime);
-    if remaining <= limit {
+    let due = when.due_at(not_before, not_after);
+    if due <= now {
         return Ok(None);
     }
-    Ok(Some(format!(
-        "certificate {} is not due for renewal: expires in {} ({}), renewing within {}\n",
-        cert_path.display(),
-        kube::human_duration(remaining.as_secs() as i64),
-        format_time(not_after),
-        kube::human_duration(limit.as_secs() as i64),
+    let limit = not_after.duration_since(due).unwrap_or_default();
+    Ok(Some(Done::NotDue(
+        due,
+        format!(
+            "certificate {} is not due for renewal: expires in {} ({}), renewing within {}\n",
+            cert_path.display(),
+            kube::human_duration(remaining.as_secs() as i64),
+            format_time(not_after),
+            kube::human_duration(limit.as_secs() as i64),
+        ),
     )))
 }
 
@@ -288,39 +600,6 @@ fn carried_usages(
     Ok(u)
 }
 
-/// Waits for the renewal's certificate and hands the staged key back.
-/// Timed out: the request may still be issued later, so the new key (the
-/// only copy) is kept next to the old one as `KEY.new` and the error says so.
-async fn wait_or_keep_key(
-    conn: &mut Conn,
-    name: &str,
-    timeout: Duration,
-    staged_key: Staged,
-    key_path: &Path,
-) -> Result<(Vec<u8>, Staged)> {
-    match wait_issued(conn, name, timeout).await {
-        Ok(pem) => Ok((pem, staged_key)),
-        Err(e) => {
-            let timed_out = e
-                .downcast_ref::<Failure>()
-                .is_some_and(|f| f.code == EXIT_TIMEOUT);
-            if !timed_out {
-                return Err(e);
-            }
-            let kept = with_suffix(key_path, ".new");
-            staged_key.commit_to(&kept)?;
-            Err(Failure {
-                code: EXIT_TIMEOUT,
-                message: format!(
-                    "{e:#}; the new key is kept in {} (fetch the certificate later with `certctl certificate wait {name} --out FILE`)",
-                    kept.display()
-                ),
-            }
-            .into())
-        }
-    }
-}
-
 /// Checks that the issued certificate is for the new key (never install one
 /// that is not) and returns its serial and end of validity for the report.
 fn check_issued(name: &str, issued: &[u8], new_key: &PrivateKey) -> Result<(String, String)> {
@@ -339,34 +618,6 @@ fn check_issued(name: &str, issued: &[u8], new_key: &PrivateKey) -> Result<(Stri
     let serial = parsed.raw_serial_as_string();
     let valid_until = format_time(to_system_time(parsed.validity().not_after));
     Ok((serial, valid_until))
-}
-
-/// Puts the new pair in place and returns the backup paths. Backups first,
-/// so the old pair survives whatever happens next; then key and certificate:
-/// the window where they disagree is two renames, and the `.bak` pair
-/// restores the old state.
-fn install(
-    cert_path: &Path,
-    key_path: &Path,
-    old_cert_pem: &[u8],
-    old_key_pem: &[u8],
-    issued: &[u8],
-    staged_key: Staged,
-) -> Result<(PathBuf, PathBuf)> {
-    let cert_bak = with_suffix(cert_path, ".bak");
-    let key_bak = with_suffix(key_path, ".bak");
-    files::write_atomic(&cert_bak, old_cert_pem, 0o644, true)?;
-    files::write_atomic(&key_bak, old_key_pem, 0o600, true)?;
-    let cert_mode = {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(cert_path)
-            .map(|m| m.permissions().mode() & 0o777)
-            .unwrap_or(0o644)
-    };
-    let staged_cert = files::stage(cert_path, issued, cert_mode)?;
-    staged_key.commit(true)?;
-    staged_cert.commit(true)?;
-    Ok((cert_bak, key_bak))
 }
 
 #[cfg(test)]
