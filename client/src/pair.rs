@@ -75,8 +75,8 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Prints and pauses at an installation step when [`PAUSE_ENV`] is set.
-fn step(what: &str) {
+/// Prints and pauses at a step of a renewal when [`PAUSE_ENV`] is set.
+pub fn step(what: &str) {
     if let Some(ms) = std::env::var(PAUSE_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

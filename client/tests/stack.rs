@@ -344,12 +344,22 @@ fn create_approve_wait_then_renew_in_place() {
     );
     assert!(subject.contains("CN = svc, O = team-a"), "{subject}");
 
-    // Young certificate: nothing to do.
+    // Young certificate: nothing to do, said with its own exit code and no error.
     let svc = (crt.clone(), key.clone());
-    let out = ok(user(&stack, &svc)
+    let out = user(&stack, &svc)
         .args(["renew", "--if-expires-within", "1h"])
         .output()
-        .unwrap());
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(certctl::cmd::EXIT_NOT_DUE))
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
     assert!(out.contains("not due for renewal"), "{out}");
     assert!(!dir.join("svc.crt.bak").exists());
 

@@ -290,3 +290,19 @@ pub fn add_bootstrap_token(approver_toml: &Path) -> String {
     .expect("append token");
     format!("{id}.{secret}")
 }
+
+/// Whether the first certificate of the PEM file `cert` is for the private
+/// key in the PEM file `key` (a pair that belongs together).
+pub fn cert_matches_key(cert: &Path, key: &Path) -> bool {
+    let (Ok(cert_pem), Ok(key_pem)) = (std::fs::read(cert), std::fs::read_to_string(key)) else {
+        return false;
+    };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&cert_pem) else {
+        return false;
+    };
+    let Ok(c) = pem.parse_x509() else {
+        return false;
+    };
+    KeyPair::from_pem(&key_pem)
+        .is_ok_and(|k| k.public_key_raw() == c.public_key().subject_public_key.data.as_ref())
+}

@@ -202,6 +202,43 @@ impl Stack {
         );
     }
 
+    /// A certificate issued the way a user gets one with `certctl`: a
+    /// requestor makes the key and request `name` with `create csr`
+    /// (`subject`, `signer_name`, lifetime `expiration` such as "10m"), the
+    /// admin approves it and `certificate wait` writes the chain. Returns
+    /// (DIR/<name>.crt, DIR/<name>.key).
+    pub fn issue_with_certctl(
+        &self,
+        name: &str,
+        subject: &str,
+        signer_name: &str,
+        expiration: &str,
+    ) -> (PathBuf, PathBuf) {
+        let requestor = self.user(&format!("{name}-requestor"), &["dev"]);
+        let (crt, key) = (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+        );
+        run_ok(
+            self.certctl()
+                .arg("--cert")
+                .arg(&requestor.0)
+                .arg("--key")
+                .arg(&requestor.1)
+                .args(["create", "csr", name, "--subject", subject])
+                .args(["--signer-name", signer_name, "--expiration", expiration])
+                .arg("--key-out")
+                .arg(&key),
+        );
+        run_ok(self.certctl().args(["certificate", "approve", name]));
+        run_ok(
+            self.certctl()
+                .args(["certificate", "wait", name, "--timeout", "60s", "--out"])
+                .arg(&crt),
+        );
+        (crt, key)
+    }
+
     /// Makes a user identity `cn` (groups `orgs`) signed by the CA with
     /// `openssl` (setup only: the CA key is read from the init directory),
     /// returning (cert, key).

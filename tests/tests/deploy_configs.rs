@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use certsign_tests::pki::add_bootstrap_token;
-use certsign_tests::{bin, free_port, repo_root, require_tool, run_ok, serve};
+use certsign_tests::{bin, free_port, repo_root, require_tool, run, run_ok, serve};
 use std::path::Path;
 use std::process::Command;
 
@@ -410,21 +410,30 @@ fn renew_unit_command_line_runs_in_certctl() {
                 .unwrap();
             args[i + 1] = t.to_string();
         }
-        run_ok(
-            Command::new(bin("certctl"))
-                .args(&args)
-                .env(&env_key, &env_val)
-                .current_dir(tmp.path()),
-        )
+        let out = run(Command::new(bin("certctl"))
+            .args(&args)
+            .env(&env_key, &env_val)
+            .current_dir(tmp.path()));
+        // Success as systemd judges it: 0, or a SuccessExitStatus= code.
+        let code = out.status.code().unwrap().to_string();
+        assert!(
+            code == "0"
+                || field("SuccessExitStatus")
+                    .split_whitespace()
+                    .any(|c| c == code),
+            "certctl-renew.service would fail (exit {code}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        code
     };
     let before = std::fs::read(client.join("tls.crt")).unwrap();
-    run_unit(None);
+    assert_eq!(run_unit(None), "5", "nothing due: exit 5");
     assert_eq!(
         std::fs::read(client.join("tls.crt")).unwrap(),
         before,
         "a fresh certificate must not be renewed at 33%"
     );
-    run_unit(Some("100%"));
+    assert_eq!(run_unit(Some("100%")), "0", "renewed: exit 0");
     let after = std::fs::read(client.join("tls.crt")).unwrap();
     assert_ne!(
         after, before,

@@ -99,6 +99,41 @@ fn renew_unit_is_sandboxed_and_readme_says_how_much() {
 }
 
 #[test]
+fn renew_agent_template_scores_like_the_renew_unit_and_runs_the_daemon() {
+    let score = exposure("certctl-renew@.service");
+    assert_eq!(
+        score,
+        exposure("certctl-renew.service"),
+        "the agent's sandbox must score like the oneshot unit's"
+    );
+    assert_eq!(readme_score("certctl-renew@.service"), score);
+    let agent = read_unit("certctl-renew@.service");
+    let oneshot = read_unit("certctl-renew.service");
+    let exec = directive(&agent, "ExecStart").expect("ExecStart");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert!(words[0].ends_with("/certctl"), "{exec}");
+    assert_eq!(&words[1..], ["renew", "--daemon"], "{exec}");
+    assert_eq!(
+        directive(&agent, "Environment").as_deref(),
+        Some("CERTCTL_CONFIG=/etc/certsign/%i/certctl.toml")
+    );
+    assert_eq!(
+        directive(&agent, "ReadWritePaths").as_deref(),
+        Some("/etc/certsign/%i"),
+        "each instance writes only its own directory"
+    );
+    assert_eq!(directive(&agent, "Restart").as_deref(), Some("on-failure"));
+    for key in [
+        "User",
+        "CapabilityBoundingSet",
+        "NoNewPrivileges",
+        "SystemCallFilter",
+    ] {
+        assert_eq!(directive(&agent, key), directive(&oneshot, key), "{key}");
+    }
+}
+
+#[test]
 fn daemons_run_as_their_own_unprivileged_users() {
     let signer = read_unit("certsign-signer.service");
     let approver = read_unit("certsign-approver.service");
@@ -199,6 +234,11 @@ fn renew_timer_drives_certctl_renew_with_the_threshold() {
         .unwrap();
     assert_eq!(words.get(pos + 1), Some(&"33%"));
     assert_eq!(directive(&service, "Type").as_deref(), Some("oneshot"));
+    // certctl's "nothing was due" exit code is no failure.
+    assert_eq!(
+        directive(&service, "SuccessExitStatus").as_deref(),
+        Some("5")
+    );
     assert!(directive(&timer, "OnCalendar").is_some());
     assert!(
         matches!(

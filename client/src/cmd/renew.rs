@@ -483,6 +483,7 @@ pub(super) async fn renew_once(
             return Err(conn::status_error(&s, &conn.url, None));
         }
     }
+    pair::step("request sent");
     let issued = match wait_issued(&mut conn, &name, timeout).await {
         Ok(pem) => pem,
         Err(e) => {
