@@ -322,6 +322,44 @@ mod tests {
     }
 
     #[test]
+    fn renew_entries_resolve_paths_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let head = "server = \"https://a:1\"\nca = \"ca.crt\"\n";
+        std::fs::write(
+            &path,
+            format!("{head}[[renew]]\ncert = \"a.crt\"\nkey = \"/k/a.key\"\nexec = \"true\"\nrenew_before = \"33%\"\n[[renew]]\ncert = \"b.crt\"\nkey = \"b.key\"\n"),
+        )
+        .unwrap();
+        let cfg = ConfigFile::load(&path).unwrap();
+        assert_eq!(cfg.renew.len(), 2);
+        assert_eq!(cfg.renew[0].cert, dir.path().join("a.crt"));
+        assert_eq!(cfg.renew[0].key, PathBuf::from("/k/a.key"));
+        assert_eq!(cfg.renew[1].exec, None);
+        for (entry, want) in [
+            ("cert = \"a\"\nkey = \"b\"\nexce = \"x\"\n", "exce"),
+            ("cert = \"a\"\n", "key"),
+            (
+                "cert = \"a\"\nkey = \"b\"\nrenew_before = \"soon\"\n",
+                "key `renew[0].renew_before`",
+            ),
+            (
+                "cert = \"a\"\nkey = \"b\"\nexpiration = \"1 fortnight\"\n",
+                "key `renew[0].expiration`",
+            ),
+            (
+                "cert = \"a\"\nkey = \"b\"\nexec = \" \"\n",
+                "key `renew[0].exec`",
+            ),
+        ] {
+            std::fs::write(&path, format!("{head}[[renew]]\n{entry}")).unwrap();
+            let err = format!("{:#}", ConfigFile::load(&path).unwrap_err());
+            assert!(err.contains(want), "{entry}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
     fn finds_the_user_config() {
         let dir = tempfile::tempdir().unwrap();
         let xdg = dir.path().join("xdg");

@@ -457,13 +457,14 @@ pub(super) async fn renew_once(
         csr_der: der,
         statement,
     } = renewal_for(&current, new_key, &name, &signer_name, now)?;
+    let csr_pem = pkix::pem_encode(pkix::CSR_PEM_LABEL, &der);
+    let mut conn = conn::connect(&settings).await?;
+    // Durable before the request leaves: from here on it may be issued.
     let kept = if resuming {
         pair::with_suffix(key_path, ".new")
     } else {
         pair::write_pending(key_path, &name, &new_key)?
     };
-    let csr_pem = pkix::pem_encode(pkix::CSR_PEM_LABEL, &der);
-    let mut conn = conn::connect(&settings).await?;
     let m = own_manifest(&name, csr_pem, &signer_name, usages, expiration);
     let created = conn
         .client
