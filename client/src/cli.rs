@@ -68,8 +68,8 @@ pub enum Command {
     ///
     /// `certctl renew --cert F --key K` authenticates with F/K, asks for a
     /// certificate with the same subject and SANs for a new key of the same
-    /// type, waits for it, then replaces F and K atomically (each via a temp
-    /// file and rename). The previous pair is kept as F.bak and K.bak
+    /// type, waits for it, then replaces F and K as a pair (one symlink
+    /// switch when they share a directory). The previous pair is kept as F.bak and K.bak
     /// (replacing older backups); the old certificate stays valid until it
     /// expires. With --if-expires-within it is safe to run from cron or a
     /// systemd timer: while the certificate is young it prints one line and

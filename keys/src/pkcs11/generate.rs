@@ -9,11 +9,10 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 use der::Encode;
 
-use super::token::{
-    Scheme, TokenError, ck, fail, find_one, find_slot, load_module, open_session, read_pin,
-    sign_with, two_integers,
+use certsign_pkcs11::{
+    Pkcs11Uri, Scheme, TokenError, ck, fail, find_one, find_slot, load_module, open_session,
+    read_pin, sign_with, two_integers,
 };
-use super::uri::Pkcs11Uri;
 
 /// A key just generated in a token, able to self-sign the CA certificate
 /// through rcgen (`init --ca-key-uri`).

@@ -1,6 +1,6 @@
 //! The CA key in a PKCS#11 token (an HSM, or SoftHSM2 for tests).
 //!
-//! - [`Pkcs11Uri`]: an RFC 7512 URI (`pkcs11:token=…;object=…?module-path=…&pin-source=…`).
+//! - [`Pkcs11Uri`] (from `certsign-pkcs11`, shared with certctl): an RFC 7512 URI (`pkcs11:token=…;object=…?module-path=…&pin-source=…`).
 //!   The PIN comes from `pin-source` only: `file:/abs/path` (RFC 7512) or
 //!   `env:NAME` (our extension). `pin-value` is refused: a PIN must never sit
 //!   in a configuration file. Unknown attributes are refused (fail closed).
@@ -25,8 +25,7 @@
 
 mod generate;
 mod token;
-mod uri;
 
+pub use certsign_pkcs11::{PinSource, Pkcs11Uri, Scheme, TokenError};
 pub use generate::{GeneratedKey, generate};
-pub use token::{Scheme, TokenError, TokenKey};
-pub use uri::{PinSource, Pkcs11Uri};
+pub use token::TokenKey;

@@ -1,4 +1,5 @@
-//! RFC 7512 PKCS#11 URIs naming the CA's private key.
+//! RFC 7512 PKCS#11 URIs naming a private key: the signer's CA key and
+//! certctl's admin keys parse with this one parser.
 //!
 //! The PIN comes from `pin-source` only; `pin-value` and unknown attributes
 //! are refused (fail closed). This module never reads or shows a PIN.
@@ -82,9 +83,7 @@ impl Pkcs11Uri {
                 "id" if id.is_none() => id = Some(pct_decode(v, k)?),
                 "type" if v == "private" => {}
                 "type" => {
-                    return Err(format!(
-                        "type={v}: the CA key is a private key (type=private)"
-                    ));
+                    return Err(format!("type={v}: the key is a private key (type=private)"));
                 }
                 "token" | "serial" | "object" | "id" => return Err(dup()),
                 _ => {
@@ -154,7 +153,8 @@ impl Pkcs11Uri {
         })
     }
 
-    pub(crate) fn key_template(&self, class: ObjectClass) -> Vec<Attribute> {
+    /// The search template for the key's objects of `class`.
+    pub fn key_template(&self, class: ObjectClass) -> Vec<Attribute> {
         let mut t = vec![Attribute::Class(class), Attribute::Token(true)];
         if let Some(l) = &self.object {
             t.push(Attribute::Label(l.as_bytes().to_vec()));
