@@ -5,7 +5,8 @@
 //! if it exists. Each setting is then overridden by `--server`, `--ca`,
 //! `--cert`, `--key`. Relative paths in the file resolve against the file's
 //! directory; relative paths on the command line against the working
-//! directory. This module reads files but never connects anywhere.
+//! directory. A key may be a `pkcs11:` URI instead of a path; the file's
+//! `pkcs11_module` fills in its `module-path` when it has none. This module reads files but never connects anywhere.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -23,8 +24,11 @@ pub struct ConfigFile {
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM).
     pub cert: Option<PathBuf>,
-    /// Client private key (PEM).
+    /// Client private key (PEM), or an RFC 7512 `pkcs11:` URI of a key in a
+    /// token (with `pin-source`).
     pub key: Option<PathBuf>,
+    /// The PKCS#11 module for a `pkcs11:` key URI without `module-path`.
+    pub pkcs11_module: Option<PathBuf>,
     /// Certificates `certctl renew` keeps fresh (`[[renew]]` tables).
     #[serde(default)]
     pub renew: Vec<RenewEntry>,
@@ -70,12 +74,18 @@ impl ConfigFile {
             )
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key]
-            .into_iter()
-            .flatten()
-            .chain(cfg.renew.iter_mut().flat_map(|e| [&mut e.cert, &mut e.key]))
+        for p in [
+            &mut cfg.ca,
+            &mut cfg.cert,
+            &mut cfg.key,
+            &mut cfg.pkcs11_module,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(cfg.renew.iter_mut().flat_map(|e| [&mut e.cert, &mut e.key]))
         {
-            if p.is_relative() {
+            // A `pkcs11:` URI is not a path.
+            if p.is_relative() && !crate::token::is_uri(p) {
                 *p = dir.join(&*p);
             }
         }
@@ -220,7 +230,10 @@ impl Overrides {
                 anyhow!("no CA configured: pass --ca or set `ca` in the config file")
             })?;
         let cert = self.cert.clone().or(file.cert);
-        let key = self.key.clone().or(file.key);
+        let key = match (self.key.clone().or(file.key), &file.pkcs11_module) {
+            (Some(k), Some(module)) => Some(crate::token::with_module(&k, module)),
+            (k, _) => k,
+        };
         let identity = match (cert, key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -357,6 +370,26 @@ mod tests {
             assert!(err.contains(want), "{entry}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn a_pkcs11_key_is_no_path_and_gets_the_configured_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "server = \"https://a:1\"\nca = \"ca.crt\"\ncert = \"admin.crt\"\nkey = \"pkcs11:token=admin;object=admin?pin-source=env:PIN\"\npkcs11_module = \"/usr/lib/softhsm/libsofthsm2.so\"\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let (_, key) = o.resolve(|_| None).unwrap().identity.unwrap();
+        assert_eq!(
+            key.to_str().unwrap(),
+            "pkcs11:token=admin;object=admin?pin-source=env:PIN&module-path=/usr/lib/softhsm/libsofthsm2.so"
+        );
     }
 
     #[test]

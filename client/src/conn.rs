@@ -1,7 +1,8 @@
 //! The gRPC connection to the approver (mTLS or bootstrap token) and the one
 //! place where gRPC statuses become readable one-line errors.
 //!
-//! TLS is tonic's `ClientTlsConfig` on ring; the server name is the URL's host.
+//! TLS is tonic's `ClientTlsConfig` on ring (with a key in a PKCS#11 token:
+//! rustls through [`crate::token`]); the server name is the URL's host.
 //! This module never sends a client certificate and a token together: with a
 //! token the caller is a bootstrapping machine, not the certificate's owner.
 
@@ -87,7 +88,7 @@ pub fn read_key(path: &Path) -> Result<Vec<u8>> {
 pub async fn connect(settings: &Settings) -> Result<Conn> {
     let (ca_pem, _) = read_certs("CA", &settings.ca)?;
     let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
+        .ca_certificate(Certificate::from_pem(&ca_pem))
         .domain_name(settings.server.host.clone());
     let mut identity_paths = None;
     let auth = match &settings.token {
@@ -98,6 +99,26 @@ pub async fn connect(settings: &Settings) -> Result<Conn> {
             Auth(Some(value))
         }
         None => {
+            if let Some((cert, key)) = &settings.identity
+                && crate::token::is_uri(key)
+            {
+                let (cert_pem, certs) = read_certs("certificate", cert)?;
+                let leaf = certs.first().map(Vec::as_slice).unwrap_or_default();
+                let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+                    .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert.display()))?;
+                let key = crate::token::open(key, parsed.public_key().raw)?;
+                let url = settings.server.url.clone();
+                let channel =
+                    crate::token::connect(&url, &settings.server.host, &ca_pem, &cert_pem, key)
+                        .await?
+                        .map_err(|e| {
+                            anyhow!("cannot reach approver at {url}: {}", innermost(&e))
+                        })?;
+                return Ok(Conn {
+                    client: ApproverClient::with_interceptor(channel, Auth(None)),
+                    url,
+                });
+            }
             if let Some((cert, key)) = &settings.identity {
                 let (cert_pem, _) = read_certs("certificate", cert)?;
                 let key_pem = read_key(key)?;

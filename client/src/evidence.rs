@@ -35,9 +35,6 @@ impl StatementSigner {
     /// Loads the certificate and key and checks that they belong together.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self> {
         let (_, mut certs) = conn::read_certs("certificate", cert_path)?;
-        let key_pem = conn::read_file("key", key_path)?;
-        let key = PrivateKey::from_pem(&key_pem)
-            .map_err(|e| anyhow!("cannot read key {}: {e}", key_path.display()))?;
         if certs.is_empty() {
             bail!(
                 "cannot read certificate {}: no certificate",
@@ -45,6 +42,15 @@ impl StatementSigner {
             );
         }
         let leaf_der = certs.remove(0);
+        let key = if crate::token::is_uri(key_path) {
+            let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&leaf_der)
+                .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;
+            PrivateKey::from_token(crate::token::open(key_path, leaf.public_key().raw)?)
+        } else {
+            let key_pem = conn::read_file("key", key_path)?;
+            PrivateKey::from_pem(&key_pem)
+                .map_err(|e| anyhow!("cannot read key {}: {e}", key_path.display()))?
+        };
         {
             let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&leaf_der)
                 .map_err(|e| anyhow!("cannot read certificate {}: {e}", cert_path.display()))?;

@@ -1,5 +1,5 @@
 //! Private keys: generation (PKCS#8 through ring), loading from PEM (PKCS#8,
-//! SEC1 EC, PKCS#1 RSA), signing, and the public key as a
+//! SEC1 EC, PKCS#1 RSA), a key held in a PKCS#11 token, signing, and the public key as a
 //! SubjectPublicKeyInfo and signature AlgorithmIdentifier for a request.
 //!
 //! Key material never leaves this module except as the PKCS#8 PEM of a key
@@ -8,6 +8,7 @@
 //! writes files and never talks to the network.
 
 use anyhow::{Result, anyhow, bail};
+use certsign_pkcs11::Scheme;
 use const_oid::ObjectIdentifier;
 use const_oid::db::{rfc5912, rfc8410};
 use der::asn1::{Any, BitString, OctetStringRef};
@@ -67,6 +68,8 @@ enum Pair {
     Ed25519(Ed25519KeyPair),
     /// RSA (PKCS#1 v1.5 with SHA-256 signatures).
     Rsa(RsaKeyPair),
+    /// A key in a PKCS#11 token (its signatures verified before use).
+    Token(std::sync::Arc<certsign_pkcs11::TokenSigner>),
 }
 
 /// A private key that can sign requests and statements.
@@ -131,6 +134,19 @@ impl PrivateKey {
         })
     }
 
+    /// A key held in a PKCS#11 token ([`crate::token::open`]).
+    pub fn from_token(key: std::sync::Arc<certsign_pkcs11::TokenSigner>) -> Self {
+        Self {
+            pair: Pair::Token(key),
+            pkcs8: None,
+        }
+    }
+
+    /// Whether the key is held in a token (it cannot be written out or renewed).
+    pub fn is_token(&self) -> bool {
+        matches!(self.pair, Pair::Token(_))
+    }
+
     /// Loads a PEM private key: PKCS#8, SEC1 (`EC PRIVATE KEY`) or PKCS#1 RSA.
     pub fn from_pem(pem: &[u8]) -> Result<Self> {
         let der = PrivateKeyDer::from_pem_slice(pem)
@@ -175,7 +191,7 @@ impl PrivateKey {
     /// The PKCS#8 PEM of the key (a generated key, or one read as PKCS#8 or SEC1).
     pub fn pkcs8_pem(&self) -> Result<Zeroizing<String>> {
         let Some(der) = &self.pkcs8 else {
-            bail!("cannot serialize a PKCS#1 RSA key")
+            bail!("cannot serialize a PKCS#1 RSA key or a key held in a token")
         };
         der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, der)
             .map(Zeroizing::new)
@@ -188,6 +204,7 @@ impl PrivateKey {
             Pair::Ecdsa(kp, _) => kp.public_key().as_ref().to_vec(),
             Pair::Ed25519(kp) => kp.public_key().as_ref().to_vec(),
             Pair::Rsa(kp) => kp.public_key().as_ref().to_vec(),
+            Pair::Token(t) => t.public_key_raw().to_vec(),
         }
     }
 
@@ -196,7 +213,7 @@ impl PrivateKey {
         match &self.pair {
             Pair::Ecdsa(_, curve) => Some(curve.kind),
             Pair::Ed25519(_) => Some(KeyType::Ed25519),
-            Pair::Rsa(_) => None,
+            Pair::Rsa(_) | Pair::Token(_) => None,
         }
     }
 
@@ -216,6 +233,7 @@ impl PrivateKey {
                     .map_err(|_| anyhow!("cannot sign with the RSA key"))?;
                 Ok(sig)
             }
+            Pair::Token(t) => t.sign(msg).map_err(|e| anyhow!("{e}")),
         }
     }
 
@@ -225,6 +243,11 @@ impl PrivateKey {
             Pair::Ecdsa(_, curve) => (curve.signature, None),
             Pair::Ed25519(_) => (rfc8410::ID_ED_25519, None),
             Pair::Rsa(_) => (rfc5912::SHA_256_WITH_RSA_ENCRYPTION, Some(Any::null())),
+            Pair::Token(t) => match t.scheme() {
+                Scheme::EcdsaP256 => (rfc5912::ECDSA_WITH_SHA_256, None),
+                Scheme::EcdsaP384 => (rfc5912::ECDSA_WITH_SHA_384, None),
+                Scheme::RsaSha256 => (rfc5912::SHA_256_WITH_RSA_ENCRYPTION, Some(Any::null())),
+            },
         };
         AlgorithmIdentifierOwned { oid, parameters }
     }
@@ -238,6 +261,17 @@ impl PrivateKey {
             ),
             Pair::Ed25519(_) => (rfc8410::ID_ED_25519, None),
             Pair::Rsa(_) => (rfc5912::RSA_ENCRYPTION, Some(Any::null())),
+            Pair::Token(t) => match t.scheme() {
+                Scheme::EcdsaP256 => (
+                    rfc5912::ID_EC_PUBLIC_KEY,
+                    Some(Any::encode_from(&rfc5912::SECP_256_R_1).map_err(der_error)?),
+                ),
+                Scheme::EcdsaP384 => (
+                    rfc5912::ID_EC_PUBLIC_KEY,
+                    Some(Any::encode_from(&rfc5912::SECP_384_R_1).map_err(der_error)?),
+                ),
+                Scheme::RsaSha256 => (rfc5912::RSA_ENCRYPTION, Some(Any::null())),
+            },
         };
         Ok(SubjectPublicKeyInfoOwned {
             algorithm: AlgorithmIdentifierOwned { oid, parameters },

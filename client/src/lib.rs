@@ -20,6 +20,7 @@
 //! - [`key`]: private keys (generate, load, sign).
 //! - [`pkix`]: subjects, SANs, PKCS#10, PEM, usages.
 //! - [`evidence`]: signed Approval/Renewal/Revocation statements.
+//! - [`token`]: `--key pkcs11:...` keys in a PKCS#11 token (statements and TLS).
 //! - [`revocation`]: reason words, serial spellings, the RevocationStatement.
 //! - [`inventory`]: the issued-certificate table and its JSON/YAML shape.
 //! - [`files`]: atomic file writes.
@@ -43,6 +44,7 @@ pub mod output;
 pub mod pair;
 pub mod pkix;
 pub mod revocation;
+pub mod token;
 
 pub use output::{Failure, emit, io_reason, print_error};
 

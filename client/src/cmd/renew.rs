@@ -399,6 +399,11 @@ pub(super) async fn renew_once(
     timeout: Duration,
 ) -> Result<Done> {
     let (cert_path, key_path) = (&t.cert, &t.key);
+    if crate::token::is_uri(key_path) {
+        bail!(
+            "cannot renew a certificate whose key is held in a PKCS#11 token: certctl writes the new key to a file; renew it with a file key, or request a new certificate for a new token key"
+        );
+    }
     pair::recover(cert_path, key_path)?;
     let settings = Settings {
         identity: Some((cert_path.clone(), key_path.clone())),
