@@ -113,6 +113,30 @@ pub fn mint_with(spec: &MintSpec<'_>, issuer_cert_pem: &str, issuer_key_pem: &st
     let ca_key = KeyPair::from_pem(issuer_key_pem).unwrap();
     let issuer = Issuer::from_ca_cert_pem(issuer_cert_pem, ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
+    let cert = mint_params(spec).signed_by(&key, &issuer).unwrap();
+    Ident {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().to_vec(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// Mints a certificate for `spec` for a public key held elsewhere (e.g. in
+/// a token): `spki_der` is its SubjectPublicKeyInfo. Returns the PEM.
+pub fn mint_for_public_key(
+    spec: &MintSpec<'_>,
+    spki_der: &[u8],
+    issuer_cert_pem: &str,
+    issuer_key_pem: &str,
+) -> String {
+    let ca_key = KeyPair::from_pem(issuer_key_pem).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(issuer_cert_pem, ca_key).unwrap();
+    let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der).unwrap();
+    mint_params(spec).signed_by(&public, &issuer).unwrap().pem()
+}
+
+/// The certificate parameters of `spec`.
+fn mint_params(spec: &MintSpec<'_>) -> CertificateParams {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name = dn(spec.cn, spec.orgs);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -127,12 +151,7 @@ pub fn mint_with(spec: &MintSpec<'_>, issuer_cert_pem: &str, issuer_key_pem: &st
     let now = time::OffsetDateTime::now_utc();
     p.not_before = now + spec.not_before;
     p.not_after = now + spec.not_after;
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    Ident {
-        cert_pem: cert.pem(),
-        cert_der: cert.der().to_vec(),
-        key_pem: key.serialize_pem(),
-    }
+    p
 }
 
 /// A self-signed CA of its own (the "unknown CA" of the security tests):
@@ -245,6 +264,13 @@ impl Pki {
     pub fn mint(&self, spec: &MintSpec<'_>) -> Ident {
         let key = std::fs::read_to_string(self.p("signer/ca.key")).unwrap();
         mint_with(spec, &self.ca_pem(), &key)
+    }
+
+    /// Mints a certificate (PEM) with the init CA for the public key
+    /// `spki_der` (a key in a token; test setup only).
+    pub fn mint_for_public_key(&self, spec: &MintSpec<'_>, spki_der: &[u8]) -> String {
+        let key = std::fs::read_to_string(self.p("signer/ca.key")).unwrap();
+        mint_for_public_key(spec, spki_der, &self.ca_pem(), &key)
     }
 }
 
