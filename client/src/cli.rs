@@ -35,8 +35,12 @@ pub struct Global {
     /// `certificate revoke` without names: the certificate to revoke.
     #[arg(long, global = true, value_name = "FILE")]
     pub cert: Option<PathBuf>,
-    /// Client private key (PEM). For `renew` and `certificate revoke`: its key.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Client private key (PEM), or a key in a PKCS#11 token as an RFC 7512
+    /// URI, e.g. `pkcs11:token=admins;object=alice?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/pin`
+    /// (PIN from `pin-source` only: file:/path or env:NAME; the module may
+    /// come from `pkcs11_module` in the config). For `renew` and
+    /// `certificate revoke`: its key.
+    #[arg(long, global = true, value_name = "FILE|URI")]
     pub key: Option<PathBuf>,
     /// Bootstrap token <id>.<secret>: authenticate with it instead of a certificate.
     #[arg(
