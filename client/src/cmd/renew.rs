@@ -651,6 +651,32 @@ mod tests {
     }
 
     #[test]
+    fn renewal_points_two_thirds_with_jitter_or_renew_before() {
+        let nb = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let na = nb + Duration::from_secs(9000);
+        let two_thirds = nb + Duration::from_secs(6000);
+        assert_eq!(When::TwoThirds { jitter: 0.0 }.due_at(nb, na), two_thirds);
+        for _ in 0..100 {
+            let due = When::TwoThirds {
+                jitter: When::jitter(),
+            }
+            .due_at(nb, na);
+            // At most a fifteenth of the lifetime (600s) earlier.
+            assert!(due <= two_thirds && due >= two_thirds - Duration::from_secs(600));
+        }
+        let before = Threshold::parse_as("585s", "renew_before").unwrap();
+        assert_eq!(
+            When::Threshold(before).due_at(nb, na),
+            na - Duration::from_secs(585)
+        );
+        assert_eq!(
+            When::Threshold(Threshold::Fraction(0.5)).due_at(nb, na),
+            nb + Duration::from_secs(4500)
+        );
+        assert_eq!(When::Now.due_at(nb, na), SystemTime::UNIX_EPOCH);
+    }
+
+    #[test]
     fn renewal_names_are_valid() {
         for cn in ["Alice Smith", "system:node:worker-1", "", "---"] {
             let n = renewal_name(cn);
