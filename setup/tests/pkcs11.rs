@@ -17,16 +17,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use certsign_tests::hsm::{SOFTHSM_MODULE as MODULE, SoftHsm};
 use common::*;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tonic::Code;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "1234";
 
+/// A SoftHSM2 token from the harness, as these tests name things.
 struct Hsm {
-    _tmp: tempfile::TempDir,
+    token: SoftHsm,
     dir: PathBuf,
     conf: String,
 }
@@ -34,45 +35,15 @@ struct Hsm {
 impl Hsm {
     /// A fresh SoftHSM2 token labelled `signer-ca`, PIN 1234 in a 0600 file.
     fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        std::fs::create_dir(dir.join("tokens")).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!("directories.tokendir = {}/tokens/\n", dir.display()),
-        )
-        .unwrap();
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                "signer-ca",
-                "--so-pin",
-                "5678",
-                "--pin",
-                PIN,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "softhsm2-util: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pin = dir.join("pin");
-        std::fs::write(&pin, format!("{PIN}\n")).unwrap();
-        std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let token = SoftHsm::new("signer-ca", PIN);
         Self {
-            _tmp: tmp,
-            conf: conf.to_str().unwrap().to_string(),
-            dir,
+            dir: token.dir.clone(),
+            conf: token.conf.to_str().unwrap().to_string(),
+            token,
         }
     }
     fn pin_file(&self) -> PathBuf {
-        self.dir.join("pin")
+        self.token.pin_file()
     }
     fn uri(&self) -> String {
         format!(
