@@ -63,8 +63,6 @@ fn sign_req(csr: CertificateSigningRequest, approvals: Vec<SignedStatement>) -> 
     }
 }
 
-/// An edit of a request after it was approved.
-
 /// One way to ask for a certificate nobody approved, and how the signer
 /// must refuse it.
 struct Attempt {
