@@ -352,25 +352,31 @@ async fn published(c: &mut ApproverClient<Channel>) -> Option<(Vec<u8>, String)>
 /// statement too old for it): its CRLs omit that revocation, so the
 /// approver keeps serving the last CRL that lists it and never publishes
 /// one of them.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crl_omitting_a_held_revocation_is_never_published() {
-    let pki = Pki::init();
-    let mut signer_a = start_signer(&pki, "127.0.0.1:0");
-    // B: same CA and profiles, own journal, and statements older than 1 s
-    // are stale to it.
+/// A second signer B beside `signer_a`: same CA and profiles, its own
+/// address, and whatever `edit` sets in its config. Returns B's address
+/// and config path.
+fn second_signer(pki: &Pki, edit: impl FnOnce(&mut toml::Table)) -> (String, std::path::PathBuf) {
     let b_addr = format!("127.0.0.1:{}", free_port());
     let b_toml = pki.p("signer/signer-b.toml");
     std::fs::copy(pki.signer_toml(), &b_toml).unwrap();
     edit_toml(&b_toml, |t| {
         t.insert("listen".into(), b_addr.clone().into());
-        t.insert("journal".into(), "journal-b.jsonl".into());
-        t.insert("statement_max_age".into(), "1s".into());
+        edit(t);
     });
-    let endpoints = vec![
-        format!("https://{b_addr}"),
-        format!("https://{}", signer_a.addr),
-    ];
-    let approver = certsign_tests::stack::approver_spawn(&pki, &signer_a.addr, move |t| {
+    (b_addr, b_toml)
+}
+
+/// An approver refreshing its CRL every second from B first, then A; it
+/// issues alice a certificate, revokes it and waits until the revocation is
+/// on a published CRL. Returns the approver, the admin's client and the
+/// revoked serial.
+async fn revoked_on_two_signers(
+    pki: &Pki,
+    a_addr: &str,
+    b_addr: &str,
+) -> (Daemon, ApproverClient<Channel>, String) {
+    let endpoints = vec![format!("https://{b_addr}"), format!("https://{a_addr}")];
+    let approver = certsign_tests::stack::approver_spawn(pki, a_addr, move |t| {
         t.insert("crl_refresh".into(), "1s".into());
         let s = t.get_mut("signer").unwrap().as_table_mut().unwrap();
         s.insert(
@@ -381,15 +387,47 @@ async fn a_crl_omitting_a_held_revocation_is_never_published() {
     .fresh_log()
     .start();
     let admin = pki.admin();
-    let alice = issued_to(&pki, &approver.addr, &admin, &pki.user("alice", &[]), "a1").await;
+    let alice = issued_to(pki, &approver.addr, &admin, &pki.user("alice", &[]), "a1").await;
     let serial = serial_of(&alice.cert_der);
-    let mut adm = client(&pki, &approver.addr, Some(&admin)).await;
+    let mut adm = client(pki, &approver.addr, Some(&admin)).await;
     adm.revoke_certificate(RevokeCertificateRequest {
         revocation: Some(revocation(&alice, &admin)),
     })
     .await
     .unwrap();
     published_with(&mut adm, &serial).await;
+    (approver, adm, serial)
+}
+
+/// For several refresh periods the approver keeps serving the last CRL that
+/// lists `serial`, unchanged.
+async fn keeps_serving_the_crl_with(adm: &mut ApproverClient<Channel>, serial: &str) {
+    let (before, number) = published(adm).await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (now, n) = published(adm).await.unwrap();
+        assert!(
+            crl_serials(&now).contains(&serial.to_owned()),
+            "published a CRL omitting {serial}"
+        );
+        assert_eq!(
+            (now.as_slice(), n.as_str()),
+            (before.as_slice(), number.as_str())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crl_omitting_a_held_revocation_is_never_published() {
+    let pki = Pki::init();
+    let mut signer_a = start_signer(&pki, "127.0.0.1:0");
+    // B: same CA and profiles, own journal, and statements older than 1 s
+    // are stale to it.
+    let (b_addr, b_toml) = second_signer(&pki, |t| {
+        t.insert("journal".into(), "journal-b.jsonl".into());
+        t.insert("statement_max_age".into(), "1s".into());
+    });
+    let (_approver, mut adm, serial) = revoked_on_two_signers(&pki, &signer_a.addr, &b_addr).await;
 
     // A goes away; B comes up after the statement went stale for it.
     signer_a.kill();
@@ -410,19 +448,7 @@ async fn a_crl_omitting_a_held_revocation_is_never_published() {
 
     // For several refresh periods the approver serves the last CRL that
     // lists the revocation, never one of B's.
-    let (before, number) = published(&mut adm).await.unwrap();
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (now, n) = published(&mut adm).await.unwrap();
-        assert!(
-            crl_serials(&now).contains(&serial),
-            "published a CRL omitting {serial}"
-        );
-        assert_eq!(
-            (now.as_slice(), n.as_str()),
-            (before.as_slice(), number.as_str())
-        );
-    }
+    keeps_serving_the_crl_with(&mut adm, &serial).await;
     // The inventory still holds the revocation.
     let items = adm
         .list_certificates(ListCertificatesRequest {
@@ -443,42 +469,14 @@ async fn a_crl_omitting_a_held_revocation_is_never_published() {
 async fn a_crl_from_a_signer_that_lost_a_revocation_is_never_published() {
     let pki = Pki::init();
     let mut signer_a = start_signer(&pki, "127.0.0.1:0");
-    let b_addr = format!("127.0.0.1:{}", free_port());
     let b_dir = pki.p("signer-b");
     std::fs::create_dir_all(&b_dir).unwrap();
-    let b_toml = pki.p("signer/signer-b.toml");
-    std::fs::copy(pki.signer_toml(), &b_toml).unwrap();
-    let b_journal = b_dir.join("journal.jsonl");
-    let journal_path = b_journal.display().to_string();
-    edit_toml(&b_toml, |t| {
-        t.insert("listen".into(), b_addr.clone().into());
+    let journal_path = b_dir.join("journal.jsonl").display().to_string();
+    let (b_addr, b_toml) = second_signer(&pki, |t| {
         t.insert("journal".into(), journal_path.into());
     });
     let mut signer_b = Daemon::serve(&signer_bin(), &b_toml, &pki.p("signer-b.log"));
-    let endpoints = vec![
-        format!("https://{b_addr}"),
-        format!("https://{}", signer_a.addr),
-    ];
-    let approver = certsign_tests::stack::approver_spawn(&pki, &signer_a.addr, move |t| {
-        t.insert("crl_refresh".into(), "1s".into());
-        let s = t.get_mut("signer").unwrap().as_table_mut().unwrap();
-        s.insert(
-            "endpoints".into(),
-            toml::Value::Array(endpoints.into_iter().map(Into::into).collect()),
-        );
-    })
-    .fresh_log()
-    .start();
-    let admin = pki.admin();
-    let alice = issued_to(&pki, &approver.addr, &admin, &pki.user("alice", &[]), "a1").await;
-    let serial = serial_of(&alice.cert_der);
-    let mut adm = client(&pki, &approver.addr, Some(&admin)).await;
-    adm.revoke_certificate(RevokeCertificateRequest {
-        revocation: Some(revocation(&alice, &admin)),
-    })
-    .await
-    .unwrap();
-    published_with(&mut adm, &serial).await;
+    let (_approver, mut adm, serial) = revoked_on_two_signers(&pki, &signer_a.addr, &b_addr).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !signer_crl(&pki, &b_addr)
         .await
@@ -499,19 +497,7 @@ async fn a_crl_from_a_signer_that_lost_a_revocation_is_never_published() {
 
     // For several refresh periods the approver serves the last CRL that
     // lists the revocation, never one of B's, and says why in its log.
-    let (before, number) = published(&mut adm).await.unwrap();
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (now, n) = published(&mut adm).await.unwrap();
-        assert!(
-            crl_serials(&now).contains(&serial),
-            "published a CRL omitting {serial}"
-        );
-        assert_eq!(
-            (now.as_slice(), n.as_str()),
-            (before.as_slice(), number.as_str())
-        );
-    }
+    keeps_serving_the_crl_with(&mut adm, &serial).await;
     let log = std::fs::read_to_string(pki.p("approver.log")).unwrap();
     assert!(
         log.contains("refusing to publish this CRL") && log.contains(&serial),

@@ -13,63 +13,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod store_kit;
+
 use std::convert::Infallible;
+use store_kit::{S1, both, by, csr, guard, rv};
 
-use certsign_approver::decision::{self, Actor, DecisionInput, State};
-use certsign_approver::store::{CreateGuard, Store, StoreError, UpdateError};
-use certsign_proto::v1::{CertificateSigningRequest, CertificateSigningRequestSpec, ObjectMeta};
-
-const S1: &str = "kubernetes.io/kube-apiserver-client";
-
-fn csr(name: &str, user: &str) -> CertificateSigningRequest {
-    CertificateSigningRequest {
-        api_version: "certificates.k8s.io/v1".into(),
-        kind: "CertificateSigningRequest".into(),
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            creation_timestamp: Some(decision::now()),
-            ..Default::default()
-        }),
-        spec: Some(CertificateSigningRequestSpec {
-            request: b"-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n"
-                .to_vec(),
-            signer_name: S1.into(),
-            usages: vec!["client auth".into()],
-            username: user.into(),
-            ..Default::default()
-        }),
-        status: Some(Default::default()),
-    }
-}
-
-fn guard(max: u32) -> CreateGuard {
-    CreateGuard {
-        max_pending_per_requestor: max,
-        token: None,
-    }
-}
-
-fn by(admin: &str) -> DecisionInput {
-    DecisionInput {
-        actor: Actor {
-            username: admin.into(),
-            groups: vec!["system:masters".into()],
-        },
-        reason: String::new(),
-        message: String::new(),
-        statement: None,
-    }
-}
-
-fn rv(c: &CertificateSigningRequest) -> i64 {
-    c.metadata
-        .as_ref()
-        .unwrap()
-        .resource_version
-        .parse()
-        .unwrap()
-}
+use certsign_approver::decision::{self, State};
+use certsign_approver::store::{Store, StoreError, UpdateError};
 
 /// A certificate chain PEM whose leaf has serial `serial`.
 fn chain_pem(serial: u64) -> Vec<u8> {
@@ -124,7 +74,9 @@ async fn suite_concurrent_writes_are_all_answered_and_durable(store: Store, url:
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let name = format!("g{i:03}");
-            let a = store.create(csr(&name, "alice"), None, &guard(1000)).await;
+            let a = store
+                .create(csr(&name, "alice", S1), None, &guard(1000))
+                .await;
             let b = store
                 .update(&name, |c| decision::approve(c, by("admin"), 1))
                 .await;
@@ -182,14 +134,14 @@ async fn suite_concurrent_writes_are_all_answered_and_durable(store: Store, url:
 /// request approved in the batch that created it is due for forwarding.
 async fn suite_one_batch_sees_its_own_writes(store: Store, _url: String) {
     store
-        .create(csr("p0", "dave"), None, &guard(1))
+        .create(csr("p0", "dave", S1), None, &guard(1))
         .await
         .unwrap();
     let base = store.latest_resource_version().await.unwrap();
     let pause = store.pause_writes().await.unwrap();
     let s = store.clone();
     let full = queue(&store, async move {
-        s.create(csr("p1", "dave"), None, &guard(1)).await
+        s.create(csr("p1", "dave", S1), None, &guard(1)).await
     })
     .await;
     let s = store.clone();
@@ -199,7 +151,7 @@ async fn suite_one_batch_sees_its_own_writes(store: Store, _url: String) {
     .await;
     let s = store.clone();
     let freed = queue(&store, async move {
-        s.create(csr("p2", "dave"), None, &guard(1)).await
+        s.create(csr("p2", "dave", S1), None, &guard(1)).await
     })
     .await;
     let s = store.clone();
@@ -216,7 +168,7 @@ async fn suite_one_batch_sees_its_own_writes(store: Store, _url: String) {
     .await;
     let s = store.clone();
     let again = queue(&store, async move {
-        s.create(csr("p2", "erin"), None, &guard(1)).await
+        s.create(csr("p2", "erin", S1), None, &guard(1)).await
     })
     .await;
     let s = store.clone();
@@ -295,12 +247,12 @@ async fn suite_one_batch_sees_its_own_writes(store: Store, _url: String) {
 /// stores none of them, and the writer goes on once the cause is gone.
 #[tokio::test]
 async fn postgres_failed_bulk_write_answers_every_waiter_with_an_error() {
-    let Some(url) = postgres_url().await else {
+    let Some(url) = store_kit::postgres_url().await else {
         return;
     };
     let store = Store::open(&url).await.unwrap();
     store
-        .create(csr("k0", "alice"), None, &guard(100))
+        .create(csr("k0", "alice", S1), None, &guard(100))
         .await
         .unwrap();
     let raw = sqlx::PgPool::connect(&url).await.unwrap();
@@ -320,7 +272,7 @@ async fn postgres_failed_bulk_write_answers_every_waiter_with_an_error() {
         let s = store.clone();
         creates.push(
             queue(&store, async move {
-                s.create(csr(name, "bob"), None, &guard(100)).await
+                s.create(csr(name, "bob", S1), None, &guard(100)).await
             })
             .await,
         );
@@ -358,7 +310,7 @@ async fn postgres_failed_bulk_write_answers_every_waiter_with_an_error() {
         .await
         .unwrap();
     let k1 = store
-        .create(csr("k1", "bob"), None, &guard(100))
+        .create(csr("k1", "bob", S1), None, &guard(100))
         .await
         .unwrap();
     assert_eq!(rv(&k1), base + 1);
@@ -371,7 +323,7 @@ async fn postgres_failed_bulk_write_answers_every_waiter_with_an_error() {
 /// list by condition can walk the name index instead of sorting the table.
 #[tokio::test]
 async fn postgres_knows_how_many_requests_a_condition_matches() {
-    let Some(url) = postgres_url().await else {
+    let Some(url) = store_kit::postgres_url().await else {
         return;
     };
     let store = Store::open(&url).await.unwrap();
@@ -380,7 +332,7 @@ async fn postgres_knows_how_many_requests_a_condition_matches() {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
             let name = format!("e{i:04}");
-            s.create(csr(&name, &format!("u{}", i % 50)), None, &guard(1000))
+            s.create(csr(&name, &format!("u{}", i % 50), S1), None, &guard(1000))
                 .await
                 .unwrap();
             if i % 10 != 0 {
@@ -420,58 +372,8 @@ async fn postgres_knows_how_many_requests_a_condition_matches() {
 
 // === backends ===
 
-/// The URL of a fresh, empty schema in the test PostgreSQL, or `None` when
-/// explicitly skipped.
-async fn postgres_url() -> Option<String> {
-    let Ok(base) = std::env::var("CERTSIGN_TEST_DATABASE_URL") else {
-        if std::env::var("CERTSIGN_SKIP_PG").as_deref() == Ok("1") {
-            eprintln!("CERTSIGN_SKIP_PG=1: skipping the PostgreSQL group-commit tests");
-            return None;
-        }
-        panic!(
-            "CERTSIGN_TEST_DATABASE_URL is not set: the PostgreSQL store tests need a database \
-             (tests/run.sh starts one); set CERTSIGN_SKIP_PG=1 to skip them explicitly"
-        );
-    };
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options[search_path]={schema}"))
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
-                    let store = certsign_approver::store::Store::open(&url).await.unwrap();
-                    super::$name(store, url).await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(url) = super::postgres_url().await {
-                        let store = certsign_approver::store::Store::open(&url).await.unwrap();
-                        super::$name(store, url).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
 both!(
+    url:
     suite_concurrent_writes_are_all_answered_and_durable,
     suite_one_batch_sees_its_own_writes,
 );

@@ -10,36 +10,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod store_kit;
+
 use std::convert::Infallible;
+use store_kit::{S1, S2, both, by, csr};
 
-use certsign_approver::decision::{self, Actor, DecisionInput};
+use certsign_approver::decision;
 use certsign_approver::store::{CertFilter, CreateGuard, RevocationState, Store, StoredCrl};
-use certsign_proto::v1::{CertificateSigningRequest, CertificateSigningRequestSpec, ObjectMeta};
-
-const S1: &str = "kubernetes.io/kube-apiserver-client";
-const S2: &str = "example.com/serving";
-
-fn csr(name: &str, user: &str, signer: &str) -> CertificateSigningRequest {
-    CertificateSigningRequest {
-        api_version: "certificates.k8s.io/v1".into(),
-        kind: "CertificateSigningRequest".into(),
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            creation_timestamp: Some(decision::now()),
-            ..Default::default()
-        }),
-        spec: Some(CertificateSigningRequestSpec {
-            request: b"-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n"
-                .to_vec(),
-            signer_name: signer.into(),
-            usages: vec!["client auth".into()],
-            username: user.into(),
-            ..Default::default()
-        }),
-        status: Some(Default::default()),
-    }
-}
 
 /// A chain PEM (leaf, then a second block standing for the CA) whose leaf
 /// has serial `serial`, subject CN=`cn` then O=dev, and the given notAfter.
@@ -67,19 +44,6 @@ fn chain_pem(serial: u64, cn: &str, not_after: i64) -> (String, Vec<u8>) {
     )
 }
 
-fn by(admin: &str) -> DecisionInput {
-    DecisionInput {
-        actor: Actor {
-            username: admin.into(),
-            groups: vec!["system:masters".into()],
-        },
-        reason: String::new(),
-        message: String::new(),
-        statement: None,
-    }
-}
-
-/// Create, approve and issue `name` with `chain` as the signer's answer.
 async fn issue(store: &Store, name: &str, user: &str, signer: &str, chain: Vec<u8>) {
     store
         .create(
@@ -433,67 +397,12 @@ async fn sqlite_store_upgrades_in_place() {
 
 #[tokio::test]
 async fn postgres_store_upgrades_in_place() {
-    if let Some(url) = postgres_url().await {
+    if let Some(url) = store_kit::postgres_url().await {
         upgrades_in_place(&url).await;
     }
 }
 
 // === backends ===
-
-async fn sqlite() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
-    (Store::open(&url).await.unwrap(), dir)
-}
-
-/// The URL of a fresh schema in the test PostgreSQL, or `None` when
-/// explicitly skipped.
-async fn postgres_url() -> Option<String> {
-    let Ok(base) = std::env::var("CERTSIGN_TEST_DATABASE_URL") else {
-        if std::env::var("CERTSIGN_SKIP_PG").as_deref() == Ok("1") {
-            eprintln!("CERTSIGN_SKIP_PG=1: skipping the PostgreSQL inventory tests");
-            return None;
-        }
-        panic!(
-            "CERTSIGN_TEST_DATABASE_URL is not set: the PostgreSQL inventory tests need a \
-             database (tests/run.sh starts one); set CERTSIGN_SKIP_PG=1 to skip them explicitly"
-        );
-    };
-    let schema = format!("i_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options[search_path]={schema}"))
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _dir) = super::sqlite().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(url) = super::postgres_url().await {
-                        let store = certsign_approver::store::Store::open(&url).await.unwrap();
-                        super::$name(store).await;
-                    }
-                }
-            )*
-        }
-    };
-}
 
 both!(
     suite_issuance_is_recorded_and_outlives_the_request,

@@ -6,65 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use certsign_approver::decision::{self, Actor, DecisionInput};
+mod store_kit;
+
+use store_kit::{S1, S2, both, by, csr, guard, rv, uid_of};
+
+use certsign_approver::decision;
 use certsign_approver::store::{CreateGuard, ListFilter, PageBy, Store, StoreError, UpdateError};
-use certsign_proto::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec, ObjectMeta, SignedStatement,
-};
-
-fn csr(name: &str, user: &str, signer: &str) -> CertificateSigningRequest {
-    CertificateSigningRequest {
-        api_version: "certificates.k8s.io/v1".into(),
-        kind: "CertificateSigningRequest".into(),
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            uid: uuid_like(name),
-            creation_timestamp: Some(decision::now()),
-            ..Default::default()
-        }),
-        spec: Some(CertificateSigningRequestSpec {
-            request: b"-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n"
-                .to_vec(),
-            signer_name: signer.into(),
-            usages: vec!["client auth".into()],
-            username: user.into(),
-            ..Default::default()
-        }),
-        status: Some(Default::default()),
-    }
-}
-
-fn uuid_like(name: &str) -> String {
-    format!("uid-{name}-{}", std::process::id())
-}
-
-fn guard(max: u32) -> CreateGuard {
-    CreateGuard {
-        max_pending_per_requestor: max,
-        token: None,
-    }
-}
-
-fn by(admin: &str) -> DecisionInput {
-    DecisionInput {
-        actor: Actor {
-            username: admin.into(),
-            groups: vec!["system:masters".into()],
-        },
-        reason: String::new(),
-        message: String::new(),
-        statement: None,
-    }
-}
-
-fn rv(c: &CertificateSigningRequest) -> i64 {
-    c.metadata
-        .as_ref()
-        .unwrap()
-        .resource_version
-        .parse()
-        .unwrap()
-}
+use certsign_proto::v1::{CertificateSigningRequest, SignedStatement};
 
 fn names(items: &[CertificateSigningRequest]) -> Vec<String> {
     items
@@ -83,9 +31,6 @@ async fn event_log(store: &Store, after: i64, limit: u32) -> Vec<(i64, String)> 
         .map(|e| (e.resource_version, e.event_type))
         .collect()
 }
-
-const S1: &str = "kubernetes.io/kube-apiserver-client";
-const S2: &str = "example.com/serving";
 
 async fn approve(store: &Store, name: &str) -> CertificateSigningRequest {
     store
@@ -622,7 +567,7 @@ async fn suite_batch_refusals_roll_back_alone(store: Store) {
     // A database error inside one write (the uid column is unique) fails
     // that write alone.
     let mut same_uid = csr("b5", "erin", S1);
-    same_uid.metadata.as_mut().unwrap().uid = uuid_like("b1");
+    same_uid.metadata.as_mut().unwrap().uid = uid_of("b1");
     let s = store.clone();
     let q = store.queued_writes();
     let uid_clash = tokio::spawn(async move { s.create(same_uid, None, &guard(2)).await });
@@ -1025,7 +970,7 @@ async fn sqlite_failed_update_write_fails_its_batch() {
 
 #[tokio::test]
 async fn postgres_batch_failure_stores_nothing() {
-    let Some((store, url)) = postgres_with_url().await else {
+    let Some((store, url)) = store_kit::postgres().await else {
         return;
     };
     batch_failure_stores_nothing(
@@ -1045,71 +990,6 @@ async fn postgres_batch_failure_stores_nothing() {
 }
 
 // === backends ===
-
-async fn sqlite() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
-    (Store::open(&url).await.unwrap(), dir)
-}
-
-/// A fresh schema in the test PostgreSQL, or `None` when explicitly skipped.
-async fn postgres() -> Option<Store> {
-    postgres_with_url().await.map(|(s, _)| s)
-}
-
-/// [`postgres`] with the URL that reaches the same schema.
-async fn postgres_with_url() -> Option<(Store, String)> {
-    let url = postgres_empty_schema().await?;
-    Some((Store::open(&url).await.unwrap(), url))
-}
-
-/// The URL of a fresh, empty schema in the test PostgreSQL (no store
-/// opened yet), or `None` when explicitly skipped.
-async fn postgres_empty_schema() -> Option<String> {
-    let Ok(base) = std::env::var("CERTSIGN_TEST_DATABASE_URL") else {
-        if std::env::var("CERTSIGN_SKIP_PG").as_deref() == Ok("1") {
-            eprintln!("CERTSIGN_SKIP_PG=1: skipping the PostgreSQL store tests");
-            return None;
-        }
-        panic!(
-            "CERTSIGN_TEST_DATABASE_URL is not set: the PostgreSQL store tests need a database \
-             (tests/run.sh starts one); set CERTSIGN_SKIP_PG=1 to skip them explicitly"
-        );
-    };
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options[search_path]={schema}"))
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _dir) = super::sqlite().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(store) = super::postgres().await {
-                        super::$name(store).await;
-                    }
-                }
-            )*
-        }
-    };
-}
 
 both!(
     suite_create_get_duplicate,
@@ -1160,7 +1040,7 @@ async fn sqlite_migrates_objects_out_of_rows() {
 
 #[tokio::test]
 async fn postgres_migrates_objects_out_of_rows() {
-    if let Some(url) = postgres_empty_schema().await {
+    if let Some(url) = store_kit::postgres_url().await {
         migrates_objects_out_of_rows(&url, "BYTEA").await;
     }
 }
@@ -1199,7 +1079,7 @@ async fn migrates_objects_out_of_rows(url: &str, blob: &str) {
              VALUES ($1, $2, $3, 'alice', 'pending', '', 0, $4, $5, $6)",
             &[
                 Val::Text(name.clone()),
-                Val::Text(uuid_like(&name)),
+                Val::Text(uid_of(&name)),
                 Val::Text(S1.to_string()),
                 Val::Int(rv),
                 Val::Blob(c.encode_to_vec()),

@@ -62,12 +62,9 @@ pub fn reason_word(code: i32) -> &'static str {
         .unwrap_or("unspecified")
 }
 
-/// Big-endian serial bytes as the signer writes them: lowercase hex with
-/// leading zero bytes dropped (one zero byte kept for a zero serial).
-pub fn serial_hex(bytes: &[u8]) -> String {
-    let zeros = bytes.iter().take_while(|b| **b == 0).count();
-    hex::encode(&bytes[zeros.min(bytes.len().saturating_sub(1))..])
-}
+/// Big-endian serial bytes as the signer writes them (one definition, in
+/// the evidence crate).
+pub use certsign_evidence::serial_hex;
 
 /// `--serial`: hex, upper or lower case, with optional `0x` and `:`
 /// separators (as openssl prints serials), in the signer's spelling.

@@ -174,3 +174,10 @@ impl Sans {
         Ok(sans)
     }
 }
+
+/// A serial number as statements and journals write it: lowercase hex of
+/// the big-endian bytes without leading zero bytes (one byte at least).
+pub fn serial_hex(raw: &[u8]) -> String {
+    let zeros = raw.iter().take_while(|b| **b == 0).count();
+    hex::encode(&raw[zeros.min(raw.len().saturating_sub(1))..])
+}

@@ -48,11 +48,11 @@ pub use batch::{MAX_BATCH_ENTRIES, approval_entry, batch_statement, sign_batch};
 pub use cache::StatementCache;
 pub use cert::{
     Identity, KeyKind, KeyTypeError, MIN_RSA_BITS, SanError, Sans, csr_der_from_pem, name_identity,
-    sha256,
+    serial_hex, sha256,
 };
 pub use lineage::{LINEAGE_OID, Lineage};
 pub use renewal::{RenewalInput, RenewalProof, verify_renewal};
-pub use revocation::{RevocationProof, RevokedBy, revoking_groups, serial_hex, verify_revocation};
+pub use revocation::{RevocationProof, RevokedBy, revoking_groups, verify_revocation};
 pub use statement::{
     APPROVAL_CONTEXT, BATCH_APPROVAL_CONTEXT, EvidenceError, MAX_CLOCK_SKEW, RENEWAL_CONTEXT,
     REVOCATION_CONTEXT, StatementKey, sign_statement, signed_bytes,

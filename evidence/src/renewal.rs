@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime};
 use certsign_proto::v1::{CertificateSigningRequest, RenewalStatement, SignedStatement};
 use rustls_pki_types::CertificateDer;
 
+use crate::cert::serial_hex;
 use crate::cert::{Identity, Sans, sha256};
 use crate::lineage::Lineage;
-use crate::revocation::serial_hex;
 use crate::statement::{
     EvidenceError, RENEWAL_CONTEXT, bound, check_fresh, identity_of, open, parts, to_system_time,
     verify_chain_to,

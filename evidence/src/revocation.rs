@@ -26,7 +26,7 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::approval::ApprovalTrust;
-use crate::cert::{Identity, sha256};
+use crate::cert::{Identity, serial_hex, sha256};
 use crate::lineage::Lineage;
 use crate::statement::{
     EvidenceError, REVOCATION_CONTEXT, bound, check_fresh, identity_of, open, to_system_time,
@@ -66,13 +66,6 @@ pub struct RevocationProof {
     pub signer_name: Option<String>,
     /// The revoked certificate's notAfter.
     pub not_after: SystemTime,
-}
-
-/// A serial number as statements and journals write it: lowercase hex of
-/// the big-endian bytes without leading zero bytes (one byte at least).
-pub fn serial_hex(raw: &[u8]) -> String {
-    let zeros = raw.iter().take_while(|b| **b == 0).count();
-    hex::encode(&raw[zeros.min(raw.len().saturating_sub(1))..])
 }
 
 fn refuse(msg: String) -> EvidenceError {

@@ -176,3 +176,59 @@ pub fn approve_request_with_key(
         message: String::new(),
     }
 }
+
+/// `certsign.io/identity`, the stack's custom profile.
+pub const IDENTITY_SIGNER: &str = "certsign.io/identity";
+
+/// One change to a request object.
+pub type Change = fn(&mut CertificateSigningRequest);
+
+/// Each field an approval binds, changed after the approval was signed:
+/// (what was changed, the change, the signer's refusal rule). The swapped
+/// CSR is a fresh one for the same name.
+pub fn bound_field_changes() -> [(&'static str, Change, &'static str); 6] {
+    [
+        (
+            "swap the CSR",
+            |r| {
+                let name = r
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                r.spec.get_or_insert_default().request = csr(&name, &[]).1
+            },
+            "bound field: statement csr_sha256",
+        ),
+        (
+            "add a usage",
+            |r| {
+                r.spec
+                    .get_or_insert_default()
+                    .usages
+                    .push("key encipherment".into())
+            },
+            "bound field: statement usages",
+        ),
+        (
+            "lengthen the duration",
+            |r| r.spec.get_or_insert_default().expiration_seconds = Some(86400 * 365),
+            "bound field: statement expiration_seconds",
+        ),
+        (
+            "move to another signer name",
+            |r| r.spec.get_or_insert_default().signer_name = IDENTITY_SIGNER.into(),
+            "bound field: statement signer_name",
+        ),
+        (
+            "change the requestor",
+            |r| r.spec.get_or_insert_default().username = "eve".into(),
+            "bound field: statement requestor",
+        ),
+        (
+            "rename the request",
+            |r| r.metadata.get_or_insert_default().name = "other-name".into(),
+            "bound field: statement request_name",
+        ),
+    ]
+}

@@ -22,12 +22,11 @@ use certsign_proto::v1::{
 use certsign_tests::Stack;
 use certsign_tests::evidence::{self, APPROVAL_CONTEXT};
 use certsign_tests::grpc::{
-    self, CLIENT_SIGNER, Ident, MintSpec, create_request, csr, sign, sign_batch, statement_for, ts,
+    self, CLIENT_SIGNER, IDENTITY_SIGNER, Ident, MintSpec, create_request, csr, sign, sign_batch,
+    statement_for, ts,
 };
 use prost::Message as _;
 use tonic::Code;
-
-const IDENTITY_SIGNER: &str = "certsign.io/identity";
 
 /// A request as the approver would hold it after create.
 fn held(uid: &str, cn: &str, signer: &str, user: &str) -> CertificateSigningRequest {
@@ -209,45 +208,7 @@ async fn batch_statements_obtain_nothing_nobody_approved() {
     // ---- a field of the request changed under a genuine batch approval ---------
     let r = held("uid-f", "f", CLIENT_SIGNER, "mallory");
     let st = in_batch(&r, &admin, |_| {});
-    type Change = fn(&mut CertificateSigningRequest);
-    let changes: [(&str, Change, &'static str); 6] = [
-        (
-            "swap the CSR",
-            |r| r.spec.as_mut().unwrap().request = csr("f", &[]).1,
-            "bound field: statement csr_sha256",
-        ),
-        (
-            "add a usage",
-            |r| {
-                r.spec
-                    .as_mut()
-                    .unwrap()
-                    .usages
-                    .push("key encipherment".into())
-            },
-            "bound field: statement usages",
-        ),
-        (
-            "lengthen the duration",
-            |r| r.spec.as_mut().unwrap().expiration_seconds = Some(86400 * 365),
-            "bound field: statement expiration_seconds",
-        ),
-        (
-            "move to another signer name",
-            |r| r.spec.as_mut().unwrap().signer_name = IDENTITY_SIGNER.into(),
-            "bound field: statement signer_name",
-        ),
-        (
-            "change the requestor",
-            |r| r.spec.as_mut().unwrap().username = "eve".into(),
-            "bound field: statement requestor",
-        ),
-        (
-            "rename the request",
-            |r| r.metadata.as_mut().unwrap().name = "other-name".into(),
-            "bound field: statement request_name",
-        ),
-    ];
+    let changes = grpc::bound_field_changes();
     for (what, change, rule) in changes {
         let mut changed = r.clone();
         change(&mut changed);

@@ -26,13 +26,11 @@ use certsign_proto::v1::{
 use certsign_tests::Stack;
 use certsign_tests::evidence::{self, RENEWAL_CONTEXT};
 use certsign_tests::grpc::{
-    self, CLIENT_SIGNER, Ident, MintSpec, approve_request, create_request, csr, sign,
-    statement_for, ts, wait_final,
+    self, CLIENT_SIGNER, IDENTITY_SIGNER, Ident, MintSpec, approve_request, create_request, csr,
+    sign, statement_for, ts, wait_final,
 };
 use prost::Message as _;
 use tonic::Code;
-
-const IDENTITY_SIGNER: &str = "certsign.io/identity";
 
 /// A request as the approver would hold it after create.
 fn held(
@@ -65,13 +63,10 @@ fn sign_req(csr: CertificateSigningRequest, approvals: Vec<SignedStatement>) -> 
     }
 }
 
-/// An edit of a request after it was approved.
-type Change = fn(&mut CertificateSigningRequest);
-
 /// One way to ask for a certificate nobody approved, and how the signer
 /// must refuse it.
 struct Attempt {
-    what: &'static str,
+    what: String,
     req: SignRequest,
     /// Accepted refusal codes and a fragment the message must contain (the
     /// rule that caught it).
@@ -80,9 +75,9 @@ struct Attempt {
 }
 
 /// An attempt the signer must refuse as FailedPrecondition for `rule`.
-fn refused(what: &'static str, req: SignRequest, rule: &'static str) -> Attempt {
+fn refused(what: impl Into<String>, req: SignRequest, rule: &'static str) -> Attempt {
     Attempt {
-        what,
+        what: what.into(),
         req,
         codes: &[Code::FailedPrecondition],
         rule,
@@ -185,55 +180,22 @@ async fn a_compromised_approver_obtains_no_certificate() {
         // A field of the request changed under a fresh, genuine approval.
         let r = fresh("m5", "uid-5", CLIENT_SIGNER);
         let st = approved_by(&r, &admin);
-        let changes: [(&str, Change, &str); 6] = [
-            (
-                "swap the CSR under a genuine approval",
-                |r| r.spec.as_mut().unwrap().request = csr("m5", &[]).1,
-                "bound field: statement csr_sha256",
-            ),
-            (
-                "add a usage under a genuine approval",
-                |r| {
-                    r.spec
-                        .as_mut()
-                        .unwrap()
-                        .usages
-                        .push("key encipherment".into())
-                },
-                "bound field: statement usages",
-            ),
-            (
-                "lengthen the duration under a genuine approval",
-                |r| r.spec.as_mut().unwrap().expiration_seconds = Some(86400 * 365),
-                "bound field: statement expiration_seconds",
-            ),
-            (
-                "move a genuine approval to another signer name",
-                |r| r.spec.as_mut().unwrap().signer_name = IDENTITY_SIGNER.into(),
-                "bound field: statement signer_name",
-            ),
-            (
-                "change the requestor under a genuine approval",
-                |r| r.spec.as_mut().unwrap().username = "eve".into(),
-                "bound field: statement requestor",
-            ),
-            (
-                "rename the request under a genuine approval",
-                |r| r.metadata.as_mut().unwrap().name = "other-name".into(),
-                "bound field: statement request_name",
-            ),
-        ];
+        let changes = grpc::bound_field_changes();
         for (what, change, rule) in changes {
             let mut changed = r.clone();
             change(&mut changed);
-            attempts.push(refused(what, sign_req(changed, vec![st.clone()]), rule));
+            attempts.push(refused(
+                format!("{what} under a genuine approval"),
+                sign_req(changed, vec![st.clone()]),
+                rule,
+            ));
         }
         // Reuse an issued uid for a new CSR, with a genuine fresh approval of it.
         let mut reuse = fresh("m6", "uid-a", CLIENT_SIGNER);
         reuse.metadata.as_mut().unwrap().name = "req-a".into();
         let st_reuse = approved_by(&reuse, &admin);
         attempts.push(Attempt {
-            what: "reuse an issued uid for another CSR (genuinely approved)",
+            what: "reuse an issued uid for another CSR (genuinely approved)".into(),
             req: sign_req(reuse, vec![st_reuse]),
             codes: &[Code::AlreadyExists],
             rule: "already issued for another CSR",
@@ -508,7 +470,7 @@ async fn a_compromised_approver_obtains_no_certificate() {
         let s1 = sign(&statement_for(&r, Decision::Approve), &admin);
         let s2 = sign(&statement_for(&r, Decision::Approve), &admin2);
         attempts.push(Attempt {
-            what: "a 2-admin approved CSR asking for CA:TRUE",
+            what: "a 2-admin approved CSR asking for CA:TRUE".into(),
             req: sign_req(r, vec![s1, s2]),
             codes: &[Code::FailedPrecondition, Code::InvalidArgument],
             rule: "CA",
