@@ -109,6 +109,9 @@ pub struct Config {
     pub crl_listen: Option<std::net::SocketAddr>,
     /// Fixed CRL refresh interval; `None`: half the current CRL's validity.
     pub crl_refresh: Option<Duration>,
+    /// After SIGTERM, how long open calls (watches) may run before the
+    /// process exits anyway; reloadable.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -344,6 +347,7 @@ impl Config {
             statement_max_age: raw.statement_max_age,
             crl_listen,
             crl_refresh: raw.crl_refresh,
+            shutdown_grace: raw.shutdown_grace,
         })
     }
 
@@ -429,6 +433,7 @@ impl Config {
             bootstrap_tokens: self.bootstrap_tokens,
             auto_approve: self.auto_approve,
             statement_max_age: self.statement_max_age,
+            shutdown_grace: self.shutdown_grace,
         }
     }
 
