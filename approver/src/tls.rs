@@ -226,3 +226,15 @@ pub fn signer_client_tls(
             read(key)?,
         )))
 }
+
+/// Every TLS file `config` names loads: the serving identity (its key the
+/// certificate's), the client CA, the trust bundle and the identity towards
+/// the signer (`serve --check-config`).
+pub fn check_files(config: &crate::config::Config) -> Result<(), TlsError> {
+    let identity = Arc::new(Identity::load(&config.tls_cert, &config.tls_key)?);
+    server_config(identity, &config.client_ca)?;
+    load_certs(&config.trust_bundle)?;
+    load_certs(&config.signer.ca)?;
+    Identity::load(&config.signer.cert, &config.signer.key)?;
+    Ok(())
+}
