@@ -169,11 +169,15 @@ fn incoming(
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let accept = acceptor.accept(tcp).into_fallible();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(e)) => tracing::info!(%peer, reason = %e, "TLS handshake refused"),
+                    Ok(Err((e, tcp))) => {
+                        tracing::info!(%peer, reason = %e, "TLS handshake refused");
+                        linger(tcp).await;
+                    }
                     Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
                 }
             });
@@ -252,4 +256,19 @@ pub fn check_config(path: &Path) -> Result<(), String> {
     let identity = Arc::new(Identity::load(&config.tls_cert, &config.tls_key)?);
     server_config(identity, &config.client_ca)?;
     Ok(())
+}
+
+/// After a refused handshake (the alert already written): close our side
+/// and read what the client still sends for a moment before dropping the
+/// socket. Dropping it with unread data would send a TCP reset, which can
+/// destroy the alert before the client reads it, and the client would
+/// see "broken pipe" instead of why it was refused.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }

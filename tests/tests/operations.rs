@@ -18,7 +18,7 @@ use certsign_proto::v1::{
     GetCertificateSigningRequestRequest, WatchCertificateSigningRequestsRequest,
 };
 use certsign_tests::grpc::{approve_request, create_request};
-use certsign_tests::pki::{MintSpec, csr};
+use certsign_tests::pki::{MintSpec, csr, mint_with, rogue_ca};
 use certsign_tests::wait::wait_issued;
 use certsign_tests::{Stack, bin, edit_toml, run};
 use tonic::Code;
@@ -281,4 +281,96 @@ fn check_config_loads_and_validates_without_serving() {
         assert_eq!(code, Some(64), "{b}: {err}");
         assert!(err.contains("other.key"), "{b}: {err}");
     }
+}
+
+/// certctl's one error line (stderr) and exit code.
+fn certctl_line(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = run(cmd);
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    (out.status.code(), err)
+}
+
+#[test]
+fn a_refused_client_certificate_is_one_line_naming_the_cause_on_both_sides() {
+    let stack = Stack::start();
+    let (rogue_cert, rogue_key) = rogue_ca("rogue CA");
+    let cases = [
+        (
+            "unknown",
+            mint_with(&MintSpec::client("mallory", &[]), &rogue_cert, &rogue_key),
+            "unknown certificate authority",
+        ),
+        (
+            "expired",
+            stack.mint(&MintSpec::client_days(
+                "old-admin",
+                &["system:masters"],
+                -10,
+                -1,
+            )),
+            "certificate expired or not yet valid",
+        ),
+    ];
+    for (name, ident, cause) in cases {
+        let cert = stack.dir.join(format!("{name}.crt"));
+        let key = stack.dir.join(format!("{name}.key"));
+        std::fs::write(&cert, &ident.cert_pem).unwrap();
+        std::fs::write(&key, &ident.key_pem).unwrap();
+        let (code, err) = certctl_line(
+            stack
+                .certctl()
+                .arg("--cert")
+                .arg(&cert)
+                .arg("--key")
+                .arg(&key)
+                .args(["get", "csr"]),
+        );
+        assert_eq!(code, Some(1), "{err}");
+        assert_eq!(
+            err,
+            format!("error: the approver refused this client certificate ({cause})"),
+            "{name}"
+        );
+    }
+    // The approver's info line names the peer and rustls' reason.
+    let log = stack.approver.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("TLS handshake refused"))
+        .collect();
+    assert!(refused.len() >= 2, "{log}");
+    assert!(
+        refused
+            .iter()
+            .all(|l| l.contains(" INFO ") && l.contains("peer=127.0.0.1:")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|l| l.contains("UnknownIssuer")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|l| l.contains("certificate expired")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn certctl_aimed_at_the_signer_says_it_is_a_signer() {
+    let stack = Stack::start();
+    let (code, err) = certctl_line(
+        Command::new(bin("certctl"))
+            .arg("--config")
+            .arg(stack.dir.join("admin/certctl.toml"))
+            .arg("--server")
+            .arg(format!("https://{}", stack.signer.addr))
+            .args(["get", "csr"]),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.starts_with("error: the server at https://")
+            && err.contains("is a certsign signer, not the approver"),
+        "{err}"
+    );
 }
