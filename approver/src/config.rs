@@ -112,6 +112,9 @@ pub struct Config {
     /// After SIGTERM, how long open calls (watches) may run before the
     /// process exits anyway; reloadable.
     pub shutdown_grace: Duration,
+    /// Renew the approver's own TLS identity this long before it expires
+    /// (`None`: the shorter of 30 days and a third of its lifetime).
+    pub tls_renew_before: Option<Duration>,
 }
 
 impl Config {
@@ -348,6 +351,7 @@ impl Config {
             crl_listen,
             crl_refresh: raw.crl_refresh,
             shutdown_grace: raw.shutdown_grace,
+            tls_renew_before: raw.tls_renew_before,
         })
     }
 
@@ -434,6 +438,7 @@ impl Config {
             auto_approve: self.auto_approve,
             statement_max_age: self.statement_max_age,
             shutdown_grace: self.shutdown_grace,
+            tls_renew_before: self.tls_renew_before,
         }
     }
 

@@ -35,6 +35,7 @@
 //! - [`reload`]: SIGHUP configuration reload of the parts that may change,
 //!   and of the TLS identity.
 //! - [`drain`]: SIGTERM ends open watches with a status.
+//! - [`rotate`]: the approver's own TLS identity renewed through the signer.
 //! - [`service`]: the gRPC service's handlers.
 //! - [`status`]: the only Error → Status mapping.
 //! - [`tls`]: rustls server and signer-client configuration.
@@ -60,6 +61,7 @@ pub mod limits;
 pub mod names;
 pub mod reload;
 pub mod revocation;
+pub mod rotate;
 pub mod service;
 pub mod status;
 pub mod store;
@@ -187,7 +189,8 @@ impl App {
         });
 
         let live = Arc::new(LiveConfig::new(Config::clone(&config)));
-        let reloader = Reloader::new(live.clone(), limiter.clone()).with_identity(identity);
+        let reloader = Reloader::new(live.clone(), limiter.clone()).with_identity(identity.clone());
+        tokio::spawn(rotate::run(reloader.clone(), identity));
         let drain = drain::Drain::default();
         let service = ApproverService::new(Shared {
             config: live,

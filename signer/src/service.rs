@@ -137,7 +137,7 @@ impl Signer for SignerService {
     async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let caller = self.authorize(&request)?;
         let other = match &request.get_ref().request {
-            Some(Asked::CertificateSigningRequest(_)) => None,
+            Some(Asked::CertificateSigningRequest(_) | Asked::IdentityRenewal(_)) => None,
             Some(Asked::Revocation(r)) => Some(self.authority.revoke(r, &caller).await),
             Some(Asked::Crl(_)) => Some(self.authority.crl(&caller)),
             None => {
@@ -149,11 +149,16 @@ impl Signer for SignerService {
         if let Some(answer) = other {
             return answer.map(Response::new).map_err(|e| to_status(&e));
         }
-        let signed = self
-            .authority
-            .sign(request.get_ref(), &caller)
-            .await
-            .map_err(|e| to_status(&e))?;
+        let signed = match (&request.get_ref().request, request.peer_certs()) {
+            (Some(Asked::IdentityRenewal(_)), Some(peer)) => {
+                let leaf = peer.first().map(|c| c.as_ref()).unwrap_or_default();
+                (self.authority)
+                    .renew_identity(request.get_ref(), &caller, leaf)
+                    .await
+            }
+            _ => self.authority.sign(request.get_ref(), &caller).await,
+        }
+        .map_err(|e| to_status(&e))?;
         Ok(Response::new(SignResponse {
             certificate: signed.certificate.into_bytes(),
             serial_number: signed.serial.0,
