@@ -211,6 +211,7 @@ pub async fn serve(path: &Path) -> Result<(), DaemonError> {
     harden::harden_process().map_err(|e| failed(format!("hardening failed: {e}")))?;
     let config = Config::load(path)?;
     let (listen, grace) = (config.listen, config.shutdown_grace);
+    let (tls_key, renew_before) = (config.tls_key.clone(), config.tls_renew_before);
     let identity = Arc::new(Identity::load(&config.tls_cert, &config.tls_key).map_err(failed)?);
     let tls = server_config(identity.clone(), &config.client_ca).map_err(failed)?;
     let authority = Arc::new(Authority::open(config).map_err(failed)?);
@@ -222,6 +223,12 @@ pub async fn serve(path: &Path) -> Result<(), DaemonError> {
     println!("listening on {addr}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    tokio::spawn(crate::self_renew::run(
+        authority.clone(),
+        identity.clone(),
+        tls_key,
+        renew_before,
+    ));
     tokio::spawn(on_sighup(identity, hangups));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stop = stopping.clone();

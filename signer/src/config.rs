@@ -53,6 +53,8 @@ struct RawConfig {
     profiles: Vec<RawProfile>,
     #[serde(default = "ten_seconds", with = "humantime_serde")]
     shutdown_grace: Duration,
+    #[serde(default, with = "humantime_serde")]
+    tls_renew_before: Option<Duration>,
 }
 
 fn default_sessions() -> usize {
@@ -138,6 +140,9 @@ pub struct Config {
     pub profiles: Vec<Profile>,
     /// After SIGTERM, how long open calls may finish before the process exits.
     pub shutdown_grace: Duration,
+    /// Re-issue the serving certificate this long before it expires
+    /// (`None`: the shorter of 30 days and a third of its lifetime).
+    pub tls_renew_before: Option<Duration>,
 }
 
 impl Config {
@@ -210,6 +215,7 @@ impl Config {
             crl_validity: raw.crl_validity,
             profiles,
             shutdown_grace: raw.shutdown_grace,
+            tls_renew_before: raw.tls_renew_before,
         })
     }
 

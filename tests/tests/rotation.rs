@@ -286,3 +286,67 @@ async fn the_signer_refuses_identity_renewal_for_any_other_subject_proof_or_call
             .all(|i| !i.name.starts_with("identity-test"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signer_reissues_its_own_tls_certificate_within_its_window() {
+    let stack = Stack::start_configured(
+        &[],
+        |t| {
+            t.insert("tls_renew_before".into(), "400d".into());
+        },
+        |_| {},
+    );
+    let crt = stack.dir.join("signer/tls.crt");
+    let before_subject = subject_and_sans(&crt);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stack
+        .signer
+        .log()
+        .contains("re-issued the signer's own TLS certificate")
+    {
+        assert!(Instant::now() < deadline, "{}", stack.signer.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_serial = serial_of_file(&crt);
+    let approver = stack.dir.join("approver");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {} -CAfile {} -cert {} -key {} -alpn h2 </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            stack.signer.addr,
+            stack.ca().display(),
+            approver.join("tls.crt").display(),
+            approver.join("tls.key").display()
+        ))
+        .output()
+        .unwrap();
+    let served = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase();
+    assert_eq!(
+        served, new_serial,
+        "a new connection sees the old certificate"
+    );
+    assert_eq!(subject_and_sans(&crt), before_subject);
+    let journaled: Vec<_> = journal_issued(&stack.journal_path())
+        .into_iter()
+        .filter(|i| i.serial == new_serial)
+        .collect();
+    assert_eq!(journaled.len(), 1, "{journaled:?}");
+    // The approver keeps getting certificates signed.
+    let user = stack.mint(&MintSpec::client("sig-user", &[]));
+    let (_k, pem) = csr("sig-user", &[]);
+    let created = stack
+        .approver_client(Some(&user))
+        .create_certificate_signing_request(create_request("after-signer-rotation", &pem))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut admin = stack.approver_client(Some(&stack.admin_ident()));
+    admin
+        .approve_certificate_signing_request(approve_request(&created, &stack.admin_ident()))
+        .await
+        .unwrap();
+    wait_issued(&mut admin, "after-signer-rotation").await;
+}
