@@ -113,6 +113,8 @@ pub async fn rotate_if_due(
     if left > window {
         return Ok(None);
     }
+    writable(&config.signer.key)?;
+    writable(&config.signer.cert)?;
     let current_key = std::fs::read_to_string(&config.signer.key)
         .map_err(|e| err(&config.signer.key.display().to_string(), e))
         .and_then(|pem| KeyPair::from_pem(&pem).map_err(|e| err("current key", e)))?;
@@ -251,6 +253,23 @@ fn csr(cert: &X509Certificate<'_>, new_key: &KeyPair) -> Result<Vec<u8>, RotateE
     }
     .to_der()
     .map_err(der)
+}
+
+/// A new file can be made beside `path` (checked before the signer is
+/// asked, so a read-only place costs no certificate).
+fn writable(path: &Path) -> Result<(), RotateError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| RotateError(format!("{}: not a file name", path.display())))?;
+    let probe = path.with_file_name(format!(".{}.new", name.to_string_lossy()));
+    std::fs::File::create(&probe).map_err(|e| {
+        RotateError(format!(
+            "{}: {e}: rotation writes the new files beside it (deploy/README.md, \"Rotate\")",
+            probe.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// Write `data` to `path` whole or not at all: a temporary file beside it

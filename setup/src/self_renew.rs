@@ -100,6 +100,8 @@ async fn renew_if_due(
         .filter(|u| *u != Usage::Any)
         .map(|u| u.as_str().to_string())
         .collect();
+    writable(key_path)?;
+    writable(cert_path)?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let csr = der::pem::encode_string(
         "CERTIFICATE REQUEST",
@@ -167,6 +169,21 @@ fn csr(cert: &X509Certificate<'_>, key: &KeyPair) -> Result<Vec<u8>, String> {
     }
     .to_der()
     .map_err(der)
+}
+
+/// A new file can be made beside `path` (checked before anything is
+/// issued, so a read-only place costs no certificate).
+fn writable(path: &Path) -> Result<(), String> {
+    let name = path.file_name().ok_or("not a file name")?;
+    let probe = path.with_file_name(format!(".{}.new", name.to_string_lossy()));
+    std::fs::File::create(&probe).map_err(|e| {
+        format!(
+            "{}: {e}: re-issuing writes the new files beside it (deploy/README.md, \"Rotate\")",
+            probe.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// `data` to `path` whole or not at all (temporary file, fsync, rename).
