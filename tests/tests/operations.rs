@@ -206,8 +206,33 @@ async fn sigterm_ends_an_open_watch_and_exits_within_the_grace() {
         .unwrap();
     assert!(first.is_some());
 
+    // A health watch on the same connection sees NOT_SERVING at once.
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(certsign_tests::grpc::channel(
+            &stack.approver.addr,
+            &stack.ca_pem(),
+            Some(&stack.admin_ident()),
+        ))
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(health.message().await.unwrap().unwrap().status, serving);
+
     let sent = Instant::now();
     stack.approver.signal("TERM");
+    let not_serving = tokio::time::timeout(Duration::from_secs(5), health.message())
+        .await
+        .expect("no health update after SIGTERM")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        not_serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
     let ended = tokio::time::timeout(Duration::from_secs(grace + 5), watch.message())
         .await
         .expect("the watch was not ended by SIGTERM");
