@@ -29,7 +29,12 @@ use certsign_proto::v1::{
     SignRequest, sign_request,
 };
 use prost::Message as _;
-use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData as _, SigningKey as _};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+use rustls::SignatureScheme;
+use rustls::sign::Signer;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use x509_cert::der::asn1::{BitString, OctetString, SetOfVec};
 use x509_cert::der::{Decode as _, Encode as _};
 use x509_cert::ext::Extension;
@@ -115,13 +120,17 @@ pub async fn rotate_if_due(
     }
     writable(&config.signer.key)?;
     writable(&config.signer.cert)?;
-    let current_key = std::fs::read_to_string(&config.signer.key)
+    let current_key = PrivateKeyDer::from_pem_file(&config.signer.key)
         .map_err(|e| err(&config.signer.key.display().to_string(), e))
-        .and_then(|pem| KeyPair::from_pem(&pem).map_err(|e| err("current key", e)))?;
+        .and_then(|der| TlsKey::new(&der))?;
     let lineage = Lineage::of_certificate(&cert)
         .map_err(|e| err("current certificate", e))?
         .ok_or_else(|| RotateError("the current certificate carries no certsign lineage (it was not issued by the signer); renew it at the signer console".into()))?;
-    let new_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| err("new key", e))?;
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
+        .map_err(|e| err("new key", e))?;
+    let new_key = TlsKey::new(&PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        pkcs8.as_ref().to_vec(),
+    )))?;
     let csr_der = csr(&cert, &new_key)?;
     let csr_pem = x509_cert::der::pem::encode_string(
         "CERTIFICATE REQUEST",
@@ -176,11 +185,13 @@ pub async fn rotate_if_due(
         match client.sign(request.clone()).await {
             Ok(answer) => {
                 let chain = answer.into_inner().certificate;
-                write_atomically(
-                    &config.signer.key,
-                    new_key.serialize_pem().as_bytes(),
-                    0o600,
-                )?;
+                let key_pem = x509_cert::der::pem::encode_string(
+                    "PRIVATE KEY",
+                    x509_cert::der::pem::LineEnding::LF,
+                    pkcs8.as_ref(),
+                )
+                .map_err(|e| err("new key", e))?;
+                write_atomically(&config.signer.key, key_pem.as_bytes(), 0o600)?;
                 write_atomically(&config.signer.cert, &chain, 0o644)?;
                 let (_, new) = x509_parser::pem::parse_x509_pem(&chain)
                     .map_err(|e| err("the signer's answer", e))?;
@@ -199,6 +210,41 @@ pub async fn rotate_if_due(
     Err(last)
 }
 
+/// A TLS private key (any type rustls' ring provider loads) as a signer of
+/// statements and requests, with its public key: the statement schemes the
+/// signer verifies (ECDSA P-256/SHA-256, P-384/SHA-384, Ed25519, RSA
+/// PKCS#1 v1.5 SHA-256).
+struct TlsKey {
+    signer: Box<dyn Signer>,
+    spki: Vec<u8>,
+}
+
+impl TlsKey {
+    fn new(der: &PrivateKeyDer<'_>) -> Result<Self, RotateError> {
+        let key = rustls::crypto::ring::sign::any_supported_type(der).map_err(|e| err("key", e))?;
+        let spki = key
+            .public_key()
+            .ok_or_else(|| RotateError("key: no public key".into()))?
+            .as_ref()
+            .to_vec();
+        let signer = key
+            .choose_scheme(&[
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                SignatureScheme::ECDSA_NISTP384_SHA384,
+                SignatureScheme::ED25519,
+                SignatureScheme::RSA_PKCS1_SHA256,
+            ])
+            .ok_or_else(|| RotateError("key: no scheme the signer verifies".into()))?;
+        Ok(Self { signer, spki })
+    }
+}
+
+impl certsign_evidence::StatementKey for TlsKey {
+    fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
+        self.signer.sign(msg).map_err(|e| e.to_string())
+    }
+}
+
 /// The certificate's first common name (the journal's requestor).
 fn cn_of(cert: &X509Certificate<'_>) -> String {
     cert.subject()
@@ -211,7 +257,7 @@ fn cn_of(cert: &X509Certificate<'_>) -> String {
 
 /// A PKCS#10 request for `new_key` with `cert`'s subject (its DER, byte
 /// for byte) and its subjectAltName extension as it is.
-fn csr(cert: &X509Certificate<'_>, new_key: &KeyPair) -> Result<Vec<u8>, RotateError> {
+fn csr(cert: &X509Certificate<'_>, new_key: &TlsKey) -> Result<Vec<u8>, RotateError> {
     let der = |e: x509_cert::der::Error| err("CSR", e);
     let subject = Name::from_der(cert.subject().as_raw()).map_err(der)?;
     if subject.to_der().map_err(der)? != cert.subject().as_raw() {
@@ -236,11 +282,11 @@ fn csr(cert: &X509Certificate<'_>, new_key: &KeyPair) -> Result<Vec<u8>, RotateE
     let info = CertReqInfo {
         version: Version::V1,
         subject,
-        public_key: SubjectPublicKeyInfoOwned::from_der(&new_key.subject_public_key_info())
-            .map_err(der)?,
+        public_key: SubjectPublicKeyInfoOwned::from_der(&new_key.spki).map_err(der)?,
         attributes,
     };
     let signature = new_key
+        .signer
         .sign(&info.to_der().map_err(der)?)
         .map_err(|e| err("CSR signature", e))?;
     CertReq {
