@@ -109,6 +109,12 @@ pub struct Config {
     pub crl_listen: Option<std::net::SocketAddr>,
     /// Fixed CRL refresh interval; `None`: half the current CRL's validity.
     pub crl_refresh: Option<Duration>,
+    /// After SIGTERM, how long open calls (watches) may run before the
+    /// process exits anyway; reloadable.
+    pub shutdown_grace: Duration,
+    /// Renew the approver's own TLS identity this long before it expires
+    /// (`None`: the shorter of 30 days and a third of its lifetime).
+    pub tls_renew_before: Option<Duration>,
 }
 
 impl Config {
@@ -344,6 +350,8 @@ impl Config {
             statement_max_age: raw.statement_max_age,
             crl_listen,
             crl_refresh: raw.crl_refresh,
+            shutdown_grace: raw.shutdown_grace,
+            tls_renew_before: raw.tls_renew_before,
         })
     }
 
@@ -429,6 +437,8 @@ impl Config {
             bootstrap_tokens: self.bootstrap_tokens,
             auto_approve: self.auto_approve,
             statement_max_age: self.statement_max_age,
+            shutdown_grace: self.shutdown_grace,
+            tls_renew_before: self.tls_renew_before,
         }
     }
 

@@ -32,7 +32,10 @@
 //! - [`cleaner`]: Kubernetes' retention.
 //! - [`watch`]: change events fan-out.
 //! - [`limits`]: rate and size limits.
-//! - [`reload`]: SIGHUP configuration reload of the parts that may change.
+//! - [`reload`]: SIGHUP configuration reload of the parts that may change,
+//!   and of the TLS identity.
+//! - [`drain`]: SIGTERM ends open watches with a status.
+//! - [`rotate`]: the approver's own TLS identity renewed through the signer.
 //! - [`service`]: the gRPC service's handlers.
 //! - [`status`]: the only Error → Status mapping.
 //! - [`tls`]: rustls server and signer-client configuration.
@@ -48,6 +51,7 @@ pub mod crl;
 pub mod crl_http;
 pub mod decide;
 pub mod decision;
+pub mod drain;
 pub mod expiry;
 pub mod forwarder;
 pub mod health;
@@ -57,6 +61,7 @@ pub mod limits;
 pub mod names;
 pub mod reload;
 pub mod revocation;
+pub mod rotate;
 pub mod service;
 pub mod status;
 pub mod store;
@@ -112,6 +117,8 @@ pub struct App {
     reloader: Reloader,
     /// For the health check's database probe.
     store: Store,
+    /// Ends open watches at shutdown.
+    drain: drain::Drain,
 }
 
 impl App {
@@ -119,7 +126,8 @@ impl App {
     /// forwarder and the cleaner, and load the TLS material.
     pub async fn start(config: Config) -> Result<Self, ServeError> {
         let config = Arc::new(config);
-        let tls = tls::server_config(&config.tls_cert, &config.tls_key, &config.client_ca)?;
+        let identity = Arc::new(tls::Identity::load(&config.tls_cert, &config.tls_key)?);
+        let tls = tls::server_config(identity.clone(), &config.client_ca)?;
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| ServeError::File {
                 path: p.display().to_string(),
@@ -181,7 +189,9 @@ impl App {
         });
 
         let live = Arc::new(LiveConfig::new(Config::clone(&config)));
-        let reloader = Reloader::new(live.clone(), limiter.clone());
+        let reloader = Reloader::new(live.clone(), limiter.clone()).with_identity(identity.clone());
+        tokio::spawn(rotate::run(reloader.clone(), identity));
+        let drain = drain::Drain::default();
         let service = ApproverService::new(Shared {
             config: live,
             store: store.clone(),
@@ -193,6 +203,7 @@ impl App {
             approval_trust,
             client_ca_der,
             trust_bundle_pem,
+            drain: drain.clone(),
         });
         Ok(Self {
             config,
@@ -200,6 +211,7 @@ impl App {
             tls,
             reloader,
             store,
+            drain,
         })
     }
 
@@ -208,7 +220,10 @@ impl App {
         self.reloader.clone()
     }
 
-    /// Serve on `listener` until `shutdown` completes.
+    /// Serve on `listener` until `shutdown` completes; then health says
+    /// NOT_SERVING, no new calls are taken, open watches end with
+    /// UNAVAILABLE, and whatever is still open after `shutdown_grace` (as
+    /// configured then) is cut off by returning.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -220,7 +235,29 @@ impl App {
         health_reporter
             .set_serving::<ApproverServer<ApproverService>>()
             .await;
-        tokio::spawn(health::follow_store(self.store.clone(), health_reporter));
+        let prober = tokio::spawn(health::follow_store(
+            self.store.clone(),
+            health_reporter.clone(),
+        ));
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let (stop, drain, reloader) = (stopping.clone(), self.drain.clone(), self.reloader.clone());
+        let shutdown = async move {
+            shutdown.await;
+            prober.abort();
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            health_reporter
+                .set_not_serving::<ApproverServer<ApproverService>>()
+                .await;
+            let grace = reloader.current().shutdown_grace;
+            tracing::info!(
+                ?grace,
+                "stopping: NOT_SERVING, no new calls, open watches ended"
+            );
+            drain.start();
+            stop.notify_one();
+        };
         let approver = ApproverServer::new(self.service)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(16 * 1024 * 1024);
@@ -245,9 +282,15 @@ impl App {
                 .map_err(|e| ServeError::Reflection(e.to_string()))?;
             router = router.add_service(v1).add_service(v1alpha);
         }
-        router
-            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
-            .await?;
+        let served = router.serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown);
+        let reloader = self.reloader;
+        tokio::select! {
+            r = served => r?,
+            () = async {
+                stopping.notified().await;
+                tokio::time::sleep(reloader.current().shutdown_grace).await;
+            } => tracing::warn!("shutdown_grace elapsed with calls still open; exiting"),
+        }
         Ok(())
     }
 }

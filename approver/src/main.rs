@@ -4,7 +4,10 @@
 //! carries only the `listening on <addr>` line), starts the approver and
 //! maps failures to exit codes (64 for usage or configuration errors).
 //! `--log-format text|json` (or `CERTSIGN_LOG_FORMAT`) is the signer's switch too. On
-//! SIGHUP it reloads the config file it was started with (see `reload`).
+//! SIGHUP it reloads the config file it was started with and its TLS
+//! identity (see `reload`); SIGTERM drains (see `App::serve`).
+//! `serve --check-config` loads and validates without serving (exit 0 or
+//! 64); `backup --config F --out FILE` copies a live SQLite store.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -55,6 +58,20 @@ enum Command {
         /// Same as `--log-format json`.
         #[arg(long, hide = true)]
         log_json: bool,
+        /// Load and validate the config and the TLS files it names, then
+        /// exit (0: fine, 64: not) without serving.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Copy the store (SQLite, while it serves) to a new file: a
+    /// consistent backup. PostgreSQL stores are backed up with pg_dump.
+    Backup {
+        /// Path of approver.toml (names the store).
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -73,7 +90,14 @@ fn main() -> ExitCode {
             };
         }
     };
-    let Command::Serve { config, log_json } = cli.command;
+    let (config, log_json, check_config) = match cli.command {
+        Command::Serve {
+            config,
+            log_json,
+            check_config,
+        } => (config, log_json, check_config),
+        Command::Backup { config, out } => return backup(&config, &out),
+    };
     let log_json = log_json || cli.log_format == LogFormat::Json;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -99,6 +123,18 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if check_config {
+        return match certsign_approver::tls::check_files(&config) {
+            Ok(()) => {
+                println!("{}: configuration OK", config_path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("certsign-approver: {}: {e}", config_path.display());
+                ExitCode::from(64)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -152,6 +188,28 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `backup`: 0 with one line naming the copy, 64 for a config that does not
+/// load, 1 when the copy fails (or the store is PostgreSQL: pg_dump).
+fn backup(config: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    let c = match certsign_approver::config::Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("certsign-approver: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    match certsign_approver::store::backup(&c.database_url, out) {
+        Ok(n) => {
+            println!("backed up {n} requests to {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("certsign-approver: backup: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {

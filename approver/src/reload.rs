@@ -9,6 +9,11 @@
 //! retention, reflection) keep their running values, each named in a
 //! warning. It does not touch the signer, whose own `signer.toml`
 //! allow-lists still decide what gets signed.
+//!
+//! SIGHUP also reloads the serving TLS identity from `tls_cert` / `tls_key`
+//! ([`crate::tls::Identity`]): new connections get the new certificate,
+//! open ones keep theirs; a pair that does not load (or whose key is not
+//! the certificate's) keeps the identity in use and is logged.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +39,8 @@ pub struct Reloader {
     transport_max_message: usize,
     /// One reload at a time, so two signals cannot interleave their swaps.
     serial: Arc<Mutex<()>>,
+    /// The serving identity a SIGHUP reloads too.
+    identity: Option<Arc<crate::tls::Identity>>,
 }
 
 impl Reloader {
@@ -44,6 +51,32 @@ impl Reloader {
             limiter,
             transport_max_message,
             serial: Arc::new(Mutex::new(())),
+            identity: None,
+        }
+    }
+
+    /// Also reload `identity` (the serving TLS certificate) on SIGHUP.
+    pub fn with_identity(mut self, identity: Arc<crate::tls::Identity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Reload the serving TLS identity (if any) from its files, logging the
+    /// outcome; on error the identity in use stays.
+    pub fn reload_identity(&self) -> Result<(), crate::tls::TlsError> {
+        let Some(identity) = &self.identity else {
+            return Ok(());
+        };
+        let path = identity.cert_path().display().to_string();
+        match identity.reload() {
+            Ok(what) => {
+                tracing::info!("TLS certificate reloaded from {path} ({what})");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("TLS reload from {path} failed; the certificate in use stays: {e}");
+                Err(e)
+            }
         }
     }
 
@@ -127,7 +160,11 @@ impl Reloader {
             let this = self.clone();
             let p = path.clone();
             // File reads and parsing are blocking work.
-            if let Err(e) = tokio::task::spawn_blocking(move || this.reload(&p)).await {
+            let reloaded = tokio::task::spawn_blocking(move || {
+                let _ = this.reload(&p);
+                let _ = this.reload_identity();
+            });
+            if let Err(e) = reloaded.await {
                 tracing::error!("config reload failed to run: {e}");
             }
         }

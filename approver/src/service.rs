@@ -32,8 +32,6 @@ use certsign_proto::v1::{
     WatchEvent,
 };
 use tokio_stream::StreamExt as _;
-use tokio_stream::adapters::Map;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::access;
@@ -75,6 +73,8 @@ pub struct Shared {
     pub client_ca_der: Vec<Vec<u8>>,
     /// PEM returned by GetTrustBundle.
     pub trust_bundle_pem: Vec<u8>,
+    /// Set at shutdown: open watches end with UNAVAILABLE.
+    pub drain: crate::drain::Drain,
 }
 
 /// The gRPC service.
@@ -96,11 +96,8 @@ fn name_of(csr: &CertificateSigningRequest) -> &str {
     csr.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
 }
 
-/// A watch stream with its errors mapped to statuses.
-type WatchStream = Map<
-    ReceiverStream<Result<WatchEvent, ServiceError>>,
-    fn(Result<WatchEvent, ServiceError>) -> Result<WatchEvent, Status>,
->;
+/// A watch stream with its errors mapped to statuses, ended by a drain.
+type WatchStream = crate::drain::Drained<WatchEvent>;
 
 fn watch_status(r: Result<WatchEvent, ServiceError>) -> Result<WatchEvent, Status> {
     r.map_err(|e| to_status(&e))
@@ -280,6 +277,9 @@ impl Approver for ApproverService {
         &self,
         request: Request<WatchCertificateSigningRequestsRequest>,
     ) -> Result<Response<Self::WatchCertificateSigningRequestsStream>, Status> {
+        if self.shared.drain.is_draining() {
+            return Err(Status::unavailable(crate::drain::SHUTTING_DOWN));
+        }
         let cfg = self.shared.config.snapshot();
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         let req = request.into_inner();
@@ -301,7 +301,9 @@ impl Approver for ApproverService {
             req.send_initial_events,
             matches,
         );
-        Ok(Response::new(events.map(watch_status as fn(_) -> _)))
+        Ok(Response::new(
+            self.shared.drain.until_drained(events.map(watch_status)),
+        ))
     }
 
     async fn approve_certificate_signing_request(

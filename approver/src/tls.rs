@@ -1,7 +1,9 @@
 //! TLS: the serving rustls configuration (client certificates optional at
 //! the TLS layer but, when sent, verified against the client CA), the
-//! accept loop that hands finished handshakes to tonic, and the mTLS client
-//! configuration towards the signer.
+//! serving identity that a reload swaps for new connections ([`Identity`];
+//! open ones keep theirs), the accept loop that hands finished handshakes to
+//! tonic (a refused one is an info line with the peer and the reason), and
+//! the mTLS client configuration towards the signer.
 //!
 //! ring is the only crypto provider. This module must never accept a client
 //! certificate that does not chain to the configured client CA: an
@@ -9,12 +11,13 @@
 //! let through (and then every RPC but a token create is UNAUTHENTICATED).
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -61,11 +64,85 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// The serving configuration: our identity, client certificates verified
-/// against `client_ca` when presented, ALPN h2.
+/// The serving certificate and key in use, swapped whole by [`Identity::reload`].
+#[derive(Debug)]
+pub struct Identity {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Identity {
+    /// Load `cert` (the chain, leaf first) and `key`, which must match.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        Ok(Self {
+            current: RwLock::new(Arc::new(certified_key(cert, key)?)),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        })
+    }
+
+    /// Read the files again and serve them to new connections; on error
+    /// the identity in use stays. Returns "subject S, serial X, expires T".
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let new = certified_key(&self.cert, &self.key)?;
+        let summary = describe(&new)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
+        Ok(summary)
+    }
+
+    /// The certificate file it reloads from.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert
+    }
+
+    /// The leaf certificate in use (DER).
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current.cert[0].clone()
+    }
+}
+
+impl ResolvesServerCert for Identity {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(load_certs(cert)?, load_key(key)?, &provider).map_err(|e| {
+        TlsError::Rustls(format!(
+            "{} with {}: {e} (the key must be the certificate's)",
+            cert.display(),
+            key.display()
+        ))
+    })
+}
+
+fn describe(key: &CertifiedKey) -> Result<String, TlsError> {
+    let leaf = key
+        .end_entity_cert()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let (_, c) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    Ok(format!(
+        "subject {}, serial {}, expires {}",
+        c.subject(),
+        c.raw_serial_as_string().replace(':', ""),
+        c.validity().not_after
+    ))
+}
+
+/// The serving configuration: the certificate from `identity`, client
+/// certificates verified against `client_ca` when presented, ALPN h2.
 pub fn server_config(
-    cert: &Path,
-    key: &Path,
+    identity: Arc<Identity>,
     client_ca: &Path,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -81,8 +158,7 @@ pub fn server_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        .with_cert_resolver(identity);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
 }
@@ -117,12 +193,16 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                let accept = acceptor.accept(tcp).into_fallible();
+                match tokio::time::timeout(Duration::from_secs(10), accept).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Ok(Err((e, tcp))) => {
+                        tracing::info!(%peer, reason = %e, "TLS handshake refused");
+                        linger(tcp).await;
+                    }
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
                 }
             });
         }
@@ -149,4 +229,31 @@ pub fn signer_client_tls(
             read(cert)?,
             read(key)?,
         )))
+}
+
+/// Every TLS file `config` names loads: the serving identity (its key the
+/// certificate's), the client CA, the trust bundle and the identity towards
+/// the signer (`serve --check-config`).
+pub fn check_files(config: &crate::config::Config) -> Result<(), TlsError> {
+    let identity = Arc::new(Identity::load(&config.tls_cert, &config.tls_key)?);
+    server_config(identity, &config.client_ca)?;
+    load_certs(&config.trust_bundle)?;
+    load_certs(&config.signer.ca)?;
+    Identity::load(&config.signer.cert, &config.signer.key)?;
+    Ok(())
+}
+
+/// After a refused handshake (the alert already written): close our side
+/// and read what the client still sends for a moment before dropping the
+/// socket. Dropping it with unread data would send a TCP reset, which can
+/// destroy the alert before the client reads it, and the client would
+/// see "broken pipe" instead of why it was refused.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }

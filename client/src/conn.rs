@@ -86,6 +86,15 @@ pub fn read_key(path: &Path) -> Result<Vec<u8>> {
 
 /// Connects to the approver.
 pub async fn connect(settings: &Settings) -> Result<Conn> {
+    let (channel, auth) = connect_channel(settings).await?;
+    Ok(Conn {
+        client: ApproverClient::with_interceptor(channel, auth),
+        url: settings.server.url.clone(),
+    })
+}
+
+/// The TLS channel to `settings.server` and the token interceptor.
+async fn connect_channel(settings: &Settings) -> Result<(Channel, Auth)> {
     let (ca_pem, _) = read_certs("CA", &settings.ca)?;
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&ca_pem))
@@ -114,10 +123,7 @@ pub async fn connect(settings: &Settings) -> Result<Conn> {
                         .map_err(|e| {
                             anyhow!("cannot reach approver at {url}: {}", innermost(&e))
                         })?;
-                return Ok(Conn {
-                    client: ApproverClient::with_interceptor(channel, Auth(None)),
-                    url,
-                });
+                return Ok((channel, Auth(None)));
             }
             if let Some((cert, key)) = &settings.identity {
                 let (cert_pem, _) = read_certs("certificate", cert)?;
@@ -145,14 +151,12 @@ pub async fn connect(settings: &Settings) -> Result<Conn> {
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow!("cannot reach approver at {url}: {}", innermost(&e)))?;
-    Ok(Conn {
-        client: ApproverClient::with_interceptor(channel, auth),
-        url,
-    })
+    let channel = endpoint.connect().await.map_err(|e| {
+        let reason = innermost(&e);
+        refused_certificate(&reason)
+            .unwrap_or_else(|| anyhow!("cannot reach approver at {url}: {reason}"))
+    })?;
+    Ok((channel, auth))
 }
 
 /// The most specific message of an error chain, with io errors worded as
@@ -181,11 +185,76 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The TLS alert a server ends the handshake with when it refuses the
+/// client certificate, as rustls words it, and what certctl says instead.
+const REFUSED_CERTIFICATE: [(&str, &str); 9] = [
+    ("UnknownCA", "unknown certificate authority"),
+    ("CertificateExpired", "certificate expired or not yet valid"),
+    ("CertificateRevoked", "certificate revoked"),
+    ("BadCertificate", "bad certificate"),
+    ("CertificateUnknown", "certificate not trusted"),
+    ("UnsupportedCertificate", "unsupported certificate"),
+    ("CertificateRequired", "a client certificate is required"),
+    (
+        "DecryptError",
+        "the certificate's signature does not verify",
+    ),
+    ("AccessDenied", "access denied"),
+];
+
+/// `reason` (an error's innermost message) is the server refusing our
+/// client certificate at the handshake: one line naming the cause.
+fn refused_certificate(reason: &str) -> Option<anyhow::Error> {
+    let alert = reason.split("received fatal alert: ").nth(1)?.trim();
+    let cause = REFUSED_CERTIFICATE
+        .iter()
+        .find(|(name, _)| *name == alert)
+        .map(|(_, cause)| *cause)?;
+    Some(anyhow!(
+        "the approver refused this client certificate ({cause})"
+    ))
+}
+
+/// A call the server does not implement (`Unimplemented`): the server is
+/// not an approver (a signer's port?) or an older one. `cmd::run` asks the
+/// server which it is and says so.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server at {url} does not implement this call (Unimplemented): it is not a certsign approver, or an older one"
+)]
+pub struct NotImplemented {
+    /// The server's URL.
+    pub url: String,
+}
+
+/// Whether the server at `settings` is a certsign signer: its health
+/// service knows `certsign.v1.Signer`.
+pub async fn is_signer(settings: &Settings) -> bool {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let Ok((channel, _)) = connect_channel(settings).await else {
+        return false;
+    };
+    let asked = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "certsign.v1.Signer".into(),
+        })
+        .await;
+    asked.is_ok()
+}
+
 /// Turns a gRPC status into the readable line certctl prints.
 /// `name` is the request the call was about, if any.
 pub fn status_error(status: &tonic::Status, url: &str, name: Option<&str>) -> anyhow::Error {
     use tonic::Code;
     let msg = one_line(status.message());
+    if let Some(refused) = status
+        .source()
+        .map(innermost)
+        .and_then(|r| refused_certificate(&r))
+    {
+        return refused;
+    }
     match status.code() {
         Code::NotFound => match name {
             Some(n) => anyhow!("certificatesigningrequest {n:?} not found"),
@@ -202,6 +271,10 @@ pub fn status_error(status: &tonic::Status, url: &str, name: Option<&str>) -> an
         Code::PermissionDenied => anyhow!("forbidden: {msg}"),
         Code::Unauthenticated => anyhow!("unauthorized: {msg}"),
         Code::ResourceExhausted => anyhow!("too many requests: {msg}"),
+        Code::Unimplemented if msg.is_empty() => NotImplemented {
+            url: url.to_string(),
+        }
+        .into(),
         Code::AlreadyExists
         | Code::InvalidArgument
         | Code::FailedPrecondition

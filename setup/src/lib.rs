@@ -4,6 +4,10 @@
 //! - [`init`]: `certsign-signer init`, a complete local deployment.
 //! - [`console`]: console issuance (`certsign-signer issue`, init's own
 //!   identities) through the signer's normal `Sign` path.
+//! - [`serve`]: `certsign-signer serve`: the TLS listener, SIGHUP reloads of
+//!   the serving identity, SIGTERM with its grace.
+//! - [`self_renew`]: the signer re-issues its own TLS certificate before it
+//!   expires.
 //!
 //! The binary (`src/main.rs`) also calls the daemon library for `serve` and
 //! `audit verify`. This crate never signs outside the authority and never
@@ -13,3 +17,5 @@
 
 pub mod console;
 pub mod init;
+pub mod self_renew;
+pub mod serve;

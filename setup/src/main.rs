@@ -3,7 +3,7 @@
 //!
 //! Commands (hand-parsed, no clap: the signer keeps its dependency list short):
 //!   init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri pkcs11:…] [--signer-listen ADDR] [--approver-listen ADDR]
-//!   serve --config FILE
+//!   serve --config FILE [--check-config]
 //!   audit verify --config FILE
 //!   issue --config FILE --csr CSR.pem --signer-name S --usages "u1,u2" [--expiration 24h] --out CERT.pem
 //! Global flags: `--log-format text|json` (also `CERTSIGN_LOG_FORMAT`; the
@@ -27,7 +27,7 @@ use certsign_signer::harden;
 
 const USAGE: &str = "usage: certsign-signer [--log-format text|json] [--help] [--version] COMMAND
   certsign-signer init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri \"pkcs11:token=T;object=O?module-path=M&pin-source=file:/P\"] [--signer-listen ADDR] [--approver-listen ADDR]
-  certsign-signer serve --config FILE
+  certsign-signer serve --config FILE [--check-config]
   certsign-signer audit verify --config FILE
   certsign-signer issue --config FILE --csr CSR.pem --signer-name S --usages \"client auth,digital signature\" [--expiration 24h] --out CERT.pem";
 
@@ -55,6 +55,7 @@ fn required(f: &HashMap<String, String>, name: &str) -> Result<String, String> {
 enum Cmd {
     Init(InitOptions),
     Serve(PathBuf),
+    CheckConfig(PathBuf),
     AuditVerify(PathBuf),
     Issue {
         config: PathBuf,
@@ -101,10 +102,19 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
                     .transpose()?,
             }))
         }
-        Some("serve") => Ok(Cmd::Serve(PathBuf::from(required(
-            &flags(&args[1..], &["config"])?,
-            "config",
-        )?))),
+        Some("serve") => {
+            // `--check-config`: load and validate, do not serve.
+            let mut rest = args[1..].to_vec();
+            let check = rest.iter().position(|a| a == "--check-config");
+            if let Some(i) = check {
+                rest.remove(i);
+            }
+            let config = PathBuf::from(required(&flags(&rest, &["config"])?, "config")?);
+            Ok(match check {
+                Some(_) => Cmd::CheckConfig(config),
+                None => Cmd::Serve(config),
+            })
+        }
         Some("audit") if args.get(1).map(String::as_str) == Some("verify") => Ok(Cmd::AuditVerify(
             PathBuf::from(required(&flags(&args[2..], &["config"])?, "config")?),
         )),
@@ -199,6 +209,12 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if let Cmd::CheckConfig(path) = &cmd
+        && let Err(e) = certsign_setup::serve::check_config(path)
+    {
+        eprintln!("certsign-signer: {e}");
+        return ExitCode::from(64);
+    }
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Colour only for a person at a terminal: stderr is usually a file or
@@ -247,7 +263,12 @@ async fn run(cmd: Cmd) -> Result<(), DaemonError> {
             println!("initialized {}", o.dir.display());
             Ok(())
         }
-        Cmd::Serve(path) => daemon::serve(&path).await,
+        Cmd::Serve(path) => certsign_setup::serve::serve(&path).await,
+        Cmd::CheckConfig(path) => {
+            // Exits 64 on any problem (main); never here.
+            println!("{}: configuration OK", path.display());
+            Ok(())
+        }
         Cmd::AuditVerify(path) => {
             println!("{}", daemon::audit_verify(&path)?);
             Ok(())

@@ -96,6 +96,9 @@ pub enum Evidence<'a> {
     },
     /// The operator at the signer's console (`init`, `issue`): OS user.
     Console(&'a str),
+    /// An allow-listed caller renewing its own identity: the renewal proof
+    /// and the leaf certificate of the connection (DER).
+    Identity(&'a SignedStatement, &'a [u8]),
 }
 
 /// The result of a successful `Sign`.
@@ -229,6 +232,24 @@ impl Authority {
         self.sign_with(csr, ev, caller).await
     }
 
+    /// Renew the caller's own TLS identity (`identity_renewal`; see
+    /// [`Evidence::Identity`]). A missing proof is refused in `decide`.
+    pub async fn renew_identity(
+        &self,
+        req: &SignRequest,
+        caller: &str,
+        peer_leaf: &[u8],
+    ) -> Result<Signed, SignError> {
+        let (Some(Request::IdentityRenewal(csr)), Some(proof)) = (&req.request, &req.renewal)
+        else {
+            return Err(SignError::Invalid(
+                "renewal: Required value: identity_renewal is proven by a RenewalStatement".into(),
+            ));
+        };
+        self.sign_with(csr, Evidence::Identity(proof, peer_leaf), caller)
+            .await
+    }
+
     /// Sign with explicit evidence (the console path uses this too).
     pub async fn sign_with(
         &self,
@@ -349,7 +370,8 @@ impl Authority {
         let renewal_of = match ev {
             Evidence::Request {
                 renewal: Some(r), ..
-            } => r
+            }
+            | Evidence::Identity(r, _) => r
                 .certificate_chain
                 .first()
                 .map(|c| hex::encode(csr::sha256(c))),
@@ -412,7 +434,15 @@ impl Authority {
         // The signer's own clients are minted only at its console: otherwise an
         // approved user CSR naming "certsign-approver" would become a Sign caller.
         let allowed = &self.config.allowed_clients;
-        if !matches!(ev, Evidence::Console(_))
+        // An allow-listed caller may renew only itself: its proof must be
+        // for the certificate of this very connection.
+        if let Evidence::Identity(r, peer) = ev
+            && r.certificate_chain.first().map(Vec::as_slice) != Some(peer)
+        {
+            return Err(SignError::Refused("identity renewal: the renewal proof is not for the certificate this connection presented; a client renews only its own identity".into()));
+        }
+        let identity = matches!(ev, Evidence::Identity(..));
+        if !matches!(ev, Evidence::Console(_) | Evidence::Identity(..))
             && let Some(n) = csr
                 .common_name
                 .iter()
@@ -430,7 +460,8 @@ impl Authority {
             Evidence::Console(user) => (EvidenceKind::Console, vec![user.to_string()]),
             Evidence::Request {
                 renewal: Some(r), ..
-            } => {
+            }
+            | Evidence::Identity(r, _) => {
                 if !profile.allow_renewal {
                     return Err(SignError::Refused(format!(
                         "renewal: profile {} does not accept renewals",
@@ -455,7 +486,9 @@ impl Authority {
                     return Err(SignError::Refused(revoked));
                 }
                 let began = proof.lineage.approved_at;
-                if let Some(h) = profile.renewal_horizon
+                // The allow-list, not a human's approval, authorizes a
+                // client's own identity: no horizon for it.
+                if let Some(h) = profile.renewal_horizon.filter(|_| !identity)
                     && began.checked_add(h).is_some_and(|end| end < now)
                 {
                     return Err(SignError::Refused(format!(

@@ -51,6 +51,10 @@ struct RawConfig {
     crl_validity: Duration,
     #[serde(default)]
     profiles: Vec<RawProfile>,
+    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    shutdown_grace: Duration,
+    #[serde(default, with = "humantime_serde")]
+    tls_renew_before: Option<Duration>,
 }
 
 fn default_sessions() -> usize {
@@ -58,6 +62,9 @@ fn default_sessions() -> usize {
 }
 fn one_day() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_lifetime() -> Duration {
     Duration::from_secs(8760 * 3600)
@@ -131,6 +138,11 @@ pub struct Config {
     pub crl_validity: Duration,
     /// One profile per signer name.
     pub profiles: Vec<Profile>,
+    /// After SIGTERM, how long open calls may finish before the process exits.
+    pub shutdown_grace: Duration,
+    /// Re-issue the serving certificate this long before it expires
+    /// (`None`: the shorter of 30 days and a third of its lifetime).
+    pub tls_renew_before: Option<Duration>,
 }
 
 impl Config {
@@ -202,6 +214,8 @@ impl Config {
             statement_max_age: raw.statement_max_age,
             crl_validity: raw.crl_validity,
             profiles,
+            shutdown_grace: raw.shutdown_grace,
+            tls_renew_before: raw.tls_renew_before,
         })
     }
 

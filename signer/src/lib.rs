@@ -18,7 +18,7 @@
 //! - [`crl`]: RFC 5280 v2 CRLs of the journaled revocations, CA-signed.
 //! - [`sharded`]: the journal index's sharded hash maps.
 //! - [`service`]: the tonic service, mTLS allow-list, Error → Status.
-//! - [`daemon`]: `serve` and `audit verify`, what the binary calls.
+//! - [`daemon`]: `audit verify` and the errors the binary maps to exit codes.
 //! - [`ids`]: `Uid`, `Serial`, `EvidenceKind`.
 //! - [`harden`]: no_new_privs, no core dumps, memory locking.
 //!

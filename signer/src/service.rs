@@ -1,5 +1,5 @@
 //! The gRPC face: `certsign.v1.Signer/Sign` plus health (and reflection only
-//! when the config asks), over mTLS.
+//! when the config asks), over the mTLS streams the binary accepts.
 //!
 //! The only module that imports tonic service types. Each call: authorize
 //! the peer certificate against `allowed_clients` (by DNS SAN or CN; fail
@@ -15,10 +15,10 @@ use std::time::Duration;
 use certsign_proto::v1::sign_request::Request as Asked;
 use certsign_proto::v1::signer_server::{Signer, SignerServer};
 use certsign_proto::v1::{FILE_DESCRIPTOR_SET, SignRequest, SignResponse};
-use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::Stream;
+use tonic::transport::Server;
+use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -31,9 +31,6 @@ use crate::profile::ProfileError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// A TLS file could not be read.
-    #[error("{0}: {1}")]
-    File(String, std::io::Error),
     /// tonic transport error.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -140,7 +137,7 @@ impl Signer for SignerService {
     async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let caller = self.authorize(&request)?;
         let other = match &request.get_ref().request {
-            Some(Asked::CertificateSigningRequest(_)) => None,
+            Some(Asked::CertificateSigningRequest(_) | Asked::IdentityRenewal(_)) => None,
             Some(Asked::Revocation(r)) => Some(self.authority.revoke(r, &caller).await),
             Some(Asked::Crl(_)) => Some(self.authority.crl(&caller)),
             None => {
@@ -152,11 +149,16 @@ impl Signer for SignerService {
         if let Some(answer) = other {
             return answer.map(Response::new).map_err(|e| to_status(&e));
         }
-        let signed = self
-            .authority
-            .sign(request.get_ref(), &caller)
-            .await
-            .map_err(|e| to_status(&e))?;
+        let signed = match (&request.get_ref().request, request.peer_certs()) {
+            (Some(Asked::IdentityRenewal(_)), Some(peer)) => {
+                let leaf = peer.first().map(|c| c.as_ref()).unwrap_or_default();
+                (self.authority)
+                    .renew_identity(request.get_ref(), &caller, leaf)
+                    .await
+            }
+            _ => self.authority.sign(request.get_ref(), &caller).await,
+        }
+        .map_err(|e| to_status(&e))?;
         Ok(Response::new(SignResponse {
             certificate: signed.certificate.into_bytes(),
             serial_number: signed.serial.0,
@@ -166,23 +168,18 @@ impl Signer for SignerService {
     }
 }
 
-/// Serve on `listener` until `shutdown` resolves.
-pub async fn serve(
+/// Serve the TLS streams of `incoming` (client certificates verified against
+/// `client_ca` by the binary's listener) until `shutdown` resolves.
+pub async fn serve<I, IO>(
     authority: Arc<Authority>,
-    listener: TcpListener,
+    incoming: I,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
+) -> Result<(), ServeError>
+where
+    I: Stream<Item = Result<IO, std::io::Error>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+{
     let cfg = authority.config().clone();
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| ServeError::File(p.display().to_string(), e))
-    };
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            read(&cfg.tls_cert)?,
-            read(&cfg.tls_key)?,
-        ))
-        .client_ca_root(Certificate::from_pem(read(&cfg.client_ca)?))
-        .timeout(Duration::from_secs(10));
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<SignerServer<SignerService>>().await;
     let reflection = if cfg.reflection {
@@ -196,18 +193,7 @@ pub async fn serve(
     } else {
         None
     };
-    // tonic's own `tcp_nodelay` applies only to sockets it accepts itself;
-    // without it, Nagle's algorithm holds a response's last segment until
-    // the client's delayed ACK (~40 ms on Linux) whenever an answer spans
-    // several writes.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.and_then(|tcp| {
-            tcp.set_nodelay(true)?;
-            Ok(tcp)
-        })
-    });
     Server::builder()
-        .tls_config(tls)?
         .timeout(Duration::from_secs(30))
         .concurrency_limit_per_connection(256)
         .add_service(health_svc)

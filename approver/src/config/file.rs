@@ -56,6 +56,17 @@ pub(super) struct RawConfig {
     /// CRL's validity).
     #[serde(default, with = "humantime_serde")]
     pub(super) crl_refresh: Option<Duration>,
+    /// After SIGTERM, how long open calls may finish before the process exits.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub(super) shutdown_grace: Duration,
+    /// Renew the approver's own TLS identity this long before it expires
+    /// (default: the shorter of 30 days and a third of its lifetime).
+    #[serde(default, with = "humantime_serde")]
+    pub(super) tls_renew_before: Option<Duration>,
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_statement_max_age() -> Duration {

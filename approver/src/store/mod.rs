@@ -113,6 +113,17 @@ pub struct Store {
     counts: Arc<Counts>,
 }
 
+/// `certsign-approver backup`: a consistent copy of the SQLite store at
+/// `url` in the new file `out` (the store may be serving); returns how many
+/// requests it holds. A PostgreSQL store is backed up with `pg_dump`
+/// ([`StoreError::BackupWithPgDump`]). Blocking.
+pub fn backup(url: &str, out: &std::path::Path) -> Result<u64, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::BackupWithPgDump);
+    }
+    sqlite::vacuum_into(url, out)
+}
+
 impl Store {
     /// Connect, configure durability, run migrations and start the
     /// group-commit writer (needs a Tokio runtime).

@@ -48,6 +48,11 @@ pub enum StoreError {
     /// The database URL is not supported.
     #[error("unsupported database URL (use sqlite:// or postgres://)")]
     UnsupportedUrl,
+    /// `backup` of a PostgreSQL store: that is pg_dump's job.
+    #[error(
+        "the store is PostgreSQL: back it up with pg_dump (pg_dump --format=custom --file=FILE URL; deploy/README.md, \"Back up\"); certsign-approver backup copies SQLite stores"
+    )]
+    BackupWithPgDump,
 }
 
 /// The outcome of a conditional update.

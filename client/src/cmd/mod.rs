@@ -46,7 +46,7 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
     };
     let identity_flags = overrides.cert.is_some();
     let settings = || overrides.resolve(|k| std::env::var_os(k));
-    match cli.command {
+    let done = match cli.command {
         Command::Get(a) => match other_resource(&a.resource) {
             Some(OtherResource::Certificates) => {
                 certificates::get_certificates(settings()?, a).await
@@ -71,5 +71,17 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         Command::Renew(a) => renew::renew(settings()?, a, identity_flags).await,
         Command::Delete(a) => delete::delete(settings()?, a).await,
         Command::Completion(a) => completion::completion(a),
+    };
+    // An Unimplemented answer: say so plainly when the server is a signer.
+    if let Err(e) = &done
+        && let Some(n) = e.downcast_ref::<crate::conn::NotImplemented>()
+        && let Ok(s) = settings()
+        && crate::conn::is_signer(&s).await
+    {
+        anyhow::bail!(
+            "the server at {} is a certsign signer, not the approver: point --server (or `server` in certctl.toml) at the approver",
+            n.url
+        );
     }
+    done
 }

@@ -1,7 +1,7 @@
 //! The SQLite backend, entirely through rusqlite: the migrations, the
 //! group-commit writer thread (`writer`), point reads and pages on
 //! read-only connections (`reader`), and the connection settings
-//! (`conn`: WAL, `synchronous = FULL`).
+//! (`conn`: WAL, `synchronous = FULL`), and online backups (`backup`).
 //!
 //! One process owns an SQLite store: change events reach its watch hub
 //! from its own writes, so there is no change listener here.
@@ -19,11 +19,13 @@ use crate::store::batch::{Counts, Op};
 use crate::store::schema::{MIGRATIONS, SCHEMA_MIGRATIONS};
 use crate::store::types::StoreError;
 
+mod backup;
 mod certs;
 mod conn;
 mod reader;
 mod writer;
 
+pub(super) use backup::vacuum_into;
 pub(super) use reader::Readers;
 
 /// Opens (and, with `mode=rwc`, creates) the database `url` names, applies
