@@ -144,28 +144,6 @@ fn apply_reports_wrong_kind_api_version_and_bad_base64_together() {
 }
 
 #[test]
-fn apply_from_stdin_rejects_a_non_csr_pem() {
-    use base64::Engine as _;
-    let t = tempfile::tempdir().unwrap();
-    make_ca(t.path());
-    let ca_b64 = base64::engine::general_purpose::STANDARD
-        .encode(std::fs::read(t.path().join("ca.crt")).unwrap());
-    let doc = format!(
-        "{{\"apiVersion\":\"certificates.k8s.io/v1\",\"kind\":\"CertificateSigningRequest\",\"metadata\":{{\"name\":\"x\"}},\"spec\":{{\"request\":\"{ca_b64}\",\"usages\":[]}}}}"
-    );
-    fails_with(
-        certctl(t.path())
-            .args(["apply", "-f", "-"])
-            .write_stdin(doc),
-        &[
-            "spec.request: Invalid value: PEM block type must be CERTIFICATE REQUEST",
-            "spec.signerName: Required value",
-            "spec.usages: Required value",
-        ],
-    );
-}
-
-#[test]
 fn server_down_is_one_readable_line() {
     let t = tempfile::tempdir().unwrap();
     make_ca(t.path());
