@@ -130,17 +130,33 @@ fn apply_bad_json() {
 
 #[test]
 fn apply_reports_wrong_kind_api_version_and_bad_base64_together() {
-    apply_fails(&[(
+    // Shape errors read as the server's Invalid answer does (kubectl's
+    // line, no `error: ` prefix), all of them on one line, before any
+    // connection.
+    let t = tempfile::tempdir().unwrap();
+    let f = manifest(
+        t.path(),
         "m.yaml",
-        Some(
-            "apiVersion: certificates.k8s.io/v1beta1\nkind: ConfigMap\nmetadata:\n  name: x\nspec:\n  request: '%%%'\n  signerName: example.com/x\n  usages: [client auth]\n",
-        ),
-        &[
-            "apiVersion: Unsupported value: \"certificates.k8s.io/v1beta1\"",
-            "kind: Unsupported value: \"ConfigMap\"",
-            "spec.request: Invalid value: \"%%%\": illegal base64 data",
-        ],
-    )]);
+        "apiVersion: certificates.k8s.io/v1beta1\nkind: ConfigMap\nmetadata:\n  name: x\nspec:\n  request: '%%%'\n  signerName: example.com/x\n  usages: [client auth]\n",
+    );
+    let out = certctl(t.path())
+        .args(["apply", "-f", &f])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.starts_with("The CertificateSigningRequest \"x\" is invalid: ["),
+        "{stderr:?}"
+    );
+    for want in [
+        "apiVersion: Unsupported value: \"certificates.k8s.io/v1beta1\"",
+        "kind: Unsupported value: \"ConfigMap\"",
+        "spec.request: Invalid value: \"%%%\": illegal base64 data",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in {stderr:?}");
+    }
 }
 
 #[test]
