@@ -18,6 +18,7 @@ mod delete;
 mod describe;
 mod get;
 mod get_watch;
+mod list;
 mod renew;
 mod revoke;
 mod trustbundle;
