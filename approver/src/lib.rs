@@ -45,6 +45,7 @@
 pub mod access;
 pub mod admission;
 pub mod authn;
+pub mod chain;
 pub mod cleaner;
 pub mod config;
 pub mod crl;
@@ -62,6 +63,7 @@ pub mod names;
 pub mod reload;
 pub mod revocation;
 pub mod rotate;
+pub mod selector;
 pub mod service;
 pub mod status;
 pub mod store;

@@ -37,6 +37,7 @@ use tonic::{Request, Response, Status};
 use crate::access;
 use crate::admission::Admission;
 use crate::authn::{self, AuthnError, Caller};
+use crate::chain;
 use crate::config::{BootstrapToken, Config, LiveConfig};
 use crate::crl::CrlPublisher;
 use crate::decide::Recorder;
@@ -45,7 +46,8 @@ use crate::forwarder::Forwarder;
 use crate::inventory;
 use crate::limits::Limiter;
 use crate::revocation::Deliverer;
-use crate::store::Store;
+use crate::selector::Selector;
+use crate::store::{Keep, Store};
 use crate::watch::{self, Hub};
 
 pub use crate::status::{MAX_STATUS_MESSAGE, ServiceError, to_status};
@@ -100,7 +102,11 @@ fn name_of(csr: &CertificateSigningRequest) -> &str {
 type WatchStream = crate::drain::Drained<WatchEvent>;
 
 fn watch_status(r: Result<WatchEvent, ServiceError>) -> Result<WatchEvent, Status> {
-    r.map_err(|e| to_status(&e))
+    r.map(|mut ev| {
+        ev.object = ev.object.map(chain::serve);
+        ev
+    })
+    .map_err(|e| to_status(&e))
 }
 
 impl ApproverService {
@@ -129,7 +135,7 @@ impl ApproverService {
             .decide(&cfg, id, &name, decision, statement, reason, message)
             .await?;
         self.notify(&decided);
-        Ok(Response::new(decided))
+        Ok(Response::new(chain::serve(decided)))
     }
 
     fn authenticate<T>(
@@ -200,6 +206,44 @@ fn decode_continue(token: &str) -> Result<Option<String>, ServiceError> {
         })
 }
 
+/// A request's label selector ([`Selector`]); a bad one is refused with
+/// apimachinery's text.
+fn parse_selector(s: &str) -> Result<Selector, ServiceError> {
+    Selector::parse(s).map_err(ServiceError::BadRequest)
+}
+
+fn selects(selector: &Selector, csr: &CertificateSigningRequest) -> bool {
+    selector.is_empty()
+        || selector.matches(csr.metadata.as_ref().map_or(&EMPTY_LABELS, |m| &m.labels))
+}
+
+static EMPTY_LABELS: std::sync::LazyLock<std::collections::HashMap<String, String>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Where a watch starts: after `resource_version` when given (Kubernetes'
+/// "0", any version, counts as not given), else with the current objects
+/// when asked, else from now.
+fn watch_start(req: &WatchCertificateSigningRequestsRequest) -> Result<watch::Start, ServiceError> {
+    let rv = match req.resource_version.as_str() {
+        "" | "0" => None,
+        v => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "resource_version: {v:?} is not a resource version this server issued (a non-negative integer)"
+            ))
+        })?),
+    };
+    Ok(match rv {
+        Some(_) if req.send_initial_events => {
+            return Err(ServiceError::BadRequest(
+                "send_initial_events: cannot be combined with resource_version (a resumed watch sends the events after that version)".into(),
+            ));
+        }
+        Some(n) => watch::Start::After(n),
+        None if req.send_initial_events => watch::Start::Initial,
+        None => watch::Start::Now,
+    })
+}
+
 fn encode_continue(name: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{name}"))
 }
@@ -227,9 +271,9 @@ impl Approver for ApproverService {
         let cfg = self.shared.config.snapshot();
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         let name = &request.get_ref().name;
-        Ok(Response::new(
+        Ok(Response::new(chain::serve(
             access::readable(&self.shared.store, &cfg, &id, name).await?,
-        ))
+        )))
     }
 
     async fn list_certificate_signing_requests(
@@ -240,21 +284,33 @@ impl Approver for ApproverService {
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         let req = request.into_inner();
         let after = decode_continue(&req.continue_token)?;
+        let selector = parse_selector(&req.label_selector)?;
         let Some(filter) = access::list_filter(&cfg, &id, &req) else {
-            return Ok(Response::new(
-                ListCertificateSigningRequestsResponse::default(),
-            ));
+            // Nothing the caller may read matches; the version still lets
+            // it watch from here.
+            let rv = self
+                .shared
+                .store
+                .latest_resource_version()
+                .await
+                .map_err(ServiceError::from)?;
+            return Ok(Response::new(ListCertificateSigningRequestsResponse {
+                resource_version: rv.to_string(),
+                ..Default::default()
+            }));
         };
         let limit = match u32::try_from(req.limit) {
             Ok(0) | Err(_) => DEFAULT_PAGE,
             Ok(n) => n.min(MAX_PAGE),
         };
-        let mut items = self
+        let keep: Keep = Arc::new(move |c: &CertificateSigningRequest| selects(&selector, c));
+        let page = self
             .shared
             .store
-            .list(&filter, after.as_deref(), limit + 1)
+            .list_snapshot(&filter, after.as_deref(), limit + 1, keep)
             .await
             .map_err(ServiceError::from)?;
+        let mut items: Vec<_> = page.items.into_iter().map(chain::serve).collect();
         let continue_token = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items
@@ -267,7 +323,7 @@ impl Approver for ApproverService {
         Ok(Response::new(ListCertificateSigningRequestsResponse {
             items,
             continue_token,
-            ..Default::default()
+            resource_version: page.resource_version.to_string(),
         }))
     }
 
@@ -283,6 +339,8 @@ impl Approver for ApproverService {
         let cfg = self.shared.config.snapshot();
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         let req = request.into_inner();
+        let selector = parse_selector(&req.label_selector)?;
+        let start = watch_start(&req)?;
         let live = self.shared.config.clone();
         let matches = move |c: &CertificateSigningRequest| {
             // The configuration in force at each event (not at the start of
@@ -294,13 +352,9 @@ impl Approver for ApproverService {
                     || c.spec
                         .as_ref()
                         .is_some_and(|s| s.signer_name == req.signer_name))
+                && selects(&selector, c)
         };
-        let events = watch::stream(
-            &self.shared.hub,
-            self.shared.store.clone(),
-            req.send_initial_events,
-            matches,
-        );
+        let events = watch::stream(&self.shared.hub, self.shared.store.clone(), start, matches);
         Ok(Response::new(
             self.shared.drain.until_drained(events.map(watch_status)),
         ))

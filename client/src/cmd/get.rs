@@ -1,5 +1,7 @@
 //! `certctl get csr [NAME...]`: kubectl's table, `-o name`, or the objects
-//! as JSON/YAML; without names, every page of the list.
+//! as JSON/YAML; without names, every page of the list (`-l` selects by
+//! label on the server). With `-w`/`--watch-only` the watch
+//! (`get_watch`) takes over after the list.
 //!
 //! It only reads; a name that is not found is an error line after the
 //! others are printed.
@@ -7,9 +9,10 @@
 use std::time::SystemTime;
 
 use anyhow::{Result, bail};
-use certsign_proto::v1 as pb;
 
-use super::common::{csr_resource, fetch, finish_errors, name_of};
+use super::common::{csr_resource, finish_errors, name_of};
+use super::get_watch;
+use super::list::{read, render};
 use crate::cli::{self, Output};
 use crate::config::Settings;
 use crate::conn;
@@ -22,77 +25,48 @@ pub(super) async fn get(settings: Settings, mut a: cli::GetArgs) -> Result<()> {
     if matches!(a.output, Some(Output::Pem | Output::Der)) || a.out.is_some() {
         bail!("-o pem|der and --out are for get crl; get csr prints wide, json, yaml or name");
     }
-    let mut conn = conn::connect(&settings).await?;
-    let mut items = Vec::new();
-    let mut missing = Vec::new();
-    let single = a.names.len() == 1;
-    if a.names.is_empty() {
-        let mut token = String::new();
-        loop {
-            let page = conn
-                .client
-                .list_certificate_signing_requests(pb::ListCertificateSigningRequestsRequest {
-                    signer_name: a.signer_name.clone().unwrap_or_default(),
-                    condition: a.condition.clone().unwrap_or_default(),
-                    username: a.requestor.clone().unwrap_or_default(),
-                    limit: a.chunk_size.max(0),
-                    continue_token: token.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|s| conn::status_error(&s, &conn.url, None))?
-                .into_inner();
-            items.extend(page.items);
-            if page.continue_token.is_empty() || page.continue_token == token {
-                break;
-            }
-            token = page.continue_token;
-        }
-    } else {
-        for name in &a.names {
-            match fetch(&mut conn, name).await {
-                Ok(c) => items.push(c),
-                Err(e) => missing.push(e),
-            }
-        }
+    if a.selector.is_some() && !a.names.is_empty() {
+        bail!("name cannot be provided when a selector is specified");
     }
+    let mut conn = conn::connect(&settings).await?;
+    if a.watch || a.watch_only {
+        return get_watch::watch(&mut conn, &a).await;
+    }
+    let listed = read(&mut conn, &a).await?;
+    let single = a.names.len() == 1;
     match a.output {
         None | Some(Output::Wide) => {
-            if items.is_empty() {
-                if missing.is_empty() {
+            if listed.items.is_empty() {
+                if listed.missing.is_empty() {
                     eprintln!("No resources found");
                 }
             } else {
-                emit(&kube::table(&items, SystemTime::now()));
+                emit(&kube::table_with(
+                    &listed.items,
+                    SystemTime::now(),
+                    !a.no_headers,
+                ));
             }
         }
         Some(Output::Name) => {
-            for c in &items {
+            for c in &listed.items {
                 emit(&format!("{RESOURCE}/{}\n", name_of(c)));
             }
         }
         Some(fmt) => {
             let text = if single {
-                match items.first() {
+                match listed.items.first() {
                     Some(c) => render(&KubeCsr::from(c), fmt)?,
                     None => String::new(),
                 }
             } else {
                 render(
-                    &KubeList::new(items.iter().map(KubeCsr::from).collect()),
+                    &KubeList::new(listed.items.iter().map(KubeCsr::from).collect()),
                     fmt,
                 )?
             };
             emit(&text);
         }
     }
-    finish_errors(missing)
-}
-
-/// `-o json` or `-o yaml`.
-fn render<T: serde::Serialize>(value: &T, fmt: Output) -> Result<String> {
-    match fmt {
-        Output::Yaml => kube::to_yaml(value),
-        _ => kube::to_json(value),
-    }
+    finish_errors(listed.missing)
 }
