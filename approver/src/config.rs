@@ -109,6 +109,8 @@ pub struct Config {
     pub crl_listen: Option<std::net::SocketAddr>,
     /// Fixed CRL refresh interval; `None`: half the current CRL's validity.
     pub crl_refresh: Option<Duration>,
+    /// HTTPS address of the Kubernetes API face (off: `None`).
+    pub kube_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -317,6 +319,18 @@ impl Config {
                 })
             })
             .transpose()?;
+        let kube_listen = raw
+            .kube_listen
+            .as_deref()
+            .map(|a| {
+                a.parse::<std::net::SocketAddr>().map_err(|e| {
+                    invalid(
+                        "kube_listen",
+                        format!("{a:?} is not a socket address (e.g. \"127.0.0.1:6443\"): {e}"),
+                    )
+                })
+            })
+            .transpose()?;
         if raw.crl_refresh.is_some_and(|d| d < Duration::from_secs(1)) {
             return Err(invalid("crl_refresh", "must be at least 1s".into()));
         }
@@ -344,6 +358,7 @@ impl Config {
             statement_max_age: raw.statement_max_age,
             crl_listen,
             crl_refresh: raw.crl_refresh,
+            kube_listen,
         })
     }
 
@@ -401,6 +416,7 @@ impl Config {
             ("retention", a.retention != b.retention),
             ("crl_listen", a.crl_listen != b.crl_listen),
             ("crl_refresh", a.crl_refresh != b.crl_refresh),
+            ("kube_listen", a.kube_listen != b.kube_listen),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -423,6 +439,7 @@ impl Config {
             retention: running.retention.clone(),
             crl_listen: running.crl_listen,
             crl_refresh: running.crl_refresh,
+            kube_listen: running.kube_listen,
             // Reloadable: applied per request from the next call on.
             signer_names: self.signer_names,
             limits: self.limits,

@@ -34,6 +34,8 @@
 //! - [`limits`]: rate and size limits.
 //! - [`reload`]: SIGHUP configuration reload of the parts that may change.
 //! - [`service`]: the gRPC service's handlers.
+//! - [`kube`]: the Kubernetes API face (`kube_listen`) over the same
+//!   service functions.
 //! - [`status`]: the only Error → Status mapping.
 //! - [`tls`]: rustls server and signer-client configuration.
 
@@ -53,6 +55,7 @@ pub mod forwarder;
 pub mod health;
 pub mod inventory;
 pub mod issued;
+pub mod kube;
 pub mod limits;
 pub mod names;
 pub mod reload;
@@ -98,6 +101,8 @@ pub enum ServeError {
     Reflection(String),
     #[error("cannot listen on {addr} (crl_listen): {message}")]
     CrlListen { addr: String, message: String },
+    #[error("cannot listen on {addr} (kube_listen): {message}")]
+    KubeListen { addr: String, message: String },
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -194,6 +199,20 @@ impl App {
             client_ca_der,
             trust_bundle_pem,
         });
+        if let Some(addr) = config.kube_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::KubeListen {
+                    addr: addr.to_string(),
+                    message: e.to_string(),
+                })?;
+            tracing::info!(%addr, "serving the Kubernetes API (certificates.k8s.io/v1) over HTTPS");
+            tokio::spawn(kube::serve(
+                listener,
+                kube::tls_config(&tls),
+                service.clone(),
+            ));
+        }
         Ok(Self {
             config,
             service,

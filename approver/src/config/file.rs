@@ -56,6 +56,9 @@ pub(super) struct RawConfig {
     /// CRL's validity).
     #[serde(default, with = "humantime_serde")]
     pub(super) crl_refresh: Option<Duration>,
+    /// Where the Kubernetes API face is served over HTTPS; off when absent.
+    #[serde(default)]
+    pub(super) kube_listen: Option<String>,
 }
 
 fn default_statement_max_age() -> Duration {
