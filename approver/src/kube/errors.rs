@@ -79,8 +79,10 @@ impl KubeError {
         )
     }
 
-    /// `<resource> "<name>" is forbidden: <why>` (Kubernetes' forbiddenMessage).
+    /// `<resource> "<name>" is forbidden: <why>` (Kubernetes' forbiddenMessage:
+    /// the prefix names the resource without its subresource).
     pub fn forbidden(resource: &str, name: &str, why: &str) -> Self {
+        let resource = resource.split('/').next().unwrap_or(RESOURCE);
         let prefix = if name.is_empty() {
             format!("{resource}.{GROUP} is forbidden: ")
         } else {
