@@ -19,6 +19,8 @@ command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v git >/dev/null || need_apt+=(git)
 command -v setsid >/dev/null || need_apt+=(util-linux)
 command -v cfssl >/dev/null || need_apt+=(golang-cfssl)
+command -v kubectl >/dev/null || need_apt+=(kubectl)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

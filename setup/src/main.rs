@@ -53,7 +53,7 @@ fn required(f: &HashMap<String, String>, name: &str) -> Result<String, String> {
 }
 
 enum Cmd {
-    Init(InitOptions),
+    Init(Box<InitOptions>),
     Serve(PathBuf),
     AuditVerify(PathBuf),
     Issue {
@@ -85,7 +85,7 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
                     .ok_or_else(|| format!("--key-type {k:?}: use p256, p384, ed25519, rsa (3072 bits), rsa2048 or rsa4096"))?,
                 None => KeyType::P256,
             };
-            Ok(Cmd::Init(InitOptions {
+            Ok(Cmd::Init(Box::new(InitOptions {
                 dir: PathBuf::from(required(&f, "dir")?),
                 key_type,
                 signer_listen: Listen::parse(
@@ -104,7 +104,7 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
                     .get("kube-listen")
                     .map(|a| Listen::parse(a).map_err(|e| format!("--kube-listen: {e}")))
                     .transpose()?,
-            }))
+            })))
         }
         Some("serve") => Ok(Cmd::Serve(PathBuf::from(required(
             &flags(&args[1..], &["config"])?,

@@ -70,7 +70,7 @@ pub fn to_kube(c: &pb::CertificateSigningRequest) -> CertificateSigningRequest {
             extra: (!extra.is_empty()).then_some(extra),
         },
         status: Some(CertificateSigningRequestStatus {
-            certificate: (!status.certificate.is_empty()).then(|| ByteString(status.certificate)),
+            certificate: (!status.certificate.is_empty()).then_some(ByteString(status.certificate)),
             conditions: (!status.conditions.is_empty()).then(|| {
                 status
                     .conditions

@@ -26,7 +26,8 @@ pub const RESOURCE: &str = "certificatesigningrequests";
 #[derive(Debug, Clone)]
 pub struct KubeError {
     pub code: StatusCode,
-    pub status: Status,
+    /// Boxed: errors travel in every `Result` of the face.
+    pub status: Box<Status>,
 }
 
 impl KubeError {
@@ -34,13 +35,13 @@ impl KubeError {
     pub fn new(code: StatusCode, reason: &str, message: impl Into<String>) -> Self {
         Self {
             code,
-            status: Status {
+            status: Box::new(Status {
                 code: Some(i32::from(code.as_u16())),
                 message: Some(message.into()),
                 reason: Some(reason.to_string()),
                 status: Some("Failure".into()),
                 ..Default::default()
-            },
+            }),
         }
     }
 
