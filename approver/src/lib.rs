@@ -60,6 +60,7 @@ pub mod limits;
 pub mod names;
 pub mod reload;
 pub mod revocation;
+pub mod selector;
 pub mod service;
 pub mod status;
 pub mod store;

@@ -47,7 +47,8 @@ use crate::forwarder::Forwarder;
 use crate::inventory;
 use crate::limits::Limiter;
 use crate::revocation::Deliverer;
-use crate::store::Store;
+use crate::selector::Selector;
+use crate::store::{Keep, Store};
 use crate::watch::{self, Hub};
 
 pub use crate::status::{MAX_STATUS_MESSAGE, ServiceError, to_status};
@@ -211,19 +212,33 @@ impl ApproverService {
         req: &ListCertificateSigningRequestsRequest,
     ) -> Result<ListCertificateSigningRequestsResponse, ServiceError> {
         let after = decode_continue(&req.continue_token)?;
+        let selector = parse_selector(&req.label_selector)?;
         let Some(filter) = access::list_filter(cfg, id, req) else {
-            return Ok(ListCertificateSigningRequestsResponse::default());
+            // Nothing the caller may read matches; the version still lets
+            // it watch from here.
+            let rv = self
+                .shared
+                .store
+                .latest_resource_version()
+                .await
+                .map_err(ServiceError::from)?;
+            return Ok(ListCertificateSigningRequestsResponse {
+                resource_version: rv.to_string(),
+                ..Default::default()
+            });
         };
         let limit = match u32::try_from(req.limit) {
             Ok(0) | Err(_) => DEFAULT_PAGE,
             Ok(n) => n.min(MAX_PAGE),
         };
-        let mut items = self
+        let keep: Keep = Arc::new(move |c: &CertificateSigningRequest| selects(&selector, c));
+        let page = self
             .shared
             .store
-            .list(&filter, after.as_deref(), limit + 1)
+            .list_snapshot(&filter, after.as_deref(), limit + 1, keep)
             .await
             .map_err(ServiceError::from)?;
+        let mut items = page.items;
         let continue_token = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items
@@ -236,7 +251,7 @@ impl ApproverService {
         Ok(ListCertificateSigningRequestsResponse {
             items,
             continue_token,
-            ..Default::default()
+            resource_version: page.resource_version.to_string(),
         })
     }
 
@@ -245,7 +260,9 @@ impl ApproverService {
         &self,
         id: Caller,
         req: WatchCertificateSigningRequestsRequest,
-    ) -> ReceiverStream<Result<WatchEvent, ServiceError>> {
+    ) -> Result<ReceiverStream<Result<WatchEvent, ServiceError>>, ServiceError> {
+        let selector = parse_selector(&req.label_selector)?;
+        let start = watch_start(&req)?;
         let live = self.shared.config.clone();
         let matches = move |c: &CertificateSigningRequest| {
             // The configuration in force at each event (not at the start of
@@ -257,13 +274,14 @@ impl ApproverService {
                     || c.spec
                         .as_ref()
                         .is_some_and(|s| s.signer_name == req.signer_name))
+                && selects(&selector, c)
         };
-        watch::stream(
+        Ok(watch::stream(
             &self.shared.hub,
             self.shared.store.clone(),
-            req.send_initial_events,
+            start,
             matches,
-        )
+        ))
     }
 
     /// Record a decision by `id` (see [`Recorder::decide`]) and wake the
@@ -349,6 +367,44 @@ fn decode_continue(token: &str) -> Result<Option<String>, ServiceError> {
         })
 }
 
+/// A request's label selector ([`Selector`]); a bad one is refused with
+/// apimachinery's text.
+fn parse_selector(s: &str) -> Result<Selector, ServiceError> {
+    Selector::parse(s).map_err(ServiceError::BadRequest)
+}
+
+fn selects(selector: &Selector, csr: &CertificateSigningRequest) -> bool {
+    selector.is_empty()
+        || selector.matches(csr.metadata.as_ref().map_or(&EMPTY_LABELS, |m| &m.labels))
+}
+
+static EMPTY_LABELS: std::sync::LazyLock<std::collections::HashMap<String, String>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Where a watch starts: after `resource_version` when given (Kubernetes'
+/// "0", any version, counts as not given), else with the current objects
+/// when asked, else from now.
+fn watch_start(req: &WatchCertificateSigningRequestsRequest) -> Result<watch::Start, ServiceError> {
+    let rv = match req.resource_version.as_str() {
+        "" | "0" => None,
+        v => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "resource_version: {v:?} is not a resource version this server issued (a non-negative integer)"
+            ))
+        })?),
+    };
+    Ok(match rv {
+        Some(_) if req.send_initial_events => {
+            return Err(ServiceError::BadRequest(
+                "send_initial_events: cannot be combined with resource_version (a resumed watch sends the events after that version)".into(),
+            ));
+        }
+        Some(n) => watch::Start::After(n),
+        None if req.send_initial_events => watch::Start::Initial,
+        None => watch::Start::Now,
+    })
+}
+
 fn encode_continue(name: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{name}"))
 }
@@ -397,7 +453,7 @@ impl Approver for ApproverService {
     ) -> Result<Response<Self::WatchCertificateSigningRequestsStream>, Status> {
         let cfg = self.shared.config.snapshot();
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
-        let events = self.watch_csrs(id, request.into_inner());
+        let events = self.watch_csrs(id, request.into_inner())?;
         Ok(Response::new(events.map(watch_status as fn(_) -> _)))
     }
 

@@ -47,6 +47,10 @@ pub enum ServiceError {
     /// A signer's refusal, passed on with its code and message.
     #[error("{message}")]
     Signer { code: tonic::Code, message: String },
+    /// A watch resumed from a version whose later events were pruned
+    /// (Kubernetes' 410 Gone; the client lists again).
+    #[error("too old resource version: {requested} ({pruned_through})")]
+    TooOldResourceVersion { requested: i64, pruned_through: i64 },
     /// A watch fell too far behind its events.
     #[error("watch fell too far behind; list again and start a new watch")]
     WatchLagged,
@@ -109,6 +113,7 @@ fn to_status_unbounded(e: &ServiceError) -> Status {
         E::Forbidden(m) => Status::permission_denied(m.clone()),
         E::Precondition(m) => Status::failed_precondition(m.clone()),
         E::WatchLagged => Status::aborted(e.to_string()),
+        E::TooOldResourceVersion { .. } => Status::out_of_range(e.to_string()),
         E::NotFound(m) => Status::not_found(m.clone()),
         E::Unavailable(m) => Status::unavailable(m.clone()),
         E::Signer { code, message } => Status::new(*code, message.clone()),

@@ -13,7 +13,11 @@
 //!
 //! A caller's watch ([`stream`]) subscribes first, then (if asked) sends
 //! the current objects as ADDED, then every later event, skipping what the
-//! initial list already showed. A subscriber that falls too far behind is
+//! initial list already showed. A watch resumed from a resource version
+//! reads the events after it from the store (checking, after each read,
+//! that pruning removed none of them: else OUT_OF_RANGE "too old resource
+//! version"), then goes on with the hub's events newer than the last one
+//! it sent, so nothing is repeated or missed. A subscriber that falls too far behind is
 //! told so (its stream ends with an error and the client re-lists), never
 //! silently skipped. This module must never decide who may see an event;
 //! the service passes the filter of what the caller may read.
@@ -128,27 +132,47 @@ fn name_of(csr: &CertificateSigningRequest) -> &str {
     csr.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
 }
 
-/// One caller's watch: the events `matches` lets through, preceded (with
-/// `initial`) by the current objects as ADDED. Subscribes before listing,
-/// so nothing falls between the two; an event no newer than what the list
-/// showed of its object is skipped. Ends with [`ServiceError::WatchLagged`]
-/// when the caller falls too far behind.
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With the events from now on.
+    Now,
+    /// With the current objects as ADDED, then the events.
+    Initial,
+    /// With every event after this resource version.
+    After(i64),
+}
+
+/// One caller's watch: the events `matches` lets through, from `start`.
+/// Subscribes before listing or reading stored events, so nothing falls
+/// between the two; an event no newer than what was already sent of its
+/// object (or, resuming, than the last stored event sent) is skipped. Ends
+/// with [`ServiceError::WatchLagged`] when the caller falls too far behind.
 pub fn stream(
     hub: &Hub,
     store: Store,
-    initial: bool,
+    start: Start,
     matches: impl Fn(&CertificateSigningRequest) -> bool + Send + Sync + 'static,
 ) -> ReceiverStream<Result<WatchEvent, ServiceError>> {
     let mut events = hub.subscribe();
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let mut seen: HashMap<String, i64> = HashMap::new();
-        if initial
-            && send_initial(&store, &matches, &tx, &mut seen)
-                .await
-                .is_err()
-        {
-            return;
+        let mut floor = i64::MIN;
+        match start {
+            Start::Now => {}
+            Start::Initial => {
+                if send_initial(&store, &matches, &tx, &mut seen)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Start::After(rv) => match send_stored(&store, &matches, &tx, rv).await {
+                Ok(last) => floor = last,
+                Err(()) => return,
+            },
         }
         loop {
             let ev = match events.recv().await {
@@ -159,7 +183,7 @@ pub fn stream(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            if !matches(&ev.object) {
+            if ev.resource_version <= floor || !matches(&ev.object) {
                 continue;
             }
             if seen
@@ -178,6 +202,55 @@ pub fn stream(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Every stored event after `rv` that `matches` lets through, in order;
+/// returns the last version read. `Err` when the watch is over (the
+/// caller left, or the events were pruned or unreadable and that was
+/// sent).
+async fn send_stored(
+    store: &Store,
+    matches: &(impl Fn(&CertificateSigningRequest) -> bool + Sync),
+    tx: &mpsc::Sender<Result<WatchEvent, ServiceError>>,
+    rv: i64,
+) -> Result<i64, ()> {
+    let mut cursor = rv;
+    loop {
+        let read = store.events_after(cursor, INITIAL_PAGE).await;
+        // Read after the events: pruning that removed any event after
+        // `cursor` before that read has moved the watermark past it.
+        let pruned = store.pruned_through().await;
+        let events = match (read, pruned) {
+            (Ok(events), Ok(pruned)) if pruned <= cursor => events,
+            (Ok(_), Ok(pruned_through)) => {
+                let e = ServiceError::TooOldResourceVersion {
+                    requested: rv,
+                    pruned_through,
+                };
+                let _ = tx.send(Err(e)).await;
+                return Err(());
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = tx.send(Err(e.into())).await;
+                return Err(());
+            }
+        };
+        let more = events.len() >= INITIAL_PAGE as usize;
+        for e in events {
+            cursor = e.resource_version;
+            if !matches(&e.object) {
+                continue;
+            }
+            let ev = WatchEvent {
+                r#type: e.event_type,
+                object: Some(e.object),
+            };
+            tx.send(Ok(ev)).await.map_err(|_| ())?;
+        }
+        if !more {
+            return Ok(cursor);
+        }
+    }
 }
 
 /// The current objects `matches` lets through, as ADDED, page by page;

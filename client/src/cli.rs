@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::{ArgValueCandidates, ArgValueCompleter};
 
+use crate::complete;
 use crate::pkix::KeyType;
 
 /// certctl: request, inspect, approve, renew and revoke certificates with certsign.
@@ -77,7 +79,8 @@ pub enum Command {
     Renew(RenewArgs),
     /// Delete requests (`delete csr NAME...`).
     Delete(DeleteArgs),
-    /// Print a shell completion script.
+    /// Print a shell completion script (request names are completed from
+    /// the server): `source <(certctl completion bash)`.
     Completion(CompletionArgs),
 }
 
@@ -105,8 +108,10 @@ pub struct GetArgs {
     /// Resource type: csr (or certificatesigningrequest[s], optionally
     /// csr/NAME), certificates (certificate, certs: the inventory of issued
     /// certificates) or crl (the current certificate revocation list).
+    #[arg(add = ArgValueCandidates::new(complete::get_resources))]
     pub resource: String,
     /// Names (requests) or serial numbers (certificates); all when empty.
+    #[arg(add = ArgValueCompleter::new(complete::csr_names))]
     pub names: Vec<String>,
     /// Output format: wide, json, yaml, name; for crl: pem (default) or der.
     #[arg(short = 'o', long, value_enum)]
@@ -127,14 +132,30 @@ pub struct GetArgs {
     /// Page size for listing (0: the server's default); all pages are fetched.
     #[arg(long, default_value_t = 0)]
     pub chunk_size: i32,
+    /// After listing, watch for changes: one more row per change, as
+    /// kubectl's -w (resumes after a dropped connection; Ctrl-C ends it).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Watch for changes without listing first.
+    #[arg(long)]
+    pub watch_only: bool,
+    /// Print the table without its header line.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// Label selector, as kubectl's -l: `app=web`, `tier!=db`,
+    /// `env in (a,b)`, `env notin (a)`, `app`, `!app`, comma-joined.
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
 }
 
 /// `describe`.
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
     /// Resource type: csr.
+    #[arg(add = ArgValueCandidates::new(complete::csr_resource))]
     pub resource: String,
     /// Names.
+    #[arg(add = ArgValueCompleter::new(complete::csr_names))]
     pub names: Vec<String>,
 }
 
@@ -150,6 +171,7 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Resource type: csr.
+    #[arg(add = ArgValueCandidates::new(complete::csr_resource))]
     pub resource: String,
     /// Request name.
     pub name: String,
@@ -227,6 +249,7 @@ pub enum CertificateCommand {
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// Request names whose issued certificates to revoke (as an admin).
+    #[arg(add = ArgValueCompleter::new(complete::csr_names))]
     pub names: Vec<String>,
     /// Also revoke the certificate with this serial number (hex, colons
     /// allowed; repeatable), found in the inventory (as an admin).
@@ -246,6 +269,7 @@ pub struct RevokeArgs {
 #[command(group(clap::ArgGroup::new("requests").required(true).multiple(true).args(["names", "filename", "all_pending"])))]
 pub struct DecideArgs {
     /// Request names.
+    #[arg(add = ArgValueCompleter::new(complete::csr_names))]
     pub names: Vec<String>,
     /// A manifest (YAML or JSON; one object, several, or a list) naming the requests.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
@@ -271,6 +295,7 @@ pub struct DecideArgs {
 #[derive(Debug, Args)]
 pub struct WaitArgs {
     /// Request name.
+    #[arg(add = ArgValueCompleter::new(complete::csr_names))]
     pub name: String,
     /// Give up after this long (humantime), exit code 4.
     #[arg(long, default_value = "5m")]
@@ -309,9 +334,10 @@ pub struct RenewArgs {
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// Resource type: csr.
+    #[arg(add = ArgValueCandidates::new(complete::csr_resource))]
     pub resource: String,
     /// Names.
-    #[arg(required = true)]
+    #[arg(required = true, add = ArgValueCompleter::new(complete::csr_names))]
     pub names: Vec<String>,
 }
 
@@ -332,4 +358,6 @@ pub enum Shell {
     Zsh,
     /// fish.
     Fish,
+    /// PowerShell.
+    Powershell,
 }

@@ -18,6 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::Settings;
+use crate::output::KubectlLine;
 
 /// Adds `authorization: Bearer <token>` when a bootstrap token is used.
 #[derive(Debug, Clone)]
@@ -156,6 +157,16 @@ pub fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// kubectl's line for the server's Invalid status
+/// (`CertificateSigningRequest.certificates.k8s.io "x" is invalid: ...`):
+/// `The CertificateSigningRequest "x" is invalid: ...`, every field error
+/// kept.
+pub fn invalid_object(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("CertificateSigningRequest.certificates.k8s.io ")?;
+    rest.contains(" is invalid: ")
+        .then(|| format!("The CertificateSigningRequest {rest}"))
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -166,10 +177,19 @@ pub fn status_error(status: &tonic::Status, url: &str, name: Option<&str>) -> an
     use tonic::Code;
     let msg = one_line(status.message());
     match status.code() {
-        Code::NotFound => match name {
-            Some(n) => anyhow!("certificatesigningrequest {n:?} not found"),
-            None => anyhow!("{msg}"),
-        },
+        // The approver sends Kubernetes' text; kubectl prints it after the
+        // reason, as it is.
+        Code::NotFound if !msg.is_empty() => {
+            KubectlLine(format!("Error from server (NotFound): {msg}")).into()
+        }
+        Code::NotFound => KubectlLine(format!(
+            "Error from server (NotFound): certificatesigningrequests.certificates.k8s.io {:?} not found",
+            name.unwrap_or_default()
+        ))
+        .into(),
+        Code::InvalidArgument if invalid_object(&msg).is_some() => {
+            KubectlLine(invalid_object(&msg).unwrap_or_default()).into()
+        }
         Code::Unavailable | Code::Unknown
             if status.source().is_some() || msg.contains("transport error") =>
         {

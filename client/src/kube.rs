@@ -116,45 +116,58 @@ pub fn age_column(csr: &pb::CertificateSigningRequest, now: SystemTime) -> Strin
 
 /// The table rows kubectl prints for `get csr`.
 pub fn table(items: &[pb::CertificateSigningRequest], now: SystemTime) -> String {
-    let mut rows: Vec<Vec<String>> = vec![
-        [
-            "NAME",
-            "AGE",
-            "SIGNERNAME",
-            "REQUESTOR",
-            "REQUESTEDDURATION",
-            "CONDITION",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    ];
-    for csr in items {
-        let spec = csr.spec.clone().unwrap_or_default();
-        let name = csr
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-        let signer = if spec.signer_name.is_empty() {
-            "<none>".to_string()
-        } else {
-            spec.signer_name.clone()
-        };
-        let duration = spec
-            .expiration_seconds
-            .map(|s| human_duration(i64::from(s)))
-            .unwrap_or_else(|| "<none>".into());
-        rows.push(vec![
-            name,
-            age_column(csr, now),
-            signer,
-            spec.username.clone(),
-            duration,
-            condition_column(csr),
-        ]);
+    table_with(items, now, true)
+}
+
+/// kubectl's `get csr` columns.
+pub const TABLE_HEADER: [&str; 6] = [
+    "NAME",
+    "AGE",
+    "SIGNERNAME",
+    "REQUESTOR",
+    "REQUESTEDDURATION",
+    "CONDITION",
+];
+
+/// [`table`], with or without the header line (`--no-headers`).
+pub fn table_with(
+    items: &[pb::CertificateSigningRequest],
+    now: SystemTime,
+    headers: bool,
+) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    if headers {
+        rows.push(TABLE_HEADER.iter().map(|s| s.to_string()).collect());
     }
+    rows.extend(items.iter().map(|c| table_row(c, now)));
     tabwrite(&rows)
+}
+
+/// One request's cells under [`TABLE_HEADER`].
+pub fn table_row(csr: &pb::CertificateSigningRequest, now: SystemTime) -> Vec<String> {
+    let spec = csr.spec.clone().unwrap_or_default();
+    let name = csr
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let signer = if spec.signer_name.is_empty() {
+        "<none>".to_string()
+    } else {
+        spec.signer_name.clone()
+    };
+    let duration = spec
+        .expiration_seconds
+        .map(|s| human_duration(i64::from(s)))
+        .unwrap_or_else(|| "<none>".into());
+    vec![
+        name,
+        age_column(csr, now),
+        signer,
+        spec.username.clone(),
+        duration,
+        condition_column(csr),
+    ]
 }
 
 /// Go's `text/tabwriter` as kubectl configures it (minwidth 6, padding 3,

@@ -14,6 +14,7 @@
 //! - [`config`]: `certctl.toml` and flag overrides.
 //! - [`conn`]: the tonic client and the gRPC status → message mapping.
 //! - [`cmd`]: the commands.
+//! - [`complete`]: shell completion (names from the server, with a timeout).
 //! - [`kube`]: Kubernetes shapes and kubectl formatting (HumanDuration, table).
 //! - [`manifest`]: `apply -f` manifest parsing and validation.
 //! - [`describe`]: `describe csr` text.
@@ -29,6 +30,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod complete;
 pub mod config;
 pub mod conn;
 pub mod describe;
@@ -70,7 +72,12 @@ fn usage_error_line(rendered: &str) -> String {
 }
 
 /// The whole program: parse, run, print the error, pick the exit code.
+/// Run by a shell's completion script ([`complete::COMPLETE_VAR`] set), it
+/// prints completions instead and exits.
 pub fn main_entry() -> ExitCode {
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+        .var(complete::COMPLETE_VAR)
+        .complete();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {

@@ -17,6 +17,13 @@ pub struct Failure {
     pub message: String,
 }
 
+/// A line kubectl prints as it is, without certctl's `error: ` prefix:
+/// the server's own words (`Error from server (NotFound): ...`,
+/// `The CertificateSigningRequest "x" is invalid: ...`). Exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KubectlLine(pub String);
+
 /// An io error in a few words (`connection refused`, `No such file or directory`).
 pub fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind;
@@ -42,9 +49,12 @@ pub fn emit(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }
 
-/// Prints `error: ...` as one line on stderr.
+/// Prints `error: ...` (or a [`KubectlLine`] as it is) as one line on stderr.
 pub fn print_error(e: &anyhow::Error) {
-    let msg = format!("{e:#}");
+    let (prefix, msg) = match e.downcast_ref::<KubectlLine>() {
+        Some(line) => ("", line.0.clone()),
+        None => ("error: ", format!("{e:#}")),
+    };
     let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-    let _ = writeln!(std::io::stderr().lock(), "error: {msg}");
+    let _ = writeln!(std::io::stderr().lock(), "{prefix}{msg}");
 }

@@ -214,7 +214,7 @@ pub fn from_service(e: &ServiceError, resource: &str, name: &str) -> KubeError {
             "InternalError",
             message.clone(),
         ),
-        E::WatchLagged => KubeError::expired(&msg),
+        E::WatchLagged | E::TooOldResourceVersion { .. } => KubeError::expired(&msg),
     }
 }
 

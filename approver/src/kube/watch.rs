@@ -68,7 +68,10 @@ pub fn watch(call: &Call<'_>) -> Result<Response<Body>, KubeError> {
         label_selector: q("labelSelector").unwrap_or("").to_string(),
     };
     let as_table = wants_table(call.headers);
-    let mut events = call.service.watch_csrs(call.id.clone(), req);
+    let mut events = call
+        .service
+        .watch_csrs(call.id.clone(), req)
+        .map_err(|e| from_service(&e, RESOURCE, ""))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         let deadline = tokio::time::sleep(timeout);

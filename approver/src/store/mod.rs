@@ -80,6 +80,7 @@ mod batch;
 mod certs;
 mod pg_bulk;
 mod pg_certs;
+mod pg_snapshot;
 mod postgres;
 mod schema;
 mod sqlite;
@@ -91,7 +92,8 @@ pub use certs::{
 };
 pub use postgres::ChangeListener;
 pub use types::{
-    CreateGuard, Event, ForwardItem, ListFilter, PageBy, StoreError, UpdateError, WriterStats,
+    CreateGuard, Event, ForwardItem, Keep, ListFilter, ListPage, PageBy, StoreError, UpdateError,
+    WriterStats,
 };
 
 /// The backend of a store handle: where its reads go.
@@ -204,6 +206,34 @@ impl Store {
             // blocking pool (a list can scan far), handed over once.
             Backend::Sqlite(r) => r.list(sql, binds).await,
             Backend::Postgres(pg) => pg.list(sql, binds).await,
+        }
+    }
+
+    /// Up to `limit` objects that `filter` selects and `keep` keeps,
+    /// ordered by name, strictly after `after`, read in one snapshot
+    /// together with the store's resource version at that snapshot.
+    pub async fn list_snapshot(
+        &self,
+        filter: &ListFilter,
+        after: Option<&str>,
+        limit: u32,
+        keep: Keep,
+    ) -> Result<ListPage, StoreError> {
+        let (filter, after) = (filter.clone(), after.map(str::to_string));
+        match &self.backend {
+            Backend::Sqlite(r) => r.list_snapshot(filter, after, limit, keep).await,
+            Backend::Postgres(pg) => {
+                pg_snapshot::list(pg.pool(), &filter, after, limit, &keep).await
+            }
+        }
+    }
+
+    /// Every event after `after` is still stored when `after` is at least
+    /// this version: pruning recorded the newest version it removed.
+    pub async fn pruned_through(&self) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.pruned_through(),
+            Backend::Postgres(pg) => pg_snapshot::pruned_through(pg.pool()).await,
         }
     }
 

@@ -38,7 +38,7 @@ use crate::store::pg_bulk;
 use crate::store::schema::{
     CHANGE_CHANNEL, COUNT_PENDING, EVENTS_AFTER, LATEST_RV, MIGRATIONS, NEXT_FORWARD_TIME,
     RENEWAL_BY_NAME, SCHEMA_MIGRATIONS, change_channel, count_token_use, object_of_row, page_query,
-    prune_events,
+    prune_events, prune_watermark,
 };
 use crate::store::types::{
     CreateGuard, Event, ForwardItem, PageBy, StoreError, decode_renewal, decode_stored, name_of,
@@ -680,6 +680,10 @@ async fn exec_in(conn: &mut PgConnection, what: Exec) -> Result<u64, StoreError>
                 .await?
         }
         Exec::Prune { cutoff } => {
+            sqlx::query(prune_watermark!("$1"))
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?;
             sqlx::query(prune_events!("$1"))
                 .bind(cutoff)
                 .execute(&mut *conn)

@@ -122,6 +122,20 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             "ANALYZE csrs",
         ],
     },
+    // The newest resource version pruning removed (`prune_watermark!`), so
+    // a watch resumed from an older version is told its events are gone
+    // instead of silently missing them. Stores pruned before this version
+    // cannot say what they removed: every version handed out so far counts
+    // as pruned (a resume from one of them lists again).
+    Migration {
+        version: 7,
+        sqlite: &[
+            "INSERT INTO counters (name, value) SELECT 'pruned_through', value FROM counters WHERE name = 'resource_version'",
+        ],
+        postgres: &[
+            "INSERT INTO counters (name, value) SELECT 'pruned_through', value FROM counters WHERE name = 'resource_version'",
+        ],
+    },
 ];
 
 /// The encoded object of a `csrs` row, as an SQL expression over the row:
@@ -148,6 +162,23 @@ macro_rules! prune_events {
     };
 }
 pub(super) use prune_events;
+
+/// Records the newest version the matching `prune_events!` (same
+/// placeholder) is about to delete, in the same transaction, before it.
+macro_rules! prune_watermark {
+    ($p:literal) => {
+        concat!(
+            "UPDATE counters SET value = COALESCE((SELECT MAX(csr_events.resource_version) \
+             FROM csr_events WHERE csr_events.resource_version > counters.value \
+             AND csr_events.created < ",
+            $p,
+            " AND NOT EXISTS (SELECT 1 FROM csrs WHERE csrs.name = csr_events.name \
+             AND csrs.resource_version = csr_events.resource_version)), counters.value) \
+             WHERE counters.name = 'pruned_through'"
+        )
+    };
+}
+pub(super) use prune_watermark;
 
 /// Counts a bootstrap token's use only while it is under its limit: `$1`
 /// the token id, `$2` the limit (`?1`/`?2` on SQLite).
@@ -200,6 +231,10 @@ pub(super) const EVENTS_AFTER: &str = "SELECT resource_version, event_type, name
 
 /// The newest resource version handed out.
 pub(super) const LATEST_RV: &str = "SELECT value FROM counters WHERE name = 'resource_version'";
+
+/// The newest resource version pruning removed (0: none).
+pub(super) const PRUNED_THROUGH: &str =
+    "SELECT COALESCE(MAX(value), 0) FROM counters WHERE name = 'pruned_through'";
 
 /// Pending requests of one requestor (`$1`).
 pub(super) const COUNT_PENDING: &str =

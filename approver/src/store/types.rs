@@ -79,6 +79,18 @@ pub struct ListFilter {
     pub username: Option<String>,
 }
 
+/// What a list keeps of the rows its SQL filter selects (a label
+/// selector: labels live in the encoded object, not in indexed columns).
+pub type Keep = std::sync::Arc<dyn Fn(&CertificateSigningRequest) -> bool + Send + Sync>;
+
+/// One page of a list read in one snapshot with the store's resource
+/// version: a watch from `resource_version` misses nothing the page lacks.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub items: Vec<CertificateSigningRequest>,
+    pub resource_version: i64,
+}
+
 /// An approved request claimed for forwarding to the signer.
 #[derive(Debug, Clone)]
 pub struct ForwardItem {

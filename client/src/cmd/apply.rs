@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::conn::{self, Conn};
 use crate::kube::RESOURCE;
 use crate::manifest::{self, Manifest};
-use crate::output::emit;
+use crate::output::{KubectlLine, emit};
 
 /// The manifest text from a file or stdin (`-`), with kubectl's messages.
 pub(super) fn read_input(path: &Path) -> Result<String> {
@@ -47,13 +47,16 @@ pub(super) async fn apply(
     a: cli::ApplyArgs,
 ) -> Result<()> {
     let text = read_input(&a.filename)?;
-    let source = if a.filename == Path::new("-") {
-        "stdin".to_string()
-    } else {
-        a.filename.display().to_string()
-    };
-    let manifests =
-        manifest::parse_document(&text).map_err(|e| anyhow!("error validating {source:?}: {e}"))?;
+    // Shape problems read as the server's Invalid answer would; a document
+    // that is not YAML or JSON at all stays an `error: ` line.
+    let manifests = manifest::parse_document(&text).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("The CertificateSigningRequest ") {
+            KubectlLine(msg).into()
+        } else {
+            e
+        }
+    })?;
     let mut conn = conn::connect(&settings()?).await?;
     let mut errors = Vec::new();
     for m in &manifests {

@@ -1,23 +1,27 @@
-//! `certctl completion SHELL`: the shell completion script, from clap's own
-//! description of the command line.
+//! `certctl completion SHELL`: the script that registers certctl's dynamic
+//! completion with the shell (bash, zsh, fish, PowerShell). The shell then
+//! runs certctl itself to complete, so commands, flags, resource types and
+//! request names (fetched from the server, [`crate::complete`]) all come
+//! from one place.
 //!
 //! It reads no configuration and never connects.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
 use crate::cli;
+use crate::complete;
 use crate::output::emit;
 
 /// Runs `completion`.
 pub(super) fn completion(a: cli::CompletionArgs) -> Result<()> {
-    use clap::CommandFactory as _;
     let shell = match a.shell {
-        cli::Shell::Bash => clap_complete::Shell::Bash,
-        cli::Shell::Zsh => clap_complete::Shell::Zsh,
-        cli::Shell::Fish => clap_complete::Shell::Fish,
+        cli::Shell::Bash => "bash",
+        cli::Shell::Zsh => "zsh",
+        cli::Shell::Fish => "fish",
+        cli::Shell::Powershell => "powershell",
     };
-    let mut buf = Vec::new();
-    clap_complete::generate(shell, &mut cli::Cli::command(), "certctl", &mut buf);
-    emit(&String::from_utf8_lossy(&buf));
+    let script = complete::registration(shell)
+        .map_err(|e| anyhow!("cannot write the {shell} completion script: {e}"))?;
+    emit(&script);
     Ok(())
 }

@@ -17,6 +17,7 @@ mod decide;
 mod delete;
 mod describe;
 mod get;
+mod get_watch;
 mod renew;
 mod revoke;
 mod wait;

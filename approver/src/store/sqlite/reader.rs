@@ -24,10 +24,12 @@ use tokio::sync::Semaphore;
 
 use crate::decision::State;
 use crate::store::schema::{
-    COUNT_PENDING, EVENTS_AFTER, LATEST_RV, NEXT_FORWARD_TIME, OBJECT_BY_NAME, RENEWAL_BY_NAME,
-    page_query,
+    COUNT_PENDING, EVENTS_AFTER, LATEST_RV, NEXT_FORWARD_TIME, OBJECT_BY_NAME, PRUNED_THROUGH,
+    RENEWAL_BY_NAME, list_query, page_query,
 };
-use crate::store::types::{Event, PageBy, StoreError, decode, decode_renewal, decode_stored};
+use crate::store::types::{
+    Event, Keep, ListFilter, ListPage, PageBy, StoreError, decode, decode_renewal, decode_stored,
+};
 
 /// Idle connections kept for reuse; a burst beyond this opens more and
 /// closes the extra ones afterwards.
@@ -147,6 +149,62 @@ impl Readers {
         binds: Vec<String>,
     ) -> Result<Vec<CertificateSigningRequest>, StoreError> {
         self.paged(move |r| r.list_page(&sql, &binds)).await
+    }
+
+    /// See [`crate::store::Store::list_snapshot`]: one read transaction
+    /// (one WAL snapshot) for the counter and every page it reads.
+    pub(in crate::store) async fn list_snapshot(
+        self: &Arc<Self>,
+        filter: ListFilter,
+        after: Option<String>,
+        limit: u32,
+        keep: Keep,
+    ) -> Result<ListPage, StoreError> {
+        let want = limit.max(1) as usize;
+        self.paged(move |r| {
+            r.with(|c| {
+                let tx = c.unchecked_transaction()?;
+                let resource_version: i64 =
+                    tx.prepare_cached(LATEST_RV)?.query_row([], |r| r.get(0))?;
+                let mut items = Vec::new();
+                let mut after = after;
+                loop {
+                    let (sql, binds) = list_query(&filter, after.as_deref(), limit);
+                    let mut stmt = tx.prepare_cached(&sql)?;
+                    let mut rows = stmt.query(rusqlite::params_from_iter(binds.iter()))?;
+                    let mut read = 0;
+                    while let Some(row) = rows.next()? {
+                        let name: String = row.get(0)?;
+                        let obj = decode_stored(&name, row.get(1)?)?;
+                        read += 1;
+                        after = Some(name);
+                        if keep(&obj) {
+                            items.push(obj);
+                            if items.len() >= want {
+                                break;
+                            }
+                        }
+                    }
+                    if items.len() >= want || read < want {
+                        break;
+                    }
+                }
+                tx.commit()?;
+                Ok(ListPage {
+                    items,
+                    resource_version,
+                })
+            })
+        })
+        .await
+    }
+
+    /// See [`crate::store::Store::pruned_through`].
+    pub(in crate::store) fn pruned_through(&self) -> Result<i64, StoreError> {
+        self.with(|c| {
+            Ok(c.prepare_cached(PRUNED_THROUGH)?
+                .query_row([], |r| r.get(0))?)
+        })
     }
 
     /// One page of the rows in `state` whose `by` column lies in `range`,

@@ -45,6 +45,7 @@ use crate::store::batch::{
 };
 use crate::store::schema::{
     OBJECT_AND_RV_BY_NAME, OBJECT_BY_NAME, count_token_use, object_of_row, prune_events,
+    prune_watermark,
 };
 use crate::store::types::{
     CreateGuard, ForwardItem, StoreError, decode_renewal, decode_stored, name_of, set_rv,
@@ -539,9 +540,12 @@ fn exec(conn: &Connection, what: Exec) -> Result<u64, StoreError> {
         Exec::SetExpires { name, expires } => conn
             .prepare_cached("UPDATE csrs SET expires = ?1 WHERE name = ?2 AND expires = -1")?
             .execute(params![expires, name])?,
-        Exec::Prune { cutoff } => conn
-            .prepare_cached(prune_events!("?1"))?
-            .execute(params![cutoff])?,
+        Exec::Prune { cutoff } => {
+            conn.prepare_cached(prune_watermark!("?1"))?
+                .execute(params![cutoff])?;
+            conn.prepare_cached(prune_events!("?1"))?
+                .execute(params![cutoff])?
+        }
         Exec::Certs(w) => return super::certs::write(conn, w),
     };
     Ok(n as u64)
