@@ -25,6 +25,9 @@ pub struct ConfigFile {
     pub cert: Option<PathBuf>,
     /// Client private key (PEM).
     pub key: Option<PathBuf>,
+    /// The approver's Kubernetes API URL (`kube_listen`), for
+    /// `certctl config kubeconfig`.
+    pub kube_server: Option<String>,
 }
 
 impl ConfigFile {
@@ -144,6 +147,8 @@ pub struct Settings {
     pub identity: Option<(PathBuf, PathBuf)>,
     /// Bootstrap token `<id>.<secret>`, used instead of the certificate.
     pub token: Option<String>,
+    /// The approver's Kubernetes API URL, if configured.
+    pub kube_server: Option<String>,
 }
 
 /// The flags that override the file.
@@ -210,6 +215,7 @@ impl Overrides {
             ca,
             identity,
             token,
+            kube_server: file.kube_server,
         })
     }
 }

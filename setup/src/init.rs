@@ -557,8 +557,12 @@ pending = "24h"
 }
 
 fn certctl_config(o: &InitOptions) -> String {
-    format!(
+    let mut s = format!(
         "server = \"{}\"\nca = \"../ca.crt\"\ncert = \"admin.crt\"\nkey = \"admin.key\"\n",
         o.approver_listen.url()
-    )
+    );
+    if let Some(k) = &o.kube_listen {
+        s.push_str(&format!("kube_server = \"{}\"\n", k.url()));
+    }
+    s
 }

@@ -87,6 +87,15 @@ fn kubectl_gets_applies_and_deletes_with_kubernetes_texts() {
     let dir = k.stack.dir.clone();
     let none = fails_or_empty(&k);
     assert_eq!(none, "No resources found");
+    // certctl prints an equivalent kubeconfig for its own identity.
+    let printed = run_ok(k.stack.certctl().args(["config", "kubeconfig"]));
+    std::fs::write(dir.join("certctl.kubeconfig"), printed).unwrap();
+    let (success, _, err) = kc(
+        k.kubectl(&dir.join("certctl.kubeconfig"))
+            .args(["get", "csr"]),
+        &dir,
+    );
+    assert!(success && err == "No resources found", "{err}");
 
     // The Kubernetes tutorial's manifest with a real CSR.
     manifest(
@@ -371,7 +380,18 @@ fn a_token_user_sees_only_its_own_requests() {
     );
     ok(k.admin_kubectl().args(["apply", "-f", "adm.yaml"]), &dir);
 
-    let tok = k.kubeconfig_for_token("tok", &k.token);
+    // The token user's kubeconfig, from certctl (the server from the
+    // `kube_server` init wrote into certctl.toml).
+    let printed = run_ok(
+        k.stack
+            .certctl()
+            .args(["config", "kubeconfig", "--token", &k.token]),
+    );
+    let tok = dir.join("tok.kubeconfig");
+    std::fs::write(&tok, &printed).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(doc["clusters"][0]["cluster"]["server"], k.url());
+    assert_eq!(doc["users"][0]["user"]["token"], k.token.as_str());
     manifest(
         &dir,
         "tok.yaml",
