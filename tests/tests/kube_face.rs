@@ -116,6 +116,54 @@ fn kubectl_gets_applies_and_deletes_with_kubernetes_texts() {
         "certificatesigningrequest.certificates.k8s.io/myuser unchanged"
     );
 
+    // A changed manifest: metadata changes, the spec stays (immutable).
+    let text = std::fs::read_to_string(dir.join("csr.yaml")).unwrap();
+    std::fs::write(
+        dir.join("changed.yaml"),
+        text.replace(
+            "  name: myuser\n",
+            "  name: myuser\n  labels:\n    team: blue\n",
+        )
+        .replace("expirationSeconds: 86400", "expirationSeconds: 3600"),
+    )
+    .unwrap();
+    assert_eq!(
+        ok(
+            k.admin_kubectl().args(["apply", "-f", "changed.yaml"]),
+            &dir
+        ),
+        "certificatesigningrequest.certificates.k8s.io/myuser configured"
+    );
+    assert_eq!(
+        ok(
+            k.admin_kubectl().args([
+                "get",
+                "csr",
+                "myuser",
+                "-o",
+                "jsonpath={.metadata.labels.team} {.spec.expirationSeconds}"
+            ]),
+            &dir
+        ),
+        "blue 86400"
+    );
+    assert_eq!(
+        ok(
+            k.admin_kubectl()
+                .args(["get", "csr", "-l", "team=blue", "-o", "name"]),
+            &dir
+        ),
+        "certificatesigningrequest.certificates.k8s.io/myuser"
+    );
+    assert_eq!(
+        kc(
+            k.admin_kubectl().args(["get", "csr", "-l", "team=red"]),
+            &dir
+        )
+        .2,
+        "No resources found"
+    );
+
     // The server-side Table, as against a cluster.
     let table = ok(k.admin_kubectl().args(["get", "csr"]), &dir);
     let lines: Vec<&str> = table.lines().collect();

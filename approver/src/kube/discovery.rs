@@ -3,7 +3,7 @@
 //! `/apis/certificates.k8s.io`, `/apis/certificates.k8s.io/v1`). Only the
 //! `certificates.k8s.io/v1` group is served, with the one resource
 //! `certificatesigningrequests` (short name `csr`) and its `approval` and
-//! `status` subresources; the core group lists no versions, so clients
+//! `status` subresources, with the verbs this face serves; the core group lists no versions, so clients
 //! never ask for `/api/v1`. Answers are plain `application/json`, which
 //! client-go reads as the legacy documents even when it asked for
 //! aggregated discovery first.
@@ -81,12 +81,12 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 /// `GET /apis/certificates.k8s.io/v1`: a real server's CSR entries.
 pub fn resources() -> Value {
-    let sub = |name: &str| APIResource {
+    let sub = |name: &str, verbs: &[&str]| APIResource {
         name: format!("{RESOURCE}/{name}"),
         singular_name: String::new(),
         namespaced: false,
         kind: "CertificateSigningRequest".into(),
-        verbs: strings(&["get", "patch", "update"]),
+        verbs: strings(verbs),
         ..Default::default()
     };
     json(&APIResourceList {
@@ -97,15 +97,13 @@ pub fn resources() -> Value {
                 singular_name: "certificatesigningrequest".into(),
                 namespaced: false,
                 kind: "CertificateSigningRequest".into(),
-                verbs: strings(&[
-                    "create", "delete", "get", "list", "patch", "update", "watch",
-                ]),
+                verbs: strings(&["create", "delete", "get", "list", "patch", "watch"]),
                 short_names: Some(strings(&["csr"])),
                 storage_version_hash: Some("95fRKMXA+00=".into()),
                 ..Default::default()
             },
-            sub("approval"),
-            sub("status"),
+            sub("approval", &["get", "update"]),
+            sub("status", &["get"]),
         ],
     })
 }

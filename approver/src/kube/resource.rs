@@ -309,6 +309,63 @@ impl Call<'_> {
     }
 }
 
+impl Call<'_> {
+    /// `PATCH .../certificatesigningrequests/NAME` (what `kubectl apply`
+    /// sends for a changed manifest): the patch is applied to the stored
+    /// object; as in Kubernetes, only metadata (labels, annotations) of a
+    /// request can change: its spec is immutable and its status is not
+    /// written through the main resource, so changes there are kept out.
+    pub async fn patch(&self, name: &str, body: &[u8]) -> Result<Response<Body>, KubeError> {
+        let validation = FieldValidation::parse(self.q("fieldValidation"))?;
+        let patch = wire::decode_patch(&wire::media_type(self.headers), body)?;
+        let store = &self.service.shared().store;
+        let current = access::readable(store, &self.cfg, &self.id, name)
+            .await
+            .map_err(|e| svc_err(&e, name))?;
+        let mut doc = serde_json::to_value(convert::to_kube(&current)).unwrap_or_default();
+        wire::merge_patch(&mut doc, &patch);
+        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+        let (patched, warnings) = wire::decode_object("application/json", &bytes, validation)?;
+        if patched.metadata.name.as_deref() != Some(name) {
+            return Err(KubeError::bad_request("metadata.name: may not be changed"));
+        }
+        let to_map =
+            |b: Option<std::collections::BTreeMap<String, String>>| -> HashMap<String, String> {
+                b.unwrap_or_default().into_iter().collect()
+            };
+        let labels = to_map(patched.metadata.labels);
+        let annotations = to_map(patched.metadata.annotations);
+        let meta = current.metadata.clone().unwrap_or_default();
+        let updated = if meta.labels == labels && meta.annotations == annotations {
+            current
+        } else {
+            let errors = crate::validation::validate_metadata(&labels, &annotations);
+            if !errors.is_empty() {
+                let e = crate::validation::Invalid {
+                    name: name.to_string(),
+                    errors,
+                };
+                return Err(svc_err(&e.into(), name));
+            }
+            let updated = store
+                .update(name, move |c: &mut Stored| {
+                    let m = c.metadata.get_or_insert_with(Default::default);
+                    m.labels = labels;
+                    m.annotations = annotations;
+                    Ok::<bool, ServiceError>(true)
+                })
+                .await
+                .map_err(|e| svc_err(&e.into(), name))?;
+            tracing::info!(%name, by = %self.id.username, "updated the metadata of a certificate signing request");
+            self.service.shared().hub.notify();
+            updated
+        };
+        let mut r = wire::json(StatusCode::OK, &convert::to_kube(&updated));
+        wire::warn(&mut r, &warnings);
+        Ok(r)
+    }
+}
+
 /// The decision a PUT on `/approval` adds: an Approved or Denied condition
 /// (status True) the stored object does not have yet. Both at once is
 /// Kubernetes' validation error.

@@ -116,7 +116,9 @@ where
     }
     let method = parts.method.clone();
     let token_use = match (&route, &method) {
-        (Route::Item(_), &Method::DELETE) | (Route::Approval(_), &Method::PUT) => TokenUse::Refused,
+        (Route::Item(_), &Method::DELETE | &Method::PATCH) | (Route::Approval(_), &Method::PUT) => {
+            TokenUse::Refused
+        }
         _ => TokenUse::Allowed,
     };
     let cfg = service.shared().config.snapshot();
@@ -174,6 +176,10 @@ where
         Route::Item(name) => match method {
             Method::GET => call.get(name).await,
             Method::DELETE => call.delete(name).await,
+            Method::PATCH => {
+                let body = wire::read_body(body, limit).await?;
+                call.patch(name, &body).await
+            }
             m => Err(KubeError::method_not_allowed(&m)),
         },
         Route::Approval(name) => match method {

@@ -218,6 +218,53 @@ pub fn decode_object(
     }
 }
 
+/// Apply a JSON merge patch (RFC 7386) to `target`. For a
+/// CertificateSigningRequest a strategic merge patch is the same (its
+/// lists have no merge strategy); strategic directives (`$patch`,
+/// `$setElementOrder/...`, `$retainKeys`, ...) are dropped, never stored.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if k.starts_with('$') {
+                continue;
+            }
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+/// Decode a PATCH body: merge and strategic merge patches (JSON objects).
+pub fn decode_patch(media: &str, body: &[u8]) -> Result<Value, KubeError> {
+    match media {
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| KubeError::bad_request(format!("the patch is not JSON: {e}")))?;
+            if !v.is_object() {
+                return Err(KubeError::bad_request("the patch must be a JSON object"));
+            }
+            Ok(v)
+        }
+        other => Err(KubeError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+            ),
+        )),
+    }
+}
+
 /// Kubernetes' protobuf envelope (`k8s\0` + runtime.Unknown) holding a
 /// CertificateSigningRequest.
 fn decode_protobuf(body: &[u8]) -> Result<CertificateSigningRequest, KubeError> {
@@ -261,6 +308,22 @@ mod tests {
         assert_eq!(warnings, vec!["unknown field \"spec.foo\"".to_string()]);
         let (_, none) = decode_object("", body, FieldValidation::Ignore).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn merge_patches_replace_remove_and_drop_directives() {
+        let mut t = serde_json::json!({"a": {"b": 1, "c": [1, 2]}, "d": 1});
+        merge_patch(
+            &mut t,
+            &serde_json::json!({"a": {"c": [3], "$setElementOrder/c": [3]}, "d": null, "e": "x"}),
+        );
+        assert_eq!(t, serde_json::json!({"a": {"b": 1, "c": [3]}, "e": "x"}));
+        assert_eq!(
+            decode_patch("application/json-patch+json", b"[]")
+                .unwrap_err()
+                .code,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
     }
 
     #[test]
