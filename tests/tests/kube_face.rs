@@ -722,3 +722,118 @@ fn hostile_requests_get_kubernetes_statuses_and_slow_clients_do_not_stall() {
     assert_eq!(n, 0, "the stalled connection was not closed");
     assert!(started.elapsed() < Duration::from_secs(25));
 }
+
+/// The event lines of a watch that ends by itself (`timeoutSeconds`).
+fn watch_events(k: &KubeStack, query: &str) -> Vec<(String, String)> {
+    let (body, code) = curl(&mut k.curl(&format!(
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests?{query}"
+    )));
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["type"].as_str().unwrap().to_string(),
+                v["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn watches_resume_from_a_list_version_and_see_the_grpc_face_writes() {
+    require_tool("curl", "apt-get install curl");
+    let k = KubeStack::start();
+    let dir = k.stack.dir.clone();
+    manifest(
+        &dir,
+        "a.yaml",
+        "a",
+        "a-user",
+        &[],
+        API_CLIENT,
+        &["client auth"],
+    );
+    ok(k.admin_kubectl().args(["apply", "-f", "a.yaml"]), &dir);
+    let (body, code) = curl(&mut k.curl("/apis/certificates.k8s.io/v1/certificatesigningrequests"));
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["kind"], "CertificateSigningRequestList");
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(rv.parse::<u64>().unwrap() > 0, "{body}");
+
+    // Written through the gRPC face (certctl).
+    manifest(
+        &dir,
+        "b.yaml",
+        "b",
+        "b-user",
+        &[],
+        API_CLIENT,
+        &["client auth"],
+    );
+    run_ok(
+        k.stack
+            .certctl()
+            .arg("apply")
+            .arg("-f")
+            .arg(dir.join("b.yaml")),
+    );
+
+    let ev = |t: &str, n: &str| (t.to_string(), n.to_string());
+    // From the list's version: only what came after, no replay.
+    assert_eq!(
+        watch_events(
+            &k,
+            &format!("watch=true&resourceVersion={rv}&timeoutSeconds=2")
+        ),
+        vec![ev("ADDED", "b")]
+    );
+    // Without a version: the current objects first, as ADDED.
+    assert_eq!(
+        watch_events(&k, "watch=1&timeoutSeconds=2"),
+        vec![ev("ADDED", "a"), ev("ADDED", "b")]
+    );
+    // One object (kubectl get csr NAME -w): from version 0.
+    assert_eq!(
+        watch_events(
+            &k,
+            "watch=true&fieldSelector=metadata.name%3Da&resourceVersion=0&timeoutSeconds=2"
+        ),
+        vec![ev("ADDED", "a")]
+    );
+    // A bad version is Kubernetes' BadRequest, not a stream.
+    let (body, code) = curl(&mut k.curl(
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests?watch=true&resourceVersion=x",
+    ));
+    assert_eq!(code, 400, "{body}");
+
+    // Aggregated discovery when asked for (kubectl's Accept), labelled so.
+    let out = k
+        .curl("/apis")
+        .args([
+            "-i",
+            "-H",
+            "Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        text.contains(
+            "content-type: application/json;g=apidiscovery.k8s.io;v=v2;as=apigroupdiscoverylist"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"kind\":\"apigroupdiscoverylist\""),
+        "{text}"
+    );
+}

@@ -4,9 +4,12 @@
 //! `certificates.k8s.io/v1` group is served, with the one resource
 //! `certificatesigningrequests` (short name `csr`) and its `approval` and
 //! `status` subresources, with the verbs this face serves; the core group lists no versions, so clients
-//! never ask for `/api/v1`. Answers are plain `application/json`, which
-//! client-go reads as the legacy documents even when it asked for
-//! aggregated discovery first.
+//! never ask for `/api/v1`. `/apis` answers aggregated discovery
+//! (`apidiscovery.k8s.io/v2`, labelled so in Content-Type, which is how
+//! client-go tells the formats apart) when the client lists it in Accept,
+//! saving kubectl the per-group request; otherwise, and everywhere else,
+//! the legacy documents as plain `application/json`. `k8s-openapi` has no
+//! apidiscovery types, so that one document is written as JSON here.
 //!
 //! This module must never list a resource the face does not serve.
 
@@ -75,6 +78,49 @@ pub fn certificates_group() -> Value {
     json(&group())
 }
 
+/// The Content-Type of an aggregated discovery answer.
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an Accept header asks for aggregated discovery v2.
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|t| {
+        let params: Vec<&str> = t.split(';').map(str::trim).collect();
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
+    })
+}
+
+/// `GET /apis` as aggregated discovery v2.
+pub fn aggregated() -> Value {
+    let kind = serde_json::json!({"group": "", "version": "", "kind": "CertificateSigningRequest"});
+    serde_json::json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": [{
+            "metadata": {"name": GROUP, "creationTimestamp": null},
+            "versions": [{
+                "version": "v1",
+                "freshness": "Current",
+                "resources": [{
+                    "resource": RESOURCE,
+                    "responseKind": kind,
+                    "scope": "Cluster",
+                    "singularResource": "certificatesigningrequest",
+                    "shortNames": ["csr"],
+                    "verbs": ["create", "delete", "get", "list", "patch", "watch"],
+                    "subresources": [
+                        {"subresource": "approval", "responseKind": kind, "verbs": ["get", "update"]},
+                        {"subresource": "status", "responseKind": kind, "verbs": ["get"]},
+                    ],
+                }],
+            }],
+        }],
+    })
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -125,5 +171,13 @@ mod tests {
         assert_eq!(groups()["groups"][0]["name"], "certificates.k8s.io");
         assert_eq!(core()["versions"], serde_json::json!([]));
         assert_eq!(version()["minor"], "32");
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated("application/json"));
+        assert_eq!(
+            aggregated()["items"][0]["versions"][0]["resources"][0]["shortNames"][0],
+            "csr"
+        );
     }
 }

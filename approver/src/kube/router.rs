@@ -160,6 +160,22 @@ where
             Err(KubeError::method_not_allowed(&method))
         }
     };
+    let accept = parts
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if path.trim_end_matches('/') == "/apis"
+        && method == Method::GET
+        && discovery::wants_aggregated(accept)
+    {
+        let mut r = wire::json(StatusCode::OK, &discovery::aggregated());
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(discovery::AGGREGATED_V2),
+        );
+        return Ok(r);
+    }
     match route {
         Route::Version => Ok(wire::json(StatusCode::OK, &discovery::version())),
         Route::Discovery(v) | Route::OpenApiDoc(v) => get_only(v),
