@@ -6,13 +6,13 @@
 //!
 //! It must never fake a part that can run for real here.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use base64::Engine as _;
 
 use crate::config::edit_toml;
-use crate::pki::{Pki, add_bootstrap_token};
+use crate::pki::{Pki, add_bootstrap_token, csr};
 use crate::process::{bin, free_port, repo_root, require_tool};
 use crate::stack::{Stack, approver_spawn, signer_spawn};
 
@@ -161,4 +161,59 @@ impl KubeStack {
     pub fn python_client() -> PathBuf {
         repo_root().join("tests/python/kube_client.py")
     }
+}
+
+/// Runs `cmd` in `dir`: (success, stdout, stderr), trimmed.
+pub fn kc(cmd: &mut Command, dir: &Path) -> (bool, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.current_dir(dir).output().unwrap();
+    (
+        status.success(),
+        String::from_utf8_lossy(&stdout).trim().to_string(),
+        String::from_utf8_lossy(&stderr).trim().to_string(),
+    )
+}
+
+/// [`kc`], asserting success: stdout.
+pub fn ok(cmd: &mut Command, dir: &Path) -> String {
+    let (success, out, err) = kc(cmd, dir);
+    assert!(success, "{cmd:?} failed: {out}\n{err}");
+    out
+}
+
+/// [`kc`], asserting failure: stderr.
+pub fn fails(cmd: &mut Command, dir: &Path) -> String {
+    let (success, out, err) = kc(cmd, dir);
+    assert!(!success, "{cmd:?} succeeded: {out}");
+    err
+}
+
+/// Writes the manifest of a fresh CSR for `cn`/`orgs` to `dir/file`.
+#[allow(clippy::too_many_arguments)]
+pub fn manifest(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    cn: &str,
+    orgs: &[&str],
+    signer: &str,
+    usages: &[&str],
+) {
+    let (_, pem) = csr(cn, orgs);
+    std::fs::write(
+        dir.join(file),
+        KubeStack::manifest(name, &pem, signer, usages),
+    )
+    .unwrap();
+}
+
+/// (body, HTTP code) of a curl call.
+pub fn curl(cmd: &mut Command) -> (String, u16) {
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (body.to_string(), code.trim().parse().unwrap_or(0))
 }
