@@ -39,6 +39,13 @@ fn condition(k: &KubeStack, kubectl: &mut Command, name: &str) -> String {
 fn kubectl_gets_applies_and_deletes_with_kubernetes_texts() {
     let k = KubeStack::start();
     let dir = k.stack.dir.clone();
+    // init wrote the admin's kubeconfig with the key embedded: owner only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(k.admin_kubeconfig())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     let none = fails_or_empty(&k);
     assert_eq!(none, "No resources found");
     // certctl prints an equivalent kubeconfig for its own identity.
