@@ -61,6 +61,22 @@ def main() -> None:
     assert name in [i.metadata.name for i in listed.items]
     print(f"list: {len(listed.items)} items")
 
+    # Approval through this face needs a signer that trusts the approver;
+    # this signer name needs a signed approval, so it is refused (403).
+    got.status.conditions = [
+        client.V1CertificateSigningRequestCondition(
+            type="Approved", status="True", reason="PythonApprove", message="by the Python client"
+        )
+    ]
+    try:
+        api.replace_certificate_signing_request_approval(name, got)
+        raise AssertionError("an unsigned approval was accepted for a signed signer name")
+    except ApiException as e:
+        assert e.status == 403, (e.status, e.body)
+        assert "certctl certificate approve" in e.body, e.body
+        print(f"approval refused: {e.status}")
+    assert not api.read_certificate_signing_request(name).status.conditions
+
     try:
         api.read_certificate_signing_request("no-such-request")
         raise AssertionError("a missing request was found")

@@ -42,6 +42,7 @@ fn python_kubernetes_client_lists_creates_reads_watches_and_deletes() {
     assert!(out.contains("python kubernetes client: OK"), "{out}");
     assert!(out.contains("create: py by admin"), "{out}");
     assert!(out.contains("watch: ['ADDED', 'DELETED']"), "{out}");
+    assert!(out.contains("approval refused: 403"), "{out}");
 }
 
 #[test]
@@ -152,6 +153,25 @@ fn hostile_requests_get_kubernetes_statuses_and_slow_clients_do_not_stall() {
             .arg(yaml),
     );
     assert_eq!(code, 201, "{body}");
+    // An approval on a stale version: Kubernetes' Conflict (kubectl retries).
+    let (body, code) = curl(&mut k.curl(&format!("{csrs}/h2")));
+    assert_eq!(code, 200, "{body}");
+    let mut obj: serde_json::Value = serde_json::from_str(&body).unwrap();
+    obj["metadata"]["resourceVersion"] = "1".into();
+    obj["status"]["conditions"] = serde_json::json!([{"type": "Denied", "status": "True"}]);
+    let (body, code) = curl(
+        k.curl(&format!("{csrs}/h2/approval"))
+            .args([
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+            ])
+            .arg(obj.to_string()),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(status(&body)["reason"], "Conflict");
     // An unsupported field selector and an unknown path.
     let (body, code) = curl(&mut k.curl(&format!("{csrs}?fieldSelector=spec.foo%3D1")));
     assert_eq!(
