@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use certsign_tests::kube::{API_CLIENT, KubeStack, curl, manifest, ok};
 use certsign_tests::pki::csr;
-use certsign_tests::{require_tool, run_ok};
+use certsign_tests::{repo_root, require_tool, run_ok};
 
 #[test]
 fn python_kubernetes_client_lists_creates_reads_watches_and_deletes() {
@@ -309,4 +309,46 @@ fn watches_resume_from_a_list_version_and_see_the_grpc_face_writes() {
         text.contains("\"kind\":\"apigroupdiscoverylist\""),
         "{text}"
     );
+}
+
+/// The hostile manifests of the gRPC face's corpus (tests/corpus/manifest),
+/// posted to this face as they are: each is a 4xx with a Status naming the
+/// problem, never a 5xx or a crash, and the approver keeps serving.
+#[test]
+fn the_hostile_manifest_corpus_gets_kubernetes_statuses() {
+    require_tool("curl", "apt-get install curl");
+    let k = KubeStack::start();
+    let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests?fieldValidation=Strict";
+    let dir = repo_root().join("tests/corpus/manifest");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{files:?}");
+    for f in files {
+        let media = if f.extension().is_some_and(|e| e == "json") {
+            "application/json"
+        } else {
+            "application/yaml"
+        };
+        let (body, code) = curl(
+            k.curl(csrs)
+                .args(["-X", "POST", "-H", &format!("Content-Type: {media}")])
+                .arg("--data-binary")
+                .arg(format!("@{}", f.display())),
+        );
+        assert!((400..500).contains(&code), "{}: {code} {body}", f.display());
+        let s: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{}: not a Status ({e}): {body}", f.display()));
+        assert_eq!(s["kind"], "Status", "{}: {body}", f.display());
+        assert!(
+            s["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}: {body}",
+            f.display()
+        );
+    }
+    let (body, code) = curl(&mut k.curl("/version"));
+    assert_eq!(code, 200, "{body}");
+    assert!(!k.stack.approver.log().contains("panicked"));
 }
