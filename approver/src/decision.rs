@@ -326,11 +326,17 @@ pub fn fail(csr: &mut CertificateSigningRequest, message: &str) -> bool {
     true
 }
 
-/// Set the issued certificate, once, on an approved request.
+/// Set the issued certificate, once, on an approved request: the leaf and
+/// any intermediates, without the root the signer sends after them
+/// ([`crate::chain`]).
 pub fn issue(csr: &mut CertificateSigningRequest, certificate_pem: Vec<u8>) -> bool {
     if state_of(csr) != State::Approved {
         return false;
     }
+    let certificate_pem = match crate::chain::leaf_and_intermediates(&certificate_pem) {
+        std::borrow::Cow::Owned(trimmed) => trimmed,
+        std::borrow::Cow::Borrowed(_) => certificate_pem,
+    };
     status_mut(csr).certificate = certificate_pem;
     true
 }

@@ -44,6 +44,7 @@
 pub mod access;
 pub mod admission;
 pub mod authn;
+pub mod chain;
 pub mod cleaner;
 pub mod config;
 pub mod crl;

@@ -39,6 +39,7 @@ use tonic::{Request, Response, Status};
 use crate::access;
 use crate::admission::Admission;
 use crate::authn::{self, AuthnError, Caller};
+use crate::chain;
 use crate::config::{BootstrapToken, Config, LiveConfig};
 use crate::crl::CrlPublisher;
 use crate::decide::{Evidence, Recorder};
@@ -104,7 +105,11 @@ type WatchStream = Map<
 >;
 
 fn watch_status(r: Result<WatchEvent, ServiceError>) -> Result<WatchEvent, Status> {
-    r.map_err(|e| to_status(&e))
+    r.map(|mut ev| {
+        ev.object = ev.object.map(chain::serve);
+        ev
+    })
+    .map_err(|e| to_status(&e))
 }
 
 impl ApproverService {
@@ -139,7 +144,7 @@ impl ApproverService {
                 message,
             )
             .await?;
-        Ok(Response::new(decided))
+        Ok(Response::new(chain::serve(decided)))
     }
 
     fn authenticate<T>(
@@ -238,7 +243,7 @@ impl ApproverService {
             .list_snapshot(&filter, after.as_deref(), limit + 1, keep)
             .await
             .map_err(ServiceError::from)?;
-        let mut items = page.items;
+        let mut items: Vec<_> = page.items.into_iter().map(chain::serve).collect();
         let continue_token = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items
@@ -430,9 +435,9 @@ impl Approver for ApproverService {
         let cfg = self.shared.config.snapshot();
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         let name = &request.get_ref().name;
-        Ok(Response::new(
+        Ok(Response::new(chain::serve(
             access::readable(&self.shared.store, &cfg, &id, name).await?,
-        ))
+        )))
     }
 
     async fn list_certificate_signing_requests(

@@ -129,7 +129,8 @@ pub enum Output {
 pub struct GetArgs {
     /// Resource type: csr (or certificatesigningrequest[s], optionally
     /// csr/NAME), certificates (certificate, certs: the inventory of issued
-    /// certificates) or crl (the current certificate revocation list).
+    /// certificates), crl (the current certificate revocation list) or
+    /// trustbundle (the CA certificates to trust, PEM).
     #[arg(add = ArgValueCandidates::new(complete::get_resources))]
     pub resource: String,
     /// Names (requests) or serial numbers (certificates); all when empty.
@@ -138,8 +139,8 @@ pub struct GetArgs {
     /// Output format: wide, json, yaml, name; for crl: pem (default) or der.
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<Output>,
-    /// `get crl` only: write the CRL here atomically (temp file and rename)
-    /// instead of to stdout.
+    /// `get crl` and `get trustbundle` only: write it here atomically (temp
+    /// file and rename) instead of to stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Only requests or certificates for this signer name.
@@ -322,9 +323,14 @@ pub struct WaitArgs {
     /// Give up after this long (humantime), exit code 4.
     #[arg(long, default_value = "5m")]
     pub timeout: humantime::Duration,
-    /// Write the issued chain (PEM) here atomically; otherwise print it.
+    /// Write the issued certificate (PEM: the leaf, then any intermediates)
+    /// here atomically; otherwise print it.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also write the CA bundle of the request's signer (GetTrustBundle,
+    /// PEM) here atomically: what peers verify the certificate against.
+    #[arg(long, value_name = "FILE")]
+    pub ca_out: Option<PathBuf>,
 }
 
 /// `renew`.

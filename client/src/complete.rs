@@ -40,7 +40,7 @@ pub fn timeout() -> Duration {
 
 /// Resource types after `get`.
 pub fn get_resources() -> Vec<CompletionCandidate> {
-    ["csr", "certificates", "crl"]
+    ["csr", "certificates", "crl", "trustbundle"]
         .into_iter()
         .map(CompletionCandidate::new)
         .collect()
@@ -65,7 +65,7 @@ pub fn csr_names(current: &OsStr) -> Vec<CompletionCandidate> {
     if words.iter().any(|w| {
         matches!(
             w.as_str(),
-            "certificates" | "certificate" | "certs" | "cert" | "crl" | "crls"
+            "certificates" | "certificate" | "certs" | "cert" | "crl" | "crls" | "trustbundle"
         ) && words.iter().any(|g| g == "get")
     }) {
         return Vec::new();

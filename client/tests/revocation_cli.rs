@@ -235,10 +235,34 @@ fn help_and_completion_name_the_new_commands() {
     for want in ["crl", "certificates", "--out <FILE>", "pem", "der"] {
         assert!(h.contains(want), "missing {want:?} in {h}");
     }
-    for shell in ["bash", "zsh", "fish"] {
+    // Completion is dynamic (the shell asks certctl): the scripts call it,
+    // and what it offers names the new commands and flags.
+    for shell in ["bash", "zsh", "fish", "powershell"] {
         let script = help(&["completion", shell]);
-        for word in ["revoke", "serial", "reason", "out", "der"] {
-            assert!(script.contains(word), "{shell}: missing {word:?}");
+        assert!(script.contains("_CERTCTL_COMPLETE"), "{shell}: {script}");
+        let offered = |words: &[&str]| {
+            let out = certctl(t.path())
+                .env("_CERTCTL_COMPLETE", shell)
+                .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
+                .arg("--")
+                .args(words)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        for (words, word) in [
+            (&["certctl", "certificate", ""][..], "revoke"),
+            (&["certctl", "certificate", "revoke", "--se"], "--serial"),
+            (&["certctl", "certificate", "revoke", "--re"], "--reason"),
+            (&["certctl", "get", "crl", "--ou"], "--out"),
+            (&["certctl", "get", "crl", "-o", "d"], "der"),
+        ] {
+            let got = offered(words);
+            assert!(
+                got.contains(word),
+                "{shell} {words:?}: missing {word:?} in {got:?}"
+            );
         }
     }
 }

@@ -57,6 +57,17 @@ fn fails(out: Output, code: i32, want: &str) {
     );
 }
 
+/// kubectl's NotFound line for `name`, alone on stderr, exit code 1.
+fn not_found(out: Output, name: &str) {
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "Error from server (NotFound): certificatesigningrequests.certificates.k8s.io {name:?} not found\n"
+        )
+    );
+}
+
 fn openssl_verify(ca: &Path, cert: &Path) {
     let out = run_ok(
         StdCommand::new("openssl")
@@ -258,13 +269,12 @@ fn seed_scenario_apply_list_approve_extract_and_round_trip() {
         out,
         "certificatesigningrequest.certificates.k8s.io \"myuser\" deleted\n"
     );
-    fails(
+    not_found(
         admin(&stack)
             .args(["get", "csr", "myuser"])
             .output()
             .unwrap(),
-        1,
-        "certificatesigningrequest \"myuser\" not found",
+        "myuser",
     );
     let out = ok(user(&stack, &requestor)
         .args(["apply", "-f", "-"])
@@ -500,13 +510,12 @@ fn approve_deny_conflicts_and_wait_exit_codes() {
         .unwrap();
     fails(out, 4, "timed out");
     // A missing name: kubectl's not-found line.
-    fails(
+    not_found(
         admin(&stack)
             .args(["certificate", "approve", "nope"])
             .output()
             .unwrap(),
-        1,
-        "certificatesigningrequest \"nope\" not found",
+        "nope",
     );
     // Paging: one request per page still lists all three.
     let names = ok(admin(&stack)

@@ -33,6 +33,6 @@ pub mod wait;
 pub use config::edit_toml;
 pub use process::{
     Daemon, Spawn, bin, bin_dir, dead_addr, free_port, profile_dir, repo_root, require_tool, run,
-    run_ok, serve, target_dir,
+    run_ok, serve, silent_listener, target_dir,
 };
 pub use stack::Stack;

@@ -110,6 +110,15 @@ pub fn dead_addr() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
+/// A loopback address that accepts TCP connections and then says nothing
+/// (a hung server: TLS handshakes never finish). Keep the listener alive
+/// for as long as the address must hang.
+pub fn silent_listener() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = l.local_addr().expect("local_addr").to_string();
+    (l, addr)
+}
+
 /// Where a daemon's output goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Logging {

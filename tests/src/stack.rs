@@ -111,6 +111,14 @@ impl Stack {
         });
     }
 
+    /// Stops the approver and starts it again on the same address (the
+    /// ports pinned first), as an operator's restart: open connections
+    /// drop, clients reconnect to the same URL.
+    pub fn restart_approver(&mut self) {
+        self.pin_ports();
+        self.approver.restart();
+    }
+
     /// `DIR/ca.crt`.
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.crt")

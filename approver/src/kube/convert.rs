@@ -70,7 +70,10 @@ pub fn to_kube(c: &pb::CertificateSigningRequest) -> CertificateSigningRequest {
             extra: (!extra.is_empty()).then_some(extra),
         },
         status: Some(CertificateSigningRequestStatus {
-            certificate: (!status.certificate.is_empty()).then_some(ByteString(status.certificate)),
+            // As the gRPC face serves it: the leaf and intermediates.
+            certificate: (!status.certificate.is_empty()).then(|| {
+                ByteString(crate::chain::leaf_and_intermediates(&status.certificate).into_owned())
+            }),
             conditions: (!status.conditions.is_empty()).then(|| {
                 status
                     .conditions

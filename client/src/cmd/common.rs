@@ -18,6 +18,8 @@ pub(super) enum OtherResource {
     Certificates,
     /// The current CRL.
     Crl,
+    /// The CA bundle to trust (GetTrustBundle).
+    TrustBundle,
 }
 
 /// `get certificates` (also certificate, certs, cert) or `get crl`.
@@ -30,6 +32,9 @@ pub(super) fn other_resource(resource: &str) -> Option<OtherResource> {
         | "certificates.certsign.io"
         | "certificate.certsign.io" => Some(OtherResource::Certificates),
         "crl" | "crls" | "certificaterevocationlist" => Some(OtherResource::Crl),
+        "trustbundle" | "trustbundles" | "clustertrustbundle" | "clustertrustbundles" => {
+            Some(OtherResource::TrustBundle)
+        }
         _ => None,
     }
 }
@@ -182,6 +187,10 @@ mod tests {
             assert_eq!(other_resource(r), Some(OtherResource::Certificates), "{r}");
         }
         assert_eq!(other_resource("crl"), Some(OtherResource::Crl));
+        assert_eq!(
+            other_resource("trustbundle"),
+            Some(OtherResource::TrustBundle)
+        );
         assert_eq!(other_resource("csr"), None);
     }
 

@@ -18,7 +18,7 @@ use anyhow::Result;
 use certsign_proto::v1 as pb;
 
 use super::common::{finish_errors, name_of};
-use super::get::{read, render};
+use super::list::{read, render};
 use crate::cli::{self, Output};
 use crate::conn::{self, Conn};
 use crate::kube::{self, KubeCsr, RESOURCE};

@@ -19,8 +19,10 @@ mod describe;
 mod get;
 mod get_watch;
 mod kubeconfig;
+mod list;
 mod renew;
 mod revoke;
+mod trustbundle;
 mod wait;
 
 use anyhow::Result;
@@ -53,6 +55,7 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
                 certificates::get_certificates(settings()?, a).await
             }
             Some(OtherResource::Crl) => crl::get_crl(settings()?, a).await,
+            Some(OtherResource::TrustBundle) => trustbundle::get_trust_bundle(settings()?, a).await,
             None => get::get(settings()?, a).await,
         },
         Command::Describe(a) => describe::describe(settings()?, a).await,

@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use certsign_proto::v1 as pb;
 use tokio_stream::StreamExt as _;
 
-use super::common::{has_condition, name_of};
+use super::common::{fetch, has_condition, name_of};
 use crate::cli;
 use crate::config::Settings;
 use crate::conn::{self, Conn};
@@ -184,6 +184,15 @@ fn suffix(why: &str) -> String {
 pub(super) async fn wait(settings: Settings, a: cli::WaitArgs) -> Result<()> {
     let mut conn = conn::connect(&settings).await?;
     let pem = wait_issued(&mut conn, &a.name, a.timeout.into()).await?;
+    if let Some(ca_out) = &a.ca_out {
+        let signer = fetch(&mut conn, &a.name)
+            .await?
+            .spec
+            .map(|s| s.signer_name)
+            .unwrap_or_default();
+        let bundle = super::trustbundle::fetch_bundle(&mut conn, &signer).await?;
+        files::write_atomic(ca_out, &bundle, 0o644, true)?;
+    }
     match &a.out {
         Some(path) => files::write_atomic(path, &pem, 0o644, true)?,
         None => emit(&String::from_utf8_lossy(&pem)),
