@@ -331,7 +331,13 @@ fn kubectl_approval_only_where_the_signer_trusts_the_approver() {
         assert!(Instant::now() < deadline, "kn1 was not issued");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(String::from_utf8_lossy(&pem).contains("BEGIN CERTIFICATE"));
+    // The leaf only, as the gRPC face serves it (the root is the trust bundle).
+    assert_eq!(
+        String::from_utf8_lossy(&pem)
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        1
+    );
     assert_eq!(
         condition(&k, &mut k.admin_kubectl(), "kn1"),
         "Approved,Issued"
