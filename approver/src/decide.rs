@@ -7,8 +7,10 @@
 //! writer.
 //!
 //! This module must never record an approval without a verified statement
-//! signed with the caller's own client certificate, and never show a
-//! caller a request it may not read.
+//! signed with the caller's own client certificate, except for a signer
+//! name configured `approval = "approver"` when the caller chose
+//! [`Evidence::TrustedApprover`] (the Kubernetes face, which carries no
+//! signature); and never show a caller a request it may not read.
 
 use std::time::SystemTime;
 
@@ -17,7 +19,7 @@ use certsign_proto::v1::{CertificateSigningRequest, Decision, SignedStatement};
 
 use crate::access;
 use crate::authn::Caller;
-use crate::config::Config;
+use crate::config::{ApprovalMode, Config};
 use crate::decision::{self, DecisionInput};
 use crate::status::ServiceError;
 use crate::store::Store;
@@ -28,6 +30,27 @@ pub struct Recorder<'a> {
     pub store: &'a Store,
     /// Admin statement certificates chain to the client CA.
     pub approval_trust: &'a ApprovalTrust,
+}
+
+/// What a decision carries as its proof.
+#[derive(Debug, Clone)]
+pub enum Evidence {
+    /// The gRPC face: an approval needs a signed statement from the
+    /// deciding admin; a denial may carry one.
+    Statement(Option<SignedStatement>),
+    /// The Kubernetes face: no signature. Accepted only for signer names
+    /// whose signer trusts the approver's decision (`approval =
+    /// "approver"`); refused (403) everywhere else, so no unsigned decision
+    /// ever reaches a signer that needs signed evidence.
+    TrustedApprover,
+}
+
+/// The refusal of an unsigned approval for a signer name that needs a
+/// signed one.
+pub fn unsigned_refused(signer_name: &str) -> String {
+    format!(
+        "signerName {signer_name:?} requires a signed approval: approve it with `certctl certificate approve` (an approval through the Kubernetes API carries no signature)"
+    )
 }
 
 fn spec_of(csr: &CertificateSigningRequest) -> certsign_proto::v1::CertificateSigningRequestSpec {
@@ -78,7 +101,7 @@ impl Recorder<'_> {
         id: Caller,
         name: &str,
         decision: Decision,
-        statement: Option<SignedStatement>,
+        evidence: Evidence,
         reason: String,
         message: String,
     ) -> Result<CertificateSigningRequest, ServiceError> {
@@ -91,6 +114,15 @@ impl Recorder<'_> {
                 spec.signer_name
             ))
         })?;
+        let trusted = matches!(evidence, Evidence::TrustedApprover);
+        if trusted && decision == Decision::Approve && signer_cfg.approval != ApprovalMode::Approver
+        {
+            return Err(ServiceError::Forbidden(unsigned_refused(&spec.signer_name)));
+        }
+        let statement = match evidence {
+            Evidence::Statement(s) => s,
+            Evidence::TrustedApprover => None,
+        };
         let input = DecisionInput {
             actor: id.identity.clone(),
             reason,
@@ -114,7 +146,7 @@ impl Recorder<'_> {
         }
         match (&statement, decision) {
             (Some(s), d) => self.verify_statement(cfg, &id, s, &current, d, &groups)?,
-            (None, Decision::Approve) => {
+            (None, Decision::Approve) if !trusted => {
                 return Err(ServiceError::BadRequest(
                     "approval: a signed ApprovalStatement from the approving admin is required"
                         .into(),

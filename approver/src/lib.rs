@@ -37,6 +37,8 @@
 //! - [`drain`]: SIGTERM ends open watches with a status.
 //! - [`rotate`]: the approver's own TLS identity renewed through the signer.
 //! - [`service`]: the gRPC service's handlers.
+//! - [`kube`]: the Kubernetes API face (`kube_listen`) over the same
+//!   service functions.
 //! - [`status`]: the only Error → Status mapping.
 //! - [`tls`]: rustls server and signer-client configuration.
 
@@ -58,6 +60,7 @@ pub mod forwarder;
 pub mod health;
 pub mod inventory;
 pub mod issued;
+pub mod kube;
 pub mod limits;
 pub mod names;
 pub mod reload;
@@ -105,6 +108,8 @@ pub enum ServeError {
     Reflection(String),
     #[error("cannot listen on {addr} (crl_listen): {message}")]
     CrlListen { addr: String, message: String },
+    #[error("cannot listen on {addr} (kube_listen): {message}")]
+    KubeListen { addr: String, message: String },
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -207,6 +212,20 @@ impl App {
             trust_bundle_pem,
             drain: drain.clone(),
         });
+        if let Some(addr) = config.kube_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::KubeListen {
+                    addr: addr.to_string(),
+                    message: e.to_string(),
+                })?;
+            tracing::info!(%addr, "serving the Kubernetes API (certificates.k8s.io/v1) over HTTPS");
+            tokio::spawn(kube::serve(
+                listener,
+                kube::tls_config(&tls),
+                service.clone(),
+            ));
+        }
         Ok(Self {
             config,
             service,

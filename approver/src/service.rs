@@ -32,6 +32,7 @@ use certsign_proto::v1::{
     WatchEvent,
 };
 use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::access;
@@ -40,7 +41,7 @@ use crate::authn::{self, AuthnError, Caller};
 use crate::chain;
 use crate::config::{BootstrapToken, Config, LiveConfig};
 use crate::crl::CrlPublisher;
-use crate::decide::Recorder;
+use crate::decide::{Evidence, Recorder};
 use crate::decision::{self, State};
 use crate::forwarder::Forwarder;
 use crate::inventory;
@@ -89,7 +90,7 @@ pub struct ApproverService {
 
 /// Which RPCs a bootstrap token may call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokenUse {
+pub(crate) enum TokenUse {
     Allowed,
     Refused,
 }
@@ -131,10 +132,16 @@ impl ApproverService {
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
         let (name, statement, reason, message) = parts(request.into_inner());
         let decided = self
-            .recorder()
-            .decide(&cfg, id, &name, decision, statement, reason, message)
+            .decide_csr(
+                &cfg,
+                id,
+                &name,
+                decision,
+                Evidence::Statement(statement),
+                reason,
+                message,
+            )
             .await?;
-        self.notify(&decided);
         Ok(Response::new(chain::serve(decided)))
     }
 
@@ -144,17 +151,32 @@ impl ApproverService {
         req: &Request<T>,
         token_use: TokenUse,
     ) -> Result<(Caller, Option<BootstrapToken>), ServiceError> {
-        let (id, token) = match req.peer_certs() {
-            Some(certs) if !certs.is_empty() => {
-                (self.identities.identify(certs[0].as_ref())?, None)
-            }
-            _ => {
-                let header = req
-                    .metadata()
-                    .get("authorization")
-                    .ok_or(AuthnError::Missing)?
-                    .to_str()
-                    .map_err(|_| AuthnError::MalformedToken)?;
+        let cert = req
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
+        let header = req.metadata().get("authorization").map(|h| h.to_str());
+        let header = match header {
+            Some(Ok(h)) => Some(h),
+            Some(Err(_)) if cert.is_none() => return Err(AuthnError::MalformedToken.into()),
+            _ => None,
+        };
+        self.identify(cfg, cert.as_deref(), header, token_use)
+    }
+
+    /// Authenticate a caller by its verified client certificate (leaf DER)
+    /// or else its `authorization` header, and count the call against its
+    /// rate: the one authentication of both faces (gRPC and Kubernetes).
+    pub(crate) fn identify(
+        &self,
+        cfg: &Config,
+        cert: Option<&[u8]>,
+        authorization: Option<&str>,
+        token_use: TokenUse,
+    ) -> Result<(Caller, Option<BootstrapToken>), ServiceError> {
+        let (id, token) = match cert {
+            Some(der) => (self.identities.identify(der)?, None),
+            None => {
+                let header = authorization.ok_or(AuthnError::Missing)?;
                 let (id, token) =
                     authn::from_bearer(header, &cfg.bootstrap_tokens, SystemTime::now())?;
                 if token_use == TokenUse::Refused {
@@ -165,6 +187,148 @@ impl ApproverService {
         };
         self.shared.limiter.check_rate(&id.username)?;
         Ok((id, token))
+    }
+
+    /// What both faces share: configuration, store, hub, limits.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Admit and store a new request, then wake whoever waits for it.
+    pub(crate) async fn create_csr(
+        &self,
+        cfg: &Config,
+        id: Caller,
+        token: Option<BootstrapToken>,
+        body: CreateCertificateSigningRequestRequest,
+    ) -> Result<CertificateSigningRequest, ServiceError> {
+        let created = self.admission().create(cfg, id, token, body).await?;
+        self.notify(&created);
+        Ok(created)
+    }
+
+    /// One page of the requests `id` may read that `req` asks for.
+    pub(crate) async fn list_csrs(
+        &self,
+        cfg: &Config,
+        id: &Caller,
+        req: &ListCertificateSigningRequestsRequest,
+    ) -> Result<ListCertificateSigningRequestsResponse, ServiceError> {
+        let after = decode_continue(&req.continue_token)?;
+        let selector = parse_selector(&req.label_selector)?;
+        let Some(filter) = access::list_filter(cfg, id, req) else {
+            // Nothing the caller may read matches; the version still lets
+            // it watch from here.
+            let rv = self
+                .shared
+                .store
+                .latest_resource_version()
+                .await
+                .map_err(ServiceError::from)?;
+            return Ok(ListCertificateSigningRequestsResponse {
+                resource_version: rv.to_string(),
+                ..Default::default()
+            });
+        };
+        let limit = match u32::try_from(req.limit) {
+            Ok(0) | Err(_) => DEFAULT_PAGE,
+            Ok(n) => n.min(MAX_PAGE),
+        };
+        let keep: Keep = Arc::new(move |c: &CertificateSigningRequest| selects(&selector, c));
+        let page = self
+            .shared
+            .store
+            .list_snapshot(&filter, after.as_deref(), limit + 1, keep)
+            .await
+            .map_err(ServiceError::from)?;
+        let mut items: Vec<_> = page.items.into_iter().map(chain::serve).collect();
+        let continue_token = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items
+                .last()
+                .map(|c| encode_continue(name_of(c)))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(ListCertificateSigningRequestsResponse {
+            items,
+            continue_token,
+            resource_version: page.resource_version.to_string(),
+        })
+    }
+
+    /// The change events `id` may read that `req` asks for.
+    pub(crate) fn watch_csrs(
+        &self,
+        id: Caller,
+        req: WatchCertificateSigningRequestsRequest,
+    ) -> Result<ReceiverStream<Result<WatchEvent, ServiceError>>, ServiceError> {
+        let selector = parse_selector(&req.label_selector)?;
+        let start = watch_start(&req)?;
+        let live = self.shared.config.clone();
+        let matches = move |c: &CertificateSigningRequest| {
+            // The configuration in force at each event (not at the start of
+            // the watch), so a reload that removes an admin group also
+            // stops that group's open watches from showing others' requests.
+            access::can_read(&live.snapshot(), &id, c)
+                && (req.name.is_empty() || name_of(c) == req.name)
+                && (req.signer_name.is_empty()
+                    || c.spec
+                        .as_ref()
+                        .is_some_and(|s| s.signer_name == req.signer_name))
+                && selects(&selector, c)
+        };
+        Ok(watch::stream(
+            &self.shared.hub,
+            self.shared.store.clone(),
+            start,
+            matches,
+        ))
+    }
+
+    /// Record a decision by `id` (see [`Recorder::decide`]) and wake the
+    /// hub and the forwarder.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn decide_csr(
+        &self,
+        cfg: &Config,
+        id: Caller,
+        name: &str,
+        decision: Decision,
+        evidence: Evidence,
+        reason: String,
+        message: String,
+    ) -> Result<CertificateSigningRequest, ServiceError> {
+        let decided = self
+            .recorder()
+            .decide(cfg, id, name, decision, evidence, reason, message)
+            .await?;
+        self.notify(&decided);
+        Ok(decided)
+    }
+
+    /// Delete `name` if `id` may read it; returns the deleted object.
+    pub(crate) async fn delete_csr(
+        &self,
+        cfg: &Config,
+        id: &Caller,
+        name: &str,
+    ) -> Result<CertificateSigningRequest, ServiceError> {
+        let current = access::readable(&self.shared.store, cfg, id, name).await?;
+        if self
+            .shared
+            .store
+            .delete(name, None)
+            .await
+            .map_err(ServiceError::from)?
+            .is_none()
+        {
+            return Err(access::not_found(name));
+        }
+        tracing::info!(%name, by = %id.username, "deleted certificate signing request");
+        self.shared.hub.notify();
+        Ok(current)
     }
 
     fn admission(&self) -> Admission<'_> {
@@ -257,10 +421,8 @@ impl Approver for ApproverService {
         let cfg = self.shared.config.snapshot();
         let (id, token) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
         let created = self
-            .admission()
-            .create(&cfg, id, token, request.into_inner())
+            .create_csr(&cfg, id, token, request.into_inner())
             .await?;
-        self.notify(&created);
         Ok(Response::new(created))
     }
 
@@ -282,49 +444,8 @@ impl Approver for ApproverService {
     ) -> Result<Response<ListCertificateSigningRequestsResponse>, Status> {
         let cfg = self.shared.config.snapshot();
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
-        let req = request.into_inner();
-        let after = decode_continue(&req.continue_token)?;
-        let selector = parse_selector(&req.label_selector)?;
-        let Some(filter) = access::list_filter(&cfg, &id, &req) else {
-            // Nothing the caller may read matches; the version still lets
-            // it watch from here.
-            let rv = self
-                .shared
-                .store
-                .latest_resource_version()
-                .await
-                .map_err(ServiceError::from)?;
-            return Ok(Response::new(ListCertificateSigningRequestsResponse {
-                resource_version: rv.to_string(),
-                ..Default::default()
-            }));
-        };
-        let limit = match u32::try_from(req.limit) {
-            Ok(0) | Err(_) => DEFAULT_PAGE,
-            Ok(n) => n.min(MAX_PAGE),
-        };
-        let keep: Keep = Arc::new(move |c: &CertificateSigningRequest| selects(&selector, c));
-        let page = self
-            .shared
-            .store
-            .list_snapshot(&filter, after.as_deref(), limit + 1, keep)
-            .await
-            .map_err(ServiceError::from)?;
-        let mut items: Vec<_> = page.items.into_iter().map(chain::serve).collect();
-        let continue_token = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items
-                .last()
-                .map(|c| encode_continue(name_of(c)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(ListCertificateSigningRequestsResponse {
-            items,
-            continue_token,
-            resource_version: page.resource_version.to_string(),
-        }))
+        let page = self.list_csrs(&cfg, &id, request.get_ref()).await?;
+        Ok(Response::new(page))
     }
 
     type WatchCertificateSigningRequestsStream = WatchStream;
@@ -338,23 +459,7 @@ impl Approver for ApproverService {
         }
         let cfg = self.shared.config.snapshot();
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
-        let req = request.into_inner();
-        let selector = parse_selector(&req.label_selector)?;
-        let start = watch_start(&req)?;
-        let live = self.shared.config.clone();
-        let matches = move |c: &CertificateSigningRequest| {
-            // The configuration in force at each event (not at the start of
-            // the watch), so a reload that removes an admin group also
-            // stops that group's open watches from showing others' requests.
-            access::can_read(&live.snapshot(), &id, c)
-                && (req.name.is_empty() || name_of(c) == req.name)
-                && (req.signer_name.is_empty()
-                    || c.spec
-                        .as_ref()
-                        .is_some_and(|s| s.signer_name == req.signer_name))
-                && selects(&selector, c)
-        };
-        let events = watch::stream(&self.shared.hub, self.shared.store.clone(), start, matches);
+        let events = self.watch_csrs(id, request.into_inner())?;
         Ok(Response::new(
             self.shared.drain.until_drained(events.map(watch_status)),
         ))
@@ -386,20 +491,7 @@ impl Approver for ApproverService {
     ) -> Result<Response<DeleteCertificateSigningRequestResponse>, Status> {
         let cfg = self.shared.config.snapshot();
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
-        let name = &request.get_ref().name;
-        access::readable(&self.shared.store, &cfg, &id, name).await?;
-        if self
-            .shared
-            .store
-            .delete(name, None)
-            .await
-            .map_err(ServiceError::from)?
-            .is_none()
-        {
-            return Err(access::not_found(name).into());
-        }
-        tracing::info!(%name, by = %id.username, "deleted certificate signing request");
-        self.shared.hub.notify();
+        self.delete_csr(&cfg, &id, &request.get_ref().name).await?;
         Ok(Response::new(DeleteCertificateSigningRequestResponse {}))
     }
 

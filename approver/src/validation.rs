@@ -246,6 +246,17 @@ pub struct CreateInput<'a> {
     pub expiration_seconds: Option<i32>,
 }
 
+/// Kubernetes' rules for labels and annotations, on create and on a
+/// metadata update.
+pub fn validate_metadata(
+    labels: &HashMap<String, String>,
+    annotations: &HashMap<String, String>,
+) -> Vec<FieldError> {
+    let mut errs = validate_labels(labels);
+    errs.extend(validate_annotations(annotations));
+    errs
+}
+
 /// Validate a create the way Kubernetes does; on success the verified CSR.
 /// `name` is the final name (after generateName).
 pub fn validate_create(input: &CreateInput<'_>) -> Result<VerifiedCsr, Vec<FieldError>> {

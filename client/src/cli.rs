@@ -95,6 +95,28 @@ pub enum Command {
     /// Print a shell completion script (request names are completed from
     /// the server): `source <(certctl completion bash)`.
     Completion(CompletionArgs),
+    /// Client configuration for other tools (`config kubeconfig`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a kubeconfig for the approver's Kubernetes API (kube_listen),
+    /// so kubectl and Kubernetes client libraries work as this user: the
+    /// CA, the server, and this certctl identity (client certificate and
+    /// key embedded) or, with --token, the bootstrap token.
+    Kubeconfig(KubeconfigArgs),
+}
+
+/// `config kubeconfig`.
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// The Kubernetes API URL, e.g. https://127.0.0.1:6443 (default: the
+    /// config file's `kube_server`).
+    #[arg(long, value_name = "URL")]
+    pub kube_server: Option<String>,
 }
 
 /// Output formats of `get`.

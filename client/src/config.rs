@@ -32,6 +32,9 @@ pub struct ConfigFile {
     /// Certificates `certctl renew` keeps fresh (`[[renew]]` tables).
     #[serde(default)]
     pub renew: Vec<RenewEntry>,
+    /// The approver's Kubernetes API URL (`kube_listen`), for
+    /// `certctl config kubeconfig`.
+    pub kube_server: Option<String>,
 }
 
 /// One `[[renew]]` table: a certificate and its key that `certctl renew`
@@ -195,6 +198,8 @@ pub struct Settings {
     pub token: Option<String>,
     /// The config file's `[[renew]]` entries.
     pub renew: Vec<RenewEntry>,
+    /// The approver's Kubernetes API URL, if configured.
+    pub kube_server: Option<String>,
 }
 
 /// The flags that override the file.
@@ -265,6 +270,7 @@ impl Overrides {
             identity,
             token,
             renew: file.renew,
+            kube_server: file.kube_server,
         })
     }
 }

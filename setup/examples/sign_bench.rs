@@ -95,6 +95,7 @@ fn main() {
                 signer_listen: Listen::parse("127.0.0.1:0").unwrap(),
                 approver_listen: Listen::parse("127.0.0.1:0").unwrap(),
                 ca_key_uri: uri,
+                kube_listen: None,
             }))
             .unwrap();
             let (r1, r4) = raw_rates(&pki, n);

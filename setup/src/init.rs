@@ -102,6 +102,9 @@ pub struct InitOptions {
     pub approver_listen: Listen,
     /// Generate the CA key inside this PKCS#11 token instead of a file.
     pub ca_key_uri: Option<Pkcs11Uri>,
+    /// The approver's Kubernetes API address (`kube_listen`); with it, init
+    /// also writes `DIR/admin/kubeconfig`.
+    pub kube_listen: Option<Listen>,
 }
 
 /// Generate a key of `kt`.
@@ -162,14 +165,8 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// (file stem, CN, O values, SAN, usages) of an identity init issues.
-type Ident<'a> = (
-    &'a str,
-    &'a str,
-    &'a [&'a str],
-    Option<SanType>,
-    &'a [&'a str],
-);
+/// (file stem, CN, O values, SANs, usages) of an identity init issues.
+type Ident<'a> = (&'a str, &'a str, &'a [&'a str], Vec<SanType>, &'a [&'a str]);
 
 /// A `--*-listen` value: `IP:port`, `[IPv6]:port` or `dns-name:port`.
 /// Certificates name the host (IP or DNS SAN) so clients dial it directly;
@@ -323,19 +320,28 @@ pub async fn init(o: &InitOptions) -> Result<(), String> {
 
     let config = Config::load(&signer_toml).map_err(|e| e.to_string())?;
     let authority = Authority::open(config).map_err(|e| e.to_string())?;
+    // The approver's certificate names every host it is dialled at: its
+    // gRPC address and, when set, its Kubernetes API address.
+    let mut approver_sans = vec![o.approver_listen.san()?];
+    if let Some(k) = &o.kube_listen {
+        let san = k.san()?;
+        if !approver_sans.contains(&san) {
+            approver_sans.push(san);
+        }
+    }
     let ids: [Ident<'_>; 3] = [
         (
             "signer/tls",
             "certsign-signer",
             &[],
-            Some(o.signer_listen.san()?),
+            vec![o.signer_listen.san()?],
             &["digital signature", "key encipherment", "server auth"],
         ),
         (
             "approver/tls",
             "certsign-approver",
             &[],
-            Some(o.approver_listen.san()?),
+            approver_sans,
             &[
                 "digital signature",
                 "key encipherment",
@@ -347,7 +353,7 @@ pub async fn init(o: &InitOptions) -> Result<(), String> {
             "admin/admin",
             "admin",
             &["system:masters"],
-            None,
+            Vec::new(),
             &["digital signature", "key encipherment", "client auth"],
         ),
     ];
@@ -359,7 +365,7 @@ pub async fn init(o: &InitOptions) -> Result<(), String> {
             p.distinguished_name.push(DnType::OrganizationName, *org);
         }
         p.distinguished_name.push(DnType::CommonName, cn);
-        p.subject_alt_names = san.into_iter().collect();
+        p.subject_alt_names = san;
         let csr = p
             .serialize_request(&key)
             .and_then(|c| c.pem())
@@ -374,7 +380,49 @@ pub async fn init(o: &InitOptions) -> Result<(), String> {
         )?;
         write_new(&o.dir.join(format!("{file}.crt")), cert.as_bytes(), 0o644)?;
     }
+    if let Some(k) = &o.kube_listen {
+        let read = |rel: &str| {
+            std::fs::read(o.dir.join(rel))
+                .map_err(|e| format!("{}: {e}", o.dir.join(rel).display()))
+        };
+        let kubeconfig = kubeconfig(
+            &k.url(),
+            &read("ca.crt")?,
+            &read("admin/admin.crt")?,
+            &Zeroizing::new(read("admin/admin.key")?),
+        );
+        // It embeds the admin's private key.
+        write_new(
+            &o.dir.join("admin/kubeconfig"),
+            kubeconfig.as_bytes(),
+            0o600,
+        )?;
+    }
     Ok(())
+}
+
+/// A kubeconfig (JSON, which kubectl reads as YAML) for the admin: the
+/// cluster CA, the server URL, the client certificate and key embedded.
+fn kubeconfig(server: &str, ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "certsign", "cluster": {
+            "server": server,
+            "certificate-authority-data": b64(ca_pem),
+        }}],
+        "users": [{"name": "admin", "user": {
+            "client-certificate-data": b64(cert_pem),
+            "client-key-data": b64(key_pem),
+        }}],
+        "contexts": [{"name": "certsign", "context": {"cluster": "certsign", "user": "admin"}}],
+        "current-context": "certsign",
+    });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
 }
 
 const BUILTINS: [(&str, bool); 3] = [
@@ -457,6 +505,7 @@ database_url = "sqlite://approver.db"   # relative sqlite paths resolve against 
 reflection = true
 statement_max_age = "24h"        # freshness of approval/renewal statements (as the signer's)
 # crl_listen = "127.0.0.1:8080"  # serve the current CRL over plain HTTP at /crl
+{kube}
 
 [signer]
 endpoints = ["{signer}"]
@@ -465,7 +514,16 @@ cert = "tls.crt"                 # approver's client identity towards the signer
 key = "tls.key"
 "#,
         listen = o.approver_listen.bind(),
-        signer = o.signer_listen.url()
+        signer = o.signer_listen.url(),
+        kube = match &o.kube_listen {
+            Some(k) => format!(
+                "kube_listen = \"{}\"   # the Kubernetes API (kubectl: ../admin/kubeconfig)",
+                k.bind()
+            ),
+            None =>
+                "# kube_listen = \"127.0.0.1:6443\" # serve the Kubernetes API (kubectl) over HTTPS"
+                    .into(),
+        }
     );
     let mut names: Vec<(&str, usize, bool)> = BUILTINS.iter().map(|(n, r)| (*n, 1, *r)).collect();
     names.push((IDENTITY_SIGNER, 2, true));
@@ -499,8 +557,12 @@ pending = "24h"
 }
 
 fn certctl_config(o: &InitOptions) -> String {
-    format!(
+    let mut s = format!(
         "server = \"{}\"\nca = \"../ca.crt\"\ncert = \"admin.crt\"\nkey = \"admin.key\"\n",
         o.approver_listen.url()
-    )
+    );
+    if let Some(k) = &o.kube_listen {
+        s.push_str(&format!("kube_server = \"{}\"\n", k.url()));
+    }
+    s
 }

@@ -2,7 +2,7 @@
 //! signer library (`certsign_signer::daemon`), set-up in this crate.
 //!
 //! Commands (hand-parsed, no clap: the signer keeps its dependency list short):
-//!   init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri pkcs11:…] [--signer-listen ADDR] [--approver-listen ADDR]
+//!   init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri pkcs11:…] [--signer-listen ADDR] [--approver-listen ADDR] [--kube-listen ADDR]
 //!   serve --config FILE [--check-config]
 //!   audit verify --config FILE
 //!   issue --config FILE --csr CSR.pem --signer-name S --usages "u1,u2" [--expiration 24h] --out CERT.pem
@@ -26,7 +26,7 @@ use certsign_signer::daemon::{self, DaemonError};
 use certsign_signer::harden;
 
 const USAGE: &str = "usage: certsign-signer [--log-format text|json] [--help] [--version] COMMAND
-  certsign-signer init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri \"pkcs11:token=T;object=O?module-path=M&pin-source=file:/P\"] [--signer-listen ADDR] [--approver-listen ADDR]
+  certsign-signer init --dir DIR [--key-type p256|p384|ed25519|rsa|rsa2048|rsa4096] [--ca-key-uri \"pkcs11:token=T;object=O?module-path=M&pin-source=file:/P\"] [--signer-listen ADDR] [--approver-listen ADDR] [--kube-listen ADDR]
   certsign-signer serve --config FILE [--check-config]
   certsign-signer audit verify --config FILE
   certsign-signer issue --config FILE --csr CSR.pem --signer-name S --usages \"client auth,digital signature\" [--expiration 24h] --out CERT.pem";
@@ -53,7 +53,7 @@ fn required(f: &HashMap<String, String>, name: &str) -> Result<String, String> {
 }
 
 enum Cmd {
-    Init(InitOptions),
+    Init(Box<InitOptions>),
     Serve(PathBuf),
     CheckConfig(PathBuf),
     AuditVerify(PathBuf),
@@ -78,6 +78,7 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
                     "ca-key-uri",
                     "signer-listen",
                     "approver-listen",
+                    "kube-listen",
                 ],
             )?;
             let key_type = match f.get("key-type") {
@@ -85,7 +86,7 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
                     .ok_or_else(|| format!("--key-type {k:?}: use p256, p384, ed25519, rsa (3072 bits), rsa2048 or rsa4096"))?,
                 None => KeyType::P256,
             };
-            Ok(Cmd::Init(InitOptions {
+            Ok(Cmd::Init(Box::new(InitOptions {
                 dir: PathBuf::from(required(&f, "dir")?),
                 key_type,
                 signer_listen: Listen::parse(
@@ -100,7 +101,11 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
                     .get("ca-key-uri")
                     .map(|u| Pkcs11Uri::parse(u).map_err(|e| format!("--ca-key-uri: {e}")))
                     .transpose()?,
-            }))
+                kube_listen: f
+                    .get("kube-listen")
+                    .map(|a| Listen::parse(a).map_err(|e| format!("--kube-listen: {e}")))
+                    .transpose()?,
+            })))
         }
         Some("serve") => {
             // `--check-config`: load and validate, do not serve.

@@ -9,9 +9,10 @@
 //! spawner), [`config`] (TOML edits), [`pki`] (init directory, identities,
 //! CSRs), [`evidence`] (signed statements), [`stack`] (a running
 //! deployment), [`grpc`] (channels, requests), [`wait`] (until a request
-//! is final), [`records`] (journal and store readers), [`load`] (the
-//! load generator and judge of the fault suites), [`hsm`] (SoftHSM2
-//! tokens and keys generated in them).
+//! is final), [`kube`] (the Kubernetes API face and its outside clients:
+//! kubectl, curl, the Python `kubernetes` client), [`records`] (journal
+//! and store readers), [`load`] (the load generator and judge of the fault
+//! suites), [`hsm`] (SoftHSM2 tokens and keys generated in them).
 //!
 //! It must never be a dependency of a service crate, never depend on the
 //! approver's library, and never fake a part that can run for real here.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod evidence;
 pub mod grpc;
 pub mod hsm;
+pub mod kube;
 pub mod load;
 pub mod pki;
 pub mod process;

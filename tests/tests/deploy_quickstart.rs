@@ -16,6 +16,7 @@ struct Quickstart {
     clone: PathBuf,
     signer_port: u16,
     approver_port: u16,
+    kube_port: u16,
 }
 
 impl Quickstart {
@@ -32,6 +33,10 @@ impl Quickstart {
             .env(
                 "CERTSIGN_APPROVER_ADDR",
                 format!("127.0.0.1:{}", self.approver_port),
+            )
+            .env(
+                "CERTSIGN_KUBE_ADDR",
+                format!("127.0.0.1:{}", self.kube_port),
             )
             .env_remove("CERTSIGN_STATE")
             .env_remove("CERTCTL_CONFIG"))
@@ -176,6 +181,7 @@ fn quickstart_up_status_down_up_on_a_fresh_clone() {
         clone,
         signer_port: free_port(),
         approver_port: free_port(),
+        kube_port: free_port(),
     };
 
     // First `up`: builds, creates the CA, starts, walks the story.
@@ -186,10 +192,29 @@ fn quickstart_up_status_down_up_on_a_fresh_clone() {
             "$ cargo build --release --bins",
             "$ certsign-signer init --dir",
             &format!("--signer-listen 127.0.0.1:{}", qs.signer_port),
+            &format!("--kube-listen 127.0.0.1:{}", qs.kube_port),
             "listening on",
             "listening on",
         ],
     );
+    // The real kubectl reads the same requests through the Kubernetes API.
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok()
+    {
+        assert_in_order(
+            &out,
+            &[
+                "kubectl get csr",
+                "NAME",
+                "SIGNERNAME",
+                "REQUESTOR",
+                "export KUBECONFIG=",
+            ],
+        );
+    }
     let story1: Vec<String> = story("jane");
     assert_in_order(&out, &story1.iter().map(String::as_str).collect::<Vec<_>>());
     let ca = std::fs::read(qs.state().join("ca.crt")).expect("ca.crt in the state dir");
@@ -263,6 +288,7 @@ fn quickstart_refuses_a_busy_port_in_one_line() {
         clone,
         signer_port: squatter.local_addr().unwrap().port(),
         approver_port: free_port(),
+        kube_port: free_port(),
     };
     let out = qs.script("up");
     let (stdout, stderr) = text(&out);

@@ -56,6 +56,9 @@ pub(super) struct RawConfig {
     /// CRL's validity).
     #[serde(default, with = "humantime_serde")]
     pub(super) crl_refresh: Option<Duration>,
+    /// Where the Kubernetes API face is served over HTTPS; off when absent.
+    #[serde(default)]
+    pub(super) kube_listen: Option<String>,
     /// After SIGTERM, how long open calls may finish before the process exits.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub(super) shutdown_grace: Duration,

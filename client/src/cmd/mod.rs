@@ -18,6 +18,7 @@ mod delete;
 mod describe;
 mod get;
 mod get_watch;
+mod kubeconfig;
 mod list;
 mod renew;
 mod renew_agent;
@@ -28,7 +29,7 @@ mod wait;
 use anyhow::Result;
 use certsign_proto::v1 as pb;
 
-use crate::cli::{self, CertificateCommand, Command};
+use crate::cli::{self, CertificateCommand, Command, ConfigCommand};
 use crate::config::Overrides;
 use common::{OtherResource, other_resource};
 
@@ -75,6 +76,7 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         Command::Renew(a) => renew::renew(settings()?, a, identity_flags).await,
         Command::Delete(a) => delete::delete(settings()?, a).await,
         Command::Completion(a) => completion::completion(a),
+        Command::Config(ConfigCommand::Kubeconfig(a)) => kubeconfig::kubeconfig(settings()?, a),
     };
     // An Unimplemented answer: say so plainly when the server is a signer.
     if let Err(e) = &done
