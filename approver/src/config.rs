@@ -109,6 +109,9 @@ pub struct Config {
     pub crl_listen: Option<std::net::SocketAddr>,
     /// Fixed CRL refresh interval; `None`: half the current CRL's validity.
     pub crl_refresh: Option<Duration>,
+    /// Plain-HTTP address serving Prometheus metrics at `/metrics` (off:
+    /// `None`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -317,6 +320,18 @@ impl Config {
                 })
             })
             .transpose()?;
+        let metrics_listen = raw
+            .metrics_listen
+            .as_deref()
+            .map(|a| {
+                a.parse::<std::net::SocketAddr>().map_err(|e| {
+                    invalid(
+                        "metrics_listen",
+                        format!("{a:?} is not a socket address (e.g. \"127.0.0.1:9464\"): {e}"),
+                    )
+                })
+            })
+            .transpose()?;
         if raw.crl_refresh.is_some_and(|d| d < Duration::from_secs(1)) {
             return Err(invalid("crl_refresh", "must be at least 1s".into()));
         }
@@ -344,6 +359,7 @@ impl Config {
             statement_max_age: raw.statement_max_age,
             crl_listen,
             crl_refresh: raw.crl_refresh,
+            metrics_listen,
         })
     }
 
@@ -401,6 +417,7 @@ impl Config {
             ("retention", a.retention != b.retention),
             ("crl_listen", a.crl_listen != b.crl_listen),
             ("crl_refresh", a.crl_refresh != b.crl_refresh),
+            ("metrics_listen", a.metrics_listen != b.metrics_listen),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -423,6 +440,7 @@ impl Config {
             retention: running.retention.clone(),
             crl_listen: running.crl_listen,
             crl_refresh: running.crl_refresh,
+            metrics_listen: running.metrics_listen,
             // Reloadable: applied per request from the next call on.
             signer_names: self.signer_names,
             limits: self.limits,
@@ -554,6 +572,23 @@ approver_groups = ["example-admins"]
         );
         let merged = loaded.keeping_restart_only_from(&running);
         assert_eq!((merged.crl_listen, merged.crl_refresh), (None, None));
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_checked_and_restart_only() {
+        assert_eq!(parse("").unwrap().metrics_listen, None);
+        let c = parse_top("metrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let err = parse_top("metrics_listen = \"localhost:9464\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`metrics_listen`") && err.contains("socket address"),
+            "{err}"
+        );
+        let running = parse("").unwrap();
+        assert_eq!(running.restart_only_changes(&c), vec!["metrics_listen"]);
+        assert_eq!(c.keeping_restart_only_from(&running).metrics_listen, None);
     }
 
     #[test]

@@ -29,6 +29,8 @@
 //! - [`revocation`]: RevokeCertificate, delivery to every signer endpoint.
 //! - [`crl`]: CRL refresh, checks and publication; [`crl_http`] serves it.
 //! - [`health`]: gRPC health follows the database.
+//! - [`metrics`]: Prometheus metrics; [`metrics_http`] serves them.
+//! - [`own_certs`]: expiry of the certificates the approver runs on.
 //! - [`cleaner`]: Kubernetes' retention.
 //! - [`watch`]: change events fan-out.
 //! - [`limits`]: rate and size limits.
@@ -54,7 +56,10 @@ pub mod health;
 pub mod inventory;
 pub mod issued;
 pub mod limits;
+pub mod metrics;
+pub mod metrics_http;
 pub mod names;
+pub mod own_certs;
 pub mod reload;
 pub mod revocation;
 pub mod service;
@@ -76,6 +81,7 @@ use crate::config::{Config, LiveConfig};
 use crate::crl::CrlPublisher;
 use crate::forwarder::Forwarder;
 use crate::limits::Limiter;
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::revocation::Deliverer;
 use crate::service::{ApproverService, Shared};
@@ -141,7 +147,14 @@ impl App {
 
         let store = Store::open(&config.database_url).await?;
         let hub = Hub::start(store.clone()).await?;
-        let forwarder = Forwarder::start(store.clone(), hub.clone(), &config.signer).await?;
+        let metrics = Arc::new(Metrics::new(&store));
+        let forwarder = Forwarder::start(
+            store.clone(),
+            hub.clone(),
+            &config.signer,
+            metrics.forwarder.clone(),
+        )
+        .await?;
         let limiter = Arc::new(Limiter::new(&config.limits));
         cleaner::spawn(store.clone(), config.retention.clone(), limiter.clone());
         let crl_wake = Arc::new(tokio::sync::Notify::new());
@@ -181,6 +194,30 @@ impl App {
         });
 
         let live = Arc::new(LiveConfig::new(Config::clone(&config)));
+        tokio::spawn(own_certs::watch(
+            own_certs::watched(&config),
+            crl.clone(),
+            metrics.clone(),
+        ));
+        if let Some(addr) = config.metrics_listen {
+            // Metrics never keep the approver from serving: a port that
+            // cannot be bound is an error in the log, not a failed start.
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let bound = listener.local_addr().map_or(addr, |a| a);
+                    tracing::info!(addr = %bound, "serving Prometheus metrics over HTTP at /metrics");
+                    tokio::spawn(metrics_http::serve(
+                        listener,
+                        metrics.clone(),
+                        store.clone(),
+                        live.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot listen on metrics_listen; serving without metrics")
+                }
+            }
+        }
         let reloader = Reloader::new(live.clone(), limiter.clone());
         let service = ApproverService::new(Shared {
             config: live,
@@ -193,6 +230,7 @@ impl App {
             approval_trust,
             client_ca_der,
             trust_bundle_pem,
+            metrics,
         });
         Ok(Self {
             config,

@@ -46,6 +46,7 @@ use crate::decision::{self, State};
 use crate::forwarder::Forwarder;
 use crate::inventory;
 use crate::limits::Limiter;
+use crate::metrics::Metrics;
 use crate::revocation::Deliverer;
 use crate::store::Store;
 use crate::watch::{self, Hub};
@@ -75,6 +76,8 @@ pub struct Shared {
     pub client_ca_der: Vec<Vec<u8>>,
     /// PEM returned by GetTrustBundle.
     pub trust_bundle_pem: Vec<u8>,
+    /// Counters of calls, decisions and token logins.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The gRPC service.
@@ -125,12 +128,21 @@ impl ApproverService {
         parts: impl FnOnce(T) -> (String, Option<SignedStatement>, String, String),
     ) -> Result<Response<CertificateSigningRequest>, Status> {
         let cfg = self.shared.config.snapshot();
-        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
+        let (rpc, counted) = match decision {
+            Decision::Approve => ("approve", "approve"),
+            _ => ("deny", "deny"),
+        };
+        let metrics = &self.shared.metrics;
+        let (id, _) = self
+            .authenticate(&cfg, &request, TokenUse::Refused)
+            .inspect_err(|e| metrics.rejected(rpc, e))?;
         let (name, statement, reason, message) = parts(request.into_inner());
         let decided = self
             .recorder()
             .decide(&cfg, id, &name, decision, statement, reason, message)
-            .await?;
+            .await
+            .inspect_err(|e| metrics.rejected(rpc, e))?;
+        metrics.decision(counted, "admin");
         self.notify(&decided);
         Ok(Response::new(decided))
     }
@@ -152,8 +164,9 @@ impl ApproverService {
                     .ok_or(AuthnError::Missing)?
                     .to_str()
                     .map_err(|_| AuthnError::MalformedToken)?;
-                let (id, token) =
-                    authn::from_bearer(header, &cfg.bootstrap_tokens, SystemTime::now())?;
+                let login = authn::from_bearer(header, &cfg.bootstrap_tokens, SystemTime::now());
+                self.shared.metrics.token_login(login.as_ref().err());
+                let (id, token) = login?;
                 if token_use == TokenUse::Refused {
                     return Err(AuthnError::TokenNotAllowed.into());
                 }
@@ -214,11 +227,18 @@ impl Approver for ApproverService {
         request: Request<CreateCertificateSigningRequestRequest>,
     ) -> Result<Response<CertificateSigningRequest>, Status> {
         let cfg = self.shared.config.snapshot();
-        let (id, token) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
+        let metrics = &self.shared.metrics;
+        let (id, token) = self
+            .authenticate(&cfg, &request, TokenUse::Allowed)
+            .inspect_err(|e| metrics.rejected("create", e))?;
         let created = self
             .admission()
             .create(&cfg, id, token, request.into_inner())
-            .await?;
+            .await
+            .inspect_err(|e| metrics.rejected("create", e))?;
+        if decision::state_of(&created) == State::Approved {
+            metrics.decision("approve", "auto");
+        }
         self.notify(&created);
         Ok(Response::new(created))
     }

@@ -56,6 +56,10 @@ pub(super) struct RawConfig {
     /// CRL's validity).
     #[serde(default, with = "humantime_serde")]
     pub(super) crl_refresh: Option<Duration>,
+    /// Plain-HTTP address of the Prometheus `/metrics` endpoint; off when
+    /// absent.
+    #[serde(default)]
+    pub(super) metrics_listen: Option<String>,
 }
 
 fn default_statement_max_age() -> Duration {

@@ -201,6 +201,10 @@ pub(super) const EVENTS_AFTER: &str = "SELECT resource_version, event_type, name
 /// The newest resource version handed out.
 pub(super) const LATEST_RV: &str = "SELECT value FROM counters WHERE name = 'resource_version'";
 
+/// Requests per state and signer name (the metrics' gauges).
+pub(super) const COUNT_BY_STATE: &str =
+    "SELECT state, signer_name, COUNT(*) FROM csrs GROUP BY state, signer_name";
+
 /// Pending requests of one requestor (`$1`).
 pub(super) const COUNT_PENDING: &str =
     "SELECT COUNT(*) FROM csrs WHERE username = $1 AND state = 'pending'";
