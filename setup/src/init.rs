@@ -407,6 +407,7 @@ journal = "journal.jsonl"
 reflection = false
 statement_max_age = "24h"               # freshness of approval statements
 crl_validity = "24h"                    # nextUpdate of the CRLs this signer signs
+# metrics_listen = "127.0.0.1:9465"     # Prometheus metrics over plain HTTP at /metrics (off unless set)
 "#,
         listen = o.signer_listen.bind()
     );
@@ -457,6 +458,7 @@ database_url = "sqlite://approver.db"   # relative sqlite paths resolve against 
 reflection = true
 statement_max_age = "24h"        # freshness of approval/renewal statements (as the signer's)
 # crl_listen = "127.0.0.1:8080"  # serve the current CRL over plain HTTP at /crl
+metrics_listen = "127.0.0.1:9464" # Prometheus metrics over plain HTTP at /metrics
 
 [signer]
 endpoints = ["{signer}"]

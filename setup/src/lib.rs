@@ -4,6 +4,8 @@
 //! - [`init`]: `certsign-signer init`, a complete local deployment.
 //! - [`console`]: console issuance (`certsign-signer issue`, init's own
 //!   identities) through the signer's normal `Sign` path.
+//! - [`metrics`]: the signer's Prometheus metrics (`metrics_listen`) and
+//!   the expiry warnings of the certificates it runs on.
 //!
 //! The binary (`src/main.rs`) also calls the daemon library for `serve` and
 //! `audit verify`. This crate never signs outside the authority and never
@@ -13,3 +15,4 @@
 
 pub mod console;
 pub mod init;
+pub mod metrics;

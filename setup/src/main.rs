@@ -247,7 +247,10 @@ async fn run(cmd: Cmd) -> Result<(), DaemonError> {
             println!("initialized {}", o.dir.display());
             Ok(())
         }
-        Cmd::Serve(path) => daemon::serve(&path).await,
+        Cmd::Serve(path) => {
+            certsign_setup::metrics::start(&Config::load(&path)?).await;
+            daemon::serve(&path).await
+        }
         Cmd::AuditVerify(path) => {
             println!("{}", daemon::audit_verify(&path)?);
             Ok(())

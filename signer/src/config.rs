@@ -51,6 +51,7 @@ struct RawConfig {
     crl_validity: Duration,
     #[serde(default)]
     profiles: Vec<RawProfile>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn default_sessions() -> usize {
@@ -131,6 +132,9 @@ pub struct Config {
     pub crl_validity: Duration,
     /// One profile per signer name.
     pub profiles: Vec<Profile>,
+    /// Plain-HTTP Prometheus `/metrics` address (the binary serves it); off
+    /// when `None`, never on the mTLS port.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -147,12 +151,20 @@ impl Config {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = std::path::absolute(&base).unwrap_or(base);
         let abs = |p: &PathBuf| base.join(p);
-        let listen = raw.listen.parse().map_err(|e| {
+        let listen: SocketAddr = raw.listen.parse().map_err(|e| {
             err(
                 path,
                 format!("listen: {:?} is not an IP:port address: {e}", raw.listen),
             )
         })?;
+        if raw
+            .metrics_listen
+            .is_some_and(|m| m.port() == listen.port() && m.port() != 0)
+        {
+            let rule =
+                "metrics_listen: must not be the mTLS port of listen (metrics are plain HTTP)";
+            return Err(err(path, rule));
+        }
         if raw.allowed_clients.is_empty() {
             return Err(err(
                 path,
@@ -202,6 +214,7 @@ impl Config {
             statement_max_age: raw.statement_max_age,
             crl_validity: raw.crl_validity,
             profiles,
+            metrics_listen: raw.metrics_listen,
         })
     }
 
@@ -397,6 +410,24 @@ journal = "journal.jsonl"
             let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
             assert!(e.to_string().contains("crl_validity"), "{e}");
         }
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_never_the_mtls_port() {
+        let c = Config::parse(BASE, Path::new("s.toml")).unwrap();
+        assert_eq!(c.metrics_listen, None);
+        let on = BASE.replace("127.0.0.1:0", "127.0.0.1:7443");
+        let t = format!("{on}metrics_listen = \"127.0.0.1:9465\"\n");
+        let c = Config::parse(&t, Path::new("s.toml")).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
+        for bad in ["127.0.0.1:7443", "0.0.0.0:7443"] {
+            let t = format!("{on}metrics_listen = \"{bad}\"\n");
+            let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
+            assert!(e.to_string().contains("metrics_listen"), "{e}");
+        }
+        let t = format!("{on}metrics_listen = \"nowhere\"\n");
+        let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
+        assert!(e.to_string().contains("metrics_listen"), "{e}");
     }
 
     #[test]

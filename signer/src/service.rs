@@ -22,7 +22,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::authority::{Authority, SignError};
+use crate::authority::{Authority, SignError, Signed};
 use crate::csr;
 use crate::issue::IssueError;
 use crate::profile::ProfileError;
@@ -61,6 +61,17 @@ pub fn to_status(e: &SignError) -> Status {
         Busy(_) => Status::aborted(msg),
         Issue(_) | Journal(_) | Unavailable(_) => Status::unavailable(msg),
     }
+}
+
+/// Told of every certificate `Sign` answered: the request, the result, how
+/// long it took (the binary's metrics).
+pub type SignObserver =
+    Box<dyn Fn(&SignRequest, Result<&Signed, &SignError>, Duration) + Send + Sync>;
+static OBSERVER: std::sync::OnceLock<SignObserver> = std::sync::OnceLock::new();
+
+/// Install the process's [`SignObserver`] (the first one stays).
+pub fn observe_signs(observer: SignObserver) {
+    let _ = OBSERVER.set(observer);
 }
 
 /// The `Signer` service.
@@ -152,11 +163,12 @@ impl Signer for SignerService {
         if let Some(answer) = other {
             return answer.map(Response::new).map_err(|e| to_status(&e));
         }
-        let signed = self
-            .authority
-            .sign(request.get_ref(), &caller)
-            .await
-            .map_err(|e| to_status(&e))?;
+        let started = std::time::Instant::now();
+        let signed = self.authority.sign(request.get_ref(), &caller).await;
+        if let Some(observe) = OBSERVER.get() {
+            observe(request.get_ref(), signed.as_ref(), started.elapsed());
+        }
+        let signed = signed.map_err(|e| to_status(&e))?;
         Ok(Response::new(SignResponse {
             certificate: signed.certificate.into_bytes(),
             serial_number: signed.serial.0,
