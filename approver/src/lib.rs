@@ -211,6 +211,7 @@ impl App {
                         metrics.clone(),
                         store.clone(),
                         live.clone(),
+                        crl.clone(),
                     ));
                 }
                 Err(e) => {

@@ -20,6 +20,8 @@ use prometheus_client::registry::Registry;
 
 use crate::authn::AuthnError;
 use crate::config::LiveConfig;
+use crate::crl::CrlPublisher;
+use crate::inventory::unix_now;
 use crate::status::ServiceError;
 use crate::store::Store;
 
@@ -221,11 +223,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Read the store's counts into the request gauges, unless they were
-    /// read less than [`REFRESH_EVERY`] ago. Stored signer names map to
-    /// the configured entry that serves them, else [`OTHER`]; every state of
-    /// every configured name is reported (0 when none).
-    pub async fn refresh(&self, store: &Store, config: &LiveConfig) {
+    /// Before a scrape: the CRL's seconds left, and the store's counts
+    /// into the request gauges unless they were read less than
+    /// [`REFRESH_EVERY`] ago. Stored signer names map to the configured
+    /// entry that serves them, else [`OTHER`]; every state of every
+    /// configured name is reported (0 when none).
+    pub async fn refresh(&self, store: &Store, config: &LiveConfig, crl: &CrlPublisher) {
+        if let Some(current) = crl.current() {
+            self.crl_expiry.set(current.next_update - unix_now());
+        }
         let mut last = self.refreshed.lock().await;
         if last.0.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
             return;

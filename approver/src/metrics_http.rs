@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::config::LiveConfig;
+use crate::crl::CrlPublisher;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -74,12 +75,14 @@ pub fn exposition(text: String) -> Response<Full<Bytes>> {
 }
 
 /// Serve `metrics` on `listener` for as long as the process runs; each
-/// scrape first refreshes the store counts (at most every few seconds).
+/// scrape first refreshes the CRL gauge and the store counts (those at
+/// most every few seconds).
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     store: Store,
     config: Arc<LiveConfig>,
+    crl: CrlPublisher,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -94,15 +97,17 @@ pub async fn serve(
                 continue;
             }
         };
-        let (metrics, store, config) = (metrics.clone(), store.clone(), config.clone());
+        let (metrics, store, config, crl) =
+            (metrics.clone(), store.clone(), config.clone(), crl.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let (metrics, store, config) = (metrics.clone(), store.clone(), config.clone());
+                let (metrics, store, config, crl) =
+                    (metrics.clone(), store.clone(), config.clone(), crl.clone());
                 async move {
                     if let Some(r) = refusal(&req) {
                         return Ok::<_, Infallible>(r);
                     }
-                    metrics.refresh(&store, &config).await;
+                    metrics.refresh(&store, &config, &crl).await;
                     Ok(exposition(metrics.encode()))
                 }
             });

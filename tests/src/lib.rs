@@ -10,7 +10,8 @@
 //! CSRs), [`evidence`] (signed statements), [`stack`] (a running
 //! deployment), [`grpc`] (channels, requests), [`wait`] (until a request
 //! is final), [`records`] (journal and store readers), [`load`] (the
-//! load generator and judge of the fault suites).
+//! load generator and judge of the fault suites), [`metrics`] (scrapes
+//! judged by Python's prometheus_client).
 //!
 //! It must never be a dependency of a service crate, never depend on the
 //! approver's library, and never fake a part that can run for real here.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod evidence;
 pub mod grpc;
 pub mod load;
+pub mod metrics;
 pub mod pki;
 pub mod process;
 pub mod records;
