@@ -112,6 +112,9 @@ pub struct Config {
     /// Plain-HTTP address serving Prometheus metrics at `/metrics` (off:
     /// `None`).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Address serving only `grpc.health.v1.Health` without TLS, for
+    /// orchestrators' gRPC probes (off: `None`).
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -320,18 +323,20 @@ impl Config {
                 })
             })
             .transpose()?;
-        let metrics_listen = raw
-            .metrics_listen
-            .as_deref()
-            .map(|a| {
-                a.parse::<std::net::SocketAddr>().map_err(|e| {
-                    invalid(
-                        "metrics_listen",
-                        format!("{a:?} is not a socket address (e.g. \"127.0.0.1:9464\"): {e}"),
-                    )
+        let socket = |key: &str, value: Option<&str>| {
+            value
+                .map(|a| {
+                    a.parse::<std::net::SocketAddr>().map_err(|e| {
+                        invalid(
+                            key,
+                            format!("{a:?} is not a socket address (e.g. \"127.0.0.1:9464\"): {e}"),
+                        )
+                    })
                 })
-            })
-            .transpose()?;
+                .transpose()
+        };
+        let metrics_listen = socket("metrics_listen", raw.metrics_listen.as_deref())?;
+        let health_listen = socket("health_listen", raw.health_listen.as_deref())?;
         if raw.crl_refresh.is_some_and(|d| d < Duration::from_secs(1)) {
             return Err(invalid("crl_refresh", "must be at least 1s".into()));
         }
@@ -360,6 +365,7 @@ impl Config {
             crl_listen,
             crl_refresh: raw.crl_refresh,
             metrics_listen,
+            health_listen,
         })
     }
 
@@ -418,6 +424,7 @@ impl Config {
             ("crl_listen", a.crl_listen != b.crl_listen),
             ("crl_refresh", a.crl_refresh != b.crl_refresh),
             ("metrics_listen", a.metrics_listen != b.metrics_listen),
+            ("health_listen", a.health_listen != b.health_listen),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -441,6 +448,7 @@ impl Config {
             crl_listen: running.crl_listen,
             crl_refresh: running.crl_refresh,
             metrics_listen: running.metrics_listen,
+            health_listen: running.health_listen,
             // Reloadable: applied per request from the next call on.
             signer_names: self.signer_names,
             limits: self.limits,
@@ -589,6 +597,13 @@ approver_groups = ["example-admins"]
         let running = parse("").unwrap();
         assert_eq!(running.restart_only_changes(&c), vec!["metrics_listen"]);
         assert_eq!(c.keeping_restart_only_from(&running).metrics_listen, None);
+        let c = parse_top("health_listen = \"0.0.0.0:8081\"\n").unwrap();
+        assert_eq!(c.health_listen, Some("0.0.0.0:8081".parse().unwrap()));
+        let err = parse_top("health_listen = \"8081\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`health_listen`"), "{err}");
+        assert_eq!(running.restart_only_changes(&c), vec!["health_listen"]);
     }
 
     #[test]

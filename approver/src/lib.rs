@@ -106,6 +106,8 @@ pub enum ServeError {
     CrlListen { addr: String, message: String },
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot listen on {addr} (health_listen): {message}")]
+    HealthListen { addr: String, message: String },
 }
 
 /// A started approver (store open, workers running), ready to serve.
@@ -259,6 +261,16 @@ impl App {
         health_reporter
             .set_serving::<ApproverServer<ApproverService>>()
             .await;
+        if let Some(addr) = self.config.health_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::HealthListen {
+                    addr: addr.to_string(),
+                    message: e.to_string(),
+                })?;
+            tracing::info!(%addr, "serving gRPC health without TLS (health_listen)");
+            tokio::spawn(health::serve_plaintext(listener, health_reporter.clone()));
+        }
         tokio::spawn(health::follow_store(self.store.clone(), health_reporter));
         let approver = ApproverServer::new(self.service)
             .max_decoding_message_size(max_message)

@@ -60,6 +60,10 @@ pub(super) struct RawConfig {
     /// absent.
     #[serde(default)]
     pub(super) metrics_listen: Option<String>,
+    /// Address serving only gRPC health without TLS (native gRPC probes);
+    /// off when absent.
+    #[serde(default)]
+    pub(super) health_listen: Option<String>,
 }
 
 fn default_statement_max_age() -> Duration {
