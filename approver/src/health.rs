@@ -22,6 +22,11 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::service::ApproverService;
 use crate::store::Store;
 
+/// The health service name that is SERVING for as long as the process
+/// serves, whatever the database does: what a liveness probe asks (a
+/// database outage must not restart the approver).
+pub const LIVENESS: &str = "liveness";
+
 /// How often the database is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long one probe may take before it counts as failed.

@@ -261,6 +261,9 @@ impl App {
         health_reporter
             .set_serving::<ApproverServer<ApproverService>>()
             .await;
+        health_reporter
+            .set_service_status(health::LIVENESS, tonic_health::ServingStatus::Serving)
+            .await;
         if let Some(addr) = self.config.health_listen {
             let listener = TcpListener::bind(addr)
                 .await

@@ -1,7 +1,8 @@
 //! `health_listen`: the approver's gRPC health without TLS, for Kubernetes'
 //! native `grpc:` probes (which cannot speak TLS), judged by grpcurl in
-//! plaintext. It answers the statuses of the TLS port's health service and
-//! serves nothing else.
+//! plaintext. It answers the statuses of the TLS port's health service
+//! (plus `liveness`, which a database outage does not take away) and serves
+//! nothing else.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -61,7 +62,7 @@ fn health_listen_answers_plaintext_grpc_health_and_nothing_else() {
     std::fs::create_dir_all(&protos).unwrap();
     std::fs::write(protos.join("health.proto"), HEALTH_PROTO).unwrap();
     let check = "grpc.health.v1.Health/Check";
-    for service in ["", "certsign.v1.Approver"] {
+    for service in ["", "certsign.v1.Approver", "liveness"] {
         let body = format!("{{\"service\":\"{service}\"}}");
         let (ok, text) = grpcurl(&protos, &health, check, &body);
         assert!(ok && text.contains("\"SERVING\""), "{service:?}: {text}");
