@@ -31,6 +31,32 @@ pub const OTHER: &str = "other";
 /// Request states, as the store names them.
 pub const STATES: [&str; 5] = ["pending", "approved", "issued", "denied", "failed"];
 
+/// The outcomes of a bootstrap token login.
+const TOKEN_OUTCOMES: [&str; 6] = [
+    "ok",
+    "expired",
+    "invalid",
+    "malformed",
+    "not_allowed",
+    "other",
+];
+
+/// The reasons a call is refused ([`rejection_reason`]).
+const REJECTION_REASONS: [&str; 12] = [
+    "unauthenticated",
+    "invalid",
+    "store",
+    "conflict",
+    "limit",
+    "forbidden",
+    "precondition",
+    "evidence",
+    "not_found",
+    "unavailable",
+    "signer",
+    "other",
+];
+
 /// Store counts are read at most this often, however often it is scraped
 /// (a count scans the table).
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
@@ -178,6 +204,24 @@ impl Metrics {
             "Seconds until the published CRL's nextUpdate (negative: stale)",
             crl_expiry.clone(),
         );
+        // Every series of a fixed label set exists from the start (at 0),
+        // so rates and alerts see the first event.
+        for outcome in ["issued", "refused", "retry"] {
+            drop(forwarder.attempts.get_or_create(&OutcomeLabels { outcome }));
+        }
+        for decision in ["approve", "deny"] {
+            for by in ["admin", "auto"] {
+                drop(decisions.get_or_create(&DecisionLabels { decision, by }));
+            }
+        }
+        for outcome in TOKEN_OUTCOMES {
+            drop(token_logins.get_or_create(&OutcomeLabels { outcome }));
+        }
+        for rpc in ["create", "approve", "deny"] {
+            for reason in REJECTION_REASONS {
+                drop(rejected.get_or_create(&RejectedLabels { rpc, reason }));
+            }
+        }
         Self {
             registry,
             requests,
@@ -326,6 +370,7 @@ mod tests {
 
     #[test]
     fn reasons_and_outcomes_are_fixed_names() {
+        assert!(REJECTION_REASONS.contains(&rejection_reason(&ServiceError::WatchLagged)));
         assert_eq!(
             rejection_reason(&ServiceError::BadRequest("x".into())),
             "invalid"

@@ -110,17 +110,34 @@ impl SignerMetrics {
             "Seconds until a certificate the signer runs on expires (negative: expired)",
             certificate_expiry.clone(),
         );
+        let signer_names: Vec<String> = config
+            .profiles
+            .iter()
+            .map(|p| p.signer_name.clone())
+            .collect();
+        // Every series of the fixed label sets exists from the start (at
+        // 0), so rates and alerts see the first event.
+        for signer_name in signer_names.iter().map(String::as_str).chain([OTHER]) {
+            for outcome in ["issued", "replayed", "refused"] {
+                drop(signs.get_or_create(&SignLabels {
+                    signer_name: signer_name.to_string(),
+                    outcome,
+                }));
+            }
+            for rule in RULES {
+                drop(refusals.get_or_create(&RefusalLabels {
+                    signer_name: signer_name.to_string(),
+                    rule,
+                }));
+            }
+        }
         Self {
             registry,
             signs,
             refusals,
             sign_seconds,
             certificate_expiry,
-            signer_names: config
-                .profiles
-                .iter()
-                .map(|p| p.signer_name.clone())
-                .collect(),
+            signer_names,
         }
     }
 
@@ -172,6 +189,21 @@ impl SignerMetrics {
         out
     }
 }
+
+/// The refusal rules [`rule_of`] names.
+pub const RULES: [&str; 11] = [
+    "invalid_request",
+    "csr",
+    "profile",
+    "evidence",
+    "issue",
+    "journal",
+    "signer_rule",
+    "uid_reused",
+    "busy",
+    "unavailable",
+    "other",
+];
 
 /// A fixed name for each kind of refusal.
 pub fn rule_of(e: &SignError) -> &'static str {

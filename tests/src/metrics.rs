@@ -32,6 +32,9 @@ pub struct Scrape {
     /// The response's Content-Type.
     pub content_type: String,
     pub samples: Vec<Sample>,
+    /// Every family the exposition declares (samples or not), with its
+    /// type.
+    pub family_types: BTreeMap<String, String>,
 }
 
 const SCRAPER: &str = r#"
@@ -42,11 +45,12 @@ with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
     ctype = r.headers.get("Content-Type", "")
     text = r.read().decode("utf-8")
 list(openmetrics(text))  # strict: raises on anything OpenMetrics forbids
-out = []
+out, families = [], {}
 for f in text_string_to_metric_families(text):
+    families[f.name] = f.type
     for s in f.samples:
         out.append({"family": f.name, "kind": f.type, "name": s.name, "labels": s.labels, "value": s.value})
-print(json.dumps({"content_type": ctype, "samples": out}))
+print(json.dumps({"content_type": ctype, "samples": out, "families": families}))
 "#;
 
 /// Scrape `http://{addr}/metrics`; `None` while nothing answers there.
@@ -84,9 +88,16 @@ pub fn try_scrape(addr: &str) -> Option<Scrape> {
             value: s["value"].as_f64().unwrap(),
         })
         .collect();
+    let family_types = v["families"]
+        .as_object()
+        .expect("families")
+        .iter()
+        .map(|(k, t)| (k.clone(), t.as_str().unwrap().to_string()))
+        .collect();
     Some(Scrape {
         content_type: v["content_type"].as_str().unwrap_or("").to_string(),
         samples,
+        family_types,
     })
 }
 
@@ -143,11 +154,8 @@ impl Scrape {
         v
     }
 
-    /// The family names present.
+    /// The family names declared (with samples or not).
     pub fn families(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.samples.iter().map(|s| s.family.clone()).collect();
-        v.sort();
-        v.dedup();
-        v
+        self.family_types.keys().cloned().collect()
     }
 }
