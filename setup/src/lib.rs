@@ -4,6 +4,7 @@
 //! - [`init`]: `certsign-signer init`, a complete local deployment.
 //! - [`console`]: console issuance (`certsign-signer issue`, init's own
 //!   identities) through the signer's normal `Sign` path.
+//! - [`health`]: the signer's gRPC health without TLS (`health_listen`).
 //! - [`metrics`]: the signer's Prometheus metrics (`metrics_listen`) and
 //!   the expiry warnings of the certificates it runs on.
 //!
@@ -14,5 +15,6 @@
 #![forbid(unsafe_code)]
 
 pub mod console;
+pub mod health;
 pub mod init;
 pub mod metrics;

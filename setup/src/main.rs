@@ -248,7 +248,11 @@ async fn run(cmd: Cmd) -> Result<(), DaemonError> {
             Ok(())
         }
         Cmd::Serve(path) => {
-            certsign_setup::metrics::start(&Config::load(&path)?).await;
+            let config = Config::load(&path)?;
+            certsign_setup::metrics::start(&config).await;
+            if let Some(addr) = config.health_listen {
+                certsign_setup::health::start(addr).await.map_err(failed)?;
+            }
             daemon::serve(&path).await
         }
         Cmd::AuditVerify(path) => {

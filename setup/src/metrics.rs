@@ -6,7 +6,7 @@
 //! day until renewed).
 //!
 //! The signer library only reports each Sign to the observer installed
-//! here (`certsign_signer::service::observe_signs`). Label values come from
+//! here (`certsign_signer::service::SIGN_OBSERVER`). Label values come from
 //! the configuration (profile signer names, `other` for anything else) or
 //! fixed lists: this module must never put a peer-chosen string into a
 //! label, never serve anything but `/metrics`, and never read a request
@@ -23,7 +23,7 @@ use certsign_proto::v1::SignRequest;
 use certsign_proto::v1::sign_request::Request as Asked;
 use certsign_signer::authority::{SignError, Signed};
 use certsign_signer::config::Config;
-use certsign_signer::service::observe_signs;
+use certsign_signer::service::SIGN_OBSERVER;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -230,7 +230,7 @@ pub fn rule_of(e: &SignError) -> &'static str {
 pub async fn start(config: &Config) {
     let metrics = Arc::new(SignerMetrics::new(config));
     let observer = metrics.clone();
-    observe_signs(Box::new(move |req, result, took| {
+    let _ = SIGN_OBSERVER.set(Box::new(move |req, result, took| {
         observer.observe(req, result, took);
     }));
     tokio::spawn(watch_expiry(watched(config), metrics.clone()));

@@ -52,6 +52,7 @@ struct RawConfig {
     #[serde(default)]
     profiles: Vec<RawProfile>,
     metrics_listen: Option<SocketAddr>,
+    health_listen: Option<SocketAddr>,
 }
 
 fn default_sessions() -> usize {
@@ -135,6 +136,9 @@ pub struct Config {
     /// Plain-HTTP Prometheus `/metrics` address (the binary serves it); off
     /// when `None`, never on the mTLS port.
     pub metrics_listen: Option<SocketAddr>,
+    /// Plain gRPC health (no TLS, nothing else) for orchestrators' probes;
+    /// the binary serves it. Off when `None`.
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -215,6 +219,7 @@ impl Config {
             crl_validity: raw.crl_validity,
             profiles,
             metrics_listen: raw.metrics_listen,
+            health_listen: raw.health_listen,
         })
     }
 
@@ -425,6 +430,9 @@ journal = "journal.jsonl"
             let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
             assert!(e.to_string().contains("metrics_listen"), "{e}");
         }
+        let t = format!("{on}health_listen = \"0.0.0.0:8081\"\n");
+        let c = Config::parse(&t, Path::new("s.toml")).unwrap();
+        assert_eq!(c.health_listen, Some("0.0.0.0:8081".parse().unwrap()));
         let t = format!("{on}metrics_listen = \"nowhere\"\n");
         let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
         assert!(e.to_string().contains("metrics_listen"), "{e}");

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use certsign_proto::v1::sign_request::Request as Asked;
@@ -67,12 +67,11 @@ pub fn to_status(e: &SignError) -> Status {
 /// long it took (the binary's metrics).
 pub type SignObserver =
     Box<dyn Fn(&SignRequest, Result<&Signed, &SignError>, Duration) + Send + Sync>;
-static OBSERVER: std::sync::OnceLock<SignObserver> = std::sync::OnceLock::new();
-
-/// Install the process's [`SignObserver`] (the first one stays).
-pub fn observe_signs(observer: SignObserver) {
-    let _ = OBSERVER.set(observer);
-}
+/// The process's [`SignObserver`], set once by the binary.
+pub static SIGN_OBSERVER: OnceLock<SignObserver> = OnceLock::new();
+/// The health statuses [`serve`] answers, for the binary's plaintext
+/// `health_listen` (set once serving starts).
+pub static HEALTH: OnceLock<tonic_health::server::HealthReporter> = OnceLock::new();
 
 /// The `Signer` service.
 #[derive(Debug)]
@@ -165,7 +164,7 @@ impl Signer for SignerService {
         }
         let started = std::time::Instant::now();
         let signed = self.authority.sign(request.get_ref(), &caller).await;
-        if let Some(observe) = OBSERVER.get() {
+        if let Some(observe) = SIGN_OBSERVER.get() {
             observe(request.get_ref(), signed.as_ref(), started.elapsed());
         }
         let signed = signed.map_err(|e| to_status(&e))?;
@@ -197,6 +196,7 @@ pub async fn serve(
         .timeout(Duration::from_secs(10));
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<SignerServer<SignerService>>().await;
+    let _ = HEALTH.set(health);
     let reflection = if cfg.reflection {
         Some(
             tonic_reflection::server::Builder::configure()

@@ -1,7 +1,8 @@
 //! The Kubernetes manifests' operations side, parsed as YAML the way
-//! Kubernetes reads them: the approver's probes are native `grpc:` probes
-//! on its plaintext `health_listen` port (readiness on the service that
-//! turns NOT_SERVING with the database, liveness on `liveness`), every
+//! Kubernetes reads them: both daemons' probes are native `grpc:` probes
+//! on their plaintext `health_listen` ports (the approver's readiness on
+//! the service that turns NOT_SERVING with the database, its liveness on
+//! `liveness`), every
 //! image is pinned (no `latest`, the certsign image at the workspace's
 //! version), a PodDisruptionBudget covers the approver's pods, and the
 //! metrics port is declared, exposed, admitted and scraped by the
@@ -96,6 +97,25 @@ fn approver_probes_are_native_grpc_on_the_plaintext_health_port() {
         );
         assert_eq!(p["grpc"]["port"].as_u64(), Some(health), "{probe}: {p}");
         assert_eq!(p["grpc"]["service"], service, "{probe}: {p}");
+    }
+}
+
+#[test]
+fn signer_probes_are_native_grpc_on_its_plaintext_health_port() {
+    let docs = manifests();
+    let signer = find(&docs, "Deployment", "certsign-signer");
+    let container = &signer["spec"]["template"]["spec"]["containers"][0];
+    let cm = find(&docs, "ConfigMap", "certsign-signer-config");
+    let cfg: toml::Table = toml::from_str(cm["data"]["signer.toml"].as_str().unwrap()).unwrap();
+    let health = port_of(cfg["health_listen"].as_str().expect("health_listen set"));
+    assert_ne!(health, port_of(cfg["listen"].as_str().unwrap()));
+    for (probe, service) in [
+        ("readinessProbe", Some("certsign.v1.Signer")),
+        ("livenessProbe", None),
+    ] {
+        let p = &container[probe];
+        assert_eq!(p["grpc"]["port"].as_u64(), Some(health), "{probe}: {p}");
+        assert_eq!(p["grpc"]["service"].as_str(), service, "{probe}: {p}");
     }
 }
 

