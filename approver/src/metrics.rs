@@ -61,6 +61,9 @@ const REJECTION_REASONS: [&str; 12] = [
 /// (a count scans the table).
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
+/// How long counting may take before a scrape goes on without it.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
@@ -280,10 +283,16 @@ impl Metrics {
         if last.0.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
             return;
         }
-        let counts = match store.count_by_state().await {
-            Ok(c) => c,
-            Err(e) => {
+        // A database that does not answer must not hold the scrape: the
+        // gauges keep their last values (health reports the outage).
+        let counts = match tokio::time::timeout(COUNT_TIMEOUT, store.count_by_state()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "metrics: counting requests failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("metrics: counting requests took longer than {COUNT_TIMEOUT:?}");
                 return;
             }
         };
