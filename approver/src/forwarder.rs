@@ -32,6 +32,7 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::decision;
+use crate::metrics::ForwarderMetrics;
 use crate::store::{ForwardItem, Store, StoreError, UpdateError};
 use crate::validation::first_pem_block;
 use crate::watch::Hub;
@@ -137,6 +138,7 @@ impl Forwarder {
         store: Store,
         hub: Hub,
         signer: &crate::config::SignerConnection,
+        metrics: ForwarderMetrics,
     ) -> Result<Self, ForwarderError> {
         let clients = signer_clients(signer)?;
         // Resume at once; on SQLite also void the leases of a previous run
@@ -150,6 +152,7 @@ impl Forwarder {
             hub,
             clients,
             lease: lease_secs(signer.endpoints.len(), signer.timeout),
+            metrics,
         };
         // One claimer; the calls run as tasks, at most IN_FLIGHT at once.
         // The lease in the store keeps other replicas off claimed requests.
@@ -173,6 +176,7 @@ struct Worker {
     hub: Hub,
     clients: Vec<(String, SignerClient<Channel>)>,
     lease: i64,
+    metrics: ForwarderMetrics,
 }
 
 fn unix_now() -> i64 {
@@ -262,7 +266,18 @@ impl Worker {
             .as_ref()
             .map(|m| m.uid.as_str())
             .unwrap_or("");
+        self.metrics.in_flight.inc();
+        let started = std::time::Instant::now();
         let outcome = self.sign(&name, uid, request).await;
+        self.metrics
+            .sign_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.in_flight.dec();
+        self.metrics.attempt(match outcome {
+            Outcome::Issued(_) => "issued",
+            Outcome::Refused(_) => "refused",
+            Outcome::Retry(_) => "retry",
+        });
         let result = match outcome {
             Outcome::Issued(pem) => {
                 tracing::info!(%name, "certificate issued");

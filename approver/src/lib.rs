@@ -29,6 +29,8 @@
 //! - [`revocation`]: RevokeCertificate, delivery to every signer endpoint.
 //! - [`crl`]: CRL refresh, checks and publication; [`crl_http`] serves it.
 //! - [`health`]: gRPC health follows the database.
+//! - [`metrics`]: Prometheus metrics; [`metrics_http`] serves them.
+//! - [`own_certs`]: expiry of the certificates the approver runs on.
 //! - [`cleaner`]: Kubernetes' retention.
 //! - [`watch`]: change events fan-out.
 //! - [`limits`]: rate and size limits.
@@ -62,7 +64,10 @@ pub mod inventory;
 pub mod issued;
 pub mod kube;
 pub mod limits;
+pub mod metrics;
+pub mod metrics_http;
 pub mod names;
+pub mod own_certs;
 pub mod reload;
 pub mod revocation;
 pub mod rotate;
@@ -86,6 +91,7 @@ use crate::config::{Config, LiveConfig};
 use crate::crl::CrlPublisher;
 use crate::forwarder::Forwarder;
 use crate::limits::Limiter;
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::revocation::Deliverer;
 use crate::service::{ApproverService, Shared};
@@ -112,6 +118,8 @@ pub enum ServeError {
     KubeListen { addr: String, message: String },
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot listen on {addr} (health_listen): {message}")]
+    HealthListen { addr: String, message: String },
 }
 
 /// A started approver (store open, workers running), ready to serve.
@@ -156,7 +164,14 @@ impl App {
 
         let store = Store::open(&config.database_url).await?;
         let hub = Hub::start(store.clone()).await?;
-        let forwarder = Forwarder::start(store.clone(), hub.clone(), &config.signer).await?;
+        let metrics = Arc::new(Metrics::new(&store));
+        let forwarder = Forwarder::start(
+            store.clone(),
+            hub.clone(),
+            &config.signer,
+            metrics.forwarder.clone(),
+        )
+        .await?;
         let limiter = Arc::new(Limiter::new(&config.limits));
         cleaner::spawn(store.clone(), config.retention.clone(), limiter.clone());
         let crl_wake = Arc::new(tokio::sync::Notify::new());
@@ -196,6 +211,31 @@ impl App {
         });
 
         let live = Arc::new(LiveConfig::new(Config::clone(&config)));
+        tokio::spawn(own_certs::watch(
+            own_certs::watched(&config),
+            crl.clone(),
+            metrics.clone(),
+        ));
+        if let Some(addr) = config.metrics_listen {
+            // Metrics never keep the approver from serving: a port that
+            // cannot be bound is an error in the log, not a failed start.
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let bound = listener.local_addr().map_or(addr, |a| a);
+                    tracing::info!(addr = %bound, "serving Prometheus metrics over HTTP at /metrics");
+                    tokio::spawn(metrics_http::serve(
+                        listener,
+                        metrics.clone(),
+                        store.clone(),
+                        live.clone(),
+                        crl.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot listen on metrics_listen; serving without metrics")
+                }
+            }
+        }
         let reloader = Reloader::new(live.clone(), limiter.clone()).with_identity(identity.clone());
         tokio::spawn(rotate::run(reloader.clone(), identity));
         let drain = drain::Drain::default();
@@ -211,6 +251,7 @@ impl App {
             client_ca_der,
             trust_bundle_pem,
             drain: drain.clone(),
+            metrics,
         });
         if let Some(addr) = config.kube_listen {
             let listener = TcpListener::bind(addr)
@@ -256,6 +297,19 @@ impl App {
         health_reporter
             .set_serving::<ApproverServer<ApproverService>>()
             .await;
+        health_reporter
+            .set_service_status(health::LIVENESS, tonic_health::ServingStatus::Serving)
+            .await;
+        if let Some(addr) = self.config.health_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::HealthListen {
+                    addr: addr.to_string(),
+                    message: e.to_string(),
+                })?;
+            tracing::info!(%addr, "serving gRPC health without TLS (health_listen)");
+            tokio::spawn(health::serve_plaintext(listener, health_reporter.clone()));
+        }
         let prober = tokio::spawn(health::follow_store(
             self.store.clone(),
             health_reporter.clone(),

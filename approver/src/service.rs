@@ -46,6 +46,7 @@ use crate::decision::{self, State};
 use crate::forwarder::Forwarder;
 use crate::inventory;
 use crate::limits::Limiter;
+use crate::metrics::Metrics;
 use crate::revocation::Deliverer;
 use crate::selector::Selector;
 use crate::store::{Keep, Store};
@@ -78,6 +79,8 @@ pub struct Shared {
     pub trust_bundle_pem: Vec<u8>,
     /// Set at shutdown: open watches end with UNAVAILABLE.
     pub drain: crate::drain::Drain,
+    /// Counters of calls, decisions and token logins.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The gRPC service.
@@ -129,7 +132,14 @@ impl ApproverService {
         parts: impl FnOnce(T) -> (String, Option<SignedStatement>, String, String),
     ) -> Result<Response<CertificateSigningRequest>, Status> {
         let cfg = self.shared.config.snapshot();
-        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
+        let (rpc, counted) = match decision {
+            Decision::Approve => ("approve", "approve"),
+            _ => ("deny", "deny"),
+        };
+        let metrics = &self.shared.metrics;
+        let (id, _) = self
+            .authenticate(&cfg, &request, TokenUse::Refused)
+            .inspect_err(|e| metrics.rejected(rpc, e))?;
         let (name, statement, reason, message) = parts(request.into_inner());
         let decided = self
             .decide_csr(
@@ -141,7 +151,9 @@ impl ApproverService {
                 reason,
                 message,
             )
-            .await?;
+            .await
+            .inspect_err(|e| metrics.rejected(rpc, e))?;
+        metrics.decision(counted, "admin");
         Ok(Response::new(chain::serve(decided)))
     }
 
@@ -177,8 +189,9 @@ impl ApproverService {
             Some(der) => (self.identities.identify(der)?, None),
             None => {
                 let header = authorization.ok_or(AuthnError::Missing)?;
-                let (id, token) =
-                    authn::from_bearer(header, &cfg.bootstrap_tokens, SystemTime::now())?;
+                let login = authn::from_bearer(header, &cfg.bootstrap_tokens, SystemTime::now());
+                self.shared.metrics.token_login(login.as_ref().err());
+                let (id, token) = login?;
                 if token_use == TokenUse::Refused {
                     return Err(AuthnError::TokenNotAllowed.into());
                 }
@@ -203,6 +216,9 @@ impl ApproverService {
         body: CreateCertificateSigningRequestRequest,
     ) -> Result<CertificateSigningRequest, ServiceError> {
         let created = self.admission().create(cfg, id, token, body).await?;
+        if decision::state_of(&created) == State::Approved {
+            self.shared.metrics.decision("approve", "auto");
+        }
         self.notify(&created);
         Ok(created)
     }
@@ -419,10 +435,14 @@ impl Approver for ApproverService {
         request: Request<CreateCertificateSigningRequestRequest>,
     ) -> Result<Response<CertificateSigningRequest>, Status> {
         let cfg = self.shared.config.snapshot();
-        let (id, token) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
+        let metrics = &self.shared.metrics;
+        let (id, token) = self
+            .authenticate(&cfg, &request, TokenUse::Allowed)
+            .inspect_err(|e| metrics.rejected("create", e))?;
         let created = self
             .create_csr(&cfg, id, token, request.into_inner())
-            .await?;
+            .await
+            .inspect_err(|e| metrics.rejected("create", e))?;
         Ok(Response::new(created))
     }
 

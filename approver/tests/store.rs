@@ -39,6 +39,26 @@ async fn approve(store: &Store, name: &str) -> CertificateSigningRequest {
         .unwrap()
 }
 
+/// The metrics' counts per (state, signer name).
+async fn suite_counts_by_state(store: Store) {
+    assert!(store.count_by_state().await.unwrap().is_empty());
+    for (name, signer) in [("c1", S1), ("c2", S1), ("c3", S2)] {
+        store
+            .create(csr(name, "u", signer), None, &guard(10))
+            .await
+            .unwrap();
+    }
+    approve(&store, "c2").await;
+    let mut counts = store.count_by_state().await.unwrap();
+    counts.sort();
+    let want = [("approved", S1, 1), ("pending", S2, 1), ("pending", S1, 1)];
+    let want: Vec<(String, String, i64)> = want
+        .iter()
+        .map(|(a, b, n)| (a.to_string(), b.to_string(), *n))
+        .collect();
+    assert_eq!(counts, want);
+}
+
 async fn suite_create_get_duplicate(store: Store) {
     let a = store
         .create(csr("a", "alice", S1), None, &guard(10))
@@ -992,6 +1012,7 @@ async fn postgres_batch_failure_stores_nothing() {
 // === backends ===
 
 both!(
+    suite_counts_by_state,
     suite_create_get_duplicate,
     suite_list_filters_and_pages,
     suite_limits,

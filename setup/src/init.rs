@@ -455,6 +455,7 @@ journal = "journal.jsonl"
 reflection = false
 statement_max_age = "24h"               # freshness of approval statements
 crl_validity = "24h"                    # nextUpdate of the CRLs this signer signs
+# metrics_listen = "127.0.0.1:9465"     # Prometheus metrics over plain HTTP at /metrics (off unless set)
 "#,
         listen = o.signer_listen.bind()
     );
@@ -506,6 +507,7 @@ reflection = true
 statement_max_age = "24h"        # freshness of approval/renewal statements (as the signer's)
 # crl_listen = "127.0.0.1:8080"  # serve the current CRL over plain HTTP at /crl
 {kube}
+metrics_listen = "127.0.0.1:9464" # Prometheus metrics over plain HTTP at /metrics
 
 [signer]
 endpoints = ["{signer}"]

@@ -268,7 +268,14 @@ async fn run(cmd: Cmd) -> Result<(), DaemonError> {
             println!("initialized {}", o.dir.display());
             Ok(())
         }
-        Cmd::Serve(path) => certsign_setup::serve::serve(&path).await,
+        Cmd::Serve(path) => {
+            let config = Config::load(&path)?;
+            certsign_setup::metrics::start(&config).await;
+            if let Some(addr) = config.health_listen {
+                certsign_setup::health::start(addr).await.map_err(failed)?;
+            }
+            certsign_setup::serve::serve(&path).await
+        }
         Cmd::CheckConfig(path) => {
             // Exits 64 on any problem (main); never here.
             println!("{}: configuration OK", path.display());

@@ -55,6 +55,8 @@ struct RawConfig {
     shutdown_grace: Duration,
     #[serde(default, with = "humantime_serde")]
     tls_renew_before: Option<Duration>,
+    metrics_listen: Option<SocketAddr>,
+    health_listen: Option<SocketAddr>,
 }
 
 fn default_sessions() -> usize {
@@ -143,6 +145,12 @@ pub struct Config {
     /// Re-issue the serving certificate this long before it expires
     /// (`None`: the shorter of 30 days and a third of its lifetime).
     pub tls_renew_before: Option<Duration>,
+    /// Plain-HTTP Prometheus `/metrics` address (the binary serves it); off
+    /// when `None`, never on the mTLS port.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Plain gRPC health (no TLS, nothing else) for orchestrators' probes;
+    /// the binary serves it. Off when `None`.
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -159,12 +167,20 @@ impl Config {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = std::path::absolute(&base).unwrap_or(base);
         let abs = |p: &PathBuf| base.join(p);
-        let listen = raw.listen.parse().map_err(|e| {
+        let listen: SocketAddr = raw.listen.parse().map_err(|e| {
             err(
                 path,
                 format!("listen: {:?} is not an IP:port address: {e}", raw.listen),
             )
         })?;
+        if raw
+            .metrics_listen
+            .is_some_and(|m| m.port() == listen.port() && m.port() != 0)
+        {
+            let rule =
+                "metrics_listen: must not be the mTLS port of listen (metrics are plain HTTP)";
+            return Err(err(path, rule));
+        }
         if raw.allowed_clients.is_empty() {
             return Err(err(
                 path,
@@ -216,6 +232,8 @@ impl Config {
             profiles,
             shutdown_grace: raw.shutdown_grace,
             tls_renew_before: raw.tls_renew_before,
+            metrics_listen: raw.metrics_listen,
+            health_listen: raw.health_listen,
         })
     }
 
@@ -411,6 +429,27 @@ journal = "journal.jsonl"
             let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
             assert!(e.to_string().contains("crl_validity"), "{e}");
         }
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_never_the_mtls_port() {
+        let c = Config::parse(BASE, Path::new("s.toml")).unwrap();
+        assert_eq!(c.metrics_listen, None);
+        let on = BASE.replace("127.0.0.1:0", "127.0.0.1:7443");
+        let t = format!("{on}metrics_listen = \"127.0.0.1:9465\"\n");
+        let c = Config::parse(&t, Path::new("s.toml")).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
+        for bad in ["127.0.0.1:7443", "0.0.0.0:7443"] {
+            let t = format!("{on}metrics_listen = \"{bad}\"\n");
+            let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
+            assert!(e.to_string().contains("metrics_listen"), "{e}");
+        }
+        let t = format!("{on}health_listen = \"0.0.0.0:8081\"\n");
+        let c = Config::parse(&t, Path::new("s.toml")).unwrap();
+        assert_eq!(c.health_listen, Some("0.0.0.0:8081".parse().unwrap()));
+        let t = format!("{on}metrics_listen = \"nowhere\"\n");
+        let e = Config::parse(&t, Path::new("s.toml")).unwrap_err();
+        assert!(e.to_string().contains("metrics_listen"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use certsign_proto::v1::sign_request::Request as Asked;
@@ -22,7 +22,7 @@ use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::authority::{Authority, SignError};
+use crate::authority::{Authority, SignError, Signed};
 use crate::csr;
 use crate::issue::IssueError;
 use crate::profile::ProfileError;
@@ -59,6 +59,16 @@ pub fn to_status(e: &SignError) -> Status {
         Issue(_) | Journal(_) | Unavailable(_) => Status::unavailable(msg),
     }
 }
+
+/// Told of every certificate `Sign` answered: the request, the result, how
+/// long it took (the binary's metrics).
+pub type SignObserver =
+    Box<dyn Fn(&SignRequest, Result<&Signed, &SignError>, Duration) + Send + Sync>;
+/// The process's [`SignObserver`], set once by the binary.
+pub static SIGN_OBSERVER: OnceLock<SignObserver> = OnceLock::new();
+/// The health statuses [`serve`] answers, for the binary's plaintext
+/// `health_listen` (set once serving starts).
+pub static HEALTH: OnceLock<tonic_health::server::HealthReporter> = OnceLock::new();
 
 /// The `Signer` service.
 #[derive(Debug)]
@@ -149,6 +159,7 @@ impl Signer for SignerService {
         if let Some(answer) = other {
             return answer.map(Response::new).map_err(|e| to_status(&e));
         }
+        let started = std::time::Instant::now();
         let signed = match (&request.get_ref().request, request.peer_certs()) {
             (Some(Asked::IdentityRenewal(_)), Some(peer)) => {
                 let leaf = peer.first().map(|c| c.as_ref()).unwrap_or_default();
@@ -157,8 +168,11 @@ impl Signer for SignerService {
                     .await
             }
             _ => self.authority.sign(request.get_ref(), &caller).await,
+        };
+        if let Some(observe) = SIGN_OBSERVER.get() {
+            observe(request.get_ref(), signed.as_ref(), started.elapsed());
         }
-        .map_err(|e| to_status(&e))?;
+        let signed = signed.map_err(|e| to_status(&e))?;
         Ok(Response::new(SignResponse {
             certificate: signed.certificate.into_bytes(),
             serial_number: signed.serial.0,
@@ -182,6 +196,7 @@ where
     let cfg = authority.config().clone();
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<SignerServer<SignerService>>().await;
+    let _ = HEALTH.set(health);
     let reflection = if cfg.reflection {
         Some(
             tonic_reflection::server::Builder::configure()

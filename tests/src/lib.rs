@@ -12,7 +12,8 @@
 //! is final), [`kube`] (the Kubernetes API face and its outside clients:
 //! kubectl, curl, the Python `kubernetes` client), [`records`] (journal
 //! and store readers), [`load`] (the load generator and judge of the fault
-//! suites), [`hsm`] (SoftHSM2 tokens and keys generated in them).
+//! suites), [`hsm`] (SoftHSM2 tokens and keys generated in them),
+//! [`metrics`] (scrapes judged by Python's prometheus_client).
 //!
 //! It must never be a dependency of a service crate, never depend on the
 //! approver's library, and never fake a part that can run for real here.
@@ -26,6 +27,7 @@ pub mod grpc;
 pub mod hsm;
 pub mod kube;
 pub mod load;
+pub mod metrics;
 pub mod pki;
 pub mod process;
 pub mod records;

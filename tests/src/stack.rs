@@ -38,6 +38,8 @@ pub fn approver_spawn(pki: &Pki, signer_addr: &str, edit: impl FnOnce(&mut toml:
     let endpoint = format!("https://{signer_addr}");
     edit_toml(&config, |t| {
         t.insert("listen".into(), "127.0.0.1:0".into());
+        // init's fixed metrics port would be contended by parallel stacks.
+        t.insert("metrics_listen".into(), "127.0.0.1:0".into());
         let s = t.get_mut("signer").unwrap().as_table_mut().unwrap();
         s.insert(
             "endpoints".into(),

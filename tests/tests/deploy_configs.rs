@@ -251,6 +251,11 @@ fn kubernetes_configmaps_are_accepted_by_the_real_binaries() {
         .replace(
             "listen = \"0.0.0.0:7443\"",
             &format!("listen = \"127.0.0.1:{signer_port}\""),
+        )
+        // The pod's probe port, on a loopback port of this test's own.
+        .replace(
+            "health_listen = \"0.0.0.0:8081\"",
+            &format!("health_listen = \"127.0.0.1:{}\"", free_port()),
         );
     let signer_cfg = s("/etc/certsign/config/signer.toml");
     std::fs::create_dir_all(signer_cfg.parent().unwrap()).unwrap();
@@ -281,6 +286,16 @@ fn kubernetes_configmaps_are_accepted_by_the_real_binaries() {
             .replace(
                 "https://certsign-signer.certsign-signer.svc:7443",
                 &format!("https://127.0.0.1:{signer_port}"),
+            )
+            // The pod's probe and metrics ports, on loopback ports of this
+            // test's own.
+            .replace(
+                "health_listen = \"0.0.0.0:8081\"",
+                &format!("health_listen = \"127.0.0.1:{}\"", free_port()),
+            )
+            .replace(
+                "metrics_listen = \"0.0.0.0:9464\"",
+                &format!("metrics_listen = \"127.0.0.1:{}\"", free_port()),
             );
     let approver_cfg = a("/etc/certsign/config/approver.toml");
     std::fs::create_dir_all(approver_cfg.parent().unwrap()).unwrap();

@@ -56,6 +56,14 @@ pub(super) struct RawConfig {
     /// CRL's validity).
     #[serde(default, with = "humantime_serde")]
     pub(super) crl_refresh: Option<Duration>,
+    /// Plain-HTTP address of the Prometheus `/metrics` endpoint; off when
+    /// absent.
+    #[serde(default)]
+    pub(super) metrics_listen: Option<String>,
+    /// Address serving only gRPC health without TLS (native gRPC probes);
+    /// off when absent.
+    #[serde(default)]
+    pub(super) health_listen: Option<String>,
     /// Where the Kubernetes API face is served over HTTPS; off when absent.
     #[serde(default)]
     pub(super) kube_listen: Option<String>,

@@ -301,6 +301,13 @@ impl Call<'_> {
                     message,
                 )
                 .await
+                .inspect(|_| {
+                    let counted = match decision {
+                        Decision::Approve => "approve",
+                        _ => "deny",
+                    };
+                    self.service.shared().metrics.decision(counted, "admin");
+                })
                 .map_err(|e| err(&e))?,
         };
         let mut r = wire::json(StatusCode::OK, &convert::to_kube(&updated));

@@ -68,6 +68,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certsign_proto::v1::{CertificateSigningRequest, SignedStatement};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
@@ -113,6 +114,9 @@ pub struct Store {
     owner: Arc<str>,
     writer: mpsc::Sender<Op>,
     counts: Arc<Counts>,
+    /// Seconds from queueing a write to its committed answer (the metrics
+    /// register it).
+    write_seconds: Histogram,
 }
 
 /// `certsign-approver backup`: a consistent copy of the SQLite store at
@@ -150,17 +154,26 @@ impl Store {
             owner: owner.into(),
             writer,
             counts,
+            write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
         })
+    }
+
+    /// The histogram of write latencies (queue to committed answer).
+    pub fn write_latency(&self) -> Histogram {
+        self.write_seconds.clone()
     }
 
     /// Queue a write and wait for its committed answer.
     async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         self.writer
             .send(make(tx))
             .await
             .map_err(|_| writer_gone())?;
-        rx.await.map_err(|_| writer_gone())?
+        let answer = rx.await.map_err(|_| writer_gone())?;
+        self.write_seconds.observe(started.elapsed().as_secs_f64());
+        answer
     }
 
     /// Queue a statement without an object result.
@@ -291,6 +304,7 @@ impl Store {
         F: FnOnce(&mut CertificateSigningRequest) -> Result<bool, E> + Send + 'static,
         E: Send + 'static,
     {
+        let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         let op = Op::Update {
             name: name.to_string(),
@@ -301,7 +315,9 @@ impl Store {
             }),
         };
         self.writer.send(op).await.map_err(|_| writer_gone())?;
-        rx.await.map_err(|_| writer_gone())?
+        let answer = rx.await.map_err(|_| writer_gone())?;
+        self.write_seconds.observe(started.elapsed().as_secs_f64());
+        answer
     }
 
     /// Delete an object; with `expected_rv`, only if it has not changed
@@ -429,6 +445,16 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(r) => r.count_pending(username),
             Backend::Postgres(pg) => pg.count_pending(username).await,
+        }
+    }
+
+    /// How many requests are stored per (state, signer name as stored).
+    pub async fn count_by_state(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.count_by_state().await,
+            Backend::Postgres(pg) => Ok(sqlx::query_as(schema::COUNT_BY_STATE)
+                .fetch_all(pg.pool())
+                .await?),
         }
     }
 

@@ -235,6 +235,9 @@ pub(super) const LATEST_RV: &str = "SELECT value FROM counters WHERE name = 'res
 /// The newest resource version pruning removed (0: none).
 pub(super) const PRUNED_THROUGH: &str =
     "SELECT COALESCE(MAX(value), 0) FROM counters WHERE name = 'pruned_through'";
+/// Requests per state and signer name (the metrics' gauges).
+pub(super) const COUNT_BY_STATE: &str =
+    "SELECT state, signer_name, COUNT(*) FROM csrs GROUP BY state, signer_name";
 
 /// Pending requests of one requestor (`$1`).
 pub(super) const COUNT_PENDING: &str =

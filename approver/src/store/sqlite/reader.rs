@@ -24,8 +24,8 @@ use tokio::sync::Semaphore;
 
 use crate::decision::State;
 use crate::store::schema::{
-    COUNT_PENDING, EVENTS_AFTER, LATEST_RV, NEXT_FORWARD_TIME, OBJECT_BY_NAME, PRUNED_THROUGH,
-    RENEWAL_BY_NAME, list_query, page_query,
+    COUNT_BY_STATE, COUNT_PENDING, EVENTS_AFTER, LATEST_RV, NEXT_FORWARD_TIME, OBJECT_BY_NAME,
+    PRUNED_THROUGH, RENEWAL_BY_NAME, list_query, page_query,
 };
 use crate::store::types::{
     Event, Keep, ListFilter, ListPage, PageBy, StoreError, decode, decode_renewal, decode_stored,
@@ -318,6 +318,21 @@ impl Readers {
             Ok(c.prepare_cached(COUNT_PENDING)?
                 .query_row(params![username], |r| r.get(0))?)
         })
+    }
+
+    /// Requests per (state, signer name), read in the blocking pool (a
+    /// scan of the table).
+    pub(in crate::store) async fn count_by_state(
+        self: &Arc<Self>,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.paged(|r| {
+            r.with(|c| {
+                let mut st = c.prepare_cached(COUNT_BY_STATE)?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+        })
+        .await
     }
 
     /// A trivial query, in the blocking pool, answered within `limit` (the
