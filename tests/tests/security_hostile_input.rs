@@ -221,7 +221,8 @@ fn mutate_sign(req: &mut SignRequest, json: &serde_json::Value) {
 }
 
 /// `certctl apply -f file` as `user`: "OK" or "error" (asserting the error
-/// is one `error: ...` line and the exit code is not 0).
+/// is one line, certctl's `error: ...` or kubectl's, and the exit code is
+/// not 0).
 fn certctl_apply(stack: &Stack, user_dir: &Path, file: &Path) -> String {
     let out = stack
         .certctl()
@@ -244,8 +245,13 @@ fn certctl_apply(stack: &Stack, user_dir: &Path, file: &Path) -> String {
         "{}: certctl error is not one line: {stderr}",
         file.display()
     );
+    // certctl's own errors start `error: `; the server's validation and
+    // NotFound answers are kubectl's lines (`The CertificateSigningRequest
+    // "x" is invalid: ...`, `Error from server (...)`).
     assert!(
-        lines[0].starts_with("error: "),
+        lines[0].starts_with("error: ")
+            || lines[0].starts_with("The CertificateSigningRequest ")
+            || lines[0].starts_with("Error from server ("),
         "{}: {stderr}",
         file.display()
     );
