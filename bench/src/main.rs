@@ -90,6 +90,10 @@ enum Cmd {
         /// current-thread Tokio runtime), more on a multi-thread runtime.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         threads: u16,
+        /// Requests per signed approval: above 1, one batch statement per
+        /// this many requests (concurrency ÷ batch workers).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        batch: u16,
     },
     /// (5) An approver over a store of N requests (SQLite, or PostgreSQL
     /// with --database-url): start-up, memory, list and get latency.
@@ -183,6 +187,7 @@ fn main() -> anyhow::Result<()> {
             secs,
             replicas,
             threads,
+            batch,
         } => {
             let shared = database_url
                 .as_deref()
@@ -198,12 +203,13 @@ fn main() -> anyhow::Result<()> {
                 connections,
                 secs,
                 replicas,
+                batch: usize::from(batch),
             };
             let rt = load_generator_runtime(threads)?;
             println!("# {}", certsign_bench::machine_note());
             println!("# load generator: {threads} thread(s)");
             let (s, cpu) = rt.block_on(certsign_bench::pipeline::pipeline(&o))?;
-            println!("replicas: {replicas}");
+            println!("replicas: {replicas}; requests per signed approval: {batch}");
             println!("issued (create to issued): {}", s.line());
             println!("CPU per issued certificate: {}", cpu.line());
             println!("# {}", certsign_bench::machine_note());

@@ -266,3 +266,25 @@ fn versus_batch_sends_batched_calls_of_batch_approved_requests() {
         "{budget}"
     );
 }
+
+/// The pipeline with batch approvals: one signed batch statement per 4
+/// requests, every request issued.
+#[test]
+fn pipeline_with_batch_approvals_issues_every_request() {
+    let out = bench(&[
+        "pipeline",
+        "--concurrency",
+        "8",
+        "--connections",
+        "2",
+        "--secs",
+        "1",
+        "--batch",
+        "4",
+    ]);
+    line_with(&out, "requests per signed approval: 4");
+    let issued = line_with(&out, "issued (create to issued):");
+    let ok = after(issued, "ok");
+    assert!(ok > 0.0 && ok % 4.0 == 0.0, "whole batches issued: {issued}");
+    assert_eq!(after(issued, "errors"), 0.0, "{issued}");
+}
