@@ -519,7 +519,12 @@ mod tests {
         assert_eq!(two.iter().map(Vec::len).sum::<usize>(), 300);
         for b in &two {
             assert!(!b.is_empty() && b.len() <= BATCH);
-            let uid = |i: &ForwardItem| i.object.metadata.as_ref().unwrap().uid.clone();
+            let uid = |i: &ForwardItem| {
+                i.object
+                    .metadata
+                    .as_ref()
+                    .map_or(String::new(), |m| m.uid.clone())
+            };
             let first = preferred_endpoint(&uid(&b[0]), 2);
             assert!(b.iter().all(|i| preferred_endpoint(&uid(i), 2) == first));
         }
