@@ -285,6 +285,9 @@ fn pipeline_with_batch_approvals_issues_every_request() {
     line_with(&out, "requests per signed approval: 4");
     let issued = line_with(&out, "issued (create to issued):");
     let ok = after(issued, "ok");
-    assert!(ok > 0.0 && ok % 4.0 == 0.0, "whole batches issued: {issued}");
+    assert!(
+        ok > 0.0 && ok % 4.0 == 0.0,
+        "whole batches issued: {issued}"
+    );
     assert_eq!(after(issued, "errors"), 0.0, "{issued}");
 }
