@@ -8,9 +8,12 @@
 //! are taken over), and the request uid is the signer's idempotency key, so
 //! a retry after a lost answer returns the same certificate instead of a
 //! second one. One claimer takes due requests in batches (one store write
-//! per batch) and keeps up to [`IN_FLIGHT`] Sign calls running at once: the
-//! signer group-commits its journal, so its throughput needs many calls in
-//! flight; outcomes are recorded through the store's group-committed update.
+//! per batch) and keeps up to [`IN_FLIGHT`] requests in flight, sent in
+//! batched Sign calls of up to [`BATCH`] per endpoint (one call carries
+//! many requests; the signer decides and journals each alone,
+//! group-committing their lines); outcomes are recorded through the
+//! store's group-committed update. A request a batched call did not decide
+//! goes the single-request way below.
 //!
 //! With several signer endpoints (identical profiles, each with its own
 //! journal), each request prefers one of them, chosen by its uid: a retry
@@ -26,7 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certsign_proto::v1::signer_client::SignerClient;
-use certsign_proto::v1::{CertificateSigningRequest, SignRequest, sign_request};
+use certsign_proto::v1::{
+    CertificateSigningRequest, SignBatch, SignRequest, SignResult, sign_request,
+};
 use tokio::sync::{Notify, Semaphore};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -74,6 +79,9 @@ pub fn backoff_secs(attempts: i64) -> i64 {
 /// Sign calls in flight per process (the signer's journal commits the
 /// calls that arrive together with one fsync, so its rate grows with this).
 pub const IN_FLIGHT: usize = 256;
+
+/// Requests per batched Sign call at most (the signer takes up to 500).
+pub const BATCH: usize = 128;
 
 /// Connect timeout per signer endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -217,12 +225,12 @@ impl Worker {
                     // short one took everything due (what is approved
                     // later wakes this loop).
                     let full = items.len() == permits.len();
-                    for item in items {
-                        let Some(permit) = permits.pop() else { break };
+                    for batch in batches(items, self.clients.len()) {
+                        let held = permits.split_off(permits.len().saturating_sub(batch.len()));
                         let worker = self.clone();
                         tokio::spawn(async move {
-                            worker.forward(item).await;
-                            drop(permit);
+                            worker.forward_batch(batch).await;
+                            drop(held);
                         });
                     }
                     if full {
@@ -243,36 +251,85 @@ impl Worker {
         }
     }
 
-    async fn forward(&self, item: ForwardItem) {
+    /// Several claimed requests for one endpoint in one batched Sign call.
+    /// Each answer that is a decision (issued, or a terminal refusal) is
+    /// recorded as it would be alone; every other request (an answer worth
+    /// a retry, or no answer: the call failed, or the signer does not know
+    /// batches) goes the single-request way, with its failover over every
+    /// endpoint and its backoff.
+    async fn forward_batch(self: Arc<Self>, items: Vec<ForwardItem>) {
+        let mut decided: Vec<Option<Outcome>> = Vec::new();
+        if items.len() > 1 {
+            let requests: Vec<SignRequest> = items.iter().map(sign_request_for).collect();
+            let uid = items[0]
+                .object
+                .metadata
+                .as_ref()
+                .map_or("", |m| m.uid.as_str());
+            let (url, client) = &self.clients[preferred_endpoint(uid, self.clients.len())];
+            let batch = SignRequest {
+                request: Some(sign_request::Request::Batch(SignBatch { requests })),
+                ..SignRequest::default()
+            };
+            tracing::info!(%url, requests = items.len(), "batched Sign call");
+            match client
+                .clone()
+                .sign(batch)
+                .await
+                .map(tonic::Response::into_inner)
+            {
+                Ok(resp) if resp.results.len() == items.len() => {
+                    decided = resp.results.into_iter().map(decision_of).collect();
+                }
+                Ok(resp) => {
+                    tracing::warn!(%url, results = resp.results.len(), requests = items.len(), "batched Sign answered a different number of results; sending one by one")
+                }
+                Err(status) => {
+                    tracing::warn!(%url, code = ?status.code(), message = status.message(), "batched Sign failed; sending one by one")
+                }
+            }
+        }
+        decided.resize_with(items.len(), || None);
+        let tasks: Vec<_> = items
+            .into_iter()
+            .zip(decided)
+            .map(|(item, outcome)| {
+                let worker = self.clone();
+                tokio::spawn(async move { worker.forward(item, outcome).await })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Forward one request, or record the outcome a batched call decided.
+    async fn forward(&self, item: ForwardItem, decided: Option<Outcome>) {
         let name = item
             .object
             .metadata
             .as_ref()
             .map(|m| m.name.clone())
             .unwrap_or_default();
-        let request = SignRequest {
-            request: Some(sign_request::Request::CertificateSigningRequest(
-                CertificateSigningRequest {
-                    status: None,
-                    ..item.object.clone()
-                },
-            )),
-            approvals: decision::approval_statements(&item.object),
-            renewal: item.renewal.clone(),
-        };
         let uid = item
             .object
             .metadata
             .as_ref()
             .map(|m| m.uid.as_str())
             .unwrap_or("");
-        self.metrics.in_flight.inc();
-        let started = std::time::Instant::now();
-        let outcome = self.sign(&name, uid, request).await;
-        self.metrics
-            .sign_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.in_flight.dec();
+        let outcome = match decided {
+            Some(o) => o,
+            None => {
+                self.metrics.in_flight.inc();
+                let started = std::time::Instant::now();
+                let o = self.sign(&name, uid, sign_request_for(&item)).await;
+                self.metrics
+                    .sign_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.in_flight.dec();
+                o
+            }
+        };
         self.metrics.attempt(match outcome {
             Outcome::Issued(_) => "issued",
             Outcome::Refused(_) => "refused",
@@ -363,6 +420,60 @@ impl Worker {
     }
 }
 
+/// The Sign request for one claimed request, with its evidence.
+fn sign_request_for(item: &ForwardItem) -> SignRequest {
+    SignRequest {
+        request: Some(sign_request::Request::CertificateSigningRequest(
+            CertificateSigningRequest {
+                status: None,
+                ..item.object.clone()
+            },
+        )),
+        approvals: decision::approval_statements(&item.object),
+        renewal: item.renewal.clone(),
+    }
+}
+
+/// Claimed requests in batches of at most [`BATCH`], each batch for one
+/// preferred endpoint (so a batch goes where each of its requests would).
+pub fn batches(items: Vec<ForwardItem>, endpoints: usize) -> Vec<Vec<ForwardItem>> {
+    let mut by_endpoint: Vec<Vec<ForwardItem>> = Vec::new();
+    by_endpoint.resize_with(endpoints.max(1), Vec::new);
+    for item in items {
+        let uid = item.object.metadata.as_ref().map_or("", |m| m.uid.as_str());
+        by_endpoint[preferred_endpoint(uid, endpoints)].push(item);
+    }
+    let mut out = Vec::new();
+    for mut group in by_endpoint {
+        while !group.is_empty() {
+            let rest = group.split_off(group.len().min(BATCH));
+            out.push(std::mem::replace(&mut group, rest));
+        }
+    }
+    out
+}
+
+/// A batched Sign result as this request's outcome when it is a decision:
+/// a certificate, or a terminal refusal (its message without the
+/// `batch.requests[i]: ` the signer puts before it). `None`: worth a retry.
+fn decision_of(r: SignResult) -> Option<Outcome> {
+    let code = Code::from_i32(r.code);
+    if code == Code::Ok {
+        return Some(match first_pem_block(&r.certificate) {
+            Some((SectionKind::Certificate, _)) => Outcome::Issued(r.certificate),
+            _ => Outcome::Refused("the signer returned no CERTIFICATE PEM block".to_string()),
+        });
+    }
+    if !is_terminal(code) {
+        return None;
+    }
+    let message = match r.message.split_once("]: ") {
+        Some((head, rest)) if head.starts_with("batch.requests[") => rest.to_string(),
+        _ => r.message,
+    };
+    Some(Outcome::Refused(message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +509,77 @@ mod tests {
             lease_secs(0, Duration::from_secs(1)),
             lease_secs(1, Duration::from_secs(1))
         );
+    }
+
+    fn item(uid: &str) -> ForwardItem {
+        ForwardItem {
+            object: CertificateSigningRequest {
+                metadata: Some(certsign_proto::v1::ObjectMeta {
+                    uid: uid.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            renewal: None,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn batches_are_capped_and_each_goes_to_its_requests_endpoint() {
+        let items: Vec<_> = (0..300).map(|i| item(&format!("uid-{i}"))).collect();
+        let one = batches(items.clone(), 1);
+        assert_eq!(
+            one.iter().map(Vec::len).collect::<Vec<_>>(),
+            [BATCH, BATCH, 300 - 2 * BATCH]
+        );
+        let two = batches(items, 2);
+        assert_eq!(two.iter().map(Vec::len).sum::<usize>(), 300);
+        for b in &two {
+            assert!(!b.is_empty() && b.len() <= BATCH);
+            let uid = |i: &ForwardItem| {
+                i.object
+                    .metadata
+                    .as_ref()
+                    .map_or(String::new(), |m| m.uid.clone())
+            };
+            let first = preferred_endpoint(&uid(&b[0]), 2);
+            assert!(b.iter().all(|i| preferred_endpoint(&uid(i), 2) == first));
+        }
+        assert!(batches(Vec::new(), 3).is_empty());
+    }
+
+    #[test]
+    fn batch_results_decide_only_what_is_a_decision() {
+        let r = |code: Code, message: &str, certificate: &[u8]| SignResult {
+            code: code as i32,
+            message: message.into(),
+            certificate: certificate.to_vec(),
+            ..Default::default()
+        };
+        let pem = b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+        assert!(matches!(decision_of(r(Code::Ok, "", pem)), Some(Outcome::Issued(c)) if c == pem));
+        assert!(matches!(
+            decision_of(r(Code::Ok, "", b"")),
+            Some(Outcome::Refused(_))
+        ));
+        let refused = decision_of(r(
+            Code::FailedPrecondition,
+            "batch.requests[7]: unknown signer name",
+            b"",
+        ));
+        assert!(matches!(refused, Some(Outcome::Refused(m)) if m == "unknown signer name"));
+        for code in [
+            Code::Unavailable,
+            Code::Aborted,
+            Code::Unknown,
+            Code::DeadlineExceeded,
+        ] {
+            assert!(
+                decision_of(r(code, "batch.requests[0]: retry", b"")).is_none(),
+                "{code:?}"
+            );
+        }
     }
 
     #[test]

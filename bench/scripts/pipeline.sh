@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # (4) create -> approve -> issued through the approver, on SQLite and on
 # PostgreSQL (the local cluster; role and database made as tests/run.sh does).
+# BATCH=100 (the default): the admin signs one batch statement per 100
+# requests; BATCH=1 signs one statement per request.
 source "$(dirname "$0")/common.sh"
-args=(--concurrency "${CONCURRENCY:-256}" --connections "${CONNECTIONS:-4}" --secs "${SECS:-20}" --threads "${THREADS:-1}")
+args=(--concurrency "${CONCURRENCY:-256}" --connections "${CONNECTIONS:-4}" --secs "${SECS:-20}" --threads "${THREADS:-1}" --batch "${BATCH:-100}")
 echo "## SQLite"
 "$bench" pipeline "${args[@]}"
 if command -v pg_ctlcluster >/dev/null; then

@@ -11,7 +11,8 @@
 //! It must never count a call as a success without a `200` response, a
 //! complete length-prefixed message, `grpc-status: 0` (in the trailers, or
 //! in the head of a trailers-only answer) and a `SignResponse` that
-//! decodes with a certificate in it and is not a replay.
+//! decodes with a certificate in it and is not a replay (for a batch: every
+//! one of its results so).
 
 use std::sync::Arc;
 
@@ -91,9 +92,9 @@ impl Conn {
         })
     }
 
-    /// One `Sign` with a pre-framed body; `Ok` only for a fresh
-    /// certificate.
-    pub async fn sign(&self, body: Bytes) -> Result<(), String> {
+    /// One `Sign` with a pre-framed body: how many fresh certificates it
+    /// brought (1, or a batch's size); `Ok` only when every one is fresh.
+    pub async fn sign(&self, body: Bytes) -> Result<usize, String> {
         let e = |e: h2::Error| e.to_string();
         let request = http::Request::post(self.uri.clone())
             .header(http::header::CONTENT_TYPE, GRPC)
@@ -135,10 +136,22 @@ impl Conn {
         }
         let message = unframe(&data)?;
         let answer = SignResponse::decode(message).map_err(|e| e.to_string())?;
+        if !answer.results.is_empty() {
+            // A batch: every request must have its own fresh certificate.
+            for r in &answer.results {
+                if r.code != 0 {
+                    return Err(format!("batch item: code {}: {}", r.code, r.message));
+                }
+                if r.certificate.is_empty() || r.replayed {
+                    return Err("batch item: empty or replayed answer".into());
+                }
+            }
+            return Ok(answer.results.len());
+        }
         if answer.certificate.is_empty() || answer.replayed {
             return Err("empty or replayed answer".into());
         }
-        Ok(())
+        Ok(1)
     }
 }
 
@@ -189,7 +202,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use certsign_proto::v1::signer_server::{Signer, SignerServer};
-    use certsign_proto::v1::{CertificateSigningRequest, ObjectMeta};
+    use certsign_proto::v1::{CertificateSigningRequest, ObjectMeta, SignResult};
     use certsign_tests::grpc::{MintSpec, mint_with, rogue_ca};
     use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -204,7 +217,34 @@ mod tests {
             &self,
             request: tonic::Request<SignRequest>,
         ) -> Result<tonic::Response<SignResponse>, tonic::Status> {
-            let name = match request.into_inner().request {
+            let request = request.into_inner();
+            if let Some(certsign_proto::v1::sign_request::Request::Batch(b)) = request.request {
+                // A batch: each item answered as it would be alone.
+                let mut results = Vec::new();
+                for item in b.requests {
+                    let one = self.sign(tonic::Request::new(item)).await;
+                    results.push(match one {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            SignResult {
+                                certificate: r.certificate,
+                                replayed: r.replayed,
+                                ..SignResult::default()
+                            }
+                        }
+                        Err(s) => SignResult {
+                            code: s.code() as i32,
+                            message: s.message().into(),
+                            ..SignResult::default()
+                        },
+                    });
+                }
+                return Ok(tonic::Response::new(SignResponse {
+                    results,
+                    ..SignResponse::default()
+                }));
+            }
+            let name = match request.request {
                 Some(certsign_proto::v1::sign_request::Request::CertificateSigningRequest(c)) => {
                     c.metadata
                 }
@@ -235,7 +275,22 @@ mod tests {
     }
 
     fn named(name: &str) -> Bytes {
+        frame(&named_request(name))
+    }
+
+    fn batch_of(names: &[&str]) -> Bytes {
         frame(&SignRequest {
+            request: Some(certsign_proto::v1::sign_request::Request::Batch(
+                certsign_proto::v1::SignBatch {
+                    requests: names.iter().map(|n| named_request(n)).collect(),
+                },
+            )),
+            ..Default::default()
+        })
+    }
+
+    fn named_request(name: &str) -> SignRequest {
+        SignRequest {
             request: Some(
                 certsign_proto::v1::sign_request::Request::CertificateSigningRequest(
                     CertificateSigningRequest {
@@ -248,7 +303,7 @@ mod tests {
                 ),
             ),
             ..Default::default()
-        })
+        }
     }
 
     #[tokio::test]
@@ -279,8 +334,18 @@ mod tests {
             })
             .collect();
         for c in calls {
-            c.await.unwrap().unwrap();
+            assert_eq!(c.await.unwrap().unwrap(), 1);
         }
+        // A batch counts each of its certificates, and only when every
+        // one of them is fresh.
+        assert_eq!(conn.sign(batch_of(&["ok", "ok", "ok"])).await.unwrap(), 3);
+        let err = conn.sign(batch_of(&["ok", "denied"])).await.unwrap_err();
+        assert!(
+            err.contains("batch item") && err.contains("no approval"),
+            "{err}"
+        );
+        let err = conn.sign(batch_of(&["ok", "replay"])).await.unwrap_err();
+        assert!(err.contains("replayed"), "{err}");
         let err = conn.sign(named("denied")).await.unwrap_err();
         assert!(
             err.contains("grpc-status 9") && err.contains("no approval for denied"),

@@ -33,6 +33,10 @@ pub struct Limit {
     requests: Vec<(CertificateSigningRequest, SignedStatement)>,
     /// The same kind of requests, approved by one batch statement.
     batched: Vec<(CertificateSigningRequest, SignedStatement)>,
+    /// [`Limit::issue_one`] issues the batch-approved requests (the
+    /// statement verified once, then taken from the trust's cache, as the
+    /// signer does), not the singly approved ones.
+    batch_mode: bool,
 }
 
 /// `certsign-signer init --dir <dir> [--key-type <kt>]` with the binary
@@ -59,6 +63,18 @@ pub fn approved_requests(
     n: usize,
     tag: &str,
 ) -> Vec<(CertificateSigningRequest, SignedStatement)> {
+    unsigned_requests(n, tag)
+        .into_iter()
+        .map(|r| {
+            let st = grpc::sign(&grpc::statement_for(&r, Decision::Approve), admin);
+            (r, st)
+        })
+        .collect()
+}
+
+/// `n` distinct requests (uid, name) for one P-256 client CSR, not yet
+/// approved.
+fn unsigned_requests(n: usize, tag: &str) -> Vec<CertificateSigningRequest> {
     let (_, csr_pem) = grpc::csr("bench-client", &["bench"]);
     let mut req = grpc::create_request("x", &csr_pem)
         .certificate_signing_request
@@ -73,8 +89,7 @@ pub fn approved_requests(
                 m.name = format!("bench-{tag}-{i}");
                 m.uid = format!("{tag}-{i:08}-uid");
             }
-            let st = grpc::sign(&grpc::statement_for(&r, Decision::Approve), admin);
-            (r, st)
+            r
         })
         .collect()
 }
@@ -86,10 +101,7 @@ pub fn batch_approved_requests(
     n: usize,
     tag: &str,
 ) -> Vec<(CertificateSigningRequest, SignedStatement)> {
-    let reqs: Vec<CertificateSigningRequest> = approved_requests(admin, n, tag)
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
+    let reqs = unsigned_requests(n, tag);
     let statements: Vec<_> = reqs
         .iter()
         .map(|r| grpc::statement_for(r, Decision::Approve))
@@ -117,13 +129,26 @@ impl Limit {
             max_age: config.statement_max_age,
             requests: approved_requests(&admin, 64, "limit"),
             batched: batch_approved_requests(&admin, 64, "limit-batch"),
+            batch_mode: false,
         })
+    }
+
+    /// This limit issuing batch-approved requests (`on`) or singly
+    /// approved ones.
+    pub fn batch_mode(mut self, on: bool) -> Self {
+        self.batch_mode = on;
+        self
     }
 
     /// One issuance of request `i` (cycled): every check, then the signed
     /// certificate's DER length.
     pub fn issue_one(&self, i: usize) -> Result<usize, String> {
-        let (req, st) = &self.requests[i % self.requests.len()];
+        let set = if self.batch_mode {
+            &self.batched
+        } else {
+            &self.requests
+        };
+        let (req, st) = &set[i % set.len()];
         let spec = req.spec.as_ref().ok_or("no spec")?;
         let csr = VerifiedCsr::from_pem(&spec.request).map_err(|x| x.to_string())?;
         let usages = parse_usages(&spec.usages).map_err(|x| x.to_string())?;

@@ -62,6 +62,10 @@ enum Cmd {
         /// current-thread Tokio runtime), more on a multi-thread runtime.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         threads: u16,
+        /// Requests per Sign call: above 1, batched calls of requests
+        /// approved by one signed batch statement per call (at most 500).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=500))]
+        batch: u16,
     },
     /// (4) create → approve → issued through the approver, many in flight;
     /// CPU per certificate of each process.
@@ -86,6 +90,10 @@ enum Cmd {
         /// current-thread Tokio runtime), more on a multi-thread runtime.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         threads: u16,
+        /// Requests per signed approval: above 1, one batch statement per
+        /// this many requests (concurrency ÷ batch workers).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        batch: u16,
     },
     /// (5) An approver over a store of N requests (SQLite, or PostgreSQL
     /// with --database-url): start-up, memory, list and get latency.
@@ -157,6 +165,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             pool,
             threads,
+            batch,
         } => {
             let o = certsign_bench::versus::VersusOptions {
                 concurrency,
@@ -164,6 +173,7 @@ fn main() -> anyhow::Result<()> {
                 secs,
                 rounds,
                 pool,
+                batch: usize::from(batch),
             };
             let rt = load_generator_runtime(threads)?;
             println!("# load generator: {threads} thread(s)");
@@ -177,6 +187,7 @@ fn main() -> anyhow::Result<()> {
             secs,
             replicas,
             threads,
+            batch,
         } => {
             let shared = database_url
                 .as_deref()
@@ -192,12 +203,13 @@ fn main() -> anyhow::Result<()> {
                 connections,
                 secs,
                 replicas,
+                batch: usize::from(batch),
             };
             let rt = load_generator_runtime(threads)?;
             println!("# {}", certsign_bench::machine_note());
             println!("# load generator: {threads} thread(s)");
             let (s, cpu) = rt.block_on(certsign_bench::pipeline::pipeline(&o))?;
-            println!("replicas: {replicas}");
+            println!("replicas: {replicas}; requests per signed approval: {batch}");
             println!("issued (create to issued): {}", s.line());
             println!("CPU per issued certificate: {}", cpu.line());
             println!("# {}", certsign_bench::machine_note());
@@ -273,6 +285,10 @@ mod tests {
         // The load generator runs on one thread unless told otherwise, and
         // on at least one.
         assert!(matches!(c.cmd, Cmd::Versus { threads: 1, .. }));
+        assert!(matches!(c.cmd, Cmd::Versus { batch: 1, .. }));
+        let c = Cli::try_parse_from(["certsign-bench", "versus", "--batch", "100"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Versus { batch: 100, .. }));
+        assert!(Cli::try_parse_from(["certsign-bench", "versus", "--batch", "501"]).is_err());
         let c = Cli::try_parse_from(["certsign-bench", "pipeline", "--threads", "3"]).unwrap();
         assert!(matches!(c.cmd, Cmd::Pipeline { threads: 3, .. }));
         for cmd in ["versus", "pipeline"] {

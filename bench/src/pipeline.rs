@@ -8,6 +8,10 @@
 //! the next one, and issuance is watched on replica 0 only, so most events
 //! reach the watch from another replica through the database.
 //!
+//! With `batch` > 1 the admin signs one batch statement for every `batch`
+//! requests (as `certctl certificate approve -f` does) and sends it with
+//! each request's approve call.
+//!
 //! Issuance is observed on one admin Watch stream; a request whose event
 //! has not arrived within 250 ms is checked with a Get, so a lagging watch
 //! can slow the count but never fake it. It must never count a request as
@@ -20,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use certsign_proto::v1::approver_client::ApproverClient;
 use certsign_proto::v1::{
-    GetCertificateSigningRequestRequest, WatchCertificateSigningRequestsRequest,
+    ApproveCertificateSigningRequestRequest, Decision, GetCertificateSigningRequestRequest,
+    WatchCertificateSigningRequestsRequest,
 };
 use certsign_tests::Daemon;
 use certsign_tests::grpc::{self, Ident, MintSpec};
@@ -45,6 +50,10 @@ pub struct PipelineOptions {
     pub secs: f64,
     /// Approver replicas sharing `database_url` (1: just the one).
     pub replicas: usize,
+    /// Requests per signed approval: above 1, each worker creates this
+    /// many, approves them with one signed batch statement and waits for
+    /// each (`concurrency` ÷ `batch` workers).
+    pub batch: usize,
 }
 
 /// Starts `n - 1` more approvers next to the first: copies of its
@@ -189,9 +198,14 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<(Summary, Split)> {
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(o.secs);
     let mut tasks = Vec::new();
-    for w in 0..o.concurrency {
+    // Each worker keeps `batch` requests in flight: it creates them, has
+    // them approved (one signed batch statement for all, or one statement
+    // each when `batch` is 1) and waits until each is issued.
+    let batch = o.batch.max(1);
+    let workers = o.concurrency.div_ceil(batch).max(1);
+    for w in 0..workers {
         let (create_on, approve_on) = (w % addrs.len(), (w + 1) % addrs.len());
-        let (mut uc, mut ac) = (
+        let (uc, ac) = (
             users[create_on][(w / addrs.len()) % users[create_on].len()].clone(),
             admins[approve_on][(w / addrs.len()) % admins[approve_on].len()].clone(),
         );
@@ -207,27 +221,79 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<(Summary, Split)> {
             let mut i = 0usize;
             while Instant::now() < end {
                 i += 1;
-                let name = format!("p-{run}-{w}-{i}");
-                let (tx, mut rx) = oneshot::channel();
-                if let Ok(mut m) = waiters.lock() {
-                    m.insert(name.clone(), tx);
-                }
                 let t = Instant::now();
-                let r: Result<(), String> = async {
-                    let created = uc
-                        .create_certificate_signing_request(grpc::create_request(&name, &csr_pem))
-                        .await
-                        .map_err(|e| format!("create: {}", e.message()))?
-                        .into_inner();
-                    ac.approve_certificate_signing_request(grpc::approve_request_with_key(
-                        &created, &admin, &admin_key,
-                    ))
-                    .await
-                    .map_err(|e| format!("approve: {}", e.message()))?;
-                    loop {
-                        match tokio::time::timeout(Duration::from_millis(250), &mut rx).await {
-                            Ok(_) => return Ok(()),
-                            Err(_) => {
+                let names: Vec<String> =
+                    (0..batch).map(|k| format!("p-{run}-{w}-{i}-{k}")).collect();
+                let mut rxs = Vec::new();
+                if let Ok(mut m) = waiters.lock() {
+                    for name in &names {
+                        let (tx, rx) = oneshot::channel();
+                        m.insert(name.clone(), tx);
+                        rxs.push(rx);
+                    }
+                }
+                let creates: Vec<_> = names
+                    .iter()
+                    .map(|name| {
+                        let (mut uc, req) = (uc.clone(), grpc::create_request(name, &csr_pem));
+                        tokio::spawn(async move {
+                            uc.create_certificate_signing_request(req)
+                                .await
+                                .map(tonic::Response::into_inner)
+                                .map_err(|e| format!("create: {}", e.message()))
+                        })
+                    })
+                    .collect();
+                let mut created = Vec::new();
+                for c in creates {
+                    match c.await.map_err(|e| e.to_string()).and_then(|r| r) {
+                        Ok(o) => created.push(o),
+                        Err(e) => {
+                            errors += 1;
+                            first.get_or_insert(e);
+                        }
+                    }
+                }
+                let statements: Vec<_> = created
+                    .iter()
+                    .map(|c| grpc::statement_for(c, Decision::Approve))
+                    .collect();
+                let approvals = if batch > 1 && !statements.is_empty() {
+                    grpc::sign_batch(&statements, &admin)
+                } else {
+                    statements
+                        .iter()
+                        .map(|st| grpc::sign_with_key(st, &admin, &admin_key))
+                        .collect()
+                };
+                let mut rx_by_name: HashMap<String, oneshot::Receiver<()>> =
+                    names.iter().cloned().zip(rxs).collect();
+                let waits: Vec<_> = created
+                    .into_iter()
+                    .zip(approvals)
+                    .map(|(c, approval)| {
+                        let name = c.metadata.map(|m| m.name).unwrap_or_default();
+                        let rx = rx_by_name.remove(&name);
+                        let (mut uc, mut ac) = (uc.clone(), ac.clone());
+                        tokio::spawn(async move {
+                            let mut rx = rx.ok_or("no waiter")?;
+                            ac.approve_certificate_signing_request(
+                                ApproveCertificateSigningRequestRequest {
+                                    name: name.clone(),
+                                    approval: Some(approval),
+                                    reason: String::new(),
+                                    message: String::new(),
+                                },
+                            )
+                            .await
+                            .map_err(|e| format!("approve: {}", e.message()))?;
+                            loop {
+                                if tokio::time::timeout(Duration::from_millis(250), &mut rx)
+                                    .await
+                                    .is_ok()
+                                {
+                                    return Ok(t.elapsed());
+                                }
                                 let got = uc
                                     .get_certificate_signing_request(
                                         GetCertificateSigningRequestRequest { name: name.clone() },
@@ -236,25 +302,28 @@ pub async fn pipeline(o: &PipelineOptions) -> anyhow::Result<(Summary, Split)> {
                                     .map_err(|e| format!("get: {}", e.message()))?
                                     .into_inner();
                                 if got.status.is_some_and(|s| !s.certificate.is_empty()) {
-                                    return Ok(());
+                                    return Ok(t.elapsed());
                                 }
                                 if t.elapsed() > Duration::from_secs(60) {
-                                    return Err("not issued within 60 s".into());
+                                    return Err("not issued within 60 s".to_string());
                                 }
                             }
+                        })
+                    })
+                    .collect();
+                for wait in waits {
+                    match wait.await.map_err(|e| e.to_string()).and_then(|r| r) {
+                        Ok(d) => lat.push(d),
+                        Err(e) => {
+                            errors += 1;
+                            first.get_or_insert(e);
                         }
                     }
                 }
-                .await;
-                match r {
-                    Ok(()) => lat.push(t.elapsed()),
-                    Err(e) => {
-                        errors += 1;
-                        first.get_or_insert(e);
-                    }
-                }
                 if let Ok(mut m) = waiters.lock() {
-                    m.remove(&name);
+                    for name in &names {
+                        m.remove(name);
+                    }
                 }
             }
             (lat, errors, first)

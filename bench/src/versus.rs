@@ -19,13 +19,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use certsign_proto::v1::SignRequest;
+use certsign_proto::v1::sign_request::Request;
+use certsign_proto::v1::{SignBatch, SignRequest};
 use certsign_tests::grpc::{self, Ident, MintSpec};
 
 use crate::cpu::{Processes, Split};
 use crate::h2grpc;
 use crate::http;
-use crate::issue::approved_requests;
+use crate::issue::{approved_requests, batch_approved_requests};
 use crate::stats::{Summary, median};
 
 /// What to drive.
@@ -58,27 +59,28 @@ enum Worker {
 }
 
 impl Worker {
-    /// One call. `Ok(false)`: the request pool is used up.
-    async fn call(&mut self) -> Result<bool, String> {
+    /// One call: how many certificates it brought (a batch's size, else
+    /// 1). `Ok(0)`: the request pool is used up.
+    async fn call(&mut self) -> Result<usize, String> {
         match self {
             Worker::Signer(c, pool, next) => {
                 let Some(body) = pool.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    return Ok(false);
+                    return Ok(0);
                 };
-                c.sign(body.clone()).await?;
-                Ok(true)
+                c.sign(body.clone()).await
             }
             Worker::Cfssl(conn, body) => {
                 let (status, out) = conn.post("/api/v1/cfssl/sign", body).await?;
                 http::cfssl_ok(status, &out)?;
-                Ok(true)
+                Ok(1)
             }
         }
     }
 }
 
 /// Runs `concurrency` workers for `secs`: closed-loop when `rate` is
-/// `None`, else open-loop at `rate` calls per second.
+/// `None`, else open-loop at `rate` calls per second. Each certificate
+/// counts once (a batched call's latency for each of its certificates).
 pub async fn drive(
     target: &Target,
     concurrency: usize,
@@ -126,11 +128,11 @@ pub async fn drive(
                     }
                 };
                 match w.call().await {
-                    Ok(true) => {
+                    Ok(n @ 1..) => {
                         last = tokio::time::Instant::now();
-                        lat.push(last - begin);
+                        lat.extend(std::iter::repeat_n(last - begin, n));
                     }
-                    Ok(false) => {
+                    Ok(0) => {
                         ran_out = true;
                         break;
                     }
@@ -227,11 +229,17 @@ pub fn start_cfssl(dir: &Path, tls: Option<(&Path, &Path)>) -> anyhow::Result<(K
     )
 }
 
-/// `n` fresh Sign requests (pre-signed approvals), made on every core.
-pub fn sign_pool(admin: &Ident, n: usize, tag: &str) -> Vec<SignRequest> {
+/// Sign requests for `n` fresh certificates (pre-signed approvals), made on
+/// every core: one request each, or with `batch` > 1 batched Sign requests
+/// of `batch` requests, each batch approved by one signed batch statement
+/// (as `certctl certificate approve -f` signs them).
+pub fn sign_pool(admin: &Ident, n: usize, tag: &str, batch: usize) -> Vec<SignRequest> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    if batch > 1 {
+        return batch_pool(admin, n.div_ceil(batch), batch, tag, threads);
+    }
     let per = n.div_ceil(threads);
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
@@ -246,6 +254,46 @@ pub fn sign_pool(admin: &Ident, n: usize, tag: &str) -> Vec<SignRequest> {
                 approvals: vec![st],
                 renewal: None,
             })
+            .collect()
+    })
+}
+
+/// `calls` batched Sign requests of `batch` batch-approved requests each.
+fn batch_pool(
+    admin: &Ident,
+    calls: usize,
+    batch: usize,
+    tag: &str,
+    threads: usize,
+) -> Vec<SignRequest> {
+    let per = calls.div_ceil(threads);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (0..per)
+                        .map(|c| {
+                            let items =
+                                batch_approved_requests(admin, batch, &format!("{tag}-{t}-{c}"));
+                            let requests = items
+                                .into_iter()
+                                .map(|(csr, st)| SignRequest {
+                                    request: Some(Request::CertificateSigningRequest(csr)),
+                                    approvals: vec![st],
+                                    renewal: None,
+                                })
+                                .collect();
+                            SignRequest {
+                                request: Some(Request::Batch(SignBatch { requests })),
+                                ..SignRequest::default()
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     })
 }
@@ -301,6 +349,10 @@ pub struct VersusOptions {
     /// rate seen so far needs them (a run ends early when they are used up,
     /// and says so).
     pub pool: usize,
+    /// Requests per Sign call: above 1, batched calls of batch-approved
+    /// requests (one signed statement per batch), and (1) issues
+    /// batch-approved requests with the statement verified once, cached.
+    pub batch: usize,
 }
 
 /// The runs of a round whose CPU per call is reported, in order.
@@ -341,7 +393,8 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     // (1) on the same CA, run between the signer's and cfssl's runs in
     // every round, so "at least half of (1)" is a per-round ratio that
     // holds when the machine's speed drifts, like the cfssl ratio.
-    let limit = Arc::new(crate::issue::Limit::load(&dir)?);
+    let batched = o.batch > 1;
+    let limit = Arc::new(crate::issue::Limit::load(&dir)?.batch_mode(batched));
     limit.issue_one(0).map_err(anyhow::Error::msg)?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -361,9 +414,18 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
     let mut round = 0usize;
     let mut ours = |pool: usize| {
         round += 1;
-        signer_target(&conns, &sign_pool(&admin, pool, &format!("r{round}")))
+        signer_target(
+            &conns,
+            &sign_pool(&admin, pool, &format!("r{round}"), o.batch),
+        )
     };
     println!("# {}", crate::machine_note());
+    if batched {
+        println!(
+            "# batch: {} requests per Sign call, each batch approved by one signed batch statement; rates count certificates; concurrency counts calls (for the signer, batched calls); (1) issues batch-approved requests, the statement verified once and then taken from the cache",
+            o.batch
+        );
+    }
     println!(
         "# concurrency {} (signer: over {} HTTP/2 connections; cfssl: {} HTTP/1.1 keep-alive connections, plain and mutual TLS), {} s per run",
         o.concurrency, o.connections, o.concurrency, o.secs
@@ -441,7 +503,14 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         o.rounds
     );
     let mut rows = [
-        format!("| certsign Sign (mTLS, journal) | {op:.0} |"),
+        if batched {
+            format!(
+                "| certsign Sign (mTLS, journal), batches of {} | {op:.0} |",
+                o.batch
+            )
+        } else {
+            format!("| certsign Sign (mTLS, journal) | {op:.0} |")
+        },
         format!("| cfssl serve (HTTP) | {cp:.0} |"),
         format!("| cfssl serve (mTLS) | {mp:.0} |"),
     ];
@@ -456,7 +525,8 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
             let s = match target {
                 None => {
                     let pool = ours(pool_for(rate, o.secs, o.pool));
-                    drive(&pool, o.concurrency, o.secs, Some(rate)).await?
+                    let calls = rate / o.batch.max(1) as f64;
+                    drive(&pool, o.concurrency, o.secs, Some(calls)).await?
                 }
                 Some(t) => drive(t, o.concurrency, o.secs, Some(rate)).await?,
             };
@@ -494,12 +564,15 @@ pub async fn versus(o: &VersusOptions) -> anyhow::Result<String> {
         let (verify, sign) = tokio::task::spawn_blocking(|| crate::issue::p256_primitives_us(0.5))
             .await?
             .map_err(anyhow::Error::msg)?;
+        // A batch-approved request's approval is one cached statement: the
+        // required work is the CSR's verification and the CA's signature.
+        let verifications = if batched { 1.0 } else { 2.0 };
         table.push_str(&format!(
             "2× cfssl needs certsign's CPU per call at most half of cfssl's: {:.3} ms; measured {:.3} ms; \
-             of that, the signer's required P-256 work alone (2 verifications, 1 signature; ring on one thread) is {:.3} ms\n",
+             of that, the signer's required P-256 work alone ({verifications} verification(s), 1 signature; ring on one thread) is {:.3} ms\n",
             theirs.total_ms() / 2.0,
             ours.total_ms(),
-            (2.0 * verify + sign) / 1000.0
+            (verifications * verify + sign) / 1000.0
         ));
     }
     drop((cfssl_proc, cfssl_mtls_proc));

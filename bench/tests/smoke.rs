@@ -225,3 +225,69 @@ fn versus_measures_certsign_cfssl_and_the_limit_in_one_run() {
     let budget = line_with(&out, "2× cfssl needs certsign's CPU per call");
     assert!(after(budget, "measured") > 0.0, "{budget}");
 }
+
+/// The batch path: `versus --batch` sends batched Sign calls of requests
+/// approved by one signed batch statement each, counts every certificate
+/// (each batch fully answered, none refused or replayed) and runs (1) on
+/// batch-approved requests.
+#[test]
+fn versus_batch_sends_batched_calls_of_batch_approved_requests() {
+    let out = bench(&[
+        "versus",
+        "--concurrency",
+        "4",
+        "--connections",
+        "1",
+        "--secs",
+        "0.3",
+        "--rounds",
+        "1",
+        "--pool",
+        "100",
+        "--batch",
+        "10",
+    ]);
+    line_with(&out, "# batch: 10 requests per Sign call");
+    for peak in [
+        "round 0 certsign peak",
+        "certsign  at 50%",
+        "certsign  at 90%",
+    ] {
+        let l = line_with(&out, peak);
+        let ok = after(l, "ok");
+        assert!(ok > 0.0 && ok % 10.0 == 0.0, "whole batches only: {l}");
+        assert_eq!(after(l, "errors"), 0.0, "{l}");
+    }
+    assert!(after(line_with(&out, "round 0 limit (1)"), "(1)") > 0.0);
+    line_with(&out, "| certsign Sign (mTLS, journal), batches of 10 |");
+    let budget = line_with(&out, "2× cfssl needs certsign's CPU per call");
+    assert!(
+        budget.contains("1 verification(s), 1 signature"),
+        "{budget}"
+    );
+}
+
+/// The pipeline with batch approvals: one signed batch statement per 4
+/// requests, every request issued.
+#[test]
+fn pipeline_with_batch_approvals_issues_every_request() {
+    let out = bench(&[
+        "pipeline",
+        "--concurrency",
+        "8",
+        "--connections",
+        "2",
+        "--secs",
+        "1",
+        "--batch",
+        "4",
+    ]);
+    line_with(&out, "requests per signed approval: 4");
+    let issued = line_with(&out, "issued (create to issued):");
+    let ok = after(issued, "ok");
+    assert!(
+        ok > 0.0 && ok % 4.0 == 0.0,
+        "whole batches issued: {issued}"
+    );
+    assert_eq!(after(issued, "errors"), 0.0, "{issued}");
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use certsign_proto::v1::sign_request::Request as Asked;
 use certsign_proto::v1::signer_server::{Signer, SignerServer};
-use certsign_proto::v1::{FILE_DESCRIPTOR_SET, SignRequest, SignResponse};
+use certsign_proto::v1::{FILE_DESCRIPTOR_SET, SignRequest, SignResponse, SignResult};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
 use tonic::transport::Server;
@@ -22,7 +22,7 @@ use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::authority::{Authority, SignError, Signed};
+use crate::authority::{Answers, Authority, SignError};
 use crate::csr;
 use crate::issue::IssueError;
 use crate::profile::ProfileError;
@@ -60,12 +60,7 @@ pub fn to_status(e: &SignError) -> Status {
     }
 }
 
-/// Told of every certificate `Sign` answered: the request, the result, how
-/// long it took (the binary's metrics).
-pub type SignObserver =
-    Box<dyn Fn(&SignRequest, Result<&Signed, &SignError>, Duration) + Send + Sync>;
-/// The process's [`SignObserver`], set once by the binary.
-pub static SIGN_OBSERVER: OnceLock<SignObserver> = OnceLock::new();
+pub use crate::authority::{SIGN_OBSERVER, SignObserver};
 /// The health statuses [`serve`] answers, for the binary's plaintext
 /// `health_listen` (set once serving starts).
 pub static HEALTH: OnceLock<tonic_health::server::HealthReporter> = OnceLock::new();
@@ -98,12 +93,12 @@ impl SignerService {
     /// The caller's name if it is allow-listed, else PERMISSION_DENIED
     /// naming the identity it presented.
     fn authorize<T>(&self, req: &Request<T>) -> Result<String, Status> {
-        let certs = req
-            .peer_certs()
-            .ok_or_else(|| Status::permission_denied("no client certificate"))?;
+        let certs = req.peer_certs();
+        let no_cert = || Status::permission_denied("no client certificate");
         let leaf = certs
-            .first()
-            .ok_or_else(|| Status::permission_denied("no client certificate"))?;
+            .as_deref()
+            .and_then(|c| c.first())
+            .ok_or_else(no_cert)?;
         let key = csr::sha256(leaf.as_ref());
         if let Some(name) = self.allowed.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(name);
@@ -147,12 +142,16 @@ impl Signer for SignerService {
     async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let caller = self.authorize(&request)?;
         let other = match &request.get_ref().request {
+            Some(Asked::Batch(_)) => {
+                let answers = self.authority.sign_batch(request.into_inner(), &caller);
+                return batch_response(answers.await);
+            }
             Some(Asked::CertificateSigningRequest(_) | Asked::IdentityRenewal(_)) => None,
             Some(Asked::Revocation(r)) => Some(self.authority.revoke(r, &caller).await),
             Some(Asked::Crl(_)) => Some(self.authority.crl(&caller)),
             None => {
                 return Err(Status::invalid_argument(
-                    "request: Required value: one of certificate_signing_request, revocation, crl",
+                    "request: Required value: one of certificate_signing_request, revocation, crl, batch",
                 ));
             }
         };
@@ -180,6 +179,27 @@ impl Signer for SignerService {
             ..SignResponse::default()
         }))
     }
+}
+
+/// A batch: one result per request, a refusal in its own result.
+fn batch_response(answers: Answers) -> Result<Response<SignResponse>, Status> {
+    let mut out = SignResponse::default();
+    for (i, a) in answers.map_err(|e| to_status(&e))?.into_iter().enumerate() {
+        out.results.push(match a {
+            Ok(s) => SignResult {
+                certificate: s.certificate.into_bytes(),
+                serial_number: s.serial.0,
+                replayed: s.replayed,
+                ..SignResult::default()
+            },
+            Err(e) => SignResult {
+                code: to_status(&e).code() as i32,
+                message: format!("batch.requests[{i}]: {e}"),
+                ..SignResult::default()
+            },
+        });
+    }
+    Ok(Response::new(out))
 }
 
 /// Serve the TLS streams of `incoming` (client certificates verified against
