@@ -21,6 +21,7 @@ command -v setsid >/dev/null || need_apt+=(util-linux)
 command -v cfssl >/dev/null || need_apt+=(golang-cfssl)
 command -v kubectl >/dev/null || need_apt+=(kubectl)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
