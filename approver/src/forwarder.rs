@@ -116,20 +116,46 @@ pub fn preferred_endpoint(uid: &str, endpoints: usize) -> usize {
 pub fn signer_clients(
     signer: &crate::config::SignerConnection,
 ) -> Result<Vec<(String, SignerClient<Channel>)>, ForwarderError> {
-    let tls = crate::tls::signer_client_tls(&signer.ca, &signer.cert, &signer.key)?;
+    // Our own TLS (not tonic's): the client identity is read again for a
+    // new connection when its files changed, so a rotated certificate is
+    // presented without a restart.
+    let tls = crate::tls::signer_connector(&signer.ca, &signer.cert, &signer.key)?;
     let mut clients = Vec::new();
     for url in &signer.endpoints {
-        let err = |e: tonic::transport::Error| ForwarderError::Endpoint {
+        let err = |message: String| ForwarderError::Endpoint {
             endpoint: url.clone(),
-            message: e.to_string(),
+            message,
         };
-        let ep = Endpoint::from_shared(url.clone())
-            .map_err(err)?
-            .tls_config(tls.clone())
-            .map_err(err)?
+        let uri: http::Uri = url.parse().map_err(|e| err(format!("{e}")))?;
+        let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
+            return Err(err("no host".into()));
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let server_name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| err(format!("{e}")))?;
+        let port = uri.port_u16().unwrap_or(443);
+        let tls = tls.clone();
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let (tls, server_name, host) = (tls.clone(), server_name.clone(), host.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                let stream = tls.connect(server_name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        // The scheme only tells tonic how to speak HTTP/2; TLS is done above.
+        let ep = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| err(e.to_string()))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(signer.timeout);
-        clients.push((url.clone(), SignerClient::new(ep.connect_lazy())));
+        clients.push((
+            url.clone(),
+            SignerClient::new(ep.connect_with_connector_lazy(connector)),
+        ));
     }
     Ok(clients)
 }

@@ -77,7 +77,7 @@ pub async fn run(reloader: Reloader, serving: Arc<Identity>) {
             Ok(None) => {}
             Ok(Some(what)) => {
                 tracing::info!(
-                    "rotated the approver's TLS identity through the signer: {what}; written to {} (calls to the signer present it from the next start; the old one stays valid until it expires)",
+                    "rotated the approver's TLS identity through the signer: {what}; written to {} (new connections, served and to the signer, present it; open ones keep the old one, valid until it expires)",
                     config.signer.cert.display()
                 );
                 if let Err(e) = serving.reload() {

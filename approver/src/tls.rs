@@ -210,25 +210,87 @@ pub fn incoming(
     rx
 }
 
-/// The tonic client TLS configuration towards the signer: its CA, our
-/// client identity.
-pub fn signer_client_tls(
+/// The approver's client identity towards the signer. A new connection
+/// reads the files again when they changed since the last one (the
+/// approver's own rotation, or an operator's), so it presents the current
+/// certificate while open connections keep theirs. A changed pair that does
+/// not load keeps the one in use (logged).
+#[derive(Debug)]
+pub struct ClientIdentity {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<(Option<std::time::SystemTime>, Arc<CertifiedKey>)>,
+}
+
+fn modified(cert: &Path, key: &Path) -> Option<std::time::SystemTime> {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    m(cert).max(m(key))
+}
+
+impl ClientIdentity {
+    /// Load `cert` and `key`, which must match.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let at = modified(cert, key);
+        Ok(Self {
+            current: RwLock::new((at, Arc::new(certified_key(cert, key)?))),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        })
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        let at = modified(&self.cert, &self.key);
+        let held = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        if held.0 == at {
+            return held.1.clone();
+        }
+        drop(held);
+        let mut held = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        match certified_key(&self.cert, &self.key).and_then(|k| Ok((describe(&k)?, k))) {
+            Ok((summary, k)) => {
+                tracing::info!("calls to the signer now present {summary}");
+                *held = (at, Arc::new(k));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the changed TLS identity towards the signer does not load; the one in use stays: {e}"
+                );
+                held.0 = at;
+            }
+        }
+        held.1.clone()
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ClientIdentity {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The TLS connector towards the signer: its CA, our [`ClientIdentity`],
+/// ALPN h2.
+pub fn signer_connector(
     ca: &Path,
     cert: &Path,
     key: &Path,
-) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| TlsError::Read {
-            path: p.display().to_string(),
-            message: e.to_string(),
-        })
-    };
-    Ok(tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?))
-        .identity(tonic::transport::Identity::from_pem(
-            read(cert)?,
-            read(key)?,
-        )))
+) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(ca)? {
+        roots.add(c).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(ClientIdentity::load(cert, key)?));
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
 /// Every TLS file `config` names loads: the serving identity (its key the

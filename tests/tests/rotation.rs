@@ -151,6 +151,21 @@ async fn an_approver_within_its_window_rotates_through_the_signer_while_clients_
         .await
         .unwrap();
     wait_issued(&mut client, "after-rotation").await;
+    // The forwarder's connection to the signer was opened after the
+    // rotation (the first Sign is this one): it presented the new
+    // certificate, read again from the changed files, not the one the
+    // approver started with.
+    let log = stack.approver.log().to_ascii_lowercase();
+    let presented = log
+        .lines()
+        .filter(|l| l.contains("calls to the signer now present"))
+        .collect::<Vec<_>>();
+    assert!(
+        presented
+            .last()
+            .is_some_and(|l| l.contains(&format!("serial {new_file_serial}"))),
+        "the signer was not called with the rotated certificate: {presented:?}"
+    );
 }
 
 /// An `identity_renewal` request for `csr_pem` (subject of the CSR) proven
