@@ -35,12 +35,6 @@ use rustls::SignatureScheme;
 use rustls::sign::Signer;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use x509_cert::der::asn1::{BitString, OctetString, SetOfVec};
-use x509_cert::der::{Decode as _, Encode as _};
-use x509_cert::ext::Extension;
-use x509_cert::name::Name;
-use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
-use x509_cert::spki::{AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicKeyInfoOwned};
 use x509_parser::prelude::X509Certificate;
 
 use crate::config::Config;
@@ -53,9 +47,6 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(3600);
 const FIRST_CHECK: Duration = Duration::from_secs(1);
 /// The default renewal window's upper bound.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 86400);
-
-const ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
-const SUBJECT_ALT_NAME: &str = "2.5.29.17";
 
 /// Why a rotation did not happen (the identity in use stays).
 #[derive(Debug, thiserror::Error)]
@@ -255,50 +246,17 @@ fn cn_of(cert: &X509Certificate<'_>) -> String {
         .to_string()
 }
 
-/// A PKCS#10 request for `new_key` with `cert`'s subject (its DER, byte
-/// for byte) and its subjectAltName extension as it is.
+/// A PKCS#10 request for `new_key` with `cert`'s subject and SANs.
 fn csr(cert: &X509Certificate<'_>, new_key: &TlsKey) -> Result<Vec<u8>, RotateError> {
-    let der = |e: x509_cert::der::Error| err("CSR", e);
-    let subject = Name::from_der(cert.subject().as_raw()).map_err(der)?;
-    if subject.to_der().map_err(der)? != cert.subject().as_raw() {
-        return Err(RotateError("the subject is not in canonical DER; it cannot be repeated byte for byte: renew at the signer console".into()));
-    }
-    let mut attributes = SetOfVec::new();
-    let san_oid = ObjectIdentifier::new_unwrap(SUBJECT_ALT_NAME);
-    if let Some(san) = cert
-        .extensions()
-        .iter()
-        .find(|e| e.oid.to_id_string() == SUBJECT_ALT_NAME)
-    {
-        let extension = Extension {
-            extn_id: san_oid,
-            critical: san.critical,
-            extn_value: OctetString::new(san.value.to_vec()).map_err(der)?,
-        };
-        attributes
-            .insert(ExtensionReq(vec![extension]).try_into().map_err(der)?)
-            .map_err(der)?;
-    }
-    let info = CertReqInfo {
-        version: Version::V1,
-        subject,
-        public_key: SubjectPublicKeyInfoOwned::from_der(&new_key.spki).map_err(der)?,
-        attributes,
-    };
-    let signature = new_key
-        .signer
-        .sign(&info.to_der().map_err(der)?)
-        .map_err(|e| err("CSR signature", e))?;
-    CertReq {
-        info,
-        algorithm: AlgorithmIdentifierOwned {
-            oid: ObjectIdentifier::new_unwrap(ECDSA_WITH_SHA256),
-            parameters: None,
-        },
-        signature: BitString::from_bytes(&signature).map_err(der)?,
-    }
-    .to_der()
-    .map_err(der)
+    certsign_evidence::request::renewal_request(cert, &new_key.spki, |info| {
+        new_key.signer.sign(info).map_err(|e| e.to_string())
+    })
+    .map_err(|e| match e {
+        certsign_evidence::request::RequestError::SubjectNotCanonical => {
+            RotateError(format!("{e}: renew at the signer console"))
+        }
+        e => RotateError(e.to_string()),
+    })
 }
 
 /// A new file can be made beside `path` (checked before the signer is

@@ -9,6 +9,8 @@
 //!   requests' entries ([`sign_batch`], [`approval_entry`]); [`cache`]: the
 //!   bounded cache of verified batch statements an [`ApprovalTrust`] holds.
 //! - [`renewal`]: [`verify_renewal`] of a holder's `RenewalStatement`.
+//! - [`request`]: the PKCS#10 request a service renews its own TLS identity
+//!   with (subject and SANs of its current certificate).
 //! - [`revocation`]: [`verify_revocation`] of a holder's or an admin's
 //!   `RevocationStatement`.
 //! - [`lineage`]: the extension naming a certificate's issuing profile and
@@ -35,6 +37,7 @@ pub mod cert;
 pub mod kubernetes;
 pub mod lineage;
 pub mod renewal;
+pub mod request;
 pub mod revocation;
 pub mod statement;
 pub mod strict;

@@ -19,13 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use certsign_evidence::{Lineage, Usage};
 use certsign_signer::authority::Authority;
-use der::asn1::{BitString, OctetString, SetOfVec};
-use der::{Decode as _, Encode as _};
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData as _, SigningKey as _};
-use x509_cert::ext::Extension;
-use x509_cert::name::Name;
-use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
-use x509_cert::spki::{AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicKeyInfoOwned};
 use x509_parser::prelude::X509Certificate;
 
 use crate::console::console_issue;
@@ -33,8 +27,6 @@ use crate::serve::Identity;
 
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 86400);
-const ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
-const SUBJECT_ALT_NAME: &str = "2.5.29.17";
 
 /// Check soon after start and then every hour, forever (spawn it).
 pub async fn run(
@@ -124,51 +116,17 @@ async fn renew_if_due(
     Ok(Some(new.raw_serial_as_string().replace(':', "")))
 }
 
-/// A PKCS#10 request for `key` with `cert`'s subject (its DER, byte for
-/// byte) and its subjectAltName extension as it is.
+/// A PKCS#10 request for `key` with `cert`'s subject and SANs.
 fn csr(cert: &X509Certificate<'_>, key: &KeyPair) -> Result<Vec<u8>, String> {
-    let der = |e: der::Error| format!("CSR: {e}");
-    let subject = Name::from_der(cert.subject().as_raw()).map_err(der)?;
-    if subject.to_der().map_err(der)? != cert.subject().as_raw() {
-        return Err(
-            "the subject is not in canonical DER; re-issue with `certsign-signer issue`".into(),
-        );
-    }
-    let mut attributes = SetOfVec::new();
-    if let Some(san) = cert
-        .extensions()
-        .iter()
-        .find(|e| e.oid.to_id_string() == SUBJECT_ALT_NAME)
-    {
-        let extension = Extension {
-            extn_id: ObjectIdentifier::new_unwrap(SUBJECT_ALT_NAME),
-            critical: san.critical,
-            extn_value: OctetString::new(san.value.to_vec()).map_err(der)?,
-        };
-        attributes
-            .insert(ExtensionReq(vec![extension]).try_into().map_err(der)?)
-            .map_err(der)?;
-    }
-    let info = CertReqInfo {
-        version: Version::V1,
-        subject,
-        public_key: SubjectPublicKeyInfoOwned::from_der(&key.subject_public_key_info())
-            .map_err(der)?,
-        attributes,
-    };
-    let signature = key
-        .sign(&info.to_der().map_err(der)?)
-        .map_err(|e| format!("CSR signature: {e}"))?;
-    CertReq {
-        info,
-        algorithm: AlgorithmIdentifierOwned {
-            oid: ObjectIdentifier::new_unwrap(ECDSA_WITH_SHA256),
-            parameters: None,
-        },
-        signature: BitString::from_bytes(&signature).map_err(der)?,
-    }
-    .to_der()
-    .map_err(der)
+    certsign_evidence::request::renewal_request(cert, &key.subject_public_key_info(), |info| {
+        key.sign(info).map_err(|e| e.to_string())
+    })
+    .map_err(|e| match e {
+        certsign_evidence::request::RequestError::SubjectNotCanonical => {
+            format!("{e}: re-issue with `certsign-signer issue`")
+        }
+        e => e.to_string(),
+    })
 }
 
 /// A new file can be made beside `path` (checked before anything is
