@@ -77,7 +77,8 @@ fn serials(rows: &[certsign_approver::store::CertificateRecord]) -> Vec<String> 
 }
 
 async fn suite_issuance_is_recorded_and_outlives_the_request(store: Store) {
-    let (leaf, chain) = chain_pem(0x0a, "alice", now() + 3600);
+    let not_after = now() + 3600;
+    let (leaf, chain) = chain_pem(0x0a, "alice", not_after);
     issue(&store, "alice-1", "alice", S1, chain).await;
     let row = store.certificate("0a").await.unwrap().unwrap();
     assert_eq!(row.issued.serial, "0a");
@@ -87,7 +88,7 @@ async fn suite_issuance_is_recorded_and_outlives_the_request(store: Store) {
     assert_eq!(row.issued.requestor, "alice");
     assert_eq!(row.issued.request_name, "alice-1");
     assert_eq!(row.issued.request_uid, "uid-alice-1");
-    assert_eq!(row.issued.not_after, now() + 3600);
+    assert_eq!(row.issued.not_after, not_after);
     assert_eq!(row.issued.not_before, row.issued.not_after - 86400);
     // The certificate alone, not the chain.
     assert_eq!(String::from_utf8(row.issued.certificate_pem).unwrap(), leaf);
