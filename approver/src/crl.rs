@@ -26,9 +26,9 @@ use tokio::sync::{Notify, watch};
 use x509_parser::prelude::*;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use crate::inventory::unix_now;
 use crate::revocation::{Clients, deliver_pending};
 use crate::store::{Store, StoredCrl};
+use certsign_runtime::unix_now;
 
 /// Why a CRL was not published.
 #[derive(Debug, thiserror::Error)]

@@ -41,6 +41,7 @@ use crate::metrics::ForwarderMetrics;
 use crate::store::{ForwardItem, Store, StoreError, UpdateError};
 use crate::validation::first_pem_block;
 use crate::watch::Hub;
+use certsign_runtime::unix_now;
 use rustls_pki_types::pem::SectionKind;
 
 /// Why the forwarder could not be set up.
@@ -211,13 +212,6 @@ struct Worker {
     clients: Vec<(String, SignerClient<Channel>)>,
     lease: i64,
     metrics: ForwarderMetrics,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 enum Outcome {

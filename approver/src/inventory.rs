@@ -14,6 +14,7 @@ use crate::authn::Caller;
 use crate::config::Config;
 use crate::status::ServiceError;
 use crate::store::{CertFilter, CertificateRecord, Store};
+use certsign_runtime::unix_now;
 
 /// Default and largest page size (as ListCertificateSigningRequests).
 const DEFAULT_PAGE: u32 = 500;
@@ -76,13 +77,6 @@ fn decode_continue(token: &str) -> Result<Option<String>, ServiceError> {
 
 fn encode_continue(serial: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("certs1:{serial}"))
-}
-
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// One page of the inventory for `id`.

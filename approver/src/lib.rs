@@ -291,7 +291,7 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
-        let incoming = tls::incoming(listener, self.tls);
+        let incoming = certsign_runtime::accept::incoming(listener, self.tls);
         let max_message = self.config.transport_max_message();
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter

@@ -21,9 +21,9 @@ use prometheus_client::registry::Registry;
 use crate::authn::AuthnError;
 use crate::config::LiveConfig;
 use crate::crl::CrlPublisher;
-use crate::inventory::unix_now;
 use crate::status::ServiceError;
 use crate::store::Store;
+use certsign_runtime::unix_now;
 
 /// The label value for a signer name no configured entry serves.
 pub const OTHER: &str = "other";

@@ -33,10 +33,11 @@ use crate::access;
 use crate::authn::Caller;
 use crate::config::Config;
 use crate::forwarder::{ForwarderError, is_terminal, signer_clients};
-use crate::inventory::{to_proto, unix_now};
+use crate::inventory::to_proto;
 use crate::issued::der_of;
 use crate::status::ServiceError;
 use crate::store::{RevocationState, Store, StoreError, Undelivered};
+use certsign_runtime::unix_now;
 
 /// Held revocations read from the store at a time.
 const BATCH: u32 = 100;

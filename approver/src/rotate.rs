@@ -18,8 +18,6 @@
 //! It must never write a half-written file, never overwrite the current
 //! files before the signer answered, and never log key material.
 
-use std::io::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -40,13 +38,13 @@ use x509_parser::prelude::X509Certificate;
 use crate::config::Config;
 use crate::reload::Reloader;
 use crate::tls::{self, Identity};
+use certsign_runtime::expiry::renewal_due;
+use certsign_runtime::files::{self, write_atomically};
 
 /// How often the identity's expiry is looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(3600);
 /// The first look, soon after start.
 const FIRST_CHECK: Duration = Duration::from_secs(1);
-/// The default renewal window's upper bound.
-const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 86400);
 
 /// Why a rotation did not happen (the identity in use stays).
 #[derive(Debug, thiserror::Error)]
@@ -97,20 +95,18 @@ pub async fn rotate_if_due(
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| err("current certificate", e))?;
     let v = cert.validity();
-    let secs = |t: i64| u64::try_from(t).unwrap_or(0);
-    let lifetime = Duration::from_secs(secs(v.not_after.timestamp() - v.not_before.timestamp()));
-    let now_secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let left = Duration::from_secs(secs(v.not_after.timestamp()).saturating_sub(now_secs));
-    let window = config
-        .tls_renew_before
-        .unwrap_or_else(|| DEFAULT_WINDOW.min(lifetime / 3));
-    if left > window {
+    let (from, until) = (v.not_before.timestamp(), v.not_after.timestamp());
+    if !renewal_due(from, until, now, config.tls_renew_before) {
         return Ok(None);
     }
-    writable(&config.signer.key)?;
-    writable(&config.signer.cert)?;
+    // Before the signer is asked, so a read-only place costs no certificate.
+    for path in [&config.signer.key, &config.signer.cert] {
+        files::writable(path).map_err(|e| {
+            RotateError(format!(
+                "{e}: rotation writes the new files beside it (deploy/README.md, \"Rotate\")"
+            ))
+        })?;
+    }
     let current_key = PrivateKeyDer::from_pem_file(&config.signer.key)
         .map_err(|e| err(&config.signer.key.display().to_string(), e))
         .and_then(|der| TlsKey::new(&der))?;
@@ -129,7 +125,10 @@ pub async fn rotate_if_due(
         &csr_der,
     )
     .map_err(|e| err("CSR", e))?;
-    let name = format!("identity-{}-{now_secs}", cn_of(&cert));
+    let at = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = format!("identity-{}-{at}", cn_of(&cert));
     let statement = RenewalStatement {
         request_name: name.clone(),
         csr_sha256: sha256(&csr_der).to_vec(),
@@ -182,8 +181,10 @@ pub async fn rotate_if_due(
                     pkcs8.as_ref(),
                 )
                 .map_err(|e| err("new key", e))?;
-                write_atomically(&config.signer.key, key_pem.as_bytes(), 0o600)?;
-                write_atomically(&config.signer.cert, &chain, 0o644)?;
+                write_atomically(&config.signer.key, key_pem.as_bytes(), 0o600)
+                    .map_err(|e| RotateError(e.to_string()))?;
+                write_atomically(&config.signer.cert, &chain, 0o644)
+                    .map_err(|e| RotateError(e.to_string()))?;
                 let (_, new) = x509_parser::pem::parse_x509_pem(&chain)
                     .map_err(|e| err("the signer's answer", e))?;
                 let new = new
@@ -257,45 +258,4 @@ fn csr(cert: &X509Certificate<'_>, new_key: &TlsKey) -> Result<Vec<u8>, RotateEr
         }
         e => RotateError(e.to_string()),
     })
-}
-
-/// A new file can be made beside `path` (checked before the signer is
-/// asked, so a read-only place costs no certificate).
-fn writable(path: &Path) -> Result<(), RotateError> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| RotateError(format!("{}: not a file name", path.display())))?;
-    let probe = path.with_file_name(format!(".{}.new", name.to_string_lossy()));
-    std::fs::File::create(&probe).map_err(|e| {
-        RotateError(format!(
-            "{}: {e}: rotation writes the new files beside it (deploy/README.md, \"Rotate\")",
-            probe.display()
-        ))
-    })?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
-}
-
-/// Write `data` to `path` whole or not at all: a temporary file beside it
-/// (mode `mode`), fsynced, renamed over it, the directory fsynced.
-fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), RotateError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let at = |e: std::io::Error| err(&path.display().to_string(), e);
-    let name = path
-        .file_name()
-        .ok_or_else(|| RotateError(format!("{}: not a file name", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.new", name.to_string_lossy()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(at)?;
-    f.write_all(data).and_then(|()| f.sync_all()).map_err(at)?;
-    std::fs::rename(&tmp, path).map_err(at)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
 }

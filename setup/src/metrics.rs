@@ -2,8 +2,8 @@
 //! served by the `certsign-signer` binary on `metrics_listen` (plain HTTP,
 //! off unless set): certificate Sign outcomes by signer name, refusals by
 //! rule, Sign latency, and seconds until the certificates the signer runs
-//! on expire, with a warning in the log [`WARN_BEFORE`] ahead (then once a
-//! day until renewed).
+//! on expire, with a warning in the log 30 days ahead (then once a day
+//! until renewed; [`certsign_runtime::expiry`]).
 //!
 //! The signer library only reports each Sign to the observer installed
 //! here (`certsign_signer::service::SIGN_OBSERVER`). Label values come from
@@ -12,24 +12,18 @@
 //! label, never serve anything but `/metrics`, and never read a request
 //! body.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use bytes::Bytes;
 use certsign_proto::v1::SignRequest;
 use certsign_proto::v1::sign_request::Request as Asked;
+use certsign_runtime::expiry::{CHECK_EVERY, Warnings};
+use certsign_runtime::http;
 use certsign_signer::authority::{SignError, Signed};
 use certsign_signer::config::Config;
 use certsign_signer::service::SIGN_OBSERVER;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::Request;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,18 +34,6 @@ use tokio::net::TcpListener;
 
 /// The label value for a signer name no profile serves.
 pub const OTHER: &str = "other";
-
-/// How long before a certificate expires the warnings start.
-pub const WARN_BEFORE: Duration = Duration::from_secs(30 * 86400);
-
-/// How often the certificate files are read again.
-pub const CHECK_EVERY: Duration = Duration::from_secs(60);
-
-/// How often a warning about the same certificate is repeated.
-const REPEAT_WARNING: Duration = Duration::from_secs(86400);
-
-/// The OpenMetrics text media type.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignLabels {
@@ -249,69 +231,20 @@ pub async fn start(config: &Config) {
     }
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
 /// The answer to one request.
-pub fn respond<B>(req: &Request<B>, metrics: &SignerMetrics) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/metrics" {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "not found; the metrics are at /metrics",
-        );
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+pub fn respond<B>(req: &Request<B>, metrics: &SignerMetrics) -> http::Answer {
+    if let Some(r) = http::metrics_refusal(req) {
         return r;
     }
-    let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(CONTENT_TYPE),
-    );
-    r
+    http::document(http::OPENMETRICS, metrics.encode())
 }
 
 async fn serve(listener: TcpListener, metrics: Arc<SignerMetrics>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(64));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let r = respond(&req, &metrics);
-                async move { Ok::<_, Infallible>(r) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(false)
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "metrics connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
+    http::serve(listener, 64, "metrics", move |req| {
+        let r = respond(&req, &metrics);
+        async move { r }
+    })
+    .await;
 }
 
 /// The certificate files the signer runs on, each under a fixed label,
@@ -331,81 +264,19 @@ pub fn watched(config: &Config) -> Vec<(&'static str, PathBuf)> {
     out
 }
 
-/// The earliest notAfter (unix seconds) of the certificates in a PEM file.
-pub fn earliest_not_after(path: &Path) -> Result<i64, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut earliest: Option<i64> = None;
-    for block in x509_parser::pem::Pem::iter_from_buffer(&pem) {
-        let block = block.map_err(|e| format!("{}: {e}", path.display()))?;
-        if block.label != "CERTIFICATE" {
-            continue;
-        }
-        let cert = block
-            .parse_x509()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let t = cert.validity().not_after.timestamp();
-        earliest = Some(earliest.map_or(t, |m| m.min(t)));
-    }
-    earliest.ok_or_else(|| format!("{}: no certificate", path.display()))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Check now and then every [`CHECK_EVERY`], for as long as the process
 /// runs: set the gauges and warn about what expires within
-/// [`WARN_BEFORE`].
+/// [`WARN_BEFORE`](certsign_runtime::expiry::WARN_BEFORE).
 async fn watch_expiry(files: Vec<(&'static str, PathBuf)>, metrics: Arc<SignerMetrics>) {
-    let mut warned: HashMap<&'static str, Instant> = HashMap::new();
-    let mut due = |label: &'static str| {
-        if warned
-            .get(label)
-            .is_some_and(|t| t.elapsed() < REPEAT_WARNING)
-        {
-            return false;
-        }
-        warned.insert(label, Instant::now());
-        true
-    };
-    let warn_before = i64::try_from(WARN_BEFORE.as_secs()).unwrap_or(i64::MAX);
+    let mut warnings = Warnings::default();
     loop {
-        let now = unix_now();
+        let now = certsign_runtime::unix_now();
         for (label, path) in &files {
-            match earliest_not_after(path) {
-                Ok(not_after) => {
-                    let left = not_after - now;
-                    metrics
-                        .certificate_expiry
-                        .get_or_create(&CertificateLabels { certificate: label })
-                        .set(left);
-                    if left < warn_before && due(label) {
-                        let days_left = left.div_euclid(86400);
-                        let path = path.display().to_string();
-                        if left <= 0 {
-                            tracing::warn!(
-                                certificate = label,
-                                path,
-                                days_left,
-                                "certificate has expired; renew it"
-                            );
-                        } else {
-                            tracing::warn!(
-                                certificate = label,
-                                path,
-                                days_left,
-                                "certificate expires in {days_left} days; renew it"
-                            );
-                        }
-                    }
-                }
-                Err(e) => {
-                    if due(label) {
-                        tracing::warn!(certificate = label, error = %e, "cannot read a certificate the signer runs on");
-                    }
-                }
+            if let Some(left) = warnings.check(label, path, now, "the signer") {
+                metrics
+                    .certificate_expiry
+                    .get_or_create(&CertificateLabels { certificate: label })
+                    .set(left);
             }
         }
         tokio::time::sleep(CHECK_EVERY).await;
@@ -416,6 +287,8 @@ async fn watch_expiry(files: Vec<(&'static str, PathBuf)>, metrics: Arc<SignerMe
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use ::http::{Method, StatusCode, header};
+    use std::path::Path;
 
     #[test]
     fn only_get_and_head_of_metrics() {
@@ -437,7 +310,7 @@ mod tests {
         };
         let ok = get(Method::GET, "/metrics");
         assert_eq!(ok.status(), StatusCode::OK);
-        assert_eq!(ok.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+        assert_eq!(ok.headers()[header::CONTENT_TYPE], http::OPENMETRICS);
         assert_eq!(get(Method::GET, "/").status(), StatusCode::NOT_FOUND);
         assert_eq!(
             get(Method::POST, "/metrics").status(),

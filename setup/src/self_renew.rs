@@ -12,7 +12,6 @@
 //! It never touches the CA key, never writes a half-written file and never
 //! logs key material.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,10 +22,11 @@ use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData as _, SigningKey as _
 use x509_parser::prelude::X509Certificate;
 
 use crate::console::console_issue;
-use crate::serve::Identity;
+use certsign_runtime::expiry::renewal_due;
+use certsign_runtime::files::{self, write_atomically};
+use certsign_runtime::tls::Identity;
 
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
-const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 86400);
 
 /// Check soon after start and then every hour, forever (spawn it).
 pub async fn run(
@@ -73,13 +73,13 @@ async fn renew_if_due(
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| format!("{}: {e}", cert_path.display()))?;
     let v = cert.validity();
-    let secs = |t: i64| u64::try_from(t).unwrap_or(0);
-    let lifetime = Duration::from_secs(secs(v.not_after.timestamp() - v.not_before.timestamp()));
-    let now_secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let left = Duration::from_secs(secs(v.not_after.timestamp()).saturating_sub(now_secs));
-    if left > window.unwrap_or_else(|| DEFAULT_WINDOW.min(lifetime / 3)) {
+    let due = renewal_due(
+        v.not_before.timestamp(),
+        v.not_after.timestamp(),
+        now,
+        window,
+    );
+    if !due {
         return Ok(None);
     }
     let lineage = Lineage::of_certificate(&cert)
@@ -92,8 +92,12 @@ async fn renew_if_due(
         .filter(|u| *u != Usage::Any)
         .map(|u| u.as_str().to_string())
         .collect();
-    writable(key_path)?;
-    writable(cert_path)?;
+    // Before anything is issued, so a read-only place costs no certificate.
+    for path in [key_path, cert_path] {
+        files::writable(path).map_err(|e| {
+            format!("{e}: re-issuing writes the new files beside it (deploy/README.md, \"Rotate\")")
+        })?;
+    }
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let csr = der::pem::encode_string(
         "CERTIFICATE REQUEST",
@@ -109,8 +113,9 @@ async fn renew_if_due(
         None,
     )
     .await?;
-    write_atomically(key_path, crate::init::key_pem(&key)?.as_bytes(), 0o600)?;
-    write_atomically(cert_path, pem.as_bytes(), 0o644)?;
+    write_atomically(key_path, crate::init::key_pem(&key)?.as_bytes(), 0o600)
+        .map_err(|e| e.to_string())?;
+    write_atomically(cert_path, pem.as_bytes(), 0o644).map_err(|e| e.to_string())?;
     let (_, new) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
     let new = new.parse_x509().map_err(|e| e.to_string())?;
     Ok(Some(new.raw_serial_as_string().replace(':', "")))
@@ -127,40 +132,4 @@ fn csr(cert: &X509Certificate<'_>, key: &KeyPair) -> Result<Vec<u8>, String> {
         }
         e => e.to_string(),
     })
-}
-
-/// A new file can be made beside `path` (checked before anything is
-/// issued, so a read-only place costs no certificate).
-fn writable(path: &Path) -> Result<(), String> {
-    let name = path.file_name().ok_or("not a file name")?;
-    let probe = path.with_file_name(format!(".{}.new", name.to_string_lossy()));
-    std::fs::File::create(&probe).map_err(|e| {
-        format!(
-            "{}: {e}: re-issuing writes the new files beside it (deploy/README.md, \"Rotate\")",
-            probe.display()
-        )
-    })?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
-}
-
-/// `data` to `path` whole or not at all (temporary file, fsync, rename).
-fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let at = |e: std::io::Error| format!("{}: {e}", path.display());
-    let name = path.file_name().ok_or("not a file name")?;
-    let tmp = path.with_file_name(format!(".{}.new", name.to_string_lossy()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(at)?;
-    f.write_all(data).and_then(|()| f.sync_all()).map_err(at)?;
-    std::fs::rename(&tmp, path).map_err(at)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
 }

@@ -8,8 +8,6 @@
 //! This module must never decide what a caller may see; it prints what it
 //! is given.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use certsign_proto::v1 as pb;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use serde::Serialize;
@@ -174,20 +172,13 @@ pub fn human_duration(secs: i64) -> String {
     format!("{}y", hours / 24 / 365)
 }
 
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The cells of one request (`printCertificateSigningRequest`).
 pub fn cells(c: &pb::CertificateSigningRequest) -> Vec<serde_json::Value> {
     let meta = c.metadata.clone().unwrap_or_default();
     let spec = c.spec.clone().unwrap_or_default();
     let age = meta
         .creation_timestamp
-        .map(|t| human_duration(now_secs() - t.seconds))
+        .map(|t| human_duration(certsign_runtime::unix_now() - t.seconds))
         .unwrap_or_else(|| "<unknown>".into());
     let signer = if spec.signer_name.is_empty() {
         "<none>".to_string()

@@ -29,7 +29,8 @@ use crate::expiry::expiry_column;
 use crate::issued::IssuedRecord;
 use crate::store::batch::{Answer, Op, apply_update, outcome, update_outcome};
 use crate::store::schema::object_of_row;
-use crate::store::types::{StoreError, decode_stored, name_of, set_rv, unix_now};
+use crate::store::types::{StoreError, decode_stored, name_of, set_rv};
+use certsign_runtime::unix_now;
 
 /// Whether `op` can run on the bulk path (a create that counts a bootstrap
 /// token's use runs alone: the count is a conditional write).

@@ -9,6 +9,7 @@ use certsign_proto::v1::{CertificateSigningRequest, SignedStatement};
 use prost::Message as _;
 
 use crate::decision::State;
+pub(super) use certsign_runtime::unix_now;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,13 +178,6 @@ pub struct WriterStats {
     pub commits: u64,
     /// Write operations carried by those transactions.
     pub ops: u64,
-}
-
-pub(super) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 pub(super) fn decode(name: &str, bytes: &[u8]) -> Result<CertificateSigningRequest, StoreError> {
