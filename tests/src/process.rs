@@ -100,9 +100,35 @@ pub fn require_tool(tool: &str, install_hint: &str) {
 /// A TCP port on 127.0.0.1 that was free a moment ago (for components whose
 /// listen address is fixed in a config written before they start, or as an
 /// address nothing listens on).
+///
+/// It comes from below the kernel's ephemeral range
+/// (`ip_local_port_range`): a port from inside it can be handed to another
+/// socket's `bind(0)` or outgoing `connect()` in the moment between this
+/// check and the daemon's own bind ("Address already in use"). Each test
+/// process starts at its own place in the range and takes the next port
+/// that binds.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let span = 8000.min(ephemeral_low.saturating_sub(1024));
+    if span < 100 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        return l.local_addr().expect("local_addr").port();
+    }
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = ephemeral_low - span + (start + n) % span;
+        let port = u16::try_from(port).expect("a port number");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {ephemeral_low}")
 }
 
 /// A loopback address nothing listens on (a daemon that is down).

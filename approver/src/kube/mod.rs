@@ -36,12 +36,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::service::ApproverService;
 
-/// How long a client may take for its TLS handshake, and for a request head.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take for a request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections served at once; more wait in the listen backlog.
@@ -55,37 +53,19 @@ pub fn tls_config(approver: &rustls::ServerConfig) -> rustls::ServerConfig {
     cfg
 }
 
-/// Serve the face on `listener` for as long as the process runs.
+/// Serve the face on `listener` for as long as the process runs. The
+/// handshakes are [`certsign_runtime::accept`]'s, as on the gRPC port (a
+/// refused one is an info line with the peer and the reason).
 pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, service: ApproverService) {
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let mut accepted = certsign_runtime::accept::incoming(listener, tls);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
+    while let Some(stream) = accepted.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "kube listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let Ok(tls) = stream else { continue };
         let service = service.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "kube: TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "kube: TLS handshake timed out");
-                    return;
-                }
-            };
             let cert = tls
                 .get_ref()
                 .1
@@ -104,7 +84,7 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, service: Ap
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), handler);
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "kube: connection ended with an error");
+                tracing::debug!(error = %e, "kube: connection ended with an error");
             }
             drop(slot);
         });
