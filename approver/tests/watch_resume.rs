@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod store_kit;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,29 +33,6 @@ use tonic::transport::Channel;
 
 fn name_of(c: &CertificateSigningRequest) -> String {
     c.metadata.as_ref().unwrap().name.clone()
-}
-
-/// A fresh PostgreSQL schema URL, or `None` when explicitly skipped.
-async fn pg_url() -> Option<String> {
-    let Ok(base) = std::env::var("CERTSIGN_TEST_DATABASE_URL") else {
-        if std::env::var("CERTSIGN_SKIP_PG").as_deref() == Ok("1") {
-            eprintln!("CERTSIGN_SKIP_PG=1: skipping the PostgreSQL watch tests");
-            return None;
-        }
-        panic!(
-            "CERTSIGN_TEST_DATABASE_URL is not set (tests/run.sh starts PostgreSQL); \
-             set CERTSIGN_SKIP_PG=1 to skip explicitly"
-        );
-    };
-    let schema = format!("w_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options[search_path]={schema}"))
 }
 
 /// A request named `name` by `user` with `labels`, made with a real CSR.
@@ -302,7 +280,7 @@ async fn selectors_and_resume_through_the_service_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn selectors_and_resume_through_the_service_on_postgres() {
-    let Some(url) = pg_url().await else {
+    let Some(url) = store_kit::postgres_url().await else {
         return;
     };
     through_the_service(|t| {
@@ -459,7 +437,7 @@ async fn list_then_resume_misses_nothing_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_then_resume_misses_nothing_on_postgres() {
-    if let Some(url) = pg_url().await {
+    if let Some(url) = store_kit::postgres_url().await {
         list_then_resume_misses_nothing(Store::open(&url).await.unwrap()).await;
     }
 }
@@ -473,7 +451,7 @@ async fn resume_from_pruned_version_is_too_old_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_from_pruned_version_is_too_old_on_postgres() {
-    if let Some(url) = pg_url().await {
+    if let Some(url) = store_kit::postgres_url().await {
         resume_from_pruned_version_is_too_old(Store::open(&url).await.unwrap()).await;
     }
 }

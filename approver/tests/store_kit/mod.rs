@@ -115,6 +115,7 @@ pub async fn postgres() -> Option<(Store, String)> {
 /// Runs each named suite once on SQLite (module `on_sqlite`) and once on
 /// PostgreSQL (`on_postgres`). Suites are `async fn(Store)`, or with
 /// `url:` first, `async fn(Store, String)` (the store and its URL).
+#[allow(unused_macros)] // watch_resume uses only the backends
 macro_rules! both {
     (url: $($name:ident),* $(,)?) => {
         $crate::store_kit::both!(@emit with_url $($name),*);
@@ -148,4 +149,5 @@ macro_rules! both {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use both;
