@@ -4,8 +4,7 @@
 //! them, and SERVING again once the store answers.
 //!
 //! `health_listen` serves the same statuses without TLS, and nothing else,
-//! for orchestrators' native gRPC probes (Kubernetes' `grpc:` probe cannot
-//! speak TLS).
+//! for orchestrators' native gRPC probes ([`certsign_runtime::health`]).
 //!
 //! It must never report SERVING on a failed probe, and it only reads
 //! (`SELECT 1`); it changes nothing in the store.
@@ -13,11 +12,8 @@
 use std::time::Duration;
 
 use certsign_proto::v1::approver_server::ApproverServer;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
-use tonic_health::pb::health_server::HealthServer;
-use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::server::HealthReporter;
 
 use crate::service::ApproverService;
 use crate::store::Store;
@@ -70,19 +66,5 @@ pub async fn follow_store(store: Store, reporter: HealthReporter) {
             }
             serving = ok;
         }
-    }
-}
-
-/// Serve only `grpc.health.v1.Health`, without TLS, on `listener`
-/// (`health_listen`), answering from `reporter`: the statuses the TLS
-/// port's health service answers. Runs until the process ends.
-pub async fn serve_plaintext(listener: TcpListener, reporter: HealthReporter) {
-    let health = HealthServer::new(HealthService::from_health_reporter(reporter));
-    if let Err(e) = tonic::transport::Server::builder()
-        .add_service(health)
-        .serve_with_incoming(TcpListenerStream::new(listener))
-        .await
-    {
-        tracing::error!(error = %e, "health_listen: the plaintext health server stopped");
     }
 }

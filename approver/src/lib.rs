@@ -308,7 +308,10 @@ impl App {
                     message: e.to_string(),
                 })?;
             tracing::info!(%addr, "serving gRPC health without TLS (health_listen)");
-            tokio::spawn(health::serve_plaintext(listener, health_reporter.clone()));
+            tokio::spawn(certsign_runtime::health::serve_plaintext(
+                listener,
+                health_reporter.clone(),
+            ));
         }
         let prober = tokio::spawn(health::follow_store(
             self.store.clone(),

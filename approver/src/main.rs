@@ -99,22 +99,7 @@ fn main() -> ExitCode {
         Command::Backup { config, out } => return backup(&config, &out),
     };
     let log_json = log_json || cli.log_format == LogFormat::Json;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only for a person at a terminal: stderr is usually a file or
-    // journald, where escape codes are noise in every line an operator greps.
-    // A non-empty NO_COLOR turns it off there too (no-color.org).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    if log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
+    certsign_runtime::log::init(log_json);
     let config_path = config;
     let config = match certsign_approver::config::Config::load(&config_path) {
         Ok(c) => c,

@@ -8,7 +8,9 @@
 //! - [`files`]: writing a renewed certificate or key whole or not at all;
 //! - [`expiry`]: seconds until the certificates a daemon runs on expire, and
 //!   the log warning 30 days ahead;
-//! - [`http`]: the small plain-HTTP endpoints (metrics, CRL).
+//! - [`http`]: the small plain-HTTP endpoints (metrics, CRL);
+//! - [`health`]: gRPC health without TLS for orchestrators' probes;
+//! - [`log`]: the log subscriber, text or JSON.
 //!
 //! This crate makes no signing, approval or authorization decision, holds no
 //! CA key, and never logs key material. It never accepts a client
@@ -17,7 +19,9 @@
 pub mod accept;
 pub mod expiry;
 pub mod files;
+pub mod health;
 pub mod http;
+pub mod log;
 pub mod tls;
 
 /// Now, in unix seconds (0 before 1970, saturating far ahead).

@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use certsign_signer::service::HEALTH;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic_health::pb::health_server::HealthServer;
-use tonic_health::server::HealthService;
 
 /// Bind `addr` now (so a taken port fails the start) and serve health on
 /// it once the signer's reporter exists.
@@ -29,14 +26,7 @@ pub async fn start(addr: std::net::SocketAddr) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         tracing::info!(%addr, "serving gRPC health without TLS (health_listen)");
-        let health = HealthServer::new(HealthService::from_health_reporter(reporter));
-        if let Err(e) = tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-        {
-            tracing::error!(error = %e, "health_listen: the plaintext health server stopped");
-        }
+        certsign_runtime::health::serve_plaintext(listener, reporter).await;
     });
     Ok(())
 }

@@ -220,21 +220,7 @@ fn main() -> ExitCode {
         eprintln!("certsign-signer: {e}");
         return ExitCode::from(64);
     }
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colour only for a person at a terminal: stderr is usually a file or
-    // journald, where escape codes are noise in every line an operator greps.
-    // A non-empty NO_COLOR turns it off there too (no-color.org).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => fmt.json().init(),
-        LogFormat::Text => fmt.init(),
-    }
+    certsign_runtime::log::init(format == LogFormat::Json);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
