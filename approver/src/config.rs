@@ -233,6 +233,12 @@ impl Config {
         if limits.burst == Some(0) {
             return Err(invalid("limits.burst", "must be positive".into()));
         }
+        if limits.max_watches_per_identity == 0 {
+            return Err(invalid(
+                "limits.max_watches_per_identity",
+                "must be positive".into(),
+            ));
+        }
         if raw.retention.interval.is_zero() {
             return Err(invalid("retention.interval", "must be positive".into()));
         }
@@ -641,6 +647,13 @@ approver_groups = ["example-admins"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_pending"), "{err}");
+        let err = parse("[limits]\nmax_watches_per_identity = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits.max_watches_per_identity") && err.contains("must be positive"),
+            "{err}"
+        );
     }
 
     #[test]

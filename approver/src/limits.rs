@@ -1,12 +1,15 @@
-//! Per-identity rate limiting (governor) and the request-size limit.
+//! Per-identity rate limiting (governor), the request-size limit, and the
+//! cap on watches one identity holds open at once (each is a task and a
+//! subscription in this process, on either face).
 //!
 //! Over a limit is an error the service maps to RESOURCE_EXHAUSTED with a
 //! message; this module must never block, drop silently or panic. (The
 //! pending-per-requestor cap is counted by the store, atomically with the
 //! create.) The limits are replaced whole on a configuration reload.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -20,6 +23,10 @@ pub enum LimitError {
     Rate { identity: String, per_second: u32 },
     #[error("spec.request is {size} bytes; the limit is {max} bytes")]
     RequestTooLarge { size: usize, max: usize },
+    #[error(
+        "too many open watches for {identity:?}: at most {max} at once (limits.max_watches_per_identity); end one first"
+    )]
+    Watches { identity: String, max: u32 },
 }
 
 /// The limiter shared by all RPCs. Its limits can be replaced while it
@@ -27,6 +34,28 @@ pub enum LimitError {
 #[derive(Debug)]
 pub struct Limiter {
     current: RwLock<Arc<Rates>>,
+    /// Open watches per identity; kept across reloads (they are still open).
+    watches: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// One open watch counted against its identity, released when dropped
+/// (the watch ended, the caller left, or the approver is draining).
+#[derive(Debug)]
+pub struct WatchSlot {
+    watches: Arc<Mutex<HashMap<String, u32>>>,
+    identity: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.identity) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.identity);
+            }
+        }
+    }
 }
 
 /// One set of limits and the per-identity state counted against them.
@@ -53,6 +82,7 @@ impl Limiter {
     pub fn new(limits: &Limits) -> Self {
         Self {
             current: RwLock::new(Arc::new(Rates::new(limits))),
+            watches: Arc::default(),
         }
     }
 
@@ -95,6 +125,29 @@ impl Limiter {
         Ok(())
     }
 
+    /// Count one more open watch for `identity`, refused at
+    /// `max_watches_per_identity` (a lowered limit refuses new watches
+    /// until enough of the open ones end).
+    pub fn open_watch(&self, identity: &str) -> Result<WatchSlot, LimitError> {
+        let max = self.rates().limits.max_watches_per_identity;
+        let mut open = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(identity.to_string()).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                open.remove(identity);
+            }
+            return Err(LimitError::Watches {
+                identity: identity.to_string(),
+                max,
+            });
+        }
+        *n += 1;
+        Ok(WatchSlot {
+            watches: self.watches.clone(),
+            identity: identity.to_string(),
+        })
+    }
+
     /// Forget identities idle long enough to be back at full quota (keeps
     /// memory bounded; called by the cleaner).
     pub fn shrink(&self) {
@@ -108,6 +161,31 @@ impl Limiter {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn watches_are_capped_per_identity_and_released_when_dropped() {
+        let l = Limiter::new(&Limits {
+            max_watches_per_identity: 2,
+            ..Limits::default()
+        });
+        let a1 = l.open_watch("a").unwrap();
+        let _a2 = l.open_watch("a").unwrap();
+        let err = l.open_watch("a").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too many open watches for \"a\": at most 2 at once (limits.max_watches_per_identity); end one first"
+        );
+        let _b = l.open_watch("b").unwrap();
+        drop(a1);
+        let _a3 = l.open_watch("a").unwrap();
+        // A lowered limit keeps the open ones and refuses new ones.
+        l.reconfigure(&Limits {
+            max_watches_per_identity: 1,
+            ..Limits::default()
+        });
+        assert!(l.open_watch("a").is_err());
+        assert!(l.open_watch("c").is_ok());
+    }
 
     #[test]
     fn rate_is_per_identity() {

@@ -282,6 +282,7 @@ impl ApproverService {
     ) -> Result<ReceiverStream<Result<WatchEvent, ServiceError>>, ServiceError> {
         let selector = parse_selector(&req.label_selector)?;
         let start = watch_start(&req)?;
+        let slot = self.shared.limiter.open_watch(&id.username)?;
         let live = self.shared.config.clone();
         let matches = move |c: &CertificateSigningRequest| {
             // The configuration in force at each event (not at the start of
@@ -300,6 +301,7 @@ impl ApproverService {
             self.shared.store.clone(),
             start,
             matches,
+            slot,
         ))
     }
 

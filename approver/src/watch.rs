@@ -30,6 +30,7 @@ use certsign_proto::v1::{CertificateSigningRequest, WatchEvent};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::limits::WatchSlot;
 use crate::status::ServiceError;
 use crate::store::{ChangeListener, Event, ListFilter, Store};
 
@@ -148,15 +149,19 @@ pub enum Start {
 /// between the two; an event no newer than what was already sent of its
 /// object (or, resuming, than the last stored event sent) is skipped. Ends
 /// with [`ServiceError::WatchLagged`] when the caller falls too far behind.
+/// `slot` is held for as long as the watch runs: it ends when the caller
+/// leaves, not at the next event.
 pub fn stream(
     hub: &Hub,
     store: Store,
     start: Start,
     matches: impl Fn(&CertificateSigningRequest) -> bool + Send + Sync + 'static,
+    slot: WatchSlot,
 ) -> ReceiverStream<Result<WatchEvent, ServiceError>> {
     let mut events = hub.subscribe();
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
+        let _slot = slot;
         let mut seen: HashMap<String, i64> = HashMap::new();
         let mut floor = i64::MIN;
         match start {
@@ -175,7 +180,11 @@ pub fn stream(
             },
         }
         loop {
-            let ev = match events.recv().await {
+            let received = tokio::select! {
+                r = events.recv() => r,
+                () = tx.closed() => return,
+            };
+            let ev = match received {
                 Ok(ev) => ev,
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let _ = tx.send(Err(ServiceError::WatchLagged)).await;

@@ -35,6 +35,14 @@ fn name_of(c: &CertificateSigningRequest) -> String {
     c.metadata.as_ref().unwrap().name.clone()
 }
 
+/// A watch slot from a limiter of the default limits (the store-level
+/// tests drive `watch::stream` directly, as the service does).
+fn slot() -> certsign_approver::limits::WatchSlot {
+    certsign_approver::limits::Limiter::new(&Default::default())
+        .open_watch("test")
+        .unwrap()
+}
+
 /// A request named `name` by `user` with `labels`, made with a real CSR.
 fn labelled(
     name: &str,
@@ -366,6 +374,7 @@ async fn list_then_resume_misses_nothing(store: Store) {
         store.clone(),
         Start::After(page.resource_version),
         |_| true,
+        slot(),
     );
     while seen.len() < 80 {
         let ev = tokio::time::timeout(Duration::from_secs(20), events.next())
@@ -393,7 +402,7 @@ async fn resume_from_pruned_version_is_too_old(store: Store) {
     store.delete("p1", None).await.unwrap().unwrap();
     let before_prune = store.latest_resource_version().await.unwrap();
     // Before pruning, the oldest version resumes fine.
-    let mut ok = watch::stream(&hub, store.clone(), Start::After(start), |_| true);
+    let mut ok = watch::stream(&hub, store.clone(), Start::After(start), |_| true, slot());
     let first = ok.next().await.unwrap().unwrap();
     assert_eq!(first.r#type, "ADDED");
     assert_eq!(name_of(first.object.as_ref().unwrap()), "p1");
@@ -403,7 +412,7 @@ async fn resume_from_pruned_version_is_too_old(store: Store) {
     assert_eq!(store.prune_events(far).await.unwrap(), 2);
     let pruned = store.pruned_through().await.unwrap();
     assert_eq!(pruned, before_prune);
-    let mut gone = watch::stream(&hub, store.clone(), Start::After(start), |_| true);
+    let mut gone = watch::stream(&hub, store.clone(), Start::After(start), |_| true, slot());
     let err = gone.next().await.unwrap().unwrap_err();
     let status = to_status(&err);
     assert_eq!(status.code(), Code::OutOfRange);
@@ -417,7 +426,7 @@ async fn resume_from_pruned_version_is_too_old(store: Store) {
     );
 
     // From the watermark on, nothing is missing: resume works.
-    let mut fine = watch::stream(&hub, store.clone(), Start::After(pruned), |_| true);
+    let mut fine = watch::stream(&hub, store.clone(), Start::After(pruned), |_| true, slot());
     store.create(stored("p4"), None, &guard()).await.unwrap();
     hub.notify();
     let ev = tokio::time::timeout(Duration::from_secs(20), fine.next())
@@ -478,10 +487,10 @@ async fn migrated_store_treats_old_versions_as_pruned() {
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.pruned_through().await.unwrap(), rv);
     let hub = Hub::start(store.clone()).await.unwrap();
-    let mut w = watch::stream(&hub, store.clone(), Start::After(rv - 1), |_| true);
+    let mut w = watch::stream(&hub, store.clone(), Start::After(rv - 1), |_| true, slot());
     let status = to_status(&w.next().await.unwrap().unwrap_err());
     assert_eq!(status.code(), Code::OutOfRange);
-    let mut w = watch::stream(&hub, store.clone(), Start::After(rv), |_| true);
+    let mut w = watch::stream(&hub, store.clone(), Start::After(rv), |_| true, slot());
     store.create(stored("new"), None, &guard()).await.unwrap();
     hub.notify();
     let ev = w.next().await.unwrap().unwrap();

@@ -46,6 +46,11 @@ impl KubeStack {
     /// trusting the approver's decision, one bootstrap token, both daemons
     /// started.
     pub fn start() -> KubeStack {
+        Self::start_with(|_| {})
+    }
+
+    /// [`KubeStack::start`] with `edit` applied to approver.toml last.
+    pub fn start_with(edit: impl FnOnce(&mut toml::Table)) -> KubeStack {
         require_tool("kubectl", "apt-get install kubectl (1.32)");
         let addr = format!("127.0.0.1:{}", free_port());
         let pki = Pki::init_with(
@@ -61,6 +66,7 @@ impl KubeStack {
             set_approval_mode(t, "signer_names", "name", KUBELET_CLIENT, "approver");
         });
         let token = add_bootstrap_token(&pki.approver_toml());
+        pki.edit_approver(edit);
         let signer = signer_spawn(&pki, "127.0.0.1:0", |_| {}).start();
         let approver = approver_spawn(&pki, &signer.addr, |_| {}).start();
         let stack = Stack {

@@ -352,3 +352,109 @@ fn the_hostile_manifest_corpus_gets_kubernetes_statuses() {
     assert_eq!(code, 200, "{body}");
     assert!(!k.stack.approver.log().contains("panicked"));
 }
+
+/// Watches one identity holds open are capped across both faces
+/// (`limits.max_watches_per_identity`): the next one is refused with
+/// Kubernetes' 429 on the REST face and RESOURCE_EXHAUSTED (certctl's one
+/// line) on gRPC, and a watch the client left frees its slot at once.
+#[test]
+fn open_watches_are_capped_per_identity_across_both_faces() {
+    require_tool("curl", "apt-get install curl");
+    let k = KubeStack::start_with(|t| {
+        let limits = t
+            .entry("limits")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        limits
+            .as_table_mut()
+            .unwrap()
+            .insert("max_watches_per_identity".into(), 2.into());
+    });
+    let watch = "/apis/certificates.k8s.io/v1/certificatesigningrequests?watch=1";
+    /// A watching curl, killed when dropped (the client leaves).
+    struct Watcher(std::process::Child);
+    impl Drop for Watcher {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let open = || {
+        let mut c = k.curl(watch);
+        c.args(["--max-time", "120", "-N"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        Watcher(c.spawn().unwrap())
+    };
+    let refused = |what: &str| {
+        let (body, code) = curl(&mut k.curl(watch));
+        assert_eq!(code, 429, "{what}: {body}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["reason"], "TooManyRequests", "{body}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most 2 at once (limits.max_watches_per_identity)"),
+            "{body}"
+        );
+    };
+    let first = open();
+    let _second = open();
+    // Both are open once a third is refused (polled: the curls connect on
+    // their own time).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (body, code) = curl(k.curl(watch).args(["--max-time", "2"]));
+        if code == 429 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never capped: {code} {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    refused("a third REST watch");
+    // The gRPC face counts the same identity's watches.
+    let mut certctl = k
+        .stack
+        .certctl()
+        .args(["get", "csr", "--watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = certctl.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = certctl.kill();
+            panic!("certctl get csr --watch was not refused");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    certctl
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("too many open watches for \"admin\": at most 2 at once"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // The client of the first one leaves: its slot is free again.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, code) = curl(k.curl(watch).args(["--max-time", "2"]));
+        // curl's own timeout ends an accepted watch: 200 then exit 28.
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -136,6 +136,8 @@ pub struct Limits {
     pub requests_per_second: u32,
     /// Burst allowance per identity (default: `requests_per_second`).
     pub burst: Option<u32>,
+    /// Watches one identity may hold open at once, on both faces together.
+    pub max_watches_per_identity: u32,
 }
 
 impl Default for Limits {
@@ -145,6 +147,7 @@ impl Default for Limits {
             max_pending_per_requestor: 100,
             requests_per_second: 50,
             burst: None,
+            max_watches_per_identity: 100,
         }
     }
 }
