@@ -22,8 +22,9 @@ use crate::authn::Caller;
 use crate::config::{ApprovalMode, BootstrapToken, Config, pattern_matches};
 use crate::decision;
 use crate::limits::Limiter;
+use crate::service::DryRun;
 use crate::status::ServiceError;
-use crate::store::{CreateGuard, Store};
+use crate::store::{CreateGuard, Store, StoreError};
 use crate::validation::{self, CreateInput, FieldError, Invalid, Value};
 
 /// What admission works with besides the call itself.
@@ -48,6 +49,7 @@ impl Admission<'_> {
         id: Caller,
         token: Option<BootstrapToken>,
         body: CreateCertificateSigningRequestRequest,
+        dry_run: DryRun,
     ) -> Result<CertificateSigningRequest, ServiceError> {
         let submitted = body.certificate_signing_request.ok_or_else(|| {
             ServiceError::BadRequest("certificate_signing_request is required".into())
@@ -161,6 +163,14 @@ impl Admission<'_> {
             decision::auto_approve(&mut obj, &message);
         }
 
+        if dry_run == DryRun::All {
+            // The name must be free, as the store would require; the
+            // pending and token-use counts are only taken by a real create.
+            if self.store.get(&name).await?.is_some() {
+                return Err(StoreError::AlreadyExists(name).into());
+            }
+            return Ok(obj);
+        }
         let guard = CreateGuard {
             max_pending_per_requestor: cfg.limits.max_pending_per_requestor,
             token: token.map(|t| (t.id, t.max_uses)),

@@ -113,6 +113,24 @@ fn watch_status(r: Result<WatchEvent, ServiceError>) -> Result<WatchEvent, Statu
     .map_err(|e| to_status(&e))
 }
 
+/// Whether a write is carried out or only checked: Kubernetes' `dryRun`
+/// (`All` runs authentication, authorization and admission and answers
+/// what would be stored, storing nothing). The gRPC face always writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DryRun {
+    No,
+    All,
+}
+
+/// What a delete requires of the stored object (Kubernetes'
+/// `DeleteOptions.preconditions`); a mismatch is a conflict and nothing is
+/// deleted.
+#[derive(Debug, Default)]
+pub(crate) struct Precondition {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
 impl ApproverService {
     pub fn new(shared: Shared) -> Self {
         Self {
@@ -207,15 +225,23 @@ impl ApproverService {
         &self.shared
     }
 
-    /// Admit and store a new request, then wake whoever waits for it.
+    /// Admit and store a new request, then wake whoever waits for it. A
+    /// dry run admits it and answers what would be stored, storing nothing.
     pub(crate) async fn create_csr(
         &self,
         cfg: &Config,
         id: Caller,
         token: Option<BootstrapToken>,
         body: CreateCertificateSigningRequestRequest,
+        dry_run: DryRun,
     ) -> Result<CertificateSigningRequest, ServiceError> {
-        let created = self.admission().create(cfg, id, token, body).await?;
+        let created = self
+            .admission()
+            .create(cfg, id, token, body, dry_run)
+            .await?;
+        if dry_run == DryRun::All {
+            return Ok(created);
+        }
         if decision::state_of(&created) == State::Approved {
             self.shared.metrics.decision("approve", "auto");
         }
@@ -332,16 +358,48 @@ impl ApproverService {
         cfg: &Config,
         id: &Caller,
         name: &str,
+        dry_run: DryRun,
+        precondition: &Precondition,
     ) -> Result<CertificateSigningRequest, ServiceError> {
         let current = access::readable(&self.shared.store, cfg, id, name).await?;
+        let meta = current.metadata.clone().unwrap_or_default();
+        let failed = |what: &str, wanted: &str, has: &str| {
+            ServiceError::Precondition(format!(
+                "Operation cannot be fulfilled on certificatesigningrequests.certificates.k8s.io {name:?}: Precondition failed: {what} in precondition: {wanted}, {what} in object meta: {has}"
+            ))
+        };
+        if let Some(uid) = precondition.uid.as_deref()
+            && uid != meta.uid
+        {
+            return Err(failed("UID", uid, &meta.uid));
+        }
+        let expected_rv = match precondition.resource_version.as_deref() {
+            Some(rv) if rv != meta.resource_version => {
+                return Err(failed("ResourceVersion", rv, &meta.resource_version));
+            }
+            Some(rv) => Some(
+                rv.parse::<i64>()
+                    .map_err(|_| failed("ResourceVersion", rv, &meta.resource_version))?,
+            ),
+            None => None,
+        };
+        if dry_run == DryRun::All {
+            return Ok(current);
+        }
         if self
             .shared
             .store
-            .delete(name, None)
+            .delete(name, expected_rv)
             .await
             .map_err(ServiceError::from)?
             .is_none()
         {
+            if expected_rv.is_some() {
+                // Changed (or deleted) between the read and the delete.
+                return Err(ServiceError::Precondition(format!(
+                    "Operation cannot be fulfilled on certificatesigningrequests.certificates.k8s.io {name:?}: the object has been modified; please apply your changes to the latest version and try again"
+                )));
+            }
             return Err(access::not_found(name));
         }
         tracing::info!(%name, by = %id.username, "deleted certificate signing request");
@@ -442,7 +500,7 @@ impl Approver for ApproverService {
             .authenticate(&cfg, &request, TokenUse::Allowed)
             .inspect_err(|e| metrics.rejected("create", e))?;
         let created = self
-            .create_csr(&cfg, id, token, request.into_inner())
+            .create_csr(&cfg, id, token, request.into_inner(), DryRun::No)
             .await
             .inspect_err(|e| metrics.rejected("create", e))?;
         Ok(Response::new(created))
@@ -513,7 +571,14 @@ impl Approver for ApproverService {
     ) -> Result<Response<DeleteCertificateSigningRequestResponse>, Status> {
         let cfg = self.shared.config.snapshot();
         let (id, _) = self.authenticate(&cfg, &request, TokenUse::Refused)?;
-        self.delete_csr(&cfg, &id, &request.get_ref().name).await?;
+        self.delete_csr(
+            &cfg,
+            &id,
+            &request.get_ref().name,
+            DryRun::No,
+            &Precondition::default(),
+        )
+        .await?;
         Ok(Response::new(DeleteCertificateSigningRequestResponse {}))
     }
 

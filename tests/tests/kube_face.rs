@@ -524,3 +524,107 @@ fn kubectl_get_watch_sees_create_approve_and_issue() {
         "{lines:?}"
     );
 }
+
+/// `--dry-run=server` (`dryRun=All`) admits, authorizes and answers as a
+/// write would, and stores nothing: create, apply of a change, label and
+/// delete; a bad value is Kubernetes' Invalid; approval refuses it.
+#[test]
+fn kubectl_server_dry_runs_check_everything_and_store_nothing() {
+    let k = KubeStack::start();
+    let dir = k.stack.dir.clone();
+    let kubectl = || k.admin_kubectl();
+    manifest(
+        &dir,
+        "dr.yaml",
+        "dr1",
+        "dr1",
+        &[],
+        API_CLIENT,
+        &["client auth"],
+    );
+    assert_eq!(
+        ok(
+            kubectl().args(["create", "-f", "dr.yaml", "--dry-run=server"]),
+            &dir
+        ),
+        "certificatesigningrequest.certificates.k8s.io/dr1 created (server dry run)"
+    );
+    let not_found = "Error from server (NotFound): certificatesigningrequests.certificates.k8s.io \"dr1\" not found";
+    assert_eq!(
+        fails(kubectl().args(["get", "csr", "dr1"]), &dir),
+        not_found
+    );
+    // Admission runs: a request kubectl would be refused is refused.
+    manifest(&dir, "bad.yaml", "dr2", "dr2", &[], API_CLIENT, &["bogus"]);
+    let err = fails(
+        kubectl().args(["create", "-f", "bad.yaml", "--dry-run=server"]),
+        &dir,
+    );
+    assert!(
+        err.starts_with("The CertificateSigningRequest \"dr2\" is invalid: spec.usages[0]: Unsupported value: \"bogus\""),
+        "{err}"
+    );
+
+    // On a stored object: nothing changes, nothing is deleted.
+    ok(kubectl().args(["create", "-f", "dr.yaml"]), &dir);
+    let err = fails(
+        kubectl().args(["create", "-f", "dr.yaml", "--dry-run=server"]),
+        &dir,
+    );
+    assert!(err.contains("\"dr1\" already exists"), "{err}");
+    assert_eq!(
+        ok(
+            kubectl().args(["label", "csr", "dr1", "team=red", "--dry-run=server"]),
+            &dir
+        ),
+        "certificatesigningrequest.certificates.k8s.io/dr1 labeled (server dry run)"
+    );
+    assert_eq!(
+        ok(
+            kubectl().args(["delete", "csr", "dr1", "--dry-run=server"]),
+            &dir
+        ),
+        "certificatesigningrequest.certificates.k8s.io \"dr1\" deleted (server dry run)"
+    );
+    assert_eq!(
+        ok(
+            kubectl().args([
+                "get",
+                "csr",
+                "dr1",
+                "-o",
+                "jsonpath={.metadata.name} [{.metadata.labels}]"
+            ]),
+            &dir
+        ),
+        "dr1 []"
+    );
+
+    // Raw: an unknown dryRun value is Invalid; approval refuses a dry run.
+    let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let (body, code) = certsign_tests::kube::curl(
+        k.curl(&format!("{csrs}/dr1?dryRun=Some"))
+            .args(["-X", "DELETE"]),
+    );
+    assert_eq!(code, 422, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["message"],
+        "DeleteOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: \"Some\": supported values: \"All\""
+    );
+    let (body, code) =
+        certsign_tests::kube::curl(k.curl(&format!("{csrs}/dr1/approval?dryRun=All")).args([
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "{}",
+        ]));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("dryRun is not supported for approval"),
+        "{body}"
+    );
+    assert_eq!(condition(&k, &mut kubectl(), "dr1"), "Pending");
+}

@@ -378,13 +378,35 @@ fn open_watches_are_capped_per_identity_across_both_faces() {
             let _ = self.0.wait();
         }
     }
-    let open = || {
+    // One object, so a watch shows it has started: its initial ADDED.
+    let dir = k.stack.dir.clone();
+    manifest(
+        &dir,
+        "w.yaml",
+        "w1",
+        "w1",
+        &[],
+        API_CLIENT,
+        &["client auth"],
+    );
+    ok(k.admin_kubectl().args(["apply", "-f", "w.yaml"]), &dir);
+    let open = |n: usize| {
+        let out = dir.join(format!("watch-{n}.out"));
         let mut c = k.curl(watch);
-        c.args(["--max-time", "120", "-N"])
+        c.args(["--max-time", "120", "-N", "-o"])
+            .arg(&out)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        Watcher(c.spawn().unwrap())
+        let watcher = Watcher(c.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+            assert!(Instant::now() < deadline, "watch {n} never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        watcher
     };
+    let first = open(1);
+    let _second = open(2);
     let refused = |what: &str| {
         let (body, code) = curl(&mut k.curl(watch));
         assert_eq!(code, 429, "{what}: {body}");
@@ -398,19 +420,6 @@ fn open_watches_are_capped_per_identity_across_both_faces() {
             "{body}"
         );
     };
-    let first = open();
-    let _second = open();
-    // Both are open once a third is refused (polled: the curls connect on
-    // their own time).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (body, code) = curl(k.curl(watch).args(["--max-time", "2"]));
-        if code == 429 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never capped: {code} {body}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
     refused("a third REST watch");
     // The gRPC face counts the same identity's watches.
     let mut certctl = k

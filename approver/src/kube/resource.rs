@@ -30,7 +30,7 @@ use crate::authn::Caller;
 use crate::config::{BootstrapToken, Config};
 use crate::decide::Evidence;
 use crate::decision;
-use crate::service::ApproverService;
+use crate::service::{ApproverService, DryRun, Precondition};
 use crate::status::ServiceError;
 
 /// One authenticated call on the resource.
@@ -96,6 +96,16 @@ pub fn field_selector(s: Option<&str>) -> Result<Fields, KubeError> {
 impl Call<'_> {
     fn q(&self, key: &str) -> Option<&str> {
         self.query.get(key).map(String::as_str)
+    }
+
+    /// `dryRun`: absent or empty writes, `All` only checks; anything else
+    /// is Kubernetes' validation error for the write's options (`kind`).
+    fn dry_run(&self, kind: &str) -> Result<DryRun, KubeError> {
+        match self.q("dryRun") {
+            None | Some("") => Ok(DryRun::No),
+            Some("All") => Ok(DryRun::All),
+            Some(other) => Err(invalid_dry_run(kind, other)),
+        }
     }
 
     fn respond_object(&self, code: StatusCode, c: &Stored) -> Result<Response<Body>, KubeError> {
@@ -205,11 +215,7 @@ impl Call<'_> {
         let (object, warnings) =
             wire::decode_object(&wire::media_type(self.headers), body, validation)?;
         let name = object.metadata.name.clone().unwrap_or_default();
-        if self.q("dryRun").is_some_and(|d| !d.is_empty()) {
-            return Err(KubeError::bad_request(
-                "dryRun is not supported by this server",
-            ));
-        }
+        let dry_run = self.dry_run("CreateOptions")?;
         let created = self
             .service
             .create_csr(
@@ -217,6 +223,7 @@ impl Call<'_> {
                 self.id.clone(),
                 self.token.clone(),
                 convert::create_request(&object),
+                dry_run,
             )
             .await
             .map_err(|e| svc_err(&e, &name))?;
@@ -226,10 +233,25 @@ impl Call<'_> {
     }
 
     /// `DELETE .../certificatesigningrequests/NAME`: a success Status.
-    pub async fn delete(&self, name: &str) -> Result<Response<Body>, KubeError> {
+    /// `DeleteOptions` come in the body (kubectl, client-go) or the query.
+    pub async fn delete(&self, name: &str, body: &[u8]) -> Result<Response<Body>, KubeError> {
+        let options = wire::decode_delete_options(&wire::media_type(self.headers), body)?;
+        let mut dry_run = self.dry_run("DeleteOptions")?;
+        match options.dry_run.as_deref().unwrap_or_default() {
+            [] => {}
+            [all] if all == "All" => dry_run = DryRun::All,
+            other => return Err(invalid_dry_run("DeleteOptions", &other.join(","))),
+        }
+        let precondition = options
+            .preconditions
+            .map(|p| Precondition {
+                uid: p.uid,
+                resource_version: p.resource_version,
+            })
+            .unwrap_or_default();
         let deleted = self
             .service
-            .delete_csr(&self.cfg, &self.id, name)
+            .delete_csr(&self.cfg, &self.id, name, dry_run, &precondition)
             .await
             .map_err(|e| svc_err(&e, name))?;
         let uid = deleted.metadata.map(|m| m.uid).filter(|u| !u.is_empty());
@@ -253,6 +275,13 @@ impl Call<'_> {
     /// recorded as this caller's decision; anything else leaves the object
     /// as it is.
     pub async fn approval(&self, name: &str, body: &[u8]) -> Result<Response<Body>, KubeError> {
+        if self.dry_run("UpdateOptions")? == DryRun::All {
+            // Whether the decision would be accepted is only known by
+            // recording it; refused rather than answered with a guess.
+            return Err(KubeError::bad_request(
+                "dryRun is not supported for approval: approve or deny without it",
+            ));
+        }
         let resource = format!("{RESOURCE}/approval");
         let err = |e: &ServiceError| from_service(e, &resource, name);
         let validation = FieldValidation::parse(self.q("fieldValidation"))?;
@@ -323,6 +352,7 @@ impl Call<'_> {
     /// request can change: its spec is immutable and its status is not
     /// written through the main resource, so changes there are kept out.
     pub async fn patch(&self, name: &str, body: &[u8]) -> Result<Response<Body>, KubeError> {
+        let dry_run = self.dry_run("PatchOptions")?;
         let validation = FieldValidation::parse(self.q("fieldValidation"))?;
         let patch = wire::decode_patch(&wire::media_type(self.headers), body)?;
         let store = &self.service.shared().store;
@@ -354,6 +384,15 @@ impl Call<'_> {
                 };
                 return Err(svc_err(&e.into(), name));
             }
+            if dry_run == DryRun::All {
+                let mut would = current;
+                let m = would.metadata.get_or_insert_with(Default::default);
+                m.labels = labels;
+                m.annotations = annotations;
+                let mut r = wire::json(StatusCode::OK, &convert::to_kube(&would));
+                wire::warn(&mut r, &warnings);
+                return Ok(r);
+            }
             let updated = store
                 .update(name, move |c: &mut Stored| {
                     let m = c.metadata.get_or_insert_with(Default::default);
@@ -371,6 +410,17 @@ impl Call<'_> {
         wire::warn(&mut r, &warnings);
         Ok(r)
     }
+}
+
+/// Kubernetes' validation error for a `dryRun` other than `All`.
+fn invalid_dry_run(kind: &str, value: &str) -> KubeError {
+    KubeError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!(
+            "{kind}.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: {value:?}: supported values: \"All\""
+        ),
+    )
 }
 
 /// The decision a PUT on `/approval` adds: an Approved or Denied condition

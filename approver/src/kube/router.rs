@@ -191,7 +191,10 @@ where
         },
         Route::Item(name) => match method {
             Method::GET => call.get(name).await,
-            Method::DELETE => call.delete(name).await,
+            Method::DELETE => {
+                let body = wire::read_body(body, limit).await?;
+                call.delete(name, &body).await
+            }
             Method::PATCH => {
                 let body = wire::read_body(body, limit).await?;
                 call.patch(name, &body).await

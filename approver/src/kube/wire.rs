@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, Limited};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use prost::Message as _;
 use serde_json::Value;
 
@@ -260,6 +261,28 @@ pub fn decode_patch(media: &str, body: &[u8]) -> Result<Value, KubeError> {
             "UnsupportedMediaType",
             format!(
                 "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+            ),
+        )),
+    }
+}
+
+/// Decode a DELETE body: `DeleteOptions` as JSON, or none. Any other
+/// encoding is refused rather than ignored: the options may ask for a dry
+/// run or a precondition, and a delete carried out against them cannot be
+/// undone.
+pub fn decode_delete_options(media: &str, body: &[u8]) -> Result<DeleteOptions, KubeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DeleteOptions::default());
+    }
+    match media {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            KubeError::bad_request(format!("the body is not DeleteOptions in JSON: {e}"))
+        }),
+        other => Err(KubeError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (got {other:?})"
             ),
         )),
     }
