@@ -68,6 +68,7 @@ pub mod metrics;
 pub mod metrics_http;
 pub mod names;
 pub mod own_certs;
+pub mod paging;
 pub mod reload;
 pub mod revocation;
 pub mod rotate;

@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use certsign_evidence::ApprovalTrust;
 use certsign_proto::v1::approver_server::Approver;
 use certsign_proto::v1::{
@@ -47,6 +46,7 @@ use crate::forwarder::Forwarder;
 use crate::inventory;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::paging::Pages;
 use crate::revocation::Deliverer;
 use crate::selector::Selector;
 use crate::store::{Keep, Store};
@@ -256,7 +256,7 @@ impl ApproverService {
         id: &Caller,
         req: &ListCertificateSigningRequestsRequest,
     ) -> Result<ListCertificateSigningRequestsResponse, ServiceError> {
-        let after = decode_continue(&req.continue_token)?;
+        let after = Pages::Requests.after(&req.continue_token)?;
         let selector = parse_selector(&req.label_selector)?;
         let Some(filter) = access::list_filter(cfg, id, req) else {
             // Nothing the caller may read matches; the version still lets
@@ -288,7 +288,7 @@ impl ApproverService {
             items.truncate(limit as usize);
             items
                 .last()
-                .map(|c| encode_continue(name_of(c)))
+                .map(|c| Pages::Requests.token(name_of(c)))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -431,21 +431,6 @@ impl ApproverService {
     }
 }
 
-fn decode_continue(token: &str) -> Result<Option<String>, ServiceError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("v1:").map(str::to_string))
-        .map(Some)
-        .ok_or_else(|| {
-            ServiceError::BadRequest("continue_token: not a token this server issued".into())
-        })
-}
-
 /// A request's label selector ([`Selector`]); a bad one is refused with
 /// apimachinery's text.
 fn parse_selector(s: &str) -> Result<Selector, ServiceError> {
@@ -482,10 +467,6 @@ fn watch_start(req: &WatchCertificateSigningRequestsRequest) -> Result<watch::St
         None if req.send_initial_events => watch::Start::Initial,
         None => watch::Start::Now,
     })
-}
-
-fn encode_continue(name: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{name}"))
 }
 
 #[tonic::async_trait]
