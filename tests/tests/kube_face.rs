@@ -628,3 +628,48 @@ fn kubectl_server_dry_runs_check_everything_and_store_nothing() {
     );
     assert_eq!(condition(&k, &mut kubectl(), "dr1"), "Pending");
 }
+
+/// `kubectl auth whoami` (SelfSubjectReview) names the identity certsign
+/// took from the credential: a client certificate's CN and O (plus
+/// `system:authenticated`), a bootstrap token's `system:bootstrap:<id>`.
+#[test]
+fn kubectl_auth_whoami_names_the_identity_certsign_sees() {
+    let k = KubeStack::start();
+    let dir = k.stack.dir.clone();
+    let whoami =
+        |kubeconfig: &std::path::PathBuf| ok(k.kubectl(kubeconfig).args(["auth", "whoami"]), &dir);
+    assert_eq!(
+        whoami(&k.admin_kubeconfig()),
+        "ATTRIBUTE   VALUE\nUsername    admin\nGroups      [system:masters system:authenticated]"
+    );
+    let (crt, key) = k.stack.user("carol", &["team-a", "team-b"]);
+    let carol = k.kubeconfig_for_cert("carol", &crt, &key);
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        k.kubectl(&carol).args(["auth", "whoami", "-o", "json"]),
+        &dir,
+    ))
+    .unwrap();
+    assert_eq!(json["kind"], "SelfSubjectReview");
+    assert_eq!(
+        json["status"]["userInfo"],
+        serde_json::json!({"username": "carol", "groups": ["team-a", "team-b", "system:authenticated"]})
+    );
+    let tok = k.kubeconfig_for_token("tok", &k.token);
+    let id = k.token.split('.').next().unwrap();
+    assert_eq!(
+        whoami(&tok),
+        format!(
+            "ATTRIBUTE   VALUE\nUsername    system:bootstrap:{id}\nGroups      [system:bootstrappers system:authenticated]"
+        )
+    );
+    // Discovery lists it, as a cluster does; it is only ever created.
+    assert_eq!(
+        ok(k.admin_kubectl().args(["api-versions"]), &dir),
+        "authentication.k8s.io/v1\ncertificates.k8s.io/v1"
+    );
+    let err = fails(k.admin_kubectl().args(["get", "selfsubjectreviews"]), &dir);
+    assert!(
+        err.starts_with("Error from server (MethodNotAllowed): the server does not allow this method on the requested resource"),
+        "{err}"
+    );
+}

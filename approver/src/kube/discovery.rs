@@ -53,13 +53,16 @@ pub fn core() -> Value {
     })
 }
 
-fn group() -> APIGroup {
+/// The group of SelfSubjectReview (`kubectl auth whoami`).
+pub const AUTHENTICATION: &str = "authentication.k8s.io";
+
+fn group(name: &str) -> APIGroup {
     let v1 = GroupVersionForDiscovery {
-        group_version: format!("{GROUP}/v1"),
+        group_version: format!("{name}/v1"),
         version: "v1".into(),
     };
     APIGroup {
-        name: GROUP.into(),
+        name: name.into(),
         preferred_version: Some(v1.clone()),
         server_address_by_client_cidrs: None,
         versions: vec![v1],
@@ -69,13 +72,33 @@ fn group() -> APIGroup {
 /// `GET /apis`.
 pub fn groups() -> Value {
     json(&APIGroupList {
-        groups: vec![group()],
+        groups: vec![group(GROUP), group(AUTHENTICATION)],
     })
 }
 
 /// `GET /apis/certificates.k8s.io`.
 pub fn certificates_group() -> Value {
-    json(&group())
+    json(&group(GROUP))
+}
+
+/// `GET /apis/authentication.k8s.io`.
+pub fn authentication_group() -> Value {
+    json(&group(AUTHENTICATION))
+}
+
+/// `GET /apis/authentication.k8s.io/v1`: only SelfSubjectReview.
+pub fn authentication_resources() -> Value {
+    json(&APIResourceList {
+        group_version: format!("{AUTHENTICATION}/v1"),
+        resources: vec![APIResource {
+            name: "selfsubjectreviews".into(),
+            singular_name: "selfsubjectreview".into(),
+            namespaced: false,
+            kind: "SelfSubjectReview".into(),
+            verbs: strings(&["create"]),
+            ..Default::default()
+        }],
+    })
 }
 
 /// The Content-Type of an aggregated discovery answer.
@@ -115,6 +138,19 @@ pub fn aggregated() -> Value {
                         {"subresource": "approval", "responseKind": kind, "verbs": ["get", "update"]},
                         {"subresource": "status", "responseKind": kind, "verbs": ["get"]},
                     ],
+                }],
+            }],
+        }, {
+            "metadata": {"name": AUTHENTICATION, "creationTimestamp": null},
+            "versions": [{
+                "version": "v1",
+                "freshness": "Current",
+                "resources": [{
+                    "resource": "selfsubjectreviews",
+                    "responseKind": {"group": "", "version": "", "kind": "SelfSubjectReview"},
+                    "scope": "Cluster",
+                    "singularResource": "selfsubjectreview",
+                    "verbs": ["create"],
                 }],
             }],
         }],
@@ -169,6 +205,11 @@ mod tests {
             "certificatesigningrequests/approval"
         );
         assert_eq!(groups()["groups"][0]["name"], "certificates.k8s.io");
+        assert_eq!(groups()["groups"][1]["name"], "authentication.k8s.io");
+        assert_eq!(
+            authentication_resources()["resources"][0]["kind"],
+            "SelfSubjectReview"
+        );
         assert_eq!(core()["versions"], serde_json::json!([]));
         assert_eq!(version()["minor"], "32");
         assert!(wants_aggregated(

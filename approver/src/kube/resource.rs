@@ -18,6 +18,7 @@ use certsign_proto::v1::{
     CertificateSigningRequest as Stored, Decision, ListCertificateSigningRequestsRequest,
 };
 use http::{HeaderMap, Response, StatusCode};
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, SelfSubjectReviewStatus, UserInfo};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusDetails};
 
@@ -199,6 +200,22 @@ impl Call<'_> {
             "items": items.iter().map(convert::to_kube).collect::<Vec<_>>(),
         });
         Ok(wire::json(StatusCode::OK, &list))
+    }
+
+    /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`: who the
+    /// caller is to certsign, as authentication found it (`kubectl auth
+    /// whoami`).
+    pub fn self_subject_review(&self) -> SelfSubjectReview {
+        SelfSubjectReview {
+            metadata: Default::default(),
+            status: Some(SelfSubjectReviewStatus {
+                user_info: Some(UserInfo {
+                    username: Some(self.id.username.clone()),
+                    groups: Some(self.id.groups.clone()),
+                    ..Default::default()
+                }),
+            }),
+        }
     }
 
     /// `GET .../certificatesigningrequests/NAME` (and `/approval`, `/status`).

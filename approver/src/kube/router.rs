@@ -54,6 +54,8 @@ enum Route<'a> {
     Item(&'a str),
     Approval(&'a str),
     Status(&'a str),
+    /// `kubectl auth whoami`.
+    SelfSubjectReview,
     NotFound,
 }
 
@@ -65,6 +67,13 @@ fn route(path: &str) -> Route<'_> {
         "/apis" => return Route::Discovery(discovery::groups()),
         "/apis/certificates.k8s.io" => return Route::Discovery(discovery::certificates_group()),
         "/apis/certificates.k8s.io/v1" => return Route::Discovery(discovery::resources()),
+        "/apis/authentication.k8s.io" => {
+            return Route::Discovery(discovery::authentication_group());
+        }
+        "/apis/authentication.k8s.io/v1" => {
+            return Route::Discovery(discovery::authentication_resources());
+        }
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews" => return Route::SelfSubjectReview,
         "/openapi/v3" => return Route::OpenApiDoc(openapi::root()),
         "/openapi/v3/apis/certificates.k8s.io/v1" => {
             return Route::OpenApiDoc(openapi::group_version().clone());
@@ -211,6 +220,15 @@ where
         },
         Route::Status(name) => match method {
             Method::GET => call.get(name).await,
+            m => Err(KubeError::method_not_allowed(&m)),
+        },
+        Route::SelfSubjectReview => match method {
+            Method::POST => {
+                // The request carries nothing the answer depends on (it may
+                // be JSON or protobuf); it is read within the limit and dropped.
+                wire::read_body(body, limit).await?;
+                Ok(wire::json(StatusCode::CREATED, &call.self_subject_review()))
+            }
             m => Err(KubeError::method_not_allowed(&m)),
         },
     }
