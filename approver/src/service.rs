@@ -22,13 +22,13 @@ use certsign_evidence::ApprovalTrust;
 use certsign_proto::v1::approver_server::Approver;
 use certsign_proto::v1::{
     ApproveCertificateSigningRequestRequest, CertificateRevocationList, CertificateSigningRequest,
-    CreateCertificateSigningRequestRequest, Decision, DeleteCertificateSigningRequestRequest,
-    DeleteCertificateSigningRequestResponse, DenyCertificateSigningRequestRequest,
-    GetCertificateRevocationListRequest, GetCertificateSigningRequestRequest,
-    GetTrustBundleRequest, IssuedCertificate, ListCertificateSigningRequestsRequest,
-    ListCertificateSigningRequestsResponse, ListCertificatesRequest, ListCertificatesResponse,
-    RevokeCertificateRequest, SignedStatement, TrustBundle, WatchCertificateSigningRequestsRequest,
-    WatchEvent,
+    CreateCertificateSigningRequestRequest, CreateSelfSubjectReviewRequest, Decision,
+    DeleteCertificateSigningRequestRequest, DeleteCertificateSigningRequestResponse,
+    DenyCertificateSigningRequestRequest, GetCertificateRevocationListRequest,
+    GetCertificateSigningRequestRequest, GetTrustBundleRequest, IssuedCertificate,
+    ListCertificateSigningRequestsRequest, ListCertificateSigningRequestsResponse,
+    ListCertificatesRequest, ListCertificatesResponse, RevokeCertificateRequest, SelfSubjectReview,
+    SignedStatement, TrustBundle, UserInfo, WatchCertificateSigningRequestsRequest, WatchEvent,
 };
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
@@ -621,5 +621,24 @@ impl Approver for ApproverService {
             this_update: ts(crl.this_update),
             next_update: ts(crl.next_update),
         }))
+    }
+
+    async fn create_self_subject_review(
+        &self,
+        request: Request<CreateSelfSubjectReviewRequest>,
+    ) -> Result<Response<SelfSubjectReview>, Status> {
+        let cfg = self.shared.config.snapshot();
+        let (id, _) = self.authenticate(&cfg, &request, TokenUse::Allowed)?;
+        Ok(Response::new(SelfSubjectReview {
+            user_info: Some(user_info(&id)),
+        }))
+    }
+}
+
+/// Who `id` is, as both faces' SelfSubjectReview answer it.
+pub(crate) fn user_info(id: &Caller) -> UserInfo {
+    UserInfo {
+        username: id.username.clone(),
+        groups: id.groups.clone(),
     }
 }

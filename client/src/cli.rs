@@ -98,6 +98,9 @@ pub enum Command {
     /// Client configuration for other tools (`config kubeconfig`).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Who you are to certsign (`auth whoami`).
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
 
 /// `config`.
@@ -108,6 +111,23 @@ pub enum ConfigCommand {
     /// CA, the server, and this certctl identity (client certificate and
     /// key embedded) or, with --token, the bootstrap token.
     Kubeconfig(KubeconfigArgs),
+}
+
+/// `auth`.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Print the username and groups the approver took from this
+    /// credential (a client certificate's CN and O, or a bootstrap token),
+    /// as `kubectl auth whoami` does: what authorization sees.
+    Whoami(WhoamiArgs),
+}
+
+/// `auth whoami`.
+#[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    /// json or yaml: the SelfSubjectReview in Kubernetes' shape (default: a table).
+    #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+    pub output: Option<Output>,
 }
 
 /// `config kubeconfig`.

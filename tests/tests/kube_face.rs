@@ -662,6 +662,26 @@ fn kubectl_auth_whoami_names_the_identity_certsign_sees() {
             "ATTRIBUTE   VALUE\nUsername    system:bootstrap:{id}\nGroups      [system:bootstrappers system:authenticated]"
         )
     );
+    // certctl (the gRPC face) sees each identity the same way.
+    let certctl_whoami =
+        |extra: &[&str]| run_ok(k.stack.certctl().args(extra).args(["auth", "whoami"]));
+    assert_eq!(
+        certctl_whoami(&[]).trim_end(),
+        whoami(&k.admin_kubeconfig())
+    );
+    let (crt_s, key_s) = (crt.display().to_string(), key.display().to_string());
+    assert_eq!(
+        certctl_whoami(&["--cert", &crt_s, "--key", &key_s]).trim_end(),
+        "ATTRIBUTE   VALUE\nUsername    carol\nGroups      [team-a team-b system:authenticated]"
+    );
+    assert_eq!(
+        certctl_whoami(&["--token", &k.token]).trim_end(),
+        whoami(&tok)
+    );
+    let yaml = run_ok(k.stack.certctl().args(["auth", "whoami", "-o", "yaml"]));
+    assert!(yaml.contains("kind: SelfSubjectReview\n"), "{yaml}");
+    assert!(yaml.contains("username: admin\n"), "{yaml}");
+
     // Discovery lists it, as a cluster does; it is only ever created.
     assert_eq!(
         ok(k.admin_kubectl().args(["api-versions"]), &dir),

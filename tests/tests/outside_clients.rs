@@ -85,6 +85,7 @@ fn grpcurl_lists_describes_creates_reads_and_watches() {
         "DenyCertificateSigningRequest",
         "DeleteCertificateSigningRequest",
         "GetTrustBundle",
+        "CreateSelfSubjectReview",
     ] {
         assert!(describe.contains(rpc), "describe lacks {rpc}: {describe}");
     }
@@ -92,6 +93,16 @@ fn grpcurl_lists_describes_creates_reads_and_watches() {
     // Health answers.
     let health = g.call("grpc.health.v1.Health/Check", &serde_json::json!({}));
     assert_eq!(health["status"], "SERVING", "{health}");
+
+    // Who the approver takes the caller to be.
+    let me = g.call(
+        "certsign.v1.Approver/CreateSelfSubjectReview",
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        me,
+        serde_json::json!({"userInfo": {"username": "admin", "groups": ["system:masters", "system:authenticated"]}})
+    );
 
     // Create with a JSON body shaped like `kubectl get csr -o json`.
     let csr = openssl_csr(&stack.dir, "ops-made");

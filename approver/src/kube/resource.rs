@@ -206,12 +206,13 @@ impl Call<'_> {
     /// caller is to certsign, as authentication found it (`kubectl auth
     /// whoami`).
     pub fn self_subject_review(&self) -> SelfSubjectReview {
+        let who = crate::service::user_info(&self.id);
         SelfSubjectReview {
             metadata: Default::default(),
             status: Some(SelfSubjectReviewStatus {
                 user_info: Some(UserInfo {
-                    username: Some(self.id.username.clone()),
-                    groups: Some(self.id.groups.clone()),
+                    username: Some(who.username),
+                    groups: Some(who.groups),
                     ..Default::default()
                 }),
             }),

@@ -25,11 +25,12 @@ mod renew_agent;
 mod revoke;
 mod trustbundle;
 mod wait;
+mod whoami;
 
 use anyhow::Result;
 use certsign_proto::v1 as pb;
 
-use crate::cli::{self, CertificateCommand, Command, ConfigCommand};
+use crate::cli::{self, AuthCommand, CertificateCommand, Command, ConfigCommand};
 use crate::config::Overrides;
 use common::{OtherResource, other_resource};
 
@@ -77,6 +78,7 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         Command::Delete(a) => delete::delete(settings()?, a).await,
         Command::Completion(a) => completion::completion(a),
         Command::Config(ConfigCommand::Kubeconfig(a)) => kubeconfig::kubeconfig(settings()?, a),
+        Command::Auth(AuthCommand::Whoami(a)) => whoami::whoami(settings()?, a).await,
     };
     // An Unimplemented answer: say so plainly when the server is a signer.
     if let Err(e) = &done
