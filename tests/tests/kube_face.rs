@@ -685,11 +685,84 @@ fn kubectl_auth_whoami_names_the_identity_certsign_sees() {
     // Discovery lists it, as a cluster does; it is only ever created.
     assert_eq!(
         ok(k.admin_kubectl().args(["api-versions"]), &dir),
-        "authentication.k8s.io/v1\ncertificates.k8s.io/v1"
+        "authentication.k8s.io/v1\nauthorization.k8s.io/v1\ncertificates.k8s.io/v1"
     );
     let err = fails(k.admin_kubectl().args(["get", "selfsubjectreviews"]), &dir);
     assert!(
         err.starts_with("Error from server (MethodNotAllowed): the server does not allow this method on the requested resource"),
         "{err}"
     );
+}
+
+/// `kubectl auth can-i` (SelfSubjectAccessReview, sent as protobuf) answers
+/// as certsign enforces: an admin may approve, a user may create, read and
+/// delete its own requests but not approve (and is refused when it tries),
+/// a bootstrap token may only create and read; nothing but CSRs exists.
+#[test]
+fn kubectl_auth_can_i_answers_as_certsign_enforces() {
+    let k = KubeStack::start();
+    let dir = k.stack.dir.clone();
+    let (crt, key) = k.stack.user("carol", &["team-a"]);
+    let carol = k.kubeconfig_for_cert("carol", &crt, &key);
+    let tok = k.kubeconfig_for_token("tok", &k.token);
+    let can_i = |kubeconfig: &std::path::PathBuf, args: &[&str]| {
+        let (yes, out, _) = kc(
+            k.kubectl(kubeconfig).args(["auth", "can-i"]).args(args),
+            &dir,
+        );
+        assert_eq!(yes, out == "yes", "exit status and answer disagree: {out}");
+        out
+    };
+    let admin = k.admin_kubeconfig();
+    let approve = ["update", "csr", "--subresource=approval"];
+    for (who, kubeconfig, create, delete, approval) in [
+        ("admin", &admin, "yes", "yes", "yes"),
+        (
+            "carol",
+            &carol,
+            "yes",
+            "yes",
+            "no - user not permitted to approve requests",
+        ),
+        (
+            "token",
+            &tok,
+            "yes",
+            "no - a bootstrap token may only create and read requests",
+            "no - user not permitted to approve requests",
+        ),
+    ] {
+        assert_eq!(can_i(kubeconfig, &["create", "csr"]), create, "{who}");
+        assert_eq!(can_i(kubeconfig, &["list", "csr"]), "yes", "{who}");
+        assert_eq!(can_i(kubeconfig, &["delete", "csr"]), delete, "{who}");
+        assert_eq!(can_i(kubeconfig, &approve), approval, "{who}");
+        assert_eq!(
+            can_i(kubeconfig, &["get", "pods"]),
+            "no - certsign serves only certificatesigningrequests",
+            "{who}"
+        );
+        assert_eq!(can_i(kubeconfig, &["get", "/version"]), "yes", "{who}");
+        assert_eq!(
+            can_i(kubeconfig, &["deletecollection", "csr"]),
+            "no - certsign does not serve this verb on this resource",
+            "{who}"
+        );
+    }
+    // What it said no to is refused when carol tries it.
+    manifest(
+        &dir,
+        "c1.yaml",
+        "c1",
+        "carol",
+        &[],
+        KUBELET_CLIENT,
+        &["client auth", "digital signature"],
+    );
+    ok(k.kubectl(&carol).args(["create", "-f", "c1.yaml"]), &dir);
+    let refused = fails(
+        k.kubectl(&carol).args(["certificate", "approve", "c1"]),
+        &dir,
+    );
+    assert!(refused.contains("not permitted to approve"), "{refused}");
+    assert_eq!(condition(&k, &mut k.admin_kubectl(), "c1"), "Pending");
 }

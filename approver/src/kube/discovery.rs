@@ -55,6 +55,8 @@ pub fn core() -> Value {
 
 /// The group of SelfSubjectReview (`kubectl auth whoami`).
 pub const AUTHENTICATION: &str = "authentication.k8s.io";
+/// The group of SelfSubjectAccessReview (`kubectl auth can-i`).
+pub const AUTHORIZATION: &str = "authorization.k8s.io";
 
 fn group(name: &str) -> APIGroup {
     let v1 = GroupVersionForDiscovery {
@@ -72,7 +74,7 @@ fn group(name: &str) -> APIGroup {
 /// `GET /apis`.
 pub fn groups() -> Value {
     json(&APIGroupList {
-        groups: vec![group(GROUP), group(AUTHENTICATION)],
+        groups: vec![group(GROUP), group(AUTHENTICATION), group(AUTHORIZATION)],
     })
 }
 
@@ -86,17 +88,51 @@ pub fn authentication_group() -> Value {
     json(&group(AUTHENTICATION))
 }
 
-/// `GET /apis/authentication.k8s.io/v1`: only SelfSubjectReview.
-pub fn authentication_resources() -> Value {
+/// `GET /apis/authorization.k8s.io`.
+pub fn authorization_group() -> Value {
+    json(&group(AUTHORIZATION))
+}
+
+/// The one create-only review resource of `group`.
+fn review_resources(group: &str, kind: &str) -> Value {
+    let name = format!("{}s", kind.to_ascii_lowercase());
     json(&APIResourceList {
-        group_version: format!("{AUTHENTICATION}/v1"),
+        group_version: format!("{group}/v1"),
         resources: vec![APIResource {
-            name: "selfsubjectreviews".into(),
-            singular_name: "selfsubjectreview".into(),
+            singular_name: kind.to_ascii_lowercase(),
+            name,
             namespaced: false,
-            kind: "SelfSubjectReview".into(),
+            kind: kind.into(),
             verbs: strings(&["create"]),
             ..Default::default()
+        }],
+    })
+}
+
+/// `GET /apis/authentication.k8s.io/v1`: only SelfSubjectReview.
+pub fn authentication_resources() -> Value {
+    review_resources(AUTHENTICATION, "SelfSubjectReview")
+}
+
+/// `GET /apis/authorization.k8s.io/v1`: only SelfSubjectAccessReview.
+pub fn authorization_resources() -> Value {
+    review_resources(AUTHORIZATION, "SelfSubjectAccessReview")
+}
+
+/// An aggregated discovery item for a create-only review resource.
+fn aggregated_review(group: &str, kind: &str) -> Value {
+    serde_json::json!({
+        "metadata": {"name": group, "creationTimestamp": null},
+        "versions": [{
+            "version": "v1",
+            "freshness": "Current",
+            "resources": [{
+                "resource": format!("{}s", kind.to_ascii_lowercase()),
+                "responseKind": {"group": "", "version": "", "kind": kind},
+                "scope": "Cluster",
+                "singularResource": kind.to_ascii_lowercase(),
+                "verbs": ["create"],
+            }],
         }],
     })
 }
@@ -140,20 +176,10 @@ pub fn aggregated() -> Value {
                     ],
                 }],
             }],
-        }, {
-            "metadata": {"name": AUTHENTICATION, "creationTimestamp": null},
-            "versions": [{
-                "version": "v1",
-                "freshness": "Current",
-                "resources": [{
-                    "resource": "selfsubjectreviews",
-                    "responseKind": {"group": "", "version": "", "kind": "SelfSubjectReview"},
-                    "scope": "Cluster",
-                    "singularResource": "selfsubjectreview",
-                    "verbs": ["create"],
-                }],
-            }],
-        }],
+        },
+        aggregated_review(AUTHENTICATION, "SelfSubjectReview"),
+        aggregated_review(AUTHORIZATION, "SelfSubjectAccessReview"),
+        ],
     })
 }
 
@@ -206,6 +232,15 @@ mod tests {
         );
         assert_eq!(groups()["groups"][0]["name"], "certificates.k8s.io");
         assert_eq!(groups()["groups"][1]["name"], "authentication.k8s.io");
+        assert_eq!(groups()["groups"][2]["name"], "authorization.k8s.io");
+        assert_eq!(
+            authorization_resources()["resources"][0]["name"],
+            "selfsubjectaccessreviews"
+        );
+        assert_eq!(
+            aggregated()["items"][2]["versions"][0]["resources"][0]["resource"],
+            "selfsubjectaccessreviews"
+        );
         assert_eq!(
             authentication_resources()["resources"][0]["kind"],
             "SelfSubjectReview"

@@ -9,7 +9,7 @@
 //! deadline, HTTP/1.1, a bound on connections and on a slow client's
 //! request head); [`router`] routes one request; [`discovery`] and
 //! [`openapi`] describe the API; [`resource`] and [`watch`] serve the
-//! resource; [`table`] prints it; [`convert`] maps the object between
+//! resource; [`review`] answers `kubectl auth whoami` and `can-i`; [`table`] prints it; [`convert`] maps the object between
 //! encodings; [`wire`] reads bodies and writes answers; [`errors`] maps
 //! errors to `metav1.Status`.
 //!
@@ -22,6 +22,7 @@ pub mod discovery;
 pub mod errors;
 pub mod openapi;
 pub mod resource;
+pub mod review;
 pub mod router;
 pub mod table;
 pub mod watch;

@@ -18,7 +18,6 @@ use certsign_proto::v1::{
     CertificateSigningRequest as Stored, Decision, ListCertificateSigningRequestsRequest,
 };
 use http::{HeaderMap, Response, StatusCode};
-use k8s_openapi::api::authentication::v1::{SelfSubjectReview, SelfSubjectReviewStatus, UserInfo};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusDetails};
 
@@ -200,23 +199,6 @@ impl Call<'_> {
             "items": items.iter().map(convert::to_kube).collect::<Vec<_>>(),
         });
         Ok(wire::json(StatusCode::OK, &list))
-    }
-
-    /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`: who the
-    /// caller is to certsign, as authentication found it (`kubectl auth
-    /// whoami`).
-    pub fn self_subject_review(&self) -> SelfSubjectReview {
-        let who = crate::service::user_info(&self.id);
-        SelfSubjectReview {
-            metadata: Default::default(),
-            status: Some(SelfSubjectReviewStatus {
-                user_info: Some(UserInfo {
-                    username: Some(who.username),
-                    groups: Some(who.groups),
-                    ..Default::default()
-                }),
-            }),
-        }
     }
 
     /// `GET .../certificatesigningrequests/NAME` (and `/approval`, `/status`).

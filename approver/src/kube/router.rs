@@ -19,7 +19,7 @@ use percent_encoding::percent_decode_str;
 use super::errors::{KubeError, RESOURCE, from_service};
 use super::resource::Call;
 use super::wire::{self, Body};
-use super::{discovery, openapi, watch};
+use super::{discovery, openapi, review, watch};
 use crate::service::{ApproverService, TokenUse};
 
 const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
@@ -56,6 +56,8 @@ enum Route<'a> {
     Status(&'a str),
     /// `kubectl auth whoami`.
     SelfSubjectReview,
+    /// `kubectl auth can-i`.
+    SelfSubjectAccessReview,
     NotFound,
 }
 
@@ -74,6 +76,15 @@ fn route(path: &str) -> Route<'_> {
             return Route::Discovery(discovery::authentication_resources());
         }
         "/apis/authentication.k8s.io/v1/selfsubjectreviews" => return Route::SelfSubjectReview,
+        "/apis/authorization.k8s.io" => {
+            return Route::Discovery(discovery::authorization_group());
+        }
+        "/apis/authorization.k8s.io/v1" => {
+            return Route::Discovery(discovery::authorization_resources());
+        }
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => {
+            return Route::SelfSubjectAccessReview;
+        }
         "/openapi/v3" => return Route::OpenApiDoc(openapi::root()),
         "/openapi/v3/apis/certificates.k8s.io/v1" => {
             return Route::OpenApiDoc(openapi::group_version().clone());
@@ -227,7 +238,20 @@ where
                 // The request carries nothing the answer depends on (it may
                 // be JSON or protobuf); it is read within the limit and dropped.
                 wire::read_body(body, limit).await?;
-                Ok(wire::json(StatusCode::CREATED, &call.self_subject_review()))
+                Ok(wire::json(
+                    StatusCode::CREATED,
+                    &review::self_subject_review(&call.id),
+                ))
+            }
+            m => Err(KubeError::method_not_allowed(&m)),
+        },
+        Route::SelfSubjectAccessReview => match method {
+            Method::POST => {
+                let body = wire::read_body(body, limit).await?;
+                let media = wire::media_type(&parts.headers);
+                let answer =
+                    review::self_subject_access_review(&call.cfg, &call.id, &media, &body)?;
+                Ok(wire::json(StatusCode::CREATED, &answer))
             }
             m => Err(KubeError::method_not_allowed(&m)),
         },

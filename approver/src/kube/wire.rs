@@ -31,7 +31,8 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 /// The magic prefix of Kubernetes' protobuf encoding.
 const PROTOBUF_MAGIC: &[u8] = b"k8s\0";
-const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+/// Kubernetes protobuf (what kubectl sends for typed writes).
+pub const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 
 /// A JSON answer with `code`.
 pub fn json(code: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
@@ -291,6 +292,15 @@ pub fn decode_delete_options(media: &str, body: &[u8]) -> Result<DeleteOptions, 
 /// Kubernetes' protobuf envelope (`k8s\0` + runtime.Unknown) holding a
 /// CertificateSigningRequest.
 fn decode_protobuf(body: &[u8]) -> Result<CertificateSigningRequest, KubeError> {
+    let raw = unwrap_protobuf(body, "certificates.k8s.io/v1", "CertificateSigningRequest")?;
+    let csr = k8s_pb::api::certificates::v1::CertificateSigningRequest::decode(raw.as_slice())
+        .map_err(|e| KubeError::undecodable(&format!("protobuf: {e}")))?;
+    Ok(convert::from_protobuf(csr))
+}
+
+/// The object bytes inside Kubernetes' protobuf envelope (`k8s\0` +
+/// runtime.Unknown), which must say it holds `api_version` `kind`.
+pub fn unwrap_protobuf(body: &[u8], api_version: &str, kind: &str) -> Result<Vec<u8>, KubeError> {
     let bad = |why: &str| KubeError::undecodable(&format!("protobuf: {why}"));
     let rest = body
         .strip_prefix(PROTOBUF_MAGIC)
@@ -298,17 +308,10 @@ fn decode_protobuf(body: &[u8]) -> Result<CertificateSigningRequest, KubeError> 
     let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(rest)
         .map_err(|e| bad(&e.to_string()))?;
     let meta = unknown.type_meta.unwrap_or_default();
-    if meta.api_version.as_deref() != Some("certificates.k8s.io/v1")
-        || meta.kind.as_deref() != Some("CertificateSigningRequest")
-    {
-        return Err(bad(
-            "the object is not a certificates.k8s.io/v1 CertificateSigningRequest",
-        ));
+    if meta.api_version.as_deref() != Some(api_version) || meta.kind.as_deref() != Some(kind) {
+        return Err(bad(&format!("the object is not a {api_version} {kind}")));
     }
-    let raw = unknown.raw.unwrap_or_default();
-    let csr = k8s_pb::api::certificates::v1::CertificateSigningRequest::decode(raw.as_slice())
-        .map_err(|e| bad(&e.to_string()))?;
-    Ok(convert::from_protobuf(csr))
+    Ok(unknown.raw.unwrap_or_default())
 }
 
 #[cfg(test)]
