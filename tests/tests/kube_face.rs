@@ -303,6 +303,20 @@ fn kubectl_approval_only_where_the_signer_trusts_the_approver() {
         &["digital signature", "client auth"],
     );
     ok(k.kubectl(&node).args(["apply", "-f", "kn1.yaml"]), &dir);
+    // `kubectl wait` on a condition not there yet times out, as on a cluster.
+    let err = fails(
+        k.admin_kubectl().args([
+            "wait",
+            "--for=condition=Approved",
+            "csr/kn1",
+            "--timeout=1s",
+        ]),
+        &dir,
+    );
+    assert_eq!(
+        err,
+        "error: timed out waiting for the condition on certificatesigningrequests/kn1"
+    );
     // The requestor is no approver.
     let refused = fails(
         k.kubectl(&node).args(["certificate", "approve", "kn1"]),
@@ -316,6 +330,21 @@ fn kubectl_approval_only_where_the_signer_trusts_the_approver() {
         ),
         "certificatesigningrequest.certificates.k8s.io/kn1 approved"
     );
+    // `kubectl wait` (a list, then a watch by field selector) sees the
+    // approval and then the certificate.
+    for condition in [
+        "--for=condition=Approved",
+        "--for=jsonpath={.status.certificate}",
+    ] {
+        assert_eq!(
+            ok(
+                k.admin_kubectl()
+                    .args(["wait", condition, "csr/kn1", "--timeout=60s"]),
+                &dir
+            ),
+            "certificatesigningrequest.certificates.k8s.io/kn1 condition met"
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     let pem = loop {
         let b64 = ok(
