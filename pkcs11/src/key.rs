@@ -12,11 +12,10 @@ use cryptoki::context::Pkcs11;
 use cryptoki::object::{ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use ring::signature::UnparsedPublicKey;
-use x509_parser::prelude::FromDer;
 
 use crate::session::{
     Scheme, TokenError, ck, fail, find_one, find_slot, load_module, open_session, read_pin,
-    sign_with,
+    scheme_and_key, sign_with,
 };
 use crate::uri::Pkcs11Uri;
 
@@ -44,12 +43,8 @@ impl TokenSigner {
     /// Opens the key `uri` names and checks it against `spki_der` (the
     /// SubjectPublicKeyInfo of the certificate it signs for).
     pub fn open(uri: &Pkcs11Uri, spki_der: &[u8]) -> Result<Self, TokenError> {
-        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
-            .map_err(|e| fail(format!("certificate public key: {e}")))?;
-        let scheme = Scheme::from_spki(&spki).ok_or_else(|| {
-            fail("certificate public key: a token key must be ECDSA P-256, P-384 or RSA")
-        })?;
-        let public_key = spki.subject_public_key.data.to_vec();
+        let (scheme, public_key) =
+            scheme_and_key(spki_der, "certificate public key", "a token key")?;
         let pin = read_pin(&uri.pin_source)?;
         let ctx = load_module(uri)?;
         let slot = find_slot(&ctx, uri)?;

@@ -17,6 +17,6 @@ mod uri;
 pub use key::TokenSigner;
 pub use session::{
     Scheme, TokenError, ck, fail, find_one, find_slot, load_module, open_session, read_pin,
-    sign_with, two_integers,
+    scheme_and_key, sign_with, two_integers,
 };
 pub use uri::{PinSource, Pkcs11Uri};

@@ -118,6 +118,22 @@ impl Scheme {
     }
 }
 
+/// The scheme and the raw public key (the BIT STRING's contents) of a DER
+/// SubjectPublicKeyInfo. Errors name `what` it belongs to ("CA
+/// certificate") and `key` ("a token CA key").
+pub fn scheme_and_key(
+    spki_der: &[u8],
+    what: &str,
+    key: &str,
+) -> Result<(Scheme, Vec<u8>), TokenError> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
+        .map_err(|e| fail(format!("{what}: {e}")))?;
+    let scheme = Scheme::from_spki(&spki)
+        .ok_or_else(|| fail(format!("{what}: {key} must be ECDSA P-256, P-384 or RSA")))?;
+    Ok((scheme, spki.subject_public_key.data.to_vec()))
+}
+
 /// SEQUENCE { INTEGER, INTEGER }: an ECDSA signature (r, s) or an
 /// RSAPublicKey (n, e), from unsigned big-endian bytes.
 #[derive(der::Sequence)]

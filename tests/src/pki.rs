@@ -332,3 +332,38 @@ pub fn cert_matches_key(cert: &Path, key: &Path) -> bool {
     KeyPair::from_pem(&key_pem)
         .is_ok_and(|k| k.public_key_raw() == c.public_key().subject_public_key.data.as_ref())
 }
+
+/// The serial of a PEM certificate file, as `openssl x509 -serial` prints
+/// it (lower-case hex).
+pub fn openssl_serial(path: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(path)
+        .output()
+        .expect("run openssl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase()
+}
+
+/// The serial of the certificate `addr` serves to a new TLS connection
+/// (ALPN h2, client `cert`/`key`), as `openssl s_client` sees it.
+pub fn served_serial(addr: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} -CAfile {} -cert {} -key {} -alpn h2 </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ))
+        .output()
+        .expect("run openssl");
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        s.starts_with("serial="),
+        "openssl saw no certificate at {addr}: {s:?}"
+    );
+    s.trim_start_matches("serial=").to_ascii_lowercase()
+}

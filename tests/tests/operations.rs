@@ -47,35 +47,7 @@ fn served_serial(stack: &Stack, addr: &str) -> String {
     } else {
         (cert, key)
     };
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl s_client -connect {addr} -CAfile {} -cert {} -key {} -alpn h2 </dev/null 2>/dev/null | openssl x509 -noout -serial",
-            stack.ca().display(),
-            cert.display(),
-            key.display()
-        ))
-        .output()
-        .unwrap();
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        s.starts_with("serial="),
-        "openssl saw no certificate at {addr}: {s:?}"
-    );
-    s.trim_start_matches("serial=").to_ascii_lowercase()
-}
-
-/// The serial of a PEM certificate file, as openssl prints it.
-fn file_serial(path: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_ascii_lowercase()
+    certsign_tests::pki::served_serial(addr, &stack.ca(), &cert, &key)
 }
 
 /// Replaces `dir/tls.{crt,key}` with a fresh loopback identity `cn`
@@ -91,7 +63,10 @@ async fn sighup_reloads_the_signer_tls_certificate_and_keeps_serving() {
     let stack = Stack::start();
     let signer = stack.signer.addr.clone();
     let first = served_serial(&stack, &signer);
-    assert_eq!(first, file_serial(&stack.dir.join("signer/tls.crt")));
+    assert_eq!(
+        first,
+        certsign_tests::pki::openssl_serial(&stack.dir.join("signer/tls.crt"))
+    );
     // A connection opened before the reload.
     let mut old = stack.signer_client(Some(&stack.approver_ident()));
     let crl = || certsign_proto::v1::SignRequest {
@@ -114,7 +89,10 @@ async fn sighup_reloads_the_signer_tls_certificate_and_keeps_serving() {
         second, first,
         "a new connection still sees the old certificate"
     );
-    assert_eq!(second, file_serial(&stack.dir.join("signer/tls.crt")));
+    assert_eq!(
+        second,
+        certsign_tests::pki::openssl_serial(&stack.dir.join("signer/tls.crt"))
+    );
     // The old connection keeps working, and the approver still gets
     // certificates signed through its own (older) connection.
     old.sign(crl()).await.unwrap();
@@ -163,7 +141,10 @@ async fn sighup_reloads_the_approver_tls_certificate() {
     wait_log(|| stack.approver.log(), "TLS certificate reloaded from").await;
     let second = served_serial(&stack, &approver);
     assert_ne!(second, first);
-    assert_eq!(second, file_serial(&stack.dir.join("approver/tls.crt")));
+    assert_eq!(
+        second,
+        certsign_tests::pki::openssl_serial(&stack.dir.join("approver/tls.crt"))
+    );
     assert_eq!(
         old.get_certificate_signing_request(get())
             .await

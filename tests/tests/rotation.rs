@@ -18,41 +18,15 @@ use certsign_proto::v1::{
 };
 use certsign_tests::Stack;
 use certsign_tests::grpc::{approve_request, create_request, ts};
-use certsign_tests::pki::{Ident, MintSpec, csr, csr_with_key};
+use certsign_tests::pki::{Ident, MintSpec, csr, csr_with_key, openssl_serial};
 use certsign_tests::records::journal_issued;
 use certsign_tests::wait::wait_issued;
 use prost::Message as _;
 use tonic::Code;
 
-fn serial_of_file(path: &std::path::Path) -> String {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_ascii_lowercase()
-}
-
 fn served_serial(stack: &Stack) -> String {
     let (cert, key) = stack.admin();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl s_client -connect {} -CAfile {} -cert {} -key {} -alpn h2 </dev/null 2>/dev/null | openssl x509 -noout -serial",
-            stack.approver.addr,
-            stack.ca().display(),
-            cert.display(),
-            key.display()
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_ascii_lowercase()
+    certsign_tests::pki::served_serial(&stack.approver.addr, &stack.ca(), &cert, &key)
 }
 
 fn subject_and_sans(path: &std::path::Path) -> String {
@@ -84,7 +58,7 @@ async fn an_approver_within_its_window_rotates_through_the_signer_while_clients_
     let crt = stack.dir.join("approver/tls.crt");
     let before_subject = subject_and_sans(&crt);
     let old_serial = served_serial(&stack);
-    let old_file_serial = serial_of_file(&crt);
+    let old_file_serial = openssl_serial(&crt);
     // A client calling all along; none of its calls may fail.
     let mut client = stack.approver_client(Some(&stack.admin_ident()));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -109,7 +83,7 @@ async fn an_approver_within_its_window_rotates_through_the_signer_while_clients_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(calls > 0);
-    let new_file_serial = serial_of_file(&crt);
+    let new_file_serial = openssl_serial(&crt);
     assert_ne!(new_file_serial, old_file_serial);
     assert_eq!(
         served_serial(&stack),
@@ -322,7 +296,7 @@ async fn the_signer_reissues_its_own_tls_certificate_within_its_window() {
         assert!(Instant::now() < deadline, "{}", stack.signer.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let new_serial = serial_of_file(&crt);
+    let new_serial = openssl_serial(&crt);
     let approver = stack.dir.join("approver");
     let out = Command::new("sh")
         .arg("-c")

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use certsign_pkcs11::{
     Pkcs11Uri, Scheme, TokenError, ck, fail, find_one, find_slot, load_module, open_session,
-    read_pin, sign_with,
+    read_pin, scheme_and_key, sign_with,
 };
 use cryptoki::context::Pkcs11;
 use cryptoki::object::{ObjectClass, ObjectHandle};
@@ -17,7 +17,6 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use ring::signature::UnparsedPublicKey;
-use x509_parser::prelude::FromDer;
 
 use crate::interface::{KeyError, KeySigner, SigAlg};
 
@@ -125,12 +124,7 @@ impl TokenKey {
     /// Load the module, log in, find the key and check it against the CA
     /// certificate's public key (`spki`: its SubjectPublicKeyInfo, DER).
     pub fn open(uri: &Pkcs11Uri, spki: &[u8], sessions: usize) -> Result<Self, TokenError> {
-        let (_, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki)
-            .map_err(|e| fail(format!("CA certificate: {e}")))?;
-        let scheme = Scheme::from_spki(&parsed).ok_or_else(|| {
-            fail("CA certificate: a token CA key must be ECDSA P-256, P-384 or RSA")
-        })?;
-        let spki_key = parsed.subject_public_key.data.to_vec();
+        let (scheme, spki_key) = scheme_and_key(spki, "CA certificate", "a token CA key")?;
         let pin = read_pin(&uri.pin_source)?;
         let (module, session) = Module::open(uri, &pin, scheme, &spki_key)?;
         Ok(Self {
