@@ -98,7 +98,7 @@ pub struct AccessQuestion {
 /// (how far, or why not). It answers from the same predicates the
 /// handlers enforce (admin and approver groups here, bootstrap tokens only
 /// creating and reading); anything it does not know is a no.
-pub(crate) fn review(cfg: &Config, id: &Caller, q: &AccessQuestion) -> (bool, String) {
+pub fn review(cfg: &Config, id: &Caller, q: &AccessQuestion) -> (bool, String) {
     const CSRS: &str = "certificatesigningrequests";
     let token = id.certificate().is_none();
     let scope = |verb: &str| {

@@ -1,7 +1,8 @@
 //! The certificates the approver itself runs on (its TLS identity, its
 //! client identity towards the signer, the CA bundles it trusts) and the
 //! CRL it publishes: seconds until each expires, as metrics, and a warning
-//! in the log [`WARN_BEFORE`] ahead (then once a day until it is renewed).
+//! in the log 30 days ahead (then once a day until it is renewed;
+//! [`certsign_runtime::expiry`]).
 //! Files are read again at every check, so a renewed certificate is seen
 //! without a restart.
 //!
@@ -17,7 +18,7 @@ use crate::crl::CrlPublisher;
 use crate::metrics::{CertificateLabels, Metrics};
 use certsign_runtime::unix_now;
 
-pub use certsign_runtime::expiry::{CHECK_EVERY, WARN_BEFORE, earliest_not_after};
+use certsign_runtime::expiry::CHECK_EVERY;
 
 /// The certificate files the approver runs on, each under a fixed label,
 /// each file once (the signer client identity is usually the TLS one).
