@@ -272,7 +272,7 @@ impl Metrics {
 
     /// Before a scrape: the CRL's seconds left, and the store's counts
     /// into the request gauges unless they were read less than
-    /// [`REFRESH_EVERY`] ago. Stored signer names map to the configured
+    /// `REFRESH_EVERY` ago. Stored signer names map to the configured
     /// entry that serves them, else [`OTHER`]; every state of every
     /// configured name is reported (0 when none).
     pub async fn refresh(&self, store: &Store, config: &LiveConfig, crl: &CrlPublisher) {

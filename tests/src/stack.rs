@@ -216,7 +216,7 @@ impl Stack {
     /// requestor makes the key and request `name` with `create csr`
     /// (`subject`, `signer_name`, lifetime `expiration` such as "10m"), the
     /// admin approves it and `certificate wait` writes the chain. Returns
-    /// (DIR/<name>.crt, DIR/<name>.key).
+    /// (`DIR/<name>.crt`, `DIR/<name>.key`).
     pub fn issue_with_certctl(
         &self,
         name: &str,

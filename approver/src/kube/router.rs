@@ -8,7 +8,7 @@
 //!
 //! This module must never serve a resource path without an authenticated
 //! caller, and never let a bootstrap token delete or decide (the same
-//! [`TokenUse`] rules as the gRPC handlers).
+//! `TokenUse` rules as the gRPC handlers).
 
 use std::collections::HashMap;
 use std::sync::Arc;

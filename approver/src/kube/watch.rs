@@ -7,7 +7,7 @@
 //! come first as ADDED; with a version, only later changes. A watch that
 //! falls behind, or asks for a version too old, ends with an ERROR event
 //! (410 Expired). The events come from the same watch as the gRPC face
-//! ([`crate::service::ApproverService::watch_csrs`]).
+//! (`ApproverService::watch_csrs`).
 //!
 //! This module must never decide who may see an event: the service's
 //! watch filters by the caller's access.
